@@ -1,0 +1,140 @@
+//! `bayou`: run Bayou scenarios and randomised simulations.
+//!
+//! The binary is thin: parsing arguments, reading files and printing. The
+//! protocol lives in `bayou-core`, the simulation in `bayou-sim`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use bayou_sim::random::{self, Params};
+use bayou_sim::{World, parse};
+
+#[derive(Parser)]
+#[command(
+    name = "bayou",
+    version,
+    about = "Bayou: weakly consistent replicated storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario file (see examples/) and print each `show`.
+    Sim {
+        /// The scenario file.
+        file: PathBuf,
+        /// Print each `show` as one line of JSON.
+        #[arg(long)]
+        json: bool,
+        /// Check every invariant after each command (as random runs do).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Randomised simulation: generate and check runs from seeds.
+    Random {
+        /// Run only this seed.
+        #[arg(long, conflicts_with_all = ["start", "seeds"])]
+        seed: Option<u64>,
+        /// The first seed of a range.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// How many seeds to run, from --start.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// With --seed: print the seed's scenario instead of running it.
+        #[arg(long, requires = "seed")]
+        emit: bool,
+        /// Commands per run before healing, at most.
+        #[arg(long, default_value_t = Params::default().max_steps)]
+        max_steps: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bayou: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Sim { file, json, check } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let lines = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let mut world = World::new(check);
+            let mut first = true;
+            let result = world.run(&lines, |snapshot| {
+                if json {
+                    println!("{}", snapshot.to_json());
+                } else {
+                    if !first {
+                        println!();
+                    }
+                    print!("{}", snapshot.to_text());
+                }
+                first = false;
+            });
+            result.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Random {
+            seed,
+            start,
+            seeds,
+            emit,
+            max_steps,
+        } => {
+            let params = Params { max_steps };
+            if let Some(seed) = seed {
+                if emit {
+                    print!("{}", random::generate(seed, params));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                return Ok(match random::run_seed(seed, params) {
+                    Ok(()) => {
+                        println!("seed {seed}: ok");
+                        ExitCode::SUCCESS
+                    }
+                    Err(failure) => {
+                        eprintln!("{failure}");
+                        ExitCode::FAILURE
+                    }
+                });
+            }
+            let mut failed = 0u64;
+            let mut ran = 0u64;
+            for s in start..start.saturating_add(seeds) {
+                ran += 1;
+                if let Err(failure) = random::run_seed(s, params) {
+                    failed += 1;
+                    eprintln!("{failure}");
+                    if failed >= 5 {
+                        eprintln!("stopping after 5 failures");
+                        break;
+                    }
+                }
+            }
+            println!(
+                "{} passed, {failed} failed (seeds {start}..{})",
+                ran - failed,
+                start + ran
+            );
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Bayou's update protocol as a pure, deterministic state machine.
+//!
+//! Bayou (Terry et al., SOSP'95; Petersen et al., SOSP'97) is weakly
+//! consistent replicated storage: any server accepts writes, even while
+//! disconnected; servers exchange writes pairwise by *anti-entropy*; writes stay
+//! *tentative* until the one *primary* server gives them a commit sequence
+//! number (CSN); every server executes the same ordered log, so servers that
+//! hold the same writes hold the same database.
+//!
+//! This crate is the protocol and nothing else: no sockets, files, threads,
+//! system clock or randomness. The physical clock reading is an argument of
+//! [`Replica::client_write`]; anti-entropy is a pair of calls
+//! ([`Replica::items_for`] at the sender, [`Replica::receive`] at the
+//! receiver) that a simulator calls directly and a network server drives over
+//! TCP; durability is a queue of [`Item`]s the driver must persist before it
+//! acknowledges or sends anything ([`Replica::take_persist`]).
+//!
+//! Modules:
+//! * [`id`]: server ids, write ids `<accept-stamp, server-id>`, CSNs.
+//! * [`op`]: the operations `W(key,value)` and `D(key)`, and the database with
+//!   undo records.
+//! * [`vv`]: version vectors.
+//! * [`replica`]: one server: log, clocks, commit, anti-entropy, two views.
+//!
+//! Citations in comments: [T95] Terry et al. 1995, [P97] Petersen et al. 1997.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod id;
+pub mod op;
+pub mod replica;
+pub mod vv;
+
+pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
+pub use op::{Db, Op, OpParseError, Undo};
+pub use replica::{
+    CommitError, Item, ProtocolError, ReceiveReport, Replica, Role, Stats, Summary, View, Write,
+    WriteStatus, format_entry,
+};
+pub use vv::VersionVector;

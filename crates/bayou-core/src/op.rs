@@ -1,0 +1,250 @@
+//! Operations and the database they act on.
+//!
+//! A Bayou write carries an *update*; every server executes it at the write's
+//! place in the log order, and again whenever the order changes under it
+//! ([T95 §4–5]). This module holds the operations of the lecture's walk-through,
+//! `W(key,value)` and `D(key)`, and the key-value database they act on.
+//!
+//! Execution is the one place where an operation touches data, and it always
+//! goes through [`Db::execute`], which records an [`Undo`] so the replica can
+//! roll the database back when a write arrives that sorts before writes it has
+//! already executed ([T95 §7], the Undo Log). Bayou's dependency checks and
+//! merge procedures (a later addition) are further [`Op`] variants executed the
+//! same way: they read the database, decide, then write through the same
+//! undo-recording path, so rollback, redo and re-execution at commit need no
+//! change.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// An update carried by a write.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    /// `W(key,value)`: set `key` to `value`.
+    Put {
+        /// The key written.
+        key: Bytes,
+        /// The value stored.
+        value: Bytes,
+    },
+    /// `D(key)`: remove `key`.
+    Delete {
+        /// The key removed.
+        key: Bytes,
+    },
+}
+
+/// Why a piece of text is not an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpParseError {
+    /// Neither `W(key,value)` nor `D(key)`.
+    #[error("expected W(key,value) or D(key), got {0:?}")]
+    Malformed(String),
+    /// An empty key.
+    #[error("the key in {0:?} is empty")]
+    EmptyKey(String),
+}
+
+impl Op {
+    /// `W(key,value)`.
+    pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// `D(key)`.
+    pub fn delete(key: impl Into<Bytes>) -> Op {
+        Op::Delete { key: key.into() }
+    }
+
+    /// Parses the slides' notation: `W(X,4)` or `D(Y)`. Spaces around the
+    /// parts are ignored; the value runs to the closing parenthesis, so it may
+    /// hold commas.
+    pub fn parse(text: &str) -> Result<Op, OpParseError> {
+        let malformed = || OpParseError::Malformed(text.to_string());
+        let t = text.trim();
+        let (kind, rest) = t.split_at_checked(1).ok_or_else(malformed)?;
+        let inner = rest
+            .trim_start()
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(malformed)?;
+        match kind {
+            "W" => {
+                let (key, value) = inner.split_once(',').ok_or_else(malformed)?;
+                let key = key.trim();
+                if key.is_empty() {
+                    return Err(OpParseError::EmptyKey(text.to_string()));
+                }
+                if key.contains(['(', ')']) {
+                    return Err(malformed());
+                }
+                Ok(Op::put(
+                    Bytes::copy_from_slice(key.as_bytes()),
+                    Bytes::copy_from_slice(value.trim().as_bytes()),
+                ))
+            }
+            "D" => {
+                let key = inner.trim();
+                if key.is_empty() {
+                    return Err(OpParseError::EmptyKey(text.to_string()));
+                }
+                if key.contains([',', '(', ')']) {
+                    return Err(malformed());
+                }
+                Ok(Op::delete(Bytes::copy_from_slice(key.as_bytes())))
+            }
+            _ => Err(malformed()),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Put { key, value } => write!(
+                f,
+                "W({},{})",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            ),
+            Op::Delete { key } => write!(f, "D({})", String::from_utf8_lossy(key)),
+        }
+    }
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// What executing a write did to the database, recorded so that it can be
+/// undone: each key it touched with the value the key held before (first
+/// touch wins, so undoing restores the state before the write).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Undo {
+    previous: Vec<(Bytes, Option<Bytes>)>,
+}
+
+/// A key-value database: the result of executing a log prefix in order.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Db {
+    data: BTreeMap<Bytes, Bytes>,
+}
+
+impl Db {
+    /// An empty database.
+    pub fn new() -> Db {
+        Db::default()
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.data.get(key)
+    }
+
+    /// Every key and value, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.data.iter()
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the database holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The underlying map, e.g. to compare two databases.
+    pub fn as_map(&self) -> &BTreeMap<Bytes, Bytes> {
+        &self.data
+    }
+
+    /// Executes `op` and returns what is needed to undo it.
+    pub fn execute(&mut self, op: &Op) -> Undo {
+        let mut undo = Undo::default();
+        match op {
+            Op::Put { key, value } => self.set(&mut undo, key, Some(value.clone())),
+            Op::Delete { key } => self.set(&mut undo, key, None),
+        }
+        undo
+    }
+
+    /// Restores the state before the write whose execution produced `undo`.
+    pub fn undo(&mut self, undo: Undo) {
+        // Reverse order, so a key touched twice ends at its first previous value.
+        for (key, previous) in undo.previous.into_iter().rev() {
+            match previous {
+                Some(v) => self.data.insert(key, v),
+                None => self.data.remove(&key),
+            };
+        }
+    }
+
+    fn set(&mut self, undo: &mut Undo, key: &Bytes, value: Option<Bytes>) {
+        let previous = match value {
+            Some(v) => self.data.insert(key.clone(), v),
+            None => self.data.remove(key),
+        };
+        undo.previous.push((key.clone(), previous));
+    }
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.data
+                    .iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(k), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_the_slides_notation() {
+        assert_eq!(Op::parse("W(X,4)").unwrap(), Op::put("X", "4"));
+        assert_eq!(Op::parse(" W( X , 4 ) ").unwrap(), Op::put("X", "4"));
+        assert_eq!(Op::parse("D(Y)").unwrap(), Op::delete("Y"));
+        assert_eq!(Op::parse("W(k,a,b)").unwrap(), Op::put("k", "a,b"));
+        assert_eq!(Op::put("X", "4").to_string(), "W(X,4)");
+        assert_eq!(Op::delete("Y").to_string(), "D(Y)");
+    }
+
+    #[test]
+    fn rejects_malformed_operations() {
+        for bad in [
+            "", "W", "W(X)", "X(1,2)", "W(X,4", "D()", "W(,4)", "D(a,b)", "Wx(1,2)",
+        ] {
+            assert!(Op::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn undo_restores_the_previous_state() {
+        let mut db = Db::new();
+        db.execute(&Op::put("X", "1"));
+        let before = db.clone();
+        let u1 = db.execute(&Op::put("X", "2"));
+        let u2 = db.execute(&Op::delete("X"));
+        let u3 = db.execute(&Op::put("Y", "3"));
+        db.undo(u3);
+        db.undo(u2);
+        db.undo(u1);
+        assert_eq!(db, before);
+    }
+}

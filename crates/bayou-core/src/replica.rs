@@ -1,0 +1,726 @@
+//! One Bayou server: its write log, version vector, CSN, logical clock and the
+//! two views of its database.
+//!
+//! # The log and the database
+//!
+//! The log is the truth ([T95 §5]): committed writes ordered by CSN, then
+//! tentative writes ordered by `<accept-stamp, server-id>`. The database is the
+//! result of executing the log in that order. A replica keeps two databases:
+//!
+//! * the **committed view**, the committed prefix executed in CSN order. It
+//!   only ever moves forward, one newly committed write at a time;
+//! * the **full view**, the committed view followed by every tentative write.
+//!   The tentative part is executed with an undo record per write (the Undo
+//!   Log of [T95 §7]).
+//!
+//! When writes arrive that sort before tentative writes already executed, the
+//! replica undoes the executed writes back to the earliest insertion point and
+//! redoes them later. Redo is lazy: it runs once at the end of a client write
+//! or an anti-entropy batch, so one session rolls back at most once
+//! ([P97 §3.5]). A newly committed write moves in front of every tentative one;
+//! when it is the first tentative write already (the usual case, since the
+//! primary commits in its log order) nothing is undone at all.
+//!
+//! # Clocks
+//!
+//! A client write gets `stamp = max(physical clock reading, logical clock + 1)`
+//! and the logical clock becomes that stamp; a write received from a peer sets
+//! `logical clock = max(logical clock, its stamp)` ([T95 Fig. 5]). The logical
+//! clock therefore exceeds every stamp the server holds, so a new write sorts
+//! after everything its server knew when it accepted it: the tentative order
+//! respects causality, and so does the primary, which commits in that order.
+//!
+//! # Persistence contract
+//!
+//! Every change to the log is also queued as an [`Item`] for stable storage;
+//! [`Replica::take_persist`] drains the queue. A driver must make those items
+//! durable **before** it acknowledges a client write or sends anything this
+//! replica produced afterwards (anti-entropy items, replies). Recovery replays
+//! the durable items in order ([`Replica::recover`]). Because nothing leaves a
+//! server before it is durable, a crash can lose only writes and commits that
+//! nobody else has seen, and a primary can never hand out one CSN twice.
+
+use std::cmp::Reverse;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{Csn, ServerId, Stamp, WriteId};
+use crate::op::{Db, Op, Undo};
+use crate::vv::VersionVector;
+
+/// A write in the log: its name and its update.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// `<accept-stamp, server-id>`.
+    pub id: WriteId,
+    /// What the write does.
+    pub op: Op,
+}
+
+impl fmt::Debug for Write {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.id, self.op)
+    }
+}
+
+/// Formats a log entry in the slides' notation, `CSN:stamp:server op`, with
+/// `∞` for a tentative write: `∞:5:B W(Z,8)`, `6:13:B D(Y)`.
+pub fn format_entry(csn: Option<Csn>, write: &Write) -> String {
+    match csn {
+        Some(c) => format!("{c}:{}:{} {}", write.id.stamp, write.id.server, write.op),
+        None => format!("∞:{}:{} {}", write.id.stamp, write.id.server, write.op),
+    }
+}
+
+/// One unit of anti-entropy, and of persistence: a write entering the log, or
+/// a commit notification for a write already there ([P97 Fig. 2]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Item {
+    /// A write the receiver lacks; `csn` is set when it is already committed.
+    Write {
+        /// The write.
+        write: Write,
+        /// Its CSN, or `None` while tentative.
+        csn: Option<Csn>,
+    },
+    /// `<stamp, server, CSN>`: the receiver holds this write tentatively and
+    /// learns that it committed.
+    Commit {
+        /// The write that committed.
+        id: WriteId,
+        /// The CSN the primary gave it.
+        csn: Csn,
+    },
+}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Item::Write { write, csn } => f.write_str(&format_entry(*csn, write)),
+            Item::Commit { id, csn } => write!(f, "commit {id} as {csn}"),
+        }
+    }
+}
+
+/// What a receiver tells a sender at the start of anti-entropy: its version
+/// vector and its highest CSN ([P97 Fig. 2]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The receiver's version vector.
+    pub vv: VersionVector,
+    /// The highest CSN the receiver knows.
+    pub csn: Csn,
+}
+
+/// Whether this server commits writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// An ordinary replica: it never assigns CSNs.
+    Secondary,
+    /// The one server that assigns CSNs ([T95 §6]).
+    Primary {
+        /// Commit every write as soon as the primary holds it (the normal
+        /// mode); otherwise only on [`Replica::commit_all`].
+        autocommit: bool,
+    },
+}
+
+/// Which database a read sees ([T95 §7]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum View {
+    /// Only committed writes.
+    Committed,
+    /// Committed writes, then tentative ones.
+    Full,
+}
+
+/// Where a write stands at one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStatus {
+    /// The server does not hold the write.
+    Unknown,
+    /// Held, not yet committed.
+    Tentative,
+    /// Held and committed with this CSN.
+    Committed(Csn),
+}
+
+/// An anti-entropy item that breaks the protocol. The items before it were
+/// applied; the replica stays valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// Committed writes must arrive in CSN order with no gap.
+    #[error("commit of {id} as CSN {got} arrived, but the next CSN here is {expected}")]
+    CommitGap {
+        /// The write.
+        id: WriteId,
+        /// The next CSN this replica can accept.
+        expected: Csn,
+        /// The CSN that arrived.
+        got: Csn,
+    },
+    /// A CSN this replica already knows was given to another write.
+    #[error("CSN {csn} is {held} here but {got} was announced with it")]
+    ConflictingCommit {
+        /// The CSN.
+        csn: Csn,
+        /// The write committed with it here.
+        held: WriteId,
+        /// The write announced with it.
+        got: WriteId,
+    },
+    /// A commit notification for a write this replica does not hold.
+    #[error("commit notification for {0}, which is not held here")]
+    UnknownWrite(WriteId),
+    /// A commit for a write this replica already holds as committed elsewhere in the log.
+    #[error("{0} is covered by the version vector but not held tentatively")]
+    AlreadyCommitted(WriteId),
+    /// Someone else assigned a CSN the primary has not: two primaries.
+    #[error("the primary received CSN {0} that it never assigned")]
+    ForeignCommit(Csn),
+}
+
+/// Why a commit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Only the primary commits.
+    #[error("{0} is not the primary")]
+    NotPrimary(ServerId),
+}
+
+/// What one call to [`Replica::receive`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiveReport {
+    /// Writes new to this replica.
+    pub new_writes: usize,
+    /// Writes this replica held tentatively and learned were committed.
+    pub commits: usize,
+    /// Items it already had (duplicates are ignored).
+    pub duplicates: usize,
+    /// Tentative writes undone to insert the new ones (redone afterwards).
+    pub undone: usize,
+}
+
+/// Counters over the replica's lifetime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Tentative write executions on the full view, first runs and redos.
+    pub tentative_executions: u64,
+    /// Tentative writes undone.
+    pub undos: u64,
+    /// Writes executed on the committed view.
+    pub commit_executions: u64,
+}
+
+/// One Bayou server. See the module documentation.
+#[derive(Clone)]
+pub struct Replica {
+    id: ServerId,
+    role: Role,
+    logical_clock: Stamp,
+    vv: VersionVector,
+    /// `committed[i]` has CSN `i + 1`.
+    committed: Vec<Write>,
+    tentative: BTreeMap<WriteId, Op>,
+    /// Stamps of the tentative writes, per accepting server: lets a sender
+    /// find the tentative writes a receiver lacks without scanning the rest.
+    tentative_by_server: BTreeMap<ServerId, BTreeSet<Stamp>>,
+    committed_db: Db,
+    full_db: Db,
+    /// The tentative writes executed on `full_db`, in log order: always the
+    /// first `executed.len()` tentative writes. The rest await redo.
+    executed: VecDeque<(WriteId, Undo)>,
+    to_persist: Vec<Item>,
+    stats: Stats,
+}
+
+impl fmt::Debug for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("vv", &self.vv)
+            .field(
+                "log",
+                &self
+                    .log()
+                    .map(|(c, w)| format_entry(c, &w))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Where a change comes from, which decides whether it must be persisted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A new change (client write, anti-entropy, commit): persist it.
+    Peer,
+    /// Replay of this replica's own durable items: already persisted.
+    Disk,
+}
+
+impl Replica {
+    /// A new, empty server.
+    pub fn new(id: ServerId, role: Role) -> Replica {
+        Replica {
+            id,
+            role,
+            logical_clock: 0,
+            vv: VersionVector::new(),
+            committed: Vec::new(),
+            tentative: BTreeMap::new(),
+            tentative_by_server: BTreeMap::new(),
+            committed_db: Db::new(),
+            full_db: Db::new(),
+            executed: VecDeque::new(),
+            to_persist: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Rebuilds a server from the items it made durable, in the order they
+    /// were persisted. Fails if they are not a valid history (a corrupt or
+    /// foreign data directory).
+    pub fn recover(
+        id: ServerId,
+        role: Role,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<Replica, ProtocolError> {
+        let mut r = Replica::new(id, role);
+        r.apply_items(items, Source::Disk)?;
+        // A primary that crashed between persisting a write and committing it
+        // commits it now, as it would have. Those commits are new, so they are
+        // queued for persistence like any other (`Source::Peer`): were they
+        // not, a second crash could let the same CSN go to another write.
+        r.settle(Source::Peer);
+        Ok(r)
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> &ServerId {
+        &self.id
+    }
+
+    /// This server's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether this server is the primary.
+    pub fn is_primary(&self) -> bool {
+        matches!(self.role, Role::Primary { .. })
+    }
+
+    /// The logical clock: at least every stamp held.
+    pub fn logical_clock(&self) -> Stamp {
+        self.logical_clock
+    }
+
+    /// The version vector.
+    pub fn vv(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// The highest CSN known (0 when nothing is committed).
+    pub fn csn(&self) -> Csn {
+        self.committed.len() as Csn
+    }
+
+    /// The number of tentative writes.
+    pub fn tentative_len(&self) -> usize {
+        self.tentative.len()
+    }
+
+    /// Lifetime counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// What a receiver sends to start anti-entropy.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            vv: self.vv.clone(),
+            csn: self.csn(),
+        }
+    }
+
+    /// The log in order: committed writes by CSN, then tentative writes.
+    pub fn log(&self) -> impl Iterator<Item = (Option<Csn>, Write)> + '_ {
+        let committed = self
+            .committed
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (Some(i as Csn + 1), w.clone()));
+        let tentative = self.tentative.iter().map(|(id, op)| {
+            (
+                None,
+                Write {
+                    id: id.clone(),
+                    op: op.clone(),
+                },
+            )
+        });
+        committed.chain(tentative)
+    }
+
+    /// The committed writes, in CSN order (`[i]` has CSN `i + 1`).
+    pub fn committed(&self) -> &[Write] {
+        &self.committed
+    }
+
+    /// The database as seen by `view`.
+    pub fn db(&self, view: View) -> &Db {
+        match view {
+            View::Committed => &self.committed_db,
+            View::Full => &self.full_db,
+        }
+    }
+
+    /// Reads `key` in `view`.
+    pub fn get(&self, key: &[u8], view: View) -> Option<&bytes::Bytes> {
+        self.db(view).get(key)
+    }
+
+    /// Where the write `id` stands here.
+    pub fn status(&self, id: &WriteId) -> WriteStatus {
+        if !self.vv.covers(id) {
+            WriteStatus::Unknown
+        } else if self.tentative.contains_key(id) {
+            WriteStatus::Tentative
+        } else {
+            // Committed writes of one server appear in stamp order, but the
+            // log as a whole is in CSN order, so search linearly from the end
+            // (recent writes are the ones usually asked about).
+            match self.committed.iter().rposition(|w| &w.id == id) {
+                Some(i) => WriteStatus::Committed(i as Csn + 1),
+                None => WriteStatus::Unknown,
+            }
+        }
+    }
+
+    /// Drains the items to make durable. See the persistence contract in the
+    /// module documentation.
+    pub fn take_persist(&mut self) -> Vec<Item> {
+        std::mem::take(&mut self.to_persist)
+    }
+
+    /// Whether items are waiting to be made durable.
+    pub fn has_unpersisted(&self) -> bool {
+        !self.to_persist.is_empty()
+    }
+
+    /// Accepts a write from a client, given the server's physical clock
+    /// reading. Returns the write's id. A primary in autocommit mode commits
+    /// it at once.
+    pub fn client_write(&mut self, clock_reading: Stamp, op: Op) -> WriteId {
+        let stamp = clock_reading.max(self.logical_clock + 1);
+        self.logical_clock = stamp;
+        let id = WriteId::new(stamp, self.id.clone());
+        let write = Write { id: id.clone(), op };
+        self.to_persist.push(Item::Write {
+            write: write.clone(),
+            csn: None,
+        });
+        self.insert_tentative(write);
+        self.settle(Source::Peer);
+        id
+    }
+
+    /// The primary commits every tentative write it holds, in its log order
+    /// (which respects causality). Returns how many it committed.
+    pub fn commit_all(&mut self) -> Result<usize, CommitError> {
+        if !self.is_primary() {
+            return Err(CommitError::NotPrimary(self.id.clone()));
+        }
+        Ok(self.commit_tentative(Source::Peer))
+    }
+
+    /// The items a receiver with `summary` lacks, in the order anti-entropy
+    /// sends them ([P97 Fig. 2]): first the committed writes it does not know
+    /// are committed, in CSN order, as commit notifications where it already
+    /// holds the write; then the tentative writes it lacks, in log order.
+    ///
+    /// The iterator is lazy and its cost is proportional to the items it
+    /// yields, not to the size of the log. Any prefix of it is a valid
+    /// (interrupted) session.
+    pub fn items_for<'a>(&'a self, summary: &'a Summary) -> impl Iterator<Item = Item> + 'a {
+        let committed = self
+            .committed
+            .iter()
+            .enumerate()
+            .skip(summary.csn as usize)
+            .map(move |(i, w)| {
+                let csn = i as Csn + 1;
+                if summary.vv.covers(&w.id) {
+                    Item::Commit {
+                        id: w.id.clone(),
+                        csn,
+                    }
+                } else {
+                    Item::Write {
+                        write: w.clone(),
+                        csn: Some(csn),
+                    }
+                }
+            });
+        let tentative = TentativeMissing::new(self, &summary.vv).map(move |id| {
+            let op = self.tentative[&id].clone();
+            Item::Write {
+                write: Write { id, op },
+                csn: None,
+            }
+        });
+        committed.chain(tentative)
+    }
+
+    /// Applies items received by anti-entropy, in the order sent. Items
+    /// already held are ignored, so duplicated or repeated sessions are
+    /// harmless. Stops at the first item that breaks the protocol; those
+    /// before it stay applied, and the replica stays valid.
+    pub fn receive(
+        &mut self,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<ReceiveReport, ProtocolError> {
+        let result = self.apply_items(items, Source::Peer);
+        self.settle(Source::Peer);
+        result
+    }
+
+    fn apply_items(
+        &mut self,
+        items: impl IntoIterator<Item = Item>,
+        source: Source,
+    ) -> Result<ReceiveReport, ProtocolError> {
+        let mut report = ReceiveReport::default();
+        let undos_before = self.stats.undos;
+        let mut result = Ok(());
+        for item in items {
+            match self.apply_item(&item, source, &mut report) {
+                Ok(true) => {
+                    if source == Source::Peer {
+                        self.to_persist.push(item);
+                    }
+                }
+                Ok(false) => report.duplicates += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        report.undone = (self.stats.undos - undos_before) as usize;
+        result.map(|()| report)
+    }
+
+    /// Applies one item; `Ok(false)` when it was already held.
+    fn apply_item(
+        &mut self,
+        item: &Item,
+        source: Source,
+        report: &mut ReceiveReport,
+    ) -> Result<bool, ProtocolError> {
+        let (id, csn) = match item {
+            Item::Write { write, csn } => (&write.id, *csn),
+            Item::Commit { id, csn } => (id, Some(*csn)),
+        };
+        self.logical_clock = self.logical_clock.max(id.stamp);
+        let Some(csn) = csn else {
+            // A tentative write: new iff the version vector does not cover it.
+            if self.vv.covers(id) {
+                return Ok(false);
+            }
+            let Item::Write { write, .. } = item else {
+                unreachable!("only writes lack a CSN")
+            };
+            self.insert_tentative(write.clone());
+            report.new_writes += 1;
+            return Ok(true);
+        };
+        if csn <= self.csn() {
+            let held = &self.committed[(csn - 1) as usize].id;
+            if held != id {
+                return Err(ProtocolError::ConflictingCommit {
+                    csn,
+                    held: held.clone(),
+                    got: id.clone(),
+                });
+            }
+            return Ok(false);
+        }
+        if csn != self.csn() + 1 {
+            return Err(ProtocolError::CommitGap {
+                id: id.clone(),
+                expected: self.csn() + 1,
+                got: csn,
+            });
+        }
+        if self.is_primary() && source == Source::Peer {
+            return Err(ProtocolError::ForeignCommit(csn));
+        }
+        if self.tentative.contains_key(id) {
+            self.commit_held(id, csn);
+            report.commits += 1;
+            return Ok(true);
+        }
+        match item {
+            Item::Write { write, .. } if !self.vv.covers(id) => {
+                self.commit_new(write.clone());
+                report.new_writes += 1;
+                Ok(true)
+            }
+            Item::Write { .. } => Err(ProtocolError::AlreadyCommitted(id.clone())),
+            Item::Commit { .. } => Err(ProtocolError::UnknownWrite(id.clone())),
+        }
+    }
+
+    /// Finishes a batch of changes: the primary in autocommit mode commits,
+    /// then the tentative writes awaiting redo are executed.
+    fn settle(&mut self, source: Source) {
+        if let Role::Primary { autocommit: true } = self.role {
+            self.commit_tentative(source);
+        }
+        self.redo();
+    }
+
+    fn commit_tentative(&mut self, source: Source) -> usize {
+        // Execute first, so each commit finds its write at the front of the
+        // executed list and needs no undo.
+        self.redo();
+        let ids: Vec<WriteId> = self.tentative.keys().cloned().collect();
+        for id in &ids {
+            let csn = self.csn() + 1;
+            self.commit_held(id, csn);
+            if source == Source::Peer {
+                self.to_persist.push(Item::Commit {
+                    id: id.clone(),
+                    csn,
+                });
+            }
+        }
+        ids.len()
+    }
+
+    fn insert_tentative(&mut self, write: Write) {
+        // Undo executed writes that sort after the new one; redo comes later.
+        self.undo_after(&write.id);
+        self.vv.advance(&write.id);
+        self.tentative_by_server
+            .entry(write.id.server.clone())
+            .or_default()
+            .insert(write.id.stamp);
+        self.tentative.insert(write.id, write.op);
+    }
+
+    /// Commits a write held tentatively, as the next CSN.
+    fn commit_held(&mut self, id: &WriteId, csn: Csn) {
+        debug_assert_eq!(csn, self.csn() + 1);
+        let op = self.remove_tentative(id);
+        let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
+        if first_executed {
+            // It already sits right after the committed prefix in the full
+            // view: only the committed view changes.
+            self.executed.pop_front();
+        } else {
+            // It moves in front of tentative writes already executed.
+            self.undo_all();
+            self.full_db.execute(&op);
+        }
+        self.committed_db.execute(&op);
+        self.stats.commit_executions += 1;
+        self.committed.push(Write { id: id.clone(), op });
+    }
+
+    /// Appends a committed write this replica did not hold.
+    fn commit_new(&mut self, write: Write) {
+        self.undo_all();
+        self.vv.advance(&write.id);
+        self.full_db.execute(&write.op);
+        self.committed_db.execute(&write.op);
+        self.stats.commit_executions += 1;
+        self.committed.push(write);
+    }
+
+    fn remove_tentative(&mut self, id: &WriteId) -> Op {
+        if let Entry::Occupied(mut e) = self.tentative_by_server.entry(id.server.clone()) {
+            e.get_mut().remove(&id.stamp);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+        self.tentative
+            .remove(id)
+            .expect("remove_tentative is called for held writes")
+    }
+
+    /// Undoes executed tentative writes that sort after `id`.
+    fn undo_after(&mut self, id: &WriteId) {
+        while self.executed.back().is_some_and(|(e, _)| e > id) {
+            let (_, undo) = self.executed.pop_back().expect("checked above");
+            self.full_db.undo(undo);
+            self.stats.undos += 1;
+        }
+    }
+
+    fn undo_all(&mut self) {
+        while let Some((_, undo)) = self.executed.pop_back() {
+            self.full_db.undo(undo);
+            self.stats.undos += 1;
+        }
+    }
+
+    /// Executes, in order, the tentative writes not yet executed.
+    fn redo(&mut self) {
+        let start = match self.executed.back() {
+            Some((last, _)) => Bound::Excluded(last.clone()),
+            None => Bound::Unbounded,
+        };
+        for (id, op) in self.tentative.range((start, Bound::Unbounded)) {
+            let undo = self.full_db.execute(op);
+            self.executed.push_back((id.clone(), undo));
+            self.stats.tentative_executions += 1;
+        }
+    }
+}
+
+/// The tentative writes a receiver lacks, in log order: a k-way merge of the
+/// per-server stamp sets above the receiver's version vector, so the cost is
+/// proportional to what it yields.
+struct TentativeMissing<'a> {
+    servers: Vec<(&'a ServerId, std::collections::btree_set::Range<'a, Stamp>)>,
+    heap: BinaryHeap<Reverse<(Stamp, usize)>>,
+}
+
+impl<'a> TentativeMissing<'a> {
+    fn new(replica: &'a Replica, vv: &VersionVector) -> Self {
+        // Servers are visited in id order, so the index breaks stamp ties in
+        // server-id order, as the log does.
+        let mut servers = Vec::new();
+        let mut heap = BinaryHeap::new();
+        for (server, stamps) in &replica.tentative_by_server {
+            let mut range = stamps.range((Bound::Excluded(vv.get(server)), Bound::Unbounded));
+            if let Some(&first) = range.next() {
+                heap.push(Reverse((first, servers.len())));
+                servers.push((server, range));
+            }
+        }
+        TentativeMissing { servers, heap }
+    }
+}
+
+impl Iterator for TentativeMissing<'_> {
+    type Item = WriteId;
+
+    fn next(&mut self) -> Option<WriteId> {
+        let Reverse((stamp, i)) = self.heap.pop()?;
+        let (server, range) = &mut self.servers[i];
+        let id = WriteId::new(stamp, (*server).clone());
+        if let Some(&next) = range.next() {
+            self.heap.push(Reverse((next, i)));
+        }
+        Some(id)
+    }
+}

@@ -1,0 +1,20 @@
+//! Deterministic simulation of Bayou.
+//!
+//! * [`scenario`]: the scenario language (`servers`, `write`, `sync`, …).
+//! * [`world`]: runs scenarios over in-process servers with simulated disks,
+//!   and renders `show` as text in the slides' notation or as JSON.
+//! * [`check`]: the invariants, each citing the paper section it comes from.
+//! * [`random`]: seeded random runs with crashes and cut-off sessions, then
+//!   healing, checked by [`check`].
+//!
+//! Everything is deterministic: the same scenario or seed gives the same run.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod check;
+pub mod random;
+pub mod scenario;
+pub mod world;
+
+pub use scenario::{Command, Line, ParseError, parse};
+pub use world::{RunError, Snapshot, World};

@@ -1,0 +1,245 @@
+//! The scenario language: one command a line, `#` starts a comment.
+//!
+//! ```text
+//! servers P A B        # create servers with these ids (letters and digits)
+//! primary P            # P assigns CSNs
+//! autocommit P         # ... as soon as it holds a write (else only on `commit`)
+//! clock A 7            # A's physical clock reads 7 until set again (0 at start)
+//! write A W(X,3)       # a client write at A; also D(key)
+//! sync A B             # one one-way anti-entropy session from A to B
+//! sync A B 2           # ... cut off after the first 2 items
+//! commit P             # the primary commits every tentative write it holds
+//! crash B              # B crashes and restarts from its durable state
+//! show                 # print every server's state
+//! expect-converged     # fail unless all servers hold the same log, vv and db
+//! ```
+
+use bayou_core::{Op, ServerId};
+
+/// One scenario command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `servers P A B`.
+    Servers(Vec<ServerId>),
+    /// `primary P`.
+    Primary(ServerId),
+    /// `autocommit P`.
+    Autocommit(ServerId),
+    /// `clock S T`.
+    Clock(ServerId, u64),
+    /// `write S OP`.
+    Write(ServerId, Op),
+    /// `sync S R [LIMIT]`: anti-entropy from `from` to `to`, cut off after
+    /// `limit` items when given.
+    Sync {
+        /// The sender.
+        from: ServerId,
+        /// The receiver.
+        to: ServerId,
+        /// How many items get through before the session is cut off.
+        limit: Option<usize>,
+    },
+    /// `commit P`.
+    Commit(ServerId),
+    /// `crash S`.
+    Crash(ServerId),
+    /// `show`.
+    Show,
+    /// `expect-converged`.
+    ExpectConverged,
+}
+
+/// A command and the line it came from (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// 1-based line number in the file.
+    pub number: usize,
+    /// The command.
+    pub command: Command,
+}
+
+/// A scenario that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses a whole scenario. Only syntax is checked here; whether the servers
+/// exist is checked when it runs.
+pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let number = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let command = parse_command(content).map_err(|message| ParseError {
+            line: number,
+            message,
+        })?;
+        lines.push(Line { number, command });
+    }
+    Ok(lines)
+}
+
+fn server(word: Option<&str>, what: &str) -> Result<ServerId, String> {
+    let word = word.ok_or_else(|| format!("missing {what}"))?;
+    ServerId::new(word).map_err(|e| format!("bad {what} {word:?}: {e}"))
+}
+
+fn parse_command(content: &str) -> Result<Command, String> {
+    let (name, rest) = content
+        .split_once(char::is_whitespace)
+        .map(|(n, r)| (n, r.trim()))
+        .unwrap_or((content, ""));
+    let mut words = rest.split_whitespace();
+    let done = |mut words: std::str::SplitWhitespace<'_>| match words.next() {
+        Some(extra) => Err(format!("unexpected {extra:?} after `{name}`")),
+        None => Ok(()),
+    };
+    let command = match name {
+        "servers" => {
+            let ids = words
+                .by_ref()
+                .map(|w| server(Some(w), "server id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            if ids.is_empty() {
+                return Err("`servers` needs at least one server id".into());
+            }
+            Command::Servers(ids)
+        }
+        "primary" => Command::Primary(server(words.next(), "server")?),
+        "autocommit" => Command::Autocommit(server(words.next(), "server")?),
+        "commit" => Command::Commit(server(words.next(), "server")?),
+        "crash" => Command::Crash(server(words.next(), "server")?),
+        "clock" => {
+            let s = server(words.next(), "server")?;
+            let t = words.next().ok_or("missing clock reading")?;
+            let t = t
+                .parse::<u64>()
+                .map_err(|_| format!("clock reading {t:?} is not a non-negative integer"))?;
+            Command::Clock(s, t)
+        }
+        "write" => {
+            let s = server(words.next(), "server")?;
+            // The operation is the rest of the line, so `W(X, 4)` may hold spaces.
+            let op_text = rest
+                .split_once(char::is_whitespace)
+                .map(|(_, op)| op.trim())
+                .unwrap_or("");
+            if op_text.is_empty() {
+                return Err("missing operation, e.g. W(X,4) or D(Y)".into());
+            }
+            let op = Op::parse(op_text).map_err(|e| e.to_string())?;
+            return Ok(Command::Write(s, op));
+        }
+        "sync" => {
+            let from = server(words.next(), "sending server")?;
+            let to = server(words.next(), "receiving server")?;
+            let limit = match words.next() {
+                None => None,
+                Some(n) => Some(
+                    n.parse::<usize>()
+                        .map_err(|_| format!("item limit {n:?} is not a non-negative integer"))?,
+                ),
+            };
+            Command::Sync { from, to, limit }
+        }
+        "show" => Command::Show,
+        "expect-converged" => Command::ExpectConverged,
+        other => return Err(format!("unknown command {other:?}")),
+    };
+    done(words)?;
+    Ok(command)
+}
+
+/// Writes a command back in the scenario language (the inverse of [`parse`]).
+pub fn format_command(command: &Command) -> String {
+    let join = |ids: &[ServerId]| {
+        ids.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match command {
+        Command::Servers(ids) => format!("servers {}", join(ids)),
+        Command::Primary(s) => format!("primary {s}"),
+        Command::Autocommit(s) => format!("autocommit {s}"),
+        Command::Clock(s, t) => format!("clock {s} {t}"),
+        Command::Write(s, op) => format!("write {s} {op}"),
+        Command::Sync { from, to, limit } => match limit {
+            Some(n) => format!("sync {from} {to} {n}"),
+            None => format!("sync {from} {to}"),
+        },
+        Command::Commit(s) => format!("commit {s}"),
+        Command::Crash(s) => format!("crash {s}"),
+        Command::Show => "show".into(),
+        Command::ExpectConverged => "expect-converged".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_command_and_skips_comments() {
+        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\n";
+        let lines = parse(text).unwrap();
+        assert_eq!(lines.len(), 12);
+        assert_eq!(lines[0].number, 2);
+        assert_eq!(
+            lines[3].command,
+            Command::Write(ServerId::new("A").unwrap(), Op::put("X", "3"))
+        );
+        for line in &lines {
+            let again = parse(&format_command(&line.command)).unwrap();
+            assert_eq!(again[0].command, line.command);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_problem() {
+        let err = parse("servers P A\nfrobnicate P\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(
+            err.message.contains("unknown command \"frobnicate\""),
+            "{err}"
+        );
+        let err = parse("write A X(1)").unwrap_err();
+        assert!(
+            err.message.contains("expected W(key,value) or D(key)"),
+            "{err}"
+        );
+        assert!(
+            parse("clock A -3")
+                .unwrap_err()
+                .message
+                .contains("not a non-negative")
+        );
+        assert!(
+            parse("servers P-1")
+                .unwrap_err()
+                .message
+                .contains("letters and digits")
+        );
+        assert!(
+            parse("sync A")
+                .unwrap_err()
+                .message
+                .contains("missing receiving server")
+        );
+        assert!(parse("show me").unwrap_err().message.contains("unexpected"));
+        assert!(
+            parse("write A")
+                .unwrap_err()
+                .message
+                .contains("missing operation")
+        );
+    }
+}
