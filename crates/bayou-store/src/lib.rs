@@ -1,0 +1,542 @@
+//! Durable storage for one Bayou replica.
+//!
+//! The protocol core ([`bayou_core::Replica`]) queues every change to its log
+//! as an [`Item`] and requires the driver to make those items durable before it
+//! acknowledges a client or sends anything produced afterwards. This crate is
+//! where they go: the [`Storage`] trait, and [`RedbStore`], its implementation
+//! on [redb](https://docs.rs/redb) (one file, copy-on-write B-trees, checksummed
+//! commit slots, fsync on commit).
+//!
+//! # What is stored
+//!
+//! One redb file, `bayou.redb`, in the data directory, with four tables:
+//!
+//! * `identity`: `magic = "bayou-store"`, `format = FORMAT_VERSION` (u32 LE),
+//!   `server = <id>`. Written once when the directory is created and checked
+//!   on every open: a directory of another program, another format version or
+//!   another replica is refused with a [`StoreError`], never reset.
+//! * `log`: `seq (u64) -> record`, the items in the order they were made
+//!   durable. Replaying them through [`Replica::recover`] rebuilds the replica
+//!   (log, version vector, CSN, logical clock, both views).
+//! * `meta`: `state -> record` holding the version vector, the CSN and the
+//!   logical clock as of the last batch, and `checkpoint_csn -> u64`.
+//! * `checkpoint`: `key -> value`, the committed database after the first
+//!   `checkpoint_csn` committed writes (the Tuple Store checkpoint of
+//!   [T95 §7]). It moves forward in the same transaction as the commits.
+//!
+//! Every record carries a one-byte version in front of its postcard encoding.
+//!
+//! # Durability and group commit
+//!
+//! [`Storage::append`] writes one [`Batch`] in one redb write transaction with
+//! `Durability::Immediate`: when it returns, the batch is on stable storage.
+//! A driver batches the items of many clients into one call (group commit),
+//! so one fsync serves them all. Log, state and checkpoint change in the same
+//! transaction, so they can never disagree after a crash.
+//!
+//! # Recovery
+//!
+//! [`recover`] replays the log, then checks the result against the stored
+//! state and the checkpoint; any disagreement is reported as corruption.
+//! The log is never truncated (the core does not implement the omitted-prefix
+//! vector of [P97 §3.3]), so the checkpoint is a cross-check today and the
+//! starting point of recovery once truncation exists.
+
+#![warn(missing_docs, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bayou_core::{Csn, Item, Op, ProtocolError, Replica, Role, ServerId, Stamp, VersionVector};
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The name of the database file inside a data directory.
+pub const DB_FILE: &str = "bayou.redb";
+
+const MAGIC: &[u8] = b"bayou-store";
+/// Version byte in front of every postcard record.
+const RECORD_VERSION: u8 = 1;
+
+const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const CHECKPOINT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("checkpoint");
+
+/// The replica's counters as of the last durable batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The version vector.
+    pub vv: VersionVector,
+    /// The highest CSN known.
+    pub csn: Csn,
+    /// The logical clock.
+    pub logical_clock: Stamp,
+}
+
+impl State {
+    /// The state of `replica` now.
+    pub fn of(replica: &Replica) -> State {
+        State {
+            vv: replica.vv().clone(),
+            csn: replica.csn(),
+            logical_clock: replica.logical_clock(),
+        }
+    }
+}
+
+/// One unit of durability: everything to write in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Items drained from [`Replica::take_persist`], in order.
+    pub items: Vec<Item>,
+    /// The operations of the writes committed by these items, in CSN order:
+    /// CSNs `checkpoint_csn + 1 ..= state.csn`. They advance the checkpoint.
+    pub committed: Vec<Op>,
+    /// The replica's state after the items.
+    pub state: State,
+}
+
+impl Batch {
+    /// Appends `later`, which was taken from the same replica after `self`.
+    pub fn merge(&mut self, later: Batch) {
+        self.items.extend(later.items);
+        self.committed.extend(later.committed);
+        self.state = later.state;
+    }
+}
+
+/// Everything a data directory holds, as read at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The log items in the order they were made durable.
+    pub items: Vec<Item>,
+    /// The state stored with the last batch (`None` in a new directory).
+    pub state: Option<State>,
+    /// The committed database checkpoint.
+    pub checkpoint: BTreeMap<Bytes, Bytes>,
+    /// How many committed writes the checkpoint reflects.
+    pub checkpoint_csn: Csn,
+}
+
+/// Why storage failed. Every variant is fatal for the replica: the driver
+/// stops, and a restart recovers from what is durable.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory holds files but no Bayou database.
+    #[error(
+        "{0} is not a Bayou data directory (it is not empty and has no {DB_FILE}); refusing to use it"
+    )]
+    Foreign(PathBuf),
+    /// The database file is not one this program wrote, or is damaged.
+    #[error(
+        "{path} is corrupt or not a Bayou store: {reason}; refusing to start (nothing was changed)"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory was written by another on-disk format version.
+    #[error("{path} has store format version {found}; this build reads version {FORMAT_VERSION}")]
+    UnsupportedFormat {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// The directory belongs to another replica.
+    #[error("{path} belongs to replica {found}, not {expected}")]
+    WrongServer {
+        /// The database file.
+        path: PathBuf,
+        /// The replica that was asked to open it.
+        expected: ServerId,
+        /// The replica that created it.
+        found: String,
+    },
+    /// The log does not replay into a valid replica.
+    #[error("the log in {path} is not a valid history: {source}")]
+    InvalidHistory {
+        /// The database file.
+        path: PathBuf,
+        /// The protocol rule the log breaks.
+        source: ProtocolError,
+    },
+    /// A batch that does not continue the checkpoint.
+    #[error(
+        "batch commits CSNs up to {state_csn} with {ops} operations after checkpoint {checkpoint_csn}"
+    )]
+    BadBatch {
+        /// The checkpoint's CSN before the batch.
+        checkpoint_csn: Csn,
+        /// Operations in the batch.
+        ops: usize,
+        /// The CSN the batch's state claims.
+        state_csn: Csn,
+    },
+    /// The file system failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The database engine failed.
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+}
+
+fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// Durable storage for one replica. See the crate documentation.
+pub trait Storage: Send {
+    /// The replica this storage belongs to.
+    fn server(&self) -> &ServerId;
+
+    /// Reads everything stored.
+    fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// Writes `batch` in one transaction. When this returns `Ok`, the batch is
+    /// durable; on `Err`, nothing of it may be assumed durable.
+    fn append(&mut self, batch: &Batch) -> Result<(), StoreError>;
+}
+
+/// [`Storage`] in a redb file. See the crate documentation.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+    server: ServerId,
+    next_seq: u64,
+    checkpoint_csn: Csn,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .field("server", &self.server)
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// Opens the data directory `dir` for replica `server`, creating it (and
+    /// the database) when it does not exist or is empty. A directory that
+    /// holds anything else, or a database of another format or replica, is
+    /// refused.
+    pub fn open(dir: &Path, server: &ServerId) -> Result<RedbStore, StoreError> {
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let path = dir.join(DB_FILE);
+        let exists = path.exists();
+        if !exists && fs::read_dir(dir).map_err(io)?.next().is_some() {
+            return Err(StoreError::Foreign(dir.to_path_buf()));
+        }
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let db = if exists {
+            Database::open(&path).map_err(|e| corrupt(e.to_string()))?
+        } else {
+            Database::create(&path).map_err(db_err)?
+        };
+        if !exists {
+            let tx = db.begin_write().map_err(db_err)?;
+            {
+                let mut t = tx.open_table(IDENTITY).map_err(db_err)?;
+                t.insert("magic", MAGIC).map_err(db_err)?;
+                t.insert("format", &FORMAT_VERSION.to_le_bytes()[..])
+                    .map_err(db_err)?;
+                t.insert("server", server.as_str().as_bytes())
+                    .map_err(db_err)?;
+                tx.open_table(LOG).map_err(db_err)?;
+                tx.open_table(META).map_err(db_err)?;
+                tx.open_table(CHECKPOINT).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)?;
+        }
+        // Check the identity of what we opened.
+        let tx = db.begin_read().map_err(db_err)?;
+        let ident = tx
+            .open_table(IDENTITY)
+            .map_err(|e| corrupt(format!("no identity table ({e})")))?;
+        let field = |name: &str| -> Result<Vec<u8>, StoreError> {
+            Ok(ident
+                .get(name)
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default())
+        };
+        if field("magic")? != MAGIC {
+            return Err(corrupt("identity record has no Bayou magic".into()));
+        }
+        let format = field("format")?;
+        let format: [u8; 4] = format
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("format version is not 4 bytes".into()))?;
+        let format = u32::from_le_bytes(format);
+        if format != FORMAT_VERSION {
+            return Err(StoreError::UnsupportedFormat {
+                path,
+                found: format,
+            });
+        }
+        let found = String::from_utf8_lossy(&field("server")?).into_owned();
+        if found != server.as_str() {
+            return Err(StoreError::WrongServer {
+                path,
+                expected: server.clone(),
+                found,
+            });
+        }
+        let log = tx
+            .open_table(LOG)
+            .map_err(|e| corrupt(format!("no log table ({e})")))?;
+        let next_seq = match log.last().map_err(db_err)? {
+            Some((k, _)) => k.value() + 1,
+            None => 0,
+        };
+        let meta = tx
+            .open_table(META)
+            .map_err(|e| corrupt(format!("no meta table ({e})")))?;
+        let checkpoint_csn = match meta.get("checkpoint_csn").map_err(db_err)? {
+            Some(v) => u64::from_le_bytes(
+                v.value()
+                    .try_into()
+                    .map_err(|_| corrupt("checkpoint_csn is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        };
+        drop((ident, log, meta));
+        drop(tx);
+        Ok(RedbStore {
+            db,
+            path,
+            server: server.clone(),
+            next_seq,
+            checkpoint_csn,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many log records are stored.
+    pub fn log_len(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_VERSION];
+    // Serialising our own plain data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(value).expect("postcard encodes plain data"));
+    out
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("record version {v}, expected {RECORD_VERSION}")),
+        None => Err("empty record".into()),
+    }
+}
+
+impl Storage for RedbStore {
+    fn server(&self) -> &ServerId {
+        &self.server
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let log = tx.open_table(LOG).map_err(db_err)?;
+        let mut items = Vec::with_capacity(self.next_seq as usize);
+        for (expected, entry) in log.iter().map_err(db_err)?.enumerate() {
+            let (k, v) = entry.map_err(db_err)?;
+            if k.value() != expected as u64 {
+                return Err(self.corrupt(format!(
+                    "log record {} follows {}",
+                    k.value(),
+                    expected as i64 - 1
+                )));
+            }
+            items.push(
+                decode(v.value())
+                    .map_err(|e| self.corrupt(format!("log record {}: {e}", k.value())))?,
+            );
+        }
+        let meta = tx.open_table(META).map_err(db_err)?;
+        let state = match meta.get("state").map_err(db_err)? {
+            Some(v) => {
+                Some(decode(v.value()).map_err(|e| self.corrupt(format!("state record: {e}")))?)
+            }
+            None => None,
+        };
+        let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
+        let mut checkpoint = BTreeMap::new();
+        for entry in cp.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            checkpoint.insert(
+                Bytes::copy_from_slice(k.value()),
+                Bytes::copy_from_slice(v.value()),
+            );
+        }
+        Ok(Loaded {
+            items,
+            state,
+            checkpoint,
+            checkpoint_csn: self.checkpoint_csn,
+        })
+    }
+
+    fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let new_checkpoint_csn = self.checkpoint_csn + batch.committed.len() as Csn;
+        if new_checkpoint_csn != batch.state.csn {
+            return Err(StoreError::BadBatch {
+                checkpoint_csn: self.checkpoint_csn,
+                ops: batch.committed.len(),
+                state_csn: batch.state.csn,
+            });
+        }
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut log = tx.open_table(LOG).map_err(db_err)?;
+            for (i, item) in batch.items.iter().enumerate() {
+                log.insert(self.next_seq + i as u64, encode(item).as_slice())
+                    .map_err(db_err)?;
+            }
+            let mut cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
+            for op in &batch.committed {
+                match op {
+                    Op::Put { key, value } => {
+                        cp.insert(&key[..], &value[..]).map_err(db_err)?;
+                    }
+                    Op::Delete { key } => {
+                        cp.remove(&key[..]).map_err(db_err)?;
+                    }
+                }
+            }
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            meta.insert("state", encode(&batch.state).as_slice())
+                .map_err(db_err)?;
+            meta.insert("checkpoint_csn", &new_checkpoint_csn.to_le_bytes()[..])
+                .map_err(db_err)?;
+        }
+        // The default durability is `Immediate`: commit returns once the
+        // transaction is fsynced.
+        tx.commit().map_err(db_err)?;
+        self.next_seq += batch.items.len() as u64;
+        self.checkpoint_csn = new_checkpoint_csn;
+        Ok(())
+    }
+}
+
+/// Drains `replica`'s persistence queue into a [`Batch`]; `batched_csn` is the
+/// CSN up to which committed operations were already batched, and moves to the
+/// replica's CSN. `None` when there is nothing to persist.
+pub fn take_batch(replica: &mut Replica, batched_csn: &mut Csn) -> Option<Batch> {
+    if !replica.has_unpersisted() {
+        return None;
+    }
+    let items = replica.take_persist();
+    let committed = replica.committed()[*batched_csn as usize..]
+        .iter()
+        .map(|w| w.op.clone())
+        .collect();
+    *batched_csn = replica.csn();
+    Some(Batch {
+        items,
+        committed,
+        state: State::of(replica),
+    })
+}
+
+/// Rebuilds replica `id` from `store`, and checks the result against the
+/// stored state and checkpoint. Commits the recovery itself produced (a
+/// primary commits writes it persisted but had not committed) are left in the
+/// replica's persistence queue; the caller must persist them first.
+pub fn recover(store: &dyn Storage, role: Role) -> Result<(Replica, Loaded), StoreError> {
+    let id = store.server().clone();
+    let loaded = store.load()?;
+    let path = PathBuf::from(format!("data directory of {id}"));
+    let replica = Replica::recover(id, role, loaded.items.iter().cloned()).map_err(|source| {
+        StoreError::InvalidHistory {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    if let Some(state) = &loaded.state {
+        if &state.vv != replica.vv() {
+            return Err(corrupt(format!(
+                "stored version vector {:?} but the log replays to {:?}",
+                state.vv,
+                replica.vv()
+            )));
+        }
+        // A recovering primary may commit more than was stored; never fewer.
+        if state.csn > replica.csn() || (state.csn != replica.csn() && !replica.is_primary()) {
+            return Err(corrupt(format!(
+                "stored CSN {} but the log replays to {}",
+                state.csn,
+                replica.csn()
+            )));
+        }
+        if state.logical_clock != replica.logical_clock() {
+            return Err(corrupt(format!(
+                "stored logical clock {} but the log replays to {}",
+                state.logical_clock,
+                replica.logical_clock()
+            )));
+        }
+    } else if !loaded.items.is_empty() {
+        return Err(corrupt("log records but no state record".into()));
+    }
+    // The checkpoint must equal the committed view after its CSN.
+    let mut db = bayou_core::Db::new();
+    for w in replica
+        .committed()
+        .iter()
+        .take(loaded.checkpoint_csn as usize)
+    {
+        db.execute(&w.op);
+    }
+    if loaded.checkpoint_csn > replica.csn() || db.as_map() != &loaded.checkpoint {
+        return Err(corrupt(format!(
+            "the checkpoint at CSN {} does not match the log",
+            loaded.checkpoint_csn
+        )));
+    }
+    Ok((replica, loaded))
+}
+
+#[cfg(test)]
+mod tests;
