@@ -1,0 +1,1630 @@
+//! One Chord node as a message-driven, sans-IO state machine.
+//!
+//! # The protocol
+//!
+//! Each node `n` keeps a predecessor, a *successor list* of its `r` nearest
+//! successors (SIGCOMM §5.2, ToN §IV-E), a finger table (SIGCOMM §4.3) and a key
+//! store. Ring maintenance follows Pamela Zave's corrected protocol ("How to Make
+//! Chord Correct", arXiv 1502.06461 v2 / IEEE TSE 2017, and her 2016 Alloy model),
+//! whose rules are: never adopt a successor or predecessor that has not been
+//! seen alive; a joiner copies its successor's list; `rectify` replaces the
+//! original `notify`; the ring must contain at least `r + 1` nodes. Which
+//! published version each operation follows:
+//!
+//! | operation | version followed |
+//! |---|---|
+//! | `create` | ToN 2003 Fig. 6 (`predecessor = nil; successor = n`) |
+//! | `join` | Zave 2017 *Join*: look up `successor(n)` via any member, then fetch that node's state and set `succs = s :: s.succs` (truncated to `r`); `pred = nil` |
+//! | `stabilize` | Zave 2017 *StabilizeFromSuccessor* / *StabilizeFromPredecessor*: fetch `s = succ[0]`'s predecessor and list; `succs = s :: s.succs`; if `s.pred ∈ (n, s)` query it first and adopt it only if it answers; always notify the resulting successor |
+//! | `notify` → `rectify` | Zave 2017 *Rectify*: adopt notifier `x` if `x ∈ (pred, n)`; otherwise keep the old predecessor if a ping shows it alive, else adopt `x` |
+//! | `check_predecessor` | ToN 2003 Fig. 6 (ping; clear on timeout) |
+//! | `fix_fingers` | ToN 2003 Fig. 6 (`next` index, one finger per call) or, when configured, SIGCOMM §6.4's simulator (all fingers each stabilization) |
+//! | successor-list failover | SIGCOMM §5.2 / ToN §IV-E (first live entry) |
+//! | lookups | SIGCOMM Fig. 4 (iterative) and ToN Fig. 5 (recursive); closest preceding node over fingers *and* successor list, next best after a timeout (ToN §IV-E) |
+//! | voluntary leave | ToN §IV-E.3 (keys to successor; tell predecessor and successor) |
+//! | keys and replicas | SIGCOMM §4.2 (transfer on join/leave) and §5.2 ("replicas at the k nodes succeeding the key") |
+//!
+//! Departures from the letter of Zave's model, and why:
+//!
+//! * Zave's operations are atomic. Here each is a request/response exchange, so a
+//!   node's view may be stale by one message delay; the property tests check that
+//!   the ring still converges to Zave's *Ideal* state once churn stops.
+//! * When `succ[0]` does not answer, Zave drops it and notifies the new head. We
+//!   drop it and immediately stabilize with the new head, which both verifies it
+//!   (we only adopt live pointers) and ends with the notify.
+//! * Successor lists never contain `n` itself or repeats: on a ring smaller than
+//!   `r + 1` the list is simply shorter. Zave's correctness argument needs the
+//!   ring to have `r + 1` members; small rings work in practice but are not
+//!   covered by her proof.
+//!
+//! # Driving a node
+//!
+//! A driver calls, in any interleaving, with non-decreasing `now` (milliseconds):
+//!
+//! 1. [`Node::create`] or [`Node::join`] (or [`Node::from_stable`]) once;
+//! 2. [`Node::handle_message`] for every message addressed to this node;
+//! 3. [`Node::handle_timer`] when a timer requested by [`Command::SetTimer`] expires;
+//! 4. client calls [`Node::lookup`], [`Node::put`], [`Node::get`], [`Node::leave`];
+//!
+//! and after each call drains [`Node::poll_command`] until it returns `None`,
+//! performing each command: deliver `Send` to `to` (tagging it with this node's
+//! [`NodeRef`] as the sender), arm `SetTimer`, report completions to the client.
+//! Messages may be lost, delayed or reordered; lost replies surface as timeouts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Debug;
+use std::ops::Bound;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::fingers::FingerRuns;
+use crate::id::{Id, IdSpace};
+use crate::interval::{in_open, in_open_closed};
+
+/// Simulated or real monotonic time in milliseconds.
+pub type Time = u64;
+
+/// A node's identity: its ring id and the transport address that reaches it.
+/// Several virtual nodes may share one address; the id tells them apart.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeRef<A> {
+    /// Position on the ring.
+    pub id: Id,
+    /// Transport address of the process hosting the node.
+    pub addr: A,
+}
+
+/// Tunable parameters of a node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The identifier ring.
+    pub space: IdSpace,
+    /// `r`, the successor-list length (SIGCOMM §5.2).
+    pub successors: usize,
+    /// How many successors hold a replica of each key (at most `successors`).
+    pub replicas: usize,
+    /// Stabilization runs at intervals drawn uniformly from `[min, max]` ms.
+    pub stabilize_ms_min: u64,
+    /// Upper bound of the stabilization interval (ms).
+    pub stabilize_ms_max: u64,
+    /// Period of `fix_fingers` (ms); 0 means "refresh every finger at each
+    /// stabilization", as in the SIGCOMM §6.4 simulator.
+    pub fix_fingers_ms: u64,
+    /// Period of `check_predecessor` (ms).
+    pub check_predecessor_ms: u64,
+    /// A request with no answer after this long is a timeout (ms).
+    pub rpc_timeout_ms: u64,
+    /// After a timeout, retry a lookup at the next-best node (ToN §IV-E). The
+    /// SIGCOMM §6.4 experiment disables this: forwarding to a dead node fails.
+    pub lookup_retries: bool,
+    /// Give up a lookup after this many hops (guards against routing loops in
+    /// inconsistent states).
+    pub max_lookup_hops: u32,
+    /// How many next-hop candidates a node returns in an iterative step.
+    pub lookup_candidates: usize,
+    /// Consecutive unanswered requests after which a node is presumed dead and
+    /// removed from the routing state. 1 trusts every timeout (a perfect
+    /// failure detector, as Zave assumes); more tolerates message loss.
+    pub failure_strikes: u32,
+}
+
+impl Config {
+    /// Defaults for a given ring: `r = 8` successors, 3 replicas, stabilization
+    /// every 0.5–1.5 s, one finger every 0.5 s, 1 s RPC timeout.
+    pub fn new(space: IdSpace) -> Config {
+        Config {
+            space,
+            successors: 8,
+            replicas: 3,
+            stabilize_ms_min: 500,
+            stabilize_ms_max: 1500,
+            fix_fingers_ms: 500,
+            check_predecessor_ms: 1000,
+            rpc_timeout_ms: 1000,
+            lookup_retries: true,
+            max_lookup_hops: 2 * space.bits() + 8,
+            lookup_candidates: 4,
+            failure_strikes: 3,
+        }
+    }
+}
+
+/// How a multi-hop lookup is carried out (SIGCOMM §6.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LookupMode {
+    /// The origin asks each hop for the next one and contacts it itself.
+    Iterative,
+    /// Each hop forwards the request to the next; the last replies to the origin.
+    Recursive,
+}
+
+/// The answer of one iterative lookup step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step<A> {
+    /// `key ∈ (n, successor]`: the owner is the asked node's successor.
+    Done {
+        /// `successor(key)` as the asked node sees it.
+        owner: NodeRef<A>,
+    },
+    /// Ask one of these next, best (closest preceding the key) first.
+    Next {
+        /// Closest preceding nodes from the finger table and successor list.
+        candidates: Vec<NodeRef<A>>,
+    },
+}
+
+/// Node-to-node messages. Request/response pairs carry the requester's `req`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<A, V> {
+    /// Liveness probe.
+    Ping {
+        /// Request id.
+        req: u64,
+    },
+    /// Answer to [`Message::Ping`].
+    Pong {
+        /// Request id.
+        req: u64,
+    },
+    /// Ask for the receiver's predecessor and successor list (stabilize, join).
+    GetState {
+        /// Request id.
+        req: u64,
+    },
+    /// Answer to [`Message::GetState`].
+    State {
+        /// Request id.
+        req: u64,
+        /// The sender's predecessor.
+        pred: Option<NodeRef<A>>,
+        /// The sender's successor list.
+        succs: Vec<NodeRef<A>>,
+    },
+    /// "I think I might be your predecessor" (triggers rectify).
+    Notify,
+    /// Iterative lookup: one step towards `successor(key)`.
+    FindStep {
+        /// Request id.
+        req: u64,
+        /// The key being looked up.
+        key: Id,
+    },
+    /// Answer to [`Message::FindStep`].
+    StepReply {
+        /// Request id.
+        req: u64,
+        /// Finished, or where to go next.
+        step: Step<A>,
+    },
+    /// Recursive lookup, forwarded hop by hop.
+    Forward {
+        /// Per-hop request id (acknowledged by [`Message::ForwardAck`]).
+        req: u64,
+        /// The node that started the lookup.
+        origin: NodeRef<A>,
+        /// The lookup's id at the origin.
+        lookup: u64,
+        /// The key being looked up.
+        key: Id,
+        /// Nodes visited so far, origin first.
+        path: Vec<NodeRef<A>>,
+    },
+    /// Acknowledges receipt of a [`Message::Forward`].
+    ForwardAck {
+        /// Per-hop request id.
+        req: u64,
+    },
+    /// Final answer of a recursive lookup, sent to the origin.
+    LookupResult {
+        /// The lookup's id at the origin.
+        lookup: u64,
+        /// `successor(key)`.
+        owner: NodeRef<A>,
+        /// Every node visited, origin first, owner last.
+        path: Vec<NodeRef<A>>,
+    },
+    /// Key transfer or replication: store these entries (acknowledged, and
+    /// resent until acknowledged or the receiver is presumed dead).
+    StoreKeys {
+        /// Request id.
+        req: u64,
+        /// Key/value pairs.
+        entries: Vec<(Id, V)>,
+    },
+    /// Acknowledges a [`Message::StoreKeys`].
+    StoreAck {
+        /// Request id.
+        req: u64,
+    },
+    /// Client write at the key's owner.
+    Put {
+        /// Request id.
+        req: u64,
+        /// Key id.
+        key: Id,
+        /// Value.
+        value: V,
+    },
+    /// Answer to [`Message::Put`].
+    PutAck {
+        /// Request id.
+        req: u64,
+    },
+    /// Client read at the key's owner.
+    Get {
+        /// Request id.
+        req: u64,
+        /// Key id.
+        key: Id,
+    },
+    /// Answer to [`Message::Get`].
+    GetReply {
+        /// Request id.
+        req: u64,
+        /// The stored value, if any.
+        value: Option<V>,
+    },
+    /// Voluntary departure of the sender (ToN §IV-E.3).
+    Leaving {
+        /// The leaving node's predecessor.
+        pred: Option<NodeRef<A>>,
+        /// The leaving node's successor list.
+        succs: Vec<NodeRef<A>>,
+    },
+}
+
+/// Timers a node asks its driver to arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Timer {
+    /// Run stabilize.
+    Stabilize,
+    /// Run fix_fingers.
+    FixFingers,
+    /// Run check_predecessor.
+    CheckPredecessor,
+    /// Deadline of the request or lookup with this id.
+    Request(u64),
+}
+
+/// A successful lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupOutcome<A> {
+    /// `successor(key)`.
+    pub owner: NodeRef<A>,
+    /// Every node visited, origin first and owner last; hops = `path.len() - 1`.
+    pub path: Vec<NodeRef<A>>,
+}
+
+/// Why an operation did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum OpError {
+    /// A node on the way did not answer in time (and no alternative was tried).
+    #[error("request timed out")]
+    Timeout,
+    /// The lookup exceeded `max_lookup_hops`.
+    #[error("too many hops")]
+    TooManyHops,
+    /// The node is not (or no longer) a ring member.
+    #[error("node is not a ring member")]
+    NotJoined,
+    /// A joining node's id is already taken by a member.
+    #[error("identifier already in use")]
+    IdTaken,
+}
+
+/// Outputs of a node, drained with [`Node::poll_command`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command<A, V> {
+    /// Deliver `msg` to `to`, with this node as the sender.
+    Send {
+        /// Destination.
+        to: NodeRef<A>,
+        /// Payload.
+        msg: Message<A, V>,
+    },
+    /// Call [`Node::handle_timer`] with `timer` at time `at` (or later).
+    SetTimer {
+        /// Which timer.
+        timer: Timer,
+        /// Absolute expiry time in ms.
+        at: Time,
+    },
+    /// A client lookup finished.
+    LookupDone {
+        /// The id returned by [`Node::lookup`].
+        lookup: u64,
+        /// The key.
+        key: Id,
+        /// Owner and path, or why it failed.
+        result: Result<LookupOutcome<A>, OpError>,
+    },
+    /// A client write finished; `Ok` carries the owner that stored it.
+    PutDone {
+        /// The id returned by [`Node::put`].
+        op: u64,
+        /// The key.
+        key: Id,
+        /// The owner that acknowledged, or why it failed.
+        result: Result<NodeRef<A>, OpError>,
+    },
+    /// A client read finished.
+    GetDone {
+        /// The id returned by [`Node::get`].
+        op: u64,
+        /// The key.
+        key: Id,
+        /// The value (None if absent), or why it failed.
+        result: Result<Option<V>, OpError>,
+    },
+    /// The node finished joining: it has a verified successor.
+    Joined {
+        /// The first successor.
+        successor: NodeRef<A>,
+    },
+    /// The join failed; the driver may retry with another bootstrap node.
+    JoinFailed {
+        /// Why.
+        error: OpError,
+    },
+}
+
+/// Counters for observability (the driver exports them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Requests that timed out.
+    pub timeouts: u64,
+    /// Client lookups that succeeded.
+    pub lookups_ok: u64,
+    /// Client lookups that failed.
+    pub lookups_failed: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Purpose<V> {
+    Client,
+    Join,
+    Finger(u32),
+    Put(V),
+    Get,
+}
+
+#[derive(Clone, Debug)]
+struct LookupState<A, V> {
+    key: Id,
+    mode: LookupMode,
+    purpose: Purpose<V>,
+    path: Vec<NodeRef<A>>,
+    alternatives: Vec<NodeRef<A>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateWhy {
+    StabilizeSucc,
+    StabilizePred,
+    Join,
+}
+
+#[derive(Clone, Debug)]
+enum Pending<A, V> {
+    Store { to: NodeRef<A>, entries: Vec<(Id, V)> },
+    CheckPred(NodeRef<A>),
+    RectifyPing { old: NodeRef<A>, cand: NodeRef<A> },
+    State(NodeRef<A>, StateWhy),
+    Step { to: NodeRef<A>, lookup: u64 },
+    Forward {
+        to: NodeRef<A>,
+        origin: NodeRef<A>,
+        lookup: u64,
+        key: Id,
+        path: Vec<NodeRef<A>>,
+        alternatives: Vec<NodeRef<A>>,
+    },
+    Put { to: NodeRef<A>, op: u64 },
+    Get { to: NodeRef<A>, op: u64 },
+}
+
+/// One Chord (virtual) node. See the module documentation for the protocol and
+/// the driving rules.
+#[derive(Clone, Debug)]
+pub struct Node<A, V> {
+    cfg: Config,
+    me: NodeRef<A>,
+    joined: bool,
+    pred: Option<NodeRef<A>>,
+    succs: Vec<NodeRef<A>>,
+    fingers: FingerRuns<NodeRef<A>>,
+    store: BTreeMap<Id, V>,
+    pending: BTreeMap<u64, Pending<A, V>>,
+    lookups: BTreeMap<u64, LookupState<A, V>>,
+    next_req: u64,
+    stabilizing: bool,
+    finger_next: u32,
+    finger_job: bool,
+    replicated_to: Vec<Id>,
+    replicated_from: Option<Id>,
+    strikes: BTreeMap<Id, u32>,
+    /// Time of the latest input, for requests issued from deep inside handlers.
+    now: Time,
+    rng: ChaCha8Rng,
+    out: VecDeque<Command<A, V>>,
+    stats: Stats,
+}
+
+impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
+    /// A node that is not yet part of any ring. `seed` drives its timer jitter.
+    pub fn new(cfg: Config, me: NodeRef<A>, seed: u64) -> Self {
+        assert!(cfg.successors >= 1, "successor list length r must be >= 1");
+        Node {
+            fingers: FingerRuns::new(cfg.space.bits()),
+            cfg,
+            me,
+            joined: false,
+            pred: None,
+            succs: Vec::new(),
+            store: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            next_req: 1,
+            stabilizing: false,
+            finger_next: 1,
+            finger_job: false,
+            replicated_to: Vec::new(),
+            replicated_from: None,
+            strikes: BTreeMap::new(),
+            now: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// A member of an already stabilized ring, for simulations that start from
+    /// the state stabilization converges to (SIGCOMM §6.3–6.5 start this way).
+    /// `fingers[i-1]` is `finger[i]`.
+    pub fn from_stable(
+        cfg: Config,
+        me: NodeRef<A>,
+        pred: NodeRef<A>,
+        succs: Vec<NodeRef<A>>,
+        fingers: Vec<NodeRef<A>>,
+        seed: u64,
+        now: Time,
+    ) -> Self {
+        let mut n = Node::new(cfg, me, seed);
+        n.now = now;
+        n.pred = (pred.id != n.me.id).then_some(pred);
+        n.succs = succs;
+        n.succs.retain(|s| s.id != n.me.id);
+        n.succs.truncate(n.cfg.successors);
+        for (i, f) in fingers.into_iter().enumerate() {
+            let i = i as u32 + 1;
+            if n.fingers.get(i) != Some(&f) {
+                n.fingers.set_range(i, i, Some(f));
+            }
+        }
+        n.replicated_from = n.pred.as_ref().map(|p| p.id);
+        n.replicated_to = n.replica_targets();
+        n.joined = true;
+        n.start_timers(now);
+        n
+    }
+
+    // ----- accessors -------------------------------------------------------
+
+    /// This node's reference.
+    pub fn me(&self) -> &NodeRef<A> {
+        &self.me
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> Id {
+        self.me.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether the node is a ring member (created, or joined with a verified successor).
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// The current predecessor, if known.
+    pub fn predecessor(&self) -> Option<&NodeRef<A>> {
+        self.pred.as_ref()
+    }
+
+    /// The successor list (empty on a one-node ring, where the successor is `n`).
+    pub fn successors(&self) -> &[NodeRef<A>] {
+        &self.succs
+    }
+
+    /// The first successor (`n` itself on a one-node ring).
+    pub fn successor(&self) -> NodeRef<A> {
+        self.succs.first().cloned().unwrap_or_else(|| self.me.clone())
+    }
+
+    /// `finger[i].node`, `1 <= i <= m`, if known.
+    pub fn finger(&self, i: u32) -> Option<&NodeRef<A>> {
+        self.fingers.get(i)
+    }
+
+    /// The key store (owned keys and replicas).
+    pub fn store(&self) -> &BTreeMap<Id, V> {
+        &self.store
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether this node is responsible for `key`: `key ∈ (predecessor, n]`.
+    pub fn owns(&self, key: Id) -> bool {
+        match &self.pred {
+            Some(p) => in_open_closed(&key, &p.id, &self.me.id),
+            None => self.succs.is_empty(),
+        }
+    }
+
+    /// Stores a key locally without any messages (used to seed simulations).
+    pub fn insert_local(&mut self, key: Id, value: V) {
+        self.store.insert(key, value);
+    }
+
+    /// The next command for the driver, if any.
+    pub fn poll_command(&mut self) -> Option<Command<A, V>> {
+        self.out.pop_front()
+    }
+
+    // ----- membership ------------------------------------------------------
+
+    /// Creates a new ring with this node as its only member (ToN Fig. 6 `create`).
+    pub fn create(&mut self, now: Time) {
+        self.now = now;
+        self.pred = None;
+        self.succs.clear();
+        self.joined = true;
+        self.start_timers(now);
+    }
+
+    /// Joins the ring that `bootstrap` belongs to (Zave *Join*): look up
+    /// `successor(n)` through `bootstrap`, then copy that node's successor list.
+    /// Completion is reported by [`Command::Joined`] or [`Command::JoinFailed`].
+    pub fn join(&mut self, now: Time, bootstrap: NodeRef<A>) {
+        self.now = now;
+        self.pred = None;
+        self.succs.clear();
+        self.joined = false;
+        let id = self.fresh_req();
+        self.lookups.insert(
+            id,
+            LookupState {
+                key: self.me.id,
+                mode: LookupMode::Iterative,
+                purpose: Purpose::Join,
+                path: Vec::new(),
+                alternatives: Vec::new(),
+            },
+        );
+        self.send_step(now, id, bootstrap);
+    }
+
+    /// Leaves voluntarily (ToN §IV-E.3): hand the owned keys to the successor,
+    /// tell the successor our predecessor and the predecessor our successor list.
+    /// The node is inert afterwards.
+    pub fn leave(&mut self, now: Time) {
+        self.now = now;
+        if !self.joined {
+            return;
+        }
+        let succ = self.successor();
+        if succ.id != self.me.id {
+            let entries = self.owned_entries();
+            if !entries.is_empty() {
+                self.send_store(now, succ.clone(), entries);
+            }
+            let msg = Message::Leaving {
+                pred: self.pred.clone(),
+                succs: self.succs.clone(),
+            };
+            self.send(succ, msg.clone());
+            if let Some(p) = self.pred.clone()
+                && p.id != self.me.id
+            {
+                self.send(p, msg);
+            }
+        }
+        self.joined = false;
+        self.pending.clear();
+        self.lookups.clear();
+        self.succs.clear();
+        self.pred = None;
+    }
+
+    // ----- client operations ----------------------------------------------
+
+    /// Starts a lookup of `successor(key)`; the result arrives as
+    /// [`Command::LookupDone`] with the returned id.
+    pub fn lookup(&mut self, now: Time, key: Id, mode: LookupMode) -> u64 {
+        self.start_lookup(now, key, mode, Purpose::Client)
+    }
+
+    /// Stores `value` under `key` at the key's owner, which replicates it to its
+    /// first `replicas` successors. Completion: [`Command::PutDone`].
+    pub fn put(&mut self, now: Time, key: Id, value: V) -> u64 {
+        self.start_lookup(now, key, LookupMode::Iterative, Purpose::Put(value))
+    }
+
+    /// Reads `key` from the key's owner. Completion: [`Command::GetDone`].
+    pub fn get(&mut self, now: Time, key: Id) -> u64 {
+        self.start_lookup(now, key, LookupMode::Iterative, Purpose::Get)
+    }
+
+    // ----- inputs ------------------------------------------------------------
+
+    /// A timer requested with [`Command::SetTimer`] expired.
+    pub fn handle_timer(&mut self, now: Time, timer: Timer) {
+        self.now = now;
+        match timer {
+            Timer::Stabilize => {
+                if !self.joined {
+                    return;
+                }
+                let d = self
+                    .rng
+                    .random_range(self.cfg.stabilize_ms_min..=self.cfg.stabilize_ms_max);
+                self.set_timer(Timer::Stabilize, now + d);
+                self.stabilize(now);
+                if self.cfg.fix_fingers_ms == 0 && !self.finger_job {
+                    self.finger_job = true;
+                    self.finger_next = 1;
+                    self.advance_fingers(now, true);
+                }
+            }
+            Timer::FixFingers => {
+                if !self.joined {
+                    return;
+                }
+                self.set_timer(Timer::FixFingers, now + self.cfg.fix_fingers_ms);
+                if !self.finger_job {
+                    self.finger_job = true;
+                    self.advance_fingers(now, false);
+                }
+            }
+            Timer::CheckPredecessor => {
+                if !self.joined {
+                    return;
+                }
+                self.set_timer(
+                    Timer::CheckPredecessor,
+                    now + self.cfg.check_predecessor_ms,
+                );
+                let busy = self
+                    .pending
+                    .values()
+                    .any(|p| matches!(p, Pending::CheckPred(_)));
+                if let Some(p) = self.pred.clone()
+                    && !busy
+                {
+                    let req = self.fresh_req();
+                    self.pending.insert(req, Pending::CheckPred(p.clone()));
+                    self.send(p, Message::Ping { req });
+                    self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+                }
+            }
+            Timer::Request(req) => self.handle_timeout(now, req),
+        }
+    }
+
+    /// A message from `from` arrived.
+    pub fn handle_message(&mut self, now: Time, from: NodeRef<A>, msg: Message<A, V>) {
+        self.now = now;
+        if !self.strikes.is_empty() {
+            self.strikes.remove(&from.id);
+        }
+        match msg {
+            Message::Ping { req } => self.send(from, Message::Pong { req }),
+            Message::Pong { req } => match self.pending.remove(&req) {
+                Some(Pending::CheckPred(_)) | Some(Pending::RectifyPing { .. }) => {
+                    // The old predecessor is alive: keep it (Zave Rectify).
+                }
+                Some(other) => {
+                    self.pending.insert(req, other);
+                }
+                None => {}
+            },
+            Message::GetState { req } => {
+                if self.joined {
+                    let pred = self.pred.clone();
+                    let succs = self.succs.clone();
+                    self.send(from, Message::State { req, pred, succs });
+                }
+            }
+            Message::State { req, pred, succs } => {
+                if let Some(Pending::State(to, why)) = self.pending.remove(&req) {
+                    self.on_state(now, to, why, pred, succs);
+                }
+            }
+            Message::Notify => self.rectify(now, from),
+            Message::FindStep { req, key } => {
+                if self.joined {
+                    let step = self.step(key);
+                    self.send(from, Message::StepReply { req, step });
+                }
+            }
+            Message::StepReply { req, step } => {
+                if let Some(Pending::Step { to, lookup }) = self.pending.remove(&req) {
+                    self.on_step(now, lookup, to, step);
+                }
+            }
+            Message::Forward {
+                req,
+                origin,
+                lookup,
+                key,
+                mut path,
+            } => {
+                if !self.joined {
+                    return;
+                }
+                self.send(from, Message::ForwardAck { req });
+                path.push(self.me.clone());
+                let succ = self.successor();
+                if in_open_closed(&key, &self.me.id, &succ.id) {
+                    if succ.id != self.me.id {
+                        path.push(succ.clone());
+                    }
+                    self.send(
+                        origin,
+                        Message::LookupResult {
+                            lookup,
+                            owner: succ,
+                            path,
+                        },
+                    );
+                } else if path.len() as u32 <= self.cfg.max_lookup_hops {
+                    let mut cands = self.candidates(key);
+                    cands.retain(|c| !path.iter().any(|p| p.id == c.id));
+                    if cands.is_empty() {
+                        cands.push(succ);
+                    }
+                    let to = cands.remove(0);
+                    self.send_forward(now, to, origin, lookup, key, path, cands);
+                }
+            }
+            Message::ForwardAck { req } => {
+                self.pending.remove(&req);
+            }
+            Message::LookupResult {
+                lookup,
+                owner,
+                path,
+            } => {
+                if self.lookups.contains_key(&lookup) {
+                    self.finish_lookup(now, lookup, Ok(LookupOutcome { owner, path }));
+                }
+            }
+            Message::StoreKeys { req, entries } => {
+                self.send(from, Message::StoreAck { req });
+                let grew_owned = entries.iter().any(|(k, _)| self.owns(*k));
+                for (k, v) in entries {
+                    self.store.insert(k, v);
+                }
+                if grew_owned {
+                    // Keys handed to us as owner must reach our replicas too.
+                    self.replicated_to.clear();
+                    self.sync_replicas();
+                }
+            }
+            Message::StoreAck { req } => {
+                self.pending.remove(&req);
+            }
+            Message::Put { req, key, value } => {
+                self.store.insert(key, value.clone());
+                for t in self.replica_targets_refs() {
+                    self.send_store(now, t, vec![(key, value.clone())]);
+                }
+                self.send(from, Message::PutAck { req });
+            }
+            Message::PutAck { req } => {
+                if let Some(Pending::Put { to, op }) = self.pending.remove(&req) {
+                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
+                    self.out.push_back(Command::PutDone {
+                        op,
+                        key,
+                        result: Ok(to),
+                    });
+                }
+            }
+            Message::Get { req, key } => {
+                let value = self.store.get(&key).cloned();
+                self.send(from, Message::GetReply { req, value });
+            }
+            Message::GetReply { req, value } => {
+                if let Some(Pending::Get { op, .. }) = self.pending.remove(&req) {
+                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
+                    self.out.push_back(Command::GetDone {
+                        op,
+                        key,
+                        result: Ok(value),
+                    });
+                }
+            }
+            Message::Leaving { pred, succs } => self.on_leaving(now, from, pred, succs),
+        }
+    }
+
+    // ----- ring maintenance --------------------------------------------------
+
+    fn start_timers(&mut self, now: Time) {
+        let d = self
+            .rng
+            .random_range(self.cfg.stabilize_ms_min..=self.cfg.stabilize_ms_max);
+        self.set_timer(Timer::Stabilize, now + d);
+        let d = self.rng.random_range(0..=self.cfg.check_predecessor_ms);
+        self.set_timer(Timer::CheckPredecessor, now + d);
+        if self.cfg.fix_fingers_ms > 0 {
+            let d = self.rng.random_range(0..=self.cfg.fix_fingers_ms);
+            self.set_timer(Timer::FixFingers, now + d);
+        }
+    }
+
+    /// Zave StabilizeFromSuccessor, step 1: ask `succ[0]` for its state.
+    fn stabilize(&mut self, now: Time) {
+        if self.stabilizing {
+            return;
+        }
+        let succ = self.successor();
+        if succ.id == self.me.id {
+            // One-node ring: our "successor's predecessor" is our own.
+            if let Some(p) = self.pred.clone() {
+                self.stabilizing = true;
+                self.request_state(now, p, StateWhy::StabilizePred);
+            }
+            return;
+        }
+        self.stabilizing = true;
+        self.request_state(now, succ, StateWhy::StabilizeSucc);
+    }
+
+    fn request_state(&mut self, now: Time, to: NodeRef<A>, why: StateWhy) {
+        let req = self.fresh_req();
+        self.pending.insert(req, Pending::State(to.clone(), why));
+        self.send(to, Message::GetState { req });
+        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+    }
+
+    fn on_state(
+        &mut self,
+        now: Time,
+        from: NodeRef<A>,
+        why: StateWhy,
+        pred: Option<NodeRef<A>>,
+        succs: Vec<NodeRef<A>>,
+    ) {
+        match why {
+            StateWhy::StabilizeSucc => {
+                // Zave StabilizeFromSuccessor: succs := s :: s.succs.
+                let list = self.build_list(&from, &succs);
+                self.set_succs(list);
+                match pred {
+                    Some(p) if p.id != self.me.id && in_open(&p.id, &self.me.id, &from.id) => {
+                        // A better successor may exist; adopt it only once it answers.
+                        self.request_state(now, p, StateWhy::StabilizePred);
+                    }
+                    _ => {
+                        self.stabilizing = false;
+                        self.send(from, Message::Notify);
+                    }
+                }
+            }
+            StateWhy::StabilizePred => {
+                // Zave StabilizeFromPredecessor: the saved node is alive.
+                let succ = self.successor();
+                if succ.id == self.me.id || in_open(&from.id, &self.me.id, &succ.id) {
+                    let list = self.build_list(&from, &succs);
+                    self.set_succs(list);
+                }
+                self.stabilizing = false;
+                let succ = self.successor();
+                if succ.id != self.me.id {
+                    self.send(succ, Message::Notify);
+                }
+            }
+            StateWhy::Join => {
+                // Zave Join: succs := s :: s.succs; the successor is verified live.
+                let list = self.build_list(&from, &succs);
+                self.joined = true;
+                self.set_succs(list);
+                self.send(from.clone(), Message::Notify);
+                self.start_timers(now);
+                self.out.push_back(Command::Joined { successor: from });
+            }
+        }
+    }
+
+    /// `s :: list`, cut where it wraps back to us, without repeats, at most `r`.
+    fn build_list(&self, s: &NodeRef<A>, list: &[NodeRef<A>]) -> Vec<NodeRef<A>> {
+        let mut out = vec![s.clone()];
+        for x in list {
+            if out.len() >= self.cfg.successors || x.id == self.me.id {
+                break;
+            }
+            if out.iter().any(|o| o.id == x.id) {
+                continue;
+            }
+            out.push(x.clone());
+        }
+        out
+    }
+
+    /// Zave Rectify, on a notification from `n`.
+    fn rectify(&mut self, now: Time, n: NodeRef<A>) {
+        if !self.joined || n.id == self.me.id {
+            return;
+        }
+        match self.pred.clone() {
+            None => self.set_pred(n),
+            Some(p) if p.id == n.id => {}
+            Some(p) if in_open(&n.id, &p.id, &self.me.id) => self.set_pred(n),
+            Some(p) => {
+                // Not better than the current predecessor: keep it if alive.
+                let busy = self
+                    .pending
+                    .values()
+                    .any(|x| matches!(x, Pending::RectifyPing { .. }));
+                if !busy {
+                    let req = self.fresh_req();
+                    self.pending
+                        .insert(req, Pending::RectifyPing { old: p.clone(), cand: n });
+                    self.send(p, Message::Ping { req });
+                    self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+                }
+            }
+        }
+        // A one-node ring learns its first successor from its first notifier.
+        if self.succs.is_empty()
+            && let Some(p) = self.pred.clone()
+        {
+            self.set_succs(vec![p]);
+        }
+    }
+
+    fn set_pred(&mut self, new: NodeRef<A>) {
+        let old = self.pred.replace(new.clone());
+        // Transfer the keys the new predecessor is now responsible for (SIGCOMM
+        // §4.2: only the node immediately following it is affected).
+        let lo = old.map(|o| o.id).unwrap_or(self.me.id);
+        let entries = self.entries_in(lo, new.id);
+        if !entries.is_empty() {
+            self.send_store(self.now, new, entries);
+        }
+        self.sync_replicas();
+    }
+
+    fn set_succs(&mut self, list: Vec<NodeRef<A>>) {
+        self.succs = list;
+        self.sync_replicas();
+    }
+
+    fn replica_targets_refs(&self) -> Vec<NodeRef<A>> {
+        self.succs
+            .iter()
+            .take(self.cfg.replicas)
+            .filter(|s| s.id != self.me.id)
+            .cloned()
+            .collect()
+    }
+
+    fn replica_targets(&self) -> Vec<Id> {
+        self.replica_targets_refs().iter().map(|s| s.id).collect()
+    }
+
+    /// Keeps the owned range `(pred, n]` replicated on the first `replicas`
+    /// successors: new replica holders get the whole range; if the range grew
+    /// (the predecessor failed) every holder gets the new part.
+    fn sync_replicas(&mut self) {
+        let Some(pred) = self.pred.as_ref().map(|p| p.id) else {
+            return;
+        };
+        let targets = self.replica_targets_refs();
+        let grew_from = match self.replicated_from {
+            Some(old) if old != pred && !in_open(&pred, &old, &self.me.id) => Some(old),
+            _ => None,
+        };
+        let all = self.entries_in(pred, self.me.id);
+        for t in &targets {
+            let entries: Vec<(Id, V)> = if !self.replicated_to.contains(&t.id) {
+                all.clone()
+            } else if let Some(old) = grew_from {
+                self.entries_in(pred, old)
+            } else {
+                continue;
+            };
+            if !entries.is_empty() {
+                self.send_store(self.now, t.clone(), entries);
+            }
+        }
+        self.replicated_to = targets.iter().map(|t| t.id).collect();
+        self.replicated_from = Some(pred);
+    }
+
+    fn owned_entries(&self) -> Vec<(Id, V)> {
+        match &self.pred {
+            Some(p) => self.entries_in(p.id, self.me.id),
+            None => self.store.iter().map(|(k, v)| (*k, v.clone())).collect(),
+        }
+    }
+
+    /// Stored entries with keys in `(a, b]`.
+    fn entries_in(&self, a: Id, b: Id) -> Vec<(Id, V)> {
+        let c = |(k, v): (&Id, &V)| (*k, v.clone());
+        if a < b {
+            self.store
+                .range((Bound::Excluded(a), Bound::Included(b)))
+                .map(c)
+                .collect()
+        } else {
+            self.store
+                .range((Bound::Excluded(a), Bound::Unbounded))
+                .chain(self.store.range(..=b))
+                .map(c)
+                .collect()
+        }
+    }
+
+    fn on_leaving(
+        &mut self,
+        now: Time,
+        from: NodeRef<A>,
+        pred: Option<NodeRef<A>>,
+        succs: Vec<NodeRef<A>>,
+    ) {
+        if self.pred.as_ref().is_some_and(|p| p.id == from.id) {
+            // Our predecessor left; its predecessor will notify us once it has
+            // verified us as its successor (we only adopt live pointers).
+            self.pred = None;
+            let _ = pred;
+        }
+        if self.succs.iter().any(|s| s.id == from.id) {
+            let me = self.me.id;
+            let space = self.cfg.space;
+            let mut list: Vec<NodeRef<A>> = self
+                .succs
+                .iter()
+                .chain(succs.iter())
+                .filter(|s| s.id != from.id && s.id != me)
+                .cloned()
+                .collect();
+            list.sort_by_key(|s| space.distance(me, s.id));
+            list.dedup_by(|a, b| a.id == b.id);
+            list.truncate(self.cfg.successors);
+            self.set_succs(list);
+            self.fingers.clear_where(|f| f.id == from.id);
+            self.stabilize(now);
+        }
+        self.fingers.clear_where(|f| f.id == from.id);
+    }
+
+    /// Records an unanswered request to `id`; true once it has missed
+    /// `failure_strikes` in a row (any message from it resets the count).
+    fn suspect(&mut self, id: Id) -> bool {
+        let s = self.strikes.entry(id).or_insert(0);
+        *s += 1;
+        if *s >= self.cfg.failure_strikes {
+            self.strikes.remove(&id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets a node presumed dead.
+    fn remove_dead(&mut self, id: Id) {
+        self.succs.retain(|s| s.id != id);
+        self.fingers.clear_where(|f| f.id == id);
+        if self.pred.as_ref().is_some_and(|p| p.id == id) {
+            self.pred = None;
+        }
+        if self.succs.is_empty() {
+            // Zave's precondition (some live successor always remains) was
+            // violated; fall back to the nearest other node we know, which the
+            // next stabilize verifies before anything else uses it.
+            let me = self.me.id;
+            let space = self.cfg.space;
+            if let Some(f) = self
+                .fingers
+                .values()
+                .chain(self.pred.iter())
+                .filter(|f| f.id != me)
+                .min_by_key(|f| space.distance(me, f.id))
+                .cloned()
+            {
+                self.succs.push(f);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Time, req: u64) {
+        if let Some(p) = self.pending.remove(&req) {
+            self.stats.timeouts += 1;
+            match p {
+                Pending::Store { to, entries } => {
+                    if !self.suspect(to.id) {
+                        self.send_store(now, to, entries);
+                    }
+                }
+                Pending::CheckPred(p) => {
+                    if self.suspect(p.id) {
+                        if self.pred.as_ref().is_some_and(|x| x.id == p.id) {
+                            self.pred = None;
+                        }
+                        self.fingers.clear_where(|f| f.id == p.id);
+                    } else {
+                        // Not yet presumed dead: probe again right away.
+                        let req = self.fresh_req();
+                        self.pending.insert(req, Pending::CheckPred(p.clone()));
+                        self.send(p, Message::Ping { req });
+                        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+                    }
+                }
+                Pending::RectifyPing { old, cand } => {
+                    if self.suspect(old.id) {
+                        self.remove_dead(old.id);
+                        if self.pred.is_none() {
+                            self.set_pred(cand);
+                        }
+                    } else {
+                        let req = self.fresh_req();
+                        self.pending
+                            .insert(req, Pending::RectifyPing { old: old.clone(), cand });
+                        self.send(old, Message::Ping { req });
+                        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+                    }
+                }
+                Pending::State(to, why) => {
+                    if self.suspect(to.id) {
+                        self.remove_dead(to.id);
+                    }
+                    match why {
+                        StateWhy::StabilizeSucc => {
+                            // Move to the next live successor and stabilize with it.
+                            self.stabilizing = false;
+                            self.stabilize(now);
+                        }
+                        StateWhy::StabilizePred => {
+                            self.stabilizing = false;
+                            let succ = self.successor();
+                            if succ.id != self.me.id {
+                                self.send(succ, Message::Notify);
+                            }
+                        }
+                        StateWhy::Join => {
+                            self.out.push_back(Command::JoinFailed {
+                                error: OpError::Timeout,
+                            });
+                        }
+                    }
+                }
+                Pending::Step { to, lookup } => {
+                    if self.suspect(to.id) {
+                        self.remove_dead(to.id);
+                    }
+                    let next = match self.lookups.get_mut(&lookup) {
+                        Some(st) if self.cfg.lookup_retries && !st.alternatives.is_empty() => {
+                            Some(st.alternatives.remove(0))
+                        }
+                        _ => None,
+                    };
+                    match next {
+                        Some(n) => self.send_step(now, lookup, n),
+                        None => self.finish_lookup(now, lookup, Err(OpError::Timeout)),
+                    }
+                }
+                Pending::Forward {
+                    to,
+                    origin,
+                    lookup,
+                    key,
+                    path,
+                    mut alternatives,
+                } => {
+                    if self.suspect(to.id) {
+                        self.remove_dead(to.id);
+                    }
+                    if self.cfg.lookup_retries && !alternatives.is_empty() {
+                        let n = alternatives.remove(0);
+                        self.send_forward(now, n, origin, lookup, key, path, alternatives);
+                    }
+                }
+                Pending::Put { to, op } => {
+                    if self.suspect(to.id) {
+                        self.remove_dead(to.id);
+                    }
+                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
+                    self.out.push_back(Command::PutDone {
+                        op,
+                        key,
+                        result: Err(OpError::Timeout),
+                    });
+                }
+                Pending::Get { to, op } => {
+                    if self.suspect(to.id) {
+                        self.remove_dead(to.id);
+                    }
+                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
+                    self.out.push_back(Command::GetDone {
+                        op,
+                        key,
+                        result: Err(OpError::Timeout),
+                    });
+                }
+            }
+        } else if let Some(st) = self.lookups.get(&req)
+            && st.mode == LookupMode::Recursive
+        {
+            // Overall deadline of a recursive lookup.
+            self.finish_lookup(now, req, Err(OpError::Timeout));
+        }
+    }
+
+    // ----- fingers -----------------------------------------------------------
+
+    /// Refreshes fingers from `finger_next` on. Fingers whose start lies in
+    /// `(n, successor]` are the successor and need no lookup; for the others a
+    /// lookup of `start_i` returns `o`, which is also `finger[j]` for every later
+    /// `j` with `start_j ∈ (start_i, o]` (the optimisation of SIGCOMM Fig. 6
+    /// `init_finger_table`). With `all == false` at most one lookup is made.
+    fn advance_fingers(&mut self, now: Time, all: bool) {
+        let m = self.cfg.space.bits();
+        let succ = self.successor();
+        loop {
+            if self.finger_next > m {
+                self.finger_next = 1;
+                self.finger_job = false;
+                return;
+            }
+            let i = self.finger_next;
+            let start = self.cfg.space.finger_start(self.me.id, i);
+            if succ.id != self.me.id && in_open_closed(&start, &self.me.id, &succ.id) {
+                if self.fingers.get(i) != Some(&succ) {
+                    self.fingers.set_range(i, i, Some(succ.clone()));
+                }
+                self.finger_next += 1;
+                continue;
+            }
+            if succ.id == self.me.id {
+                self.finger_next = m + 1;
+                continue;
+            }
+            let _ = all;
+            self.start_lookup(now, start, LookupMode::Iterative, Purpose::Finger(i));
+            return;
+        }
+    }
+
+    fn on_finger_found(&mut self, now: Time, i: u32, owner: Option<NodeRef<A>>) {
+        let m = self.cfg.space.bits();
+        let mut next = i + 1;
+        if let Some(o) = owner {
+            let start = self.cfg.space.finger_start(self.me.id, i);
+            while next <= m
+                && in_open_closed(
+                    &self.cfg.space.finger_start(self.me.id, next),
+                    &start,
+                    &o.id,
+                )
+            {
+                next += 1;
+            }
+            let v = (o.id != self.me.id).then_some(o);
+            self.fingers.set_range(i, next - 1, v);
+        }
+        self.finger_next = next;
+        if self.cfg.fix_fingers_ms == 0 {
+            self.advance_fingers(now, true);
+        } else {
+            if self.finger_next > m {
+                self.finger_next = 1;
+            }
+            self.finger_job = false;
+        }
+    }
+
+    // ----- lookups -----------------------------------------------------------
+
+    /// The known nodes in `(n, key)`, closest to `key` first (ToN §IV-E: fingers
+    /// and successor list), at most `lookup_candidates` of them.
+    fn candidates(&self, key: Id) -> Vec<NodeRef<A>> {
+        let me = self.me.id;
+        let space = self.cfg.space;
+        let mut c: Vec<&NodeRef<A>> = self
+            .fingers
+            .values()
+            .chain(self.succs.iter())
+            .filter(|x| in_open(&x.id, &me, &key))
+            .collect();
+        c.sort_by_key(|x| std::cmp::Reverse(space.distance(me, x.id)));
+        c.dedup_by(|a, b| a.id == b.id);
+        c.into_iter()
+            .take(self.cfg.lookup_candidates)
+            .cloned()
+            .collect()
+    }
+
+    fn step(&self, key: Id) -> Step<A> {
+        let succ = self.successor();
+        if in_open_closed(&key, &self.me.id, &succ.id) {
+            Step::Done { owner: succ }
+        } else {
+            let mut candidates = self.candidates(key);
+            if candidates.is_empty() {
+                candidates.push(succ);
+            }
+            Step::Next { candidates }
+        }
+    }
+
+    fn start_lookup(&mut self, now: Time, key: Id, mode: LookupMode, purpose: Purpose<V>) -> u64 {
+        self.now = now;
+        let id = self.fresh_req();
+        let mut st = LookupState {
+            key,
+            mode,
+            purpose,
+            path: vec![self.me.clone()],
+            alternatives: Vec::new(),
+        };
+        if !self.joined {
+            self.lookups.insert(id, st);
+            self.finish_lookup(now, id, Err(OpError::NotJoined));
+            return id;
+        }
+        if self.owns(key) {
+            let path = st.path.clone();
+            self.lookups.insert(id, st);
+            let owner = self.me.clone();
+            self.finish_lookup(now, id, Ok(LookupOutcome { owner, path }));
+            return id;
+        }
+        match self.step(key) {
+            Step::Done { owner } => {
+                st.path.push(owner.clone());
+                let path = st.path.clone();
+                self.lookups.insert(id, st);
+                self.finish_lookup(now, id, Ok(LookupOutcome { owner, path }));
+            }
+            Step::Next { mut candidates } => {
+                let first = candidates.remove(0);
+                match mode {
+                    LookupMode::Iterative => {
+                        st.alternatives = candidates;
+                        self.lookups.insert(id, st);
+                        self.send_step(now, id, first);
+                    }
+                    LookupMode::Recursive => {
+                        let path = st.path.clone();
+                        self.lookups.insert(id, st);
+                        let me = self.me.clone();
+                        self.send_forward(now, first, me, id, key, path, candidates);
+                        let deadline = self.cfg.rpc_timeout_ms
+                            * (u64::from(self.cfg.max_lookup_hops) + 1).min(16);
+                        self.set_timer(Timer::Request(id), now + deadline);
+                    }
+                }
+            }
+        }
+        id
+    }
+
+    fn send_step(&mut self, now: Time, lookup: u64, to: NodeRef<A>) {
+        let Some(key) = self.lookups.get(&lookup).map(|l| l.key) else {
+            return;
+        };
+        let req = self.fresh_req();
+        self.pending.insert(
+            req,
+            Pending::Step {
+                to: to.clone(),
+                lookup,
+            },
+        );
+        self.send(to, Message::FindStep { req, key });
+        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_forward(
+        &mut self,
+        now: Time,
+        to: NodeRef<A>,
+        origin: NodeRef<A>,
+        lookup: u64,
+        key: Id,
+        path: Vec<NodeRef<A>>,
+        alternatives: Vec<NodeRef<A>>,
+    ) {
+        let req = self.fresh_req();
+        self.send(
+            to.clone(),
+            Message::Forward {
+                req,
+                origin: origin.clone(),
+                lookup,
+                key,
+                path: path.clone(),
+            },
+        );
+        self.pending.insert(
+            req,
+            Pending::Forward {
+                to,
+                origin,
+                lookup,
+                key,
+                path,
+                alternatives,
+            },
+        );
+        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+    }
+
+    fn on_step(&mut self, now: Time, lookup: u64, from: NodeRef<A>, step: Step<A>) {
+        let max_hops = self.cfg.max_lookup_hops as usize;
+        let Some(st) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        st.path.push(from.clone());
+        match step {
+            Step::Done { owner } => {
+                if owner.id != from.id {
+                    st.path.push(owner.clone());
+                }
+                let path = std::mem::take(&mut st.path);
+                self.finish_lookup(now, lookup, Ok(LookupOutcome { owner, path }));
+            }
+            Step::Next { mut candidates } => {
+                candidates.retain(|c| !st.path.iter().any(|p| p.id == c.id));
+                if candidates.is_empty() || st.path.len() > max_hops {
+                    self.finish_lookup(now, lookup, Err(OpError::TooManyHops));
+                    return;
+                }
+                let next = candidates.remove(0);
+                st.alternatives = candidates;
+                self.send_step(now, lookup, next);
+            }
+        }
+    }
+
+    fn finish_lookup(
+        &mut self,
+        now: Time,
+        lookup: u64,
+        result: Result<LookupOutcome<A>, OpError>,
+    ) {
+        let Some(st) = self.lookups.remove(&lookup) else {
+            return;
+        };
+        let key = st.key;
+        match st.purpose {
+            Purpose::Client => {
+                if result.is_ok() {
+                    self.stats.lookups_ok += 1;
+                } else {
+                    self.stats.lookups_failed += 1;
+                }
+                self.out.push_back(Command::LookupDone {
+                    lookup,
+                    key,
+                    result,
+                });
+            }
+            Purpose::Join => match result {
+                Ok(o) if o.owner.id == self.me.id => {
+                    self.out.push_back(Command::JoinFailed {
+                        error: OpError::IdTaken,
+                    });
+                }
+                Ok(o) => self.request_state(now, o.owner, StateWhy::Join),
+                Err(error) => self.out.push_back(Command::JoinFailed { error }),
+            },
+            Purpose::Finger(i) => self.on_finger_found(now, i, result.ok().map(|o| o.owner)),
+            Purpose::Put(value) => match result {
+                Ok(o) => {
+                    let req = self.fresh_req();
+                    self.lookups.insert(
+                        lookup,
+                        LookupState {
+                            key,
+                            mode: st.mode,
+                            purpose: Purpose::Client,
+                            path: Vec::new(),
+                            alternatives: Vec::new(),
+                        },
+                    );
+                    self.pending.insert(
+                        req,
+                        Pending::Put {
+                            to: o.owner.clone(),
+                            op: lookup,
+                        },
+                    );
+                    self.send(o.owner, Message::Put { req, key, value });
+                    self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+                }
+                Err(e) => self.out.push_back(Command::PutDone {
+                    op: lookup,
+                    key,
+                    result: Err(e),
+                }),
+            },
+            Purpose::Get => match result {
+                Ok(o) => {
+                    let req = self.fresh_req();
+                    self.lookups.insert(
+                        lookup,
+                        LookupState {
+                            key,
+                            mode: st.mode,
+                            purpose: Purpose::Client,
+                            path: Vec::new(),
+                            alternatives: Vec::new(),
+                        },
+                    );
+                    self.pending.insert(
+                        req,
+                        Pending::Get {
+                            to: o.owner.clone(),
+                            op: lookup,
+                        },
+                    );
+                    self.send(o.owner, Message::Get { req, key });
+                    self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+                }
+                Err(e) => self.out.push_back(Command::GetDone {
+                    op: lookup,
+                    key,
+                    result: Err(e),
+                }),
+            },
+        }
+    }
+
+    // ----- plumbing ----------------------------------------------------------
+
+    fn fresh_req(&mut self) -> u64 {
+        let r = self.next_req;
+        self.next_req += 1;
+        r
+    }
+
+    /// Sends entries to be stored, keeping them until acknowledged.
+    fn send_store(&mut self, now: Time, to: NodeRef<A>, entries: Vec<(Id, V)>) {
+        let req = self.fresh_req();
+        self.send(
+            to.clone(),
+            Message::StoreKeys {
+                req,
+                entries: entries.clone(),
+            },
+        );
+        self.pending.insert(req, Pending::Store { to, entries });
+        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
+    }
+
+    fn send(&mut self, to: NodeRef<A>, msg: Message<A, V>) {
+        self.stats.messages_sent += 1;
+        self.out.push_back(Command::Send { to, msg });
+    }
+
+    fn set_timer(&mut self, timer: Timer, at: Time) {
+        self.out.push_back(Command::SetTimer { timer, at });
+    }
+}

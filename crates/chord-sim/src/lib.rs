@@ -1,0 +1,12 @@
+//! # chord-sim
+//!
+//! The [`chord_core`] protocol over a simulated network ([`sim`]), and the
+//! experiments of the Chord paper ([`experiments`]). Everything is seeded and
+//! runs in simulated time, so every figure is reproducible from its command line.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod experiments;
+pub mod sim;
+
+pub use sim::{NetConfig, Sim};
