@@ -21,6 +21,8 @@
 //!   undo records.
 //! * [`vv`]: version vectors.
 //! * [`replica`]: one server: log, clocks, commit, anti-entropy, two views.
+//! * [`script`]: Bayou writes with dependency checks and merge procedures,
+//!   run in a deterministic, resource-limited sandbox.
 //!
 //! Citations in comments: [T95] Terry et al. 1995, [P97] Petersen et al. 1997.
 
@@ -29,6 +31,7 @@
 pub mod id;
 pub mod op;
 pub mod replica;
+pub mod script;
 pub mod vv;
 
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
@@ -37,4 +40,5 @@ pub use replica::{
     CommitError, Item, ProtocolError, ReceiveReport, Replica, Role, Stats, Summary, View, Write,
     WriteStatus, format_entry,
 };
+pub use script::{BayouWrite, DependencyCheck, LIMITS, Limits, Mutation, Outcome};
 pub use vv::VersionVector;

@@ -20,6 +20,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::script::{BayouWrite, Outcome, mutation_key_value};
+
 /// An update carried by a write.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
@@ -35,6 +37,9 @@ pub enum Op {
         /// The key removed.
         key: Bytes,
     },
+    /// A Bayou write with a dependency check and a merge procedure
+    /// ([T95 §4]); see [`crate::script`].
+    Bayou(Box<BayouWrite>),
 }
 
 /// Why a piece of text is not an operation.
@@ -46,6 +51,9 @@ pub enum OpParseError {
     /// An empty key.
     #[error("the key in {0:?} is empty")]
     EmptyKey(String),
+    /// A `BAYOU{...}` write whose JSON is malformed or breaks a limit.
+    #[error("{0}")]
+    Bayou(String),
 }
 
 impl Op {
@@ -68,6 +76,10 @@ impl Op {
     pub fn parse(text: &str) -> Result<Op, OpParseError> {
         let malformed = || OpParseError::Malformed(text.to_string());
         let t = text.trim();
+        if let Some(json) = t.strip_prefix("BAYOU") {
+            let w = BayouWrite::from_json(json.trim()).map_err(OpParseError::Bayou)?;
+            return Ok(Op::Bayou(Box::new(w)));
+        }
         let (kind, rest) = t.split_at_checked(1).ok_or_else(malformed)?;
         let inner = rest
             .trim_start()
@@ -114,6 +126,10 @@ impl fmt::Display for Op {
                 String::from_utf8_lossy(value)
             ),
             Op::Delete { key } => write!(f, "D({})", String::from_utf8_lossy(key)),
+            Op::Bayou(w) => match &w.label {
+                Some(label) => f.write_str(label),
+                None => write!(f, "BAYOU{}", w.to_json()),
+            },
         }
     }
 }
@@ -169,14 +185,35 @@ impl Db {
         &self.data
     }
 
-    /// Executes `op` and returns what is needed to undo it.
-    pub fn execute(&mut self, op: &Op) -> Undo {
+    /// Executes `op` and returns what is needed to undo it, and the outcome.
+    pub fn execute(&mut self, op: &Op) -> (Undo, Outcome) {
         let mut undo = Undo::default();
-        match op {
-            Op::Put { key, value } => self.set(&mut undo, key, Some(value.clone())),
-            Op::Delete { key } => self.set(&mut undo, key, None),
-        }
-        undo
+        let outcome = match op {
+            Op::Put { key, value } => {
+                self.set(&mut undo, key, Some(value.clone()));
+                Outcome::Applied
+            }
+            Op::Delete { key } => {
+                self.set(&mut undo, key, None);
+                Outcome::Applied
+            }
+            Op::Bayou(w) => {
+                let (changes, outcome) = w.resolve(self);
+                for m in &changes {
+                    let (key, value) = mutation_key_value(m);
+                    self.set(&mut undo, &key, value);
+                }
+                outcome
+            }
+        };
+        (undo, outcome)
+    }
+
+    /// Every key starting with `prefix`, with its value, in key order.
+    pub fn scan_prefix<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a Bytes, &'a Bytes)> + 'a {
+        self.data
+            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
     /// Restores the state before the write whose execution produced `undo`.
@@ -239,9 +276,9 @@ mod tests {
         let mut db = Db::new();
         db.execute(&Op::put("X", "1"));
         let before = db.clone();
-        let u1 = db.execute(&Op::put("X", "2"));
-        let u2 = db.execute(&Op::delete("X"));
-        let u3 = db.execute(&Op::put("Y", "3"));
+        let (u1, _) = db.execute(&Op::put("X", "2"));
+        let (u2, _) = db.execute(&Op::delete("X"));
+        let (u3, _) = db.execute(&Op::put("Y", "3"));
         db.undo(u3);
         db.undo(u2);
         db.undo(u1);

@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{Csn, ServerId, Stamp, WriteId};
 use crate::op::{Db, Op, Undo};
+use crate::script::Outcome;
 use crate::vv::VersionVector;
 
 /// A write in the log: its name and its update.
@@ -235,6 +236,9 @@ pub struct Replica {
     /// first `executed.len()` tentative writes. The rest await redo.
     executed: VecDeque<(WriteId, Undo)>,
     to_persist: Vec<Item>,
+    /// The outcome of each Bayou write's latest execution, where it is not
+    /// simply `Applied` (plain writes always are).
+    outcomes: BTreeMap<WriteId, Outcome>,
     stats: Stats,
 }
 
@@ -278,6 +282,7 @@ impl Replica {
             full_db: Db::new(),
             executed: VecDeque::new(),
             to_persist: Vec::new(),
+            outcomes: BTreeMap::new(),
             stats: Stats::default(),
         }
     }
@@ -400,6 +405,13 @@ impl Replica {
                 None => WriteStatus::Unknown,
             }
         }
+    }
+
+    /// What the latest execution of write `id` did: for a Bayou write,
+    /// whether its dependency check passed, its merge procedure ran, or a
+    /// script failed. Plain writes, and writes not held, are `Applied`.
+    pub fn outcome(&self, id: &WriteId) -> Outcome {
+        self.outcomes.get(id).cloned().unwrap_or(Outcome::Applied)
     }
 
     /// Drains the items to make durable. See the persistence contract in the
@@ -629,7 +641,10 @@ impl Replica {
             self.undo_all();
             self.full_db.execute(&op);
         }
-        self.committed_db.execute(&op);
+        // Re-executed at commit ([T95 §7]) on the committed view, whose state
+        // is the full view's state at this write's place.
+        let (_, outcome) = self.committed_db.execute(&op);
+        note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
         self.committed.push(Write { id: id.clone(), op });
     }
@@ -639,7 +654,8 @@ impl Replica {
         self.undo_all();
         self.vv.advance(&write.id);
         self.full_db.execute(&write.op);
-        self.committed_db.execute(&write.op);
+        let (_, outcome) = self.committed_db.execute(&write.op);
+        note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
         self.committed.push(write);
     }
@@ -679,10 +695,20 @@ impl Replica {
             None => Bound::Unbounded,
         };
         for (id, op) in self.tentative.range((start, Bound::Unbounded)) {
-            let undo = self.full_db.execute(op);
+            let (undo, outcome) = self.full_db.execute(op);
+            note_outcome(&mut self.outcomes, id, outcome);
             self.executed.push_back((id.clone(), undo));
             self.stats.tentative_executions += 1;
         }
+    }
+}
+
+/// Records a write's latest outcome, keeping only the interesting ones.
+fn note_outcome(outcomes: &mut BTreeMap<WriteId, Outcome>, id: &WriteId, outcome: Outcome) {
+    if outcome == Outcome::Applied {
+        outcomes.remove(id);
+    } else {
+        outcomes.insert(id.clone(), outcome);
     }
 }
 
