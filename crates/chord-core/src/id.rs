@@ -13,7 +13,7 @@
 //! comparisons between ids of one space are comparisons of ring positions
 //! measured from 0.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha1::{Digest, Sha1};
 use std::fmt;
 
@@ -25,7 +25,7 @@ pub const MIN_BITS: u32 = 3;
 pub const MAX_BITS: u32 = 160;
 
 /// A point on the identifier circle: an unsigned integer below `2^160`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Id {
     /// Bits 128..160.
     hi: u32,
@@ -114,6 +114,56 @@ impl fmt::Display for Id {
             write!(f, "{}", self.lo)
         } else {
             write!(f, "0x{:x}{:032x}", self.hi, self.lo)
+        }
+    }
+}
+
+impl Serialize for Id {
+    /// A JSON number when the id fits in 64 bits, otherwise its [`fmt::Display`]
+    /// string (decimal up to 128 bits, `0x` hex above).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.to_u64() {
+            Some(v) => s.serialize_u64(v),
+            None => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Num(u64),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(Id::from_u64(v)),
+            Repr::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for Id {
+    type Err = String;
+
+    /// Parses a decimal id (up to 128 bits) or a `0x`-prefixed hex id (up to 160).
+    fn from_str(s: &str) -> Result<Id, String> {
+        if let Some(h) = s.strip_prefix("0x") {
+            if h.is_empty() || h.len() > 40 {
+                return Err(format!("bad hex id {s:?}"));
+            }
+            let padded = format!("{h:0>40}");
+            let mut b = [0u8; 20];
+            for (i, chunk) in b.iter_mut().enumerate() {
+                *chunk = u8::from_str_radix(&padded[2 * i..2 * i + 2], 16)
+                    .map_err(|_| format!("bad hex id {s:?}"))?;
+            }
+            Ok(Id::from_be_bytes(b))
+        } else {
+            s.parse::<u128>()
+                .map(Id::from_u128)
+                .map_err(|_| format!("bad id {s:?}"))
         }
     }
 }
@@ -277,6 +327,14 @@ mod tests {
             assert_eq!(s.pow2(bits - 1).bit_len(), bits);
             assert_eq!(s.add(s.pow2(bits - 1), s.pow2(bits - 1)), Id::ZERO);
             assert_eq!(s.distance(s.id(5), s.id(2)), s.sub(Id::ZERO, s.id(3)));
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let s = IdSpace::new(160).unwrap();
+        for v in [s.max(), s.id(0), s.id(90), s.hash(b"x")] {
+            assert_eq!(v.to_string().parse::<Id>().unwrap(), v);
         }
     }
 
