@@ -22,7 +22,9 @@
 //!   logical clock as of the last batch, and `checkpoint_csn -> u64`.
 //! * `checkpoint`: `key -> value`, the committed database after the first
 //!   `checkpoint_csn` committed writes (the Tuple Store checkpoint of
-//!   [T95 §7]). It moves forward in the same transaction as the commits.
+//!   [T95 §7]: it reflects a prefix of the committed writes). The driver
+//!   replaces it every so many commits and at shutdown ([`take_batch`]), in
+//!   the same transaction as the batch it rides with.
 //!
 //! Every record carries a one-byte version in front of its postcard encoding.
 //!
@@ -48,7 +50,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bayou_core::{Csn, Item, Op, ProtocolError, Replica, Role, ServerId, Stamp, VersionVector};
+use bayou_core::{Csn, Item, ProtocolError, Replica, Role, ServerId, Stamp, VersionVector};
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -90,24 +92,34 @@ impl State {
     }
 }
 
+/// A snapshot of the committed database after the first `csn` commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// How many committed writes it reflects.
+    pub csn: Csn,
+    /// Every key and value, in key order.
+    pub entries: Vec<(Bytes, Bytes)>,
+}
+
 /// One unit of durability: everything to write in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     /// Items drained from [`Replica::take_persist`], in order.
     pub items: Vec<Item>,
-    /// The operations of the writes committed by these items, in CSN order:
-    /// CSNs `checkpoint_csn + 1 ..= state.csn`. They advance the checkpoint.
-    pub committed: Vec<Op>,
     /// The replica's state after the items.
     pub state: State,
+    /// A new checkpoint to replace the stored one, if any.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl Batch {
     /// Appends `later`, which was taken from the same replica after `self`.
     pub fn merge(&mut self, later: Batch) {
         self.items.extend(later.items);
-        self.committed.extend(later.committed);
         self.state = later.state;
+        if later.checkpoint.is_some() {
+            self.checkpoint = later.checkpoint;
+        }
     }
 }
 
@@ -169,15 +181,11 @@ pub enum StoreError {
         /// The protocol rule the log breaks.
         source: ProtocolError,
     },
-    /// A batch that does not continue the checkpoint.
-    #[error(
-        "batch commits CSNs up to {state_csn} with {ops} operations after checkpoint {checkpoint_csn}"
-    )]
+    /// A checkpoint ahead of the state stored with it.
+    #[error("checkpoint at CSN {checkpoint_csn} is ahead of the batch's CSN {state_csn}")]
     BadBatch {
-        /// The checkpoint's CSN before the batch.
+        /// The checkpoint's CSN.
         checkpoint_csn: Csn,
-        /// Operations in the batch.
-        ops: usize,
         /// The CSN the batch's state claims.
         state_csn: Csn,
     },
@@ -415,11 +423,11 @@ impl Storage for RedbStore {
     }
 
     fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        let new_checkpoint_csn = self.checkpoint_csn + batch.committed.len() as Csn;
-        if new_checkpoint_csn != batch.state.csn {
+        if let Some(cp) = &batch.checkpoint
+            && cp.csn > batch.state.csn
+        {
             return Err(StoreError::BadBatch {
-                checkpoint_csn: self.checkpoint_csn,
-                ops: batch.committed.len(),
+                checkpoint_csn: cp.csn,
                 state_csn: batch.state.csn,
             });
         }
@@ -430,49 +438,62 @@ impl Storage for RedbStore {
                 log.insert(self.next_seq + i as u64, encode(item).as_slice())
                     .map_err(db_err)?;
             }
-            let mut cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
-            for op in &batch.committed {
-                match op {
-                    Op::Put { key, value } => {
-                        cp.insert(&key[..], &value[..]).map_err(db_err)?;
-                    }
-                    Op::Delete { key } => {
-                        cp.remove(&key[..]).map_err(db_err)?;
-                    }
-                }
-            }
             let mut meta = tx.open_table(META).map_err(db_err)?;
             meta.insert("state", encode(&batch.state).as_slice())
                 .map_err(db_err)?;
-            meta.insert("checkpoint_csn", &new_checkpoint_csn.to_le_bytes()[..])
-                .map_err(db_err)?;
+            if let Some(cp) = &batch.checkpoint {
+                meta.insert("checkpoint_csn", &cp.csn.to_le_bytes()[..])
+                    .map_err(db_err)?;
+            }
+        }
+        if let Some(cp) = &batch.checkpoint {
+            tx.delete_table(CHECKPOINT).map_err(db_err)?;
+            let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
+            for (k, v) in &cp.entries {
+                table.insert(&k[..], &v[..]).map_err(db_err)?;
+            }
         }
         // The default durability is `Immediate`: commit returns once the
         // transaction is fsynced.
         tx.commit().map_err(db_err)?;
         self.next_seq += batch.items.len() as u64;
-        self.checkpoint_csn = new_checkpoint_csn;
+        if let Some(cp) = &batch.checkpoint {
+            self.checkpoint_csn = cp.csn;
+        }
         Ok(())
     }
 }
 
-/// Drains `replica`'s persistence queue into a [`Batch`]; `batched_csn` is the
-/// CSN up to which committed operations were already batched, and moves to the
-/// replica's CSN. `None` when there is nothing to persist.
-pub fn take_batch(replica: &mut Replica, batched_csn: &mut Csn) -> Option<Batch> {
-    if !replica.has_unpersisted() {
+/// Drains `replica`'s persistence queue into a [`Batch`], or `None` when
+/// there is nothing to persist. The batch carries a new checkpoint of the
+/// committed database when `force` is set or at least `every` writes
+/// committed since `*checkpoint_csn`, which then moves.
+pub fn take_batch(
+    replica: &mut Replica,
+    checkpoint_csn: &mut Csn,
+    every: u64,
+    force: bool,
+) -> Option<Batch> {
+    let due = replica.csn() > *checkpoint_csn
+        && (force || replica.csn() - *checkpoint_csn >= every.max(1));
+    if !replica.has_unpersisted() && !due {
         return None;
     }
-    let items = replica.take_persist();
-    let committed = replica.committed()[*batched_csn as usize..]
-        .iter()
-        .map(|w| w.op.clone())
-        .collect();
-    *batched_csn = replica.csn();
+    let checkpoint = due.then(|| {
+        *checkpoint_csn = replica.csn();
+        Checkpoint {
+            csn: replica.csn(),
+            entries: replica
+                .db(bayou_core::View::Committed)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    });
     Some(Batch {
-        items,
-        committed,
+        items: replica.take_persist(),
         state: State::of(replica),
+        checkpoint,
     })
 }
 
@@ -527,7 +548,7 @@ pub fn recover(store: &dyn Storage, role: Role) -> Result<(Replica, Loaded), Sto
         .iter()
         .take(loaded.checkpoint_csn as usize)
     {
-        db.execute(&w.op);
+        let _ = db.execute(&w.op);
     }
     if loaded.checkpoint_csn > replica.csn() || db.as_map() != &loaded.checkpoint {
         return Err(corrupt(format!(

@@ -1,5 +1,5 @@
 use super::*;
-use bayou_core::{Summary, View};
+use bayou_core::{Op, Summary, View};
 
 fn sid(s: &str) -> ServerId {
     ServerId::new(s).unwrap()
@@ -7,7 +7,7 @@ fn sid(s: &str) -> ServerId {
 
 /// Applies every pending change of `r` to `store`.
 fn persist(r: &mut Replica, csn: &mut Csn, store: &mut RedbStore) {
-    if let Some(b) = take_batch(r, csn) {
+    if let Some(b) = take_batch(r, csn, 1, false) {
         store.append(&b).unwrap();
     }
 }
@@ -189,20 +189,50 @@ fn a_checkpoint_that_disagrees_with_the_log_is_reported() {
 }
 
 #[test]
-fn a_batch_that_skips_commits_is_rejected() {
+fn a_checkpoint_ahead_of_the_state_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
     let batch = Batch {
         items: vec![],
-        committed: vec![],
-        state: State {
+        state: State::default(),
+        checkpoint: Some(Checkpoint {
             csn: 3,
-            ..State::default()
-        },
+            entries: vec![],
+        }),
     };
     assert!(matches!(
         store.append(&batch),
         Err(StoreError::BadBatch { .. })
     ));
     assert_eq!(store.load().unwrap().items.len(), 0);
+}
+
+#[test]
+fn checkpoints_are_taken_every_so_many_commits_and_when_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let role = Role::Primary { autocommit: true };
+    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let mut p = Replica::new(sid("P"), role);
+    let mut cp = 0;
+    for i in 0..5u8 {
+        p.client_write(1, Op::put(vec![b'k', i], vec![i]));
+        let b = take_batch(&mut p, &mut cp, 3, false).unwrap();
+        store.append(&b).unwrap();
+    }
+    // Commits 1..=3 made a checkpoint at 3; 4 and 5 did not reach the next.
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.checkpoint_csn, 3);
+    assert_eq!(loaded.checkpoint.len(), 3);
+    assert!(take_batch(&mut p, &mut cp, 3, false).is_none());
+    let b = take_batch(&mut p, &mut cp, 3, true).unwrap();
+    assert!(b.items.is_empty());
+    store.append(&b).unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.checkpoint_csn, 5);
+    assert_eq!(&loaded.checkpoint, p.db(View::Committed).as_map());
+    assert!(take_batch(&mut p, &mut cp, 3, true).is_none());
+    drop(store);
+    let store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let (r, _) = recover(&store, role).unwrap();
+    assert_eq!(r.db(View::Committed), p.db(View::Committed));
 }

@@ -1,0 +1,304 @@
+//! The `serve` and `cluster` subcommands, shared by the `bayou` binary and
+//! this crate's `bayou-node` binary (which the integration tests run).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bayou_core::ServerId;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::node::{ClockMode, Config, Node};
+use crate::{peer, server};
+
+/// `bayou serve`: one replica.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// This replica's id (ASCII letters and digits).
+    #[arg(long)]
+    pub id: String,
+    /// Address for Redis clients and for peers, e.g. 127.0.0.1:7001.
+    #[arg(long)]
+    pub listen: String,
+    /// Data directory (created if missing; refused if it holds anything else).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Another replica, as ID=HOST:PORT (its --listen address). Repeatable.
+    #[arg(long = "peer", value_name = "ID=ADDR")]
+    pub peers: Vec<String>,
+    /// The primary's id; the replica with this id commits on receipt.
+    #[arg(long)]
+    pub primary: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Flags shared by `serve` and `cluster`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Tuning {
+    /// Anti-entropy with a random peer every this many milliseconds (0: only
+    /// on BAYOU.SYNC).
+    #[arg(long, default_value_t = 500)]
+    pub sync_interval_ms: u64,
+    /// Accept-stamps from the logical clock alone (1, 2, 3…) instead of
+    /// wall-clock milliseconds: easier to read in BAYOU.LOG.
+    #[arg(long)]
+    pub logical_clock: bool,
+    /// Largest peer protocol frame, in bytes.
+    #[arg(long, default_value_t = crate::wire::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+    /// Most writes in one anti-entropy frame.
+    #[arg(long, default_value_t = 1024)]
+    pub items_per_frame: usize,
+    /// Time limit of one anti-entropy session, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub session_timeout_ms: u64,
+    /// Time limit to connect to a peer, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub connect_timeout_ms: u64,
+}
+
+/// `bayou cluster`: a whole local cluster in one process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// How many replicas (1 to 26): P, the primary, then A, B, C…
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// P listens on this port, the others on the next ones.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// Host to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Parent of the replicas' data directories (one subdirectory each).
+    #[arg(long, default_value = "./cluster")]
+    pub data_dir: PathBuf,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+impl Tuning {
+    fn apply(&self, c: &mut Config) {
+        c.sync_interval_ms = self.sync_interval_ms;
+        c.clock = if self.logical_clock {
+            ClockMode::Logical
+        } else {
+            ClockMode::WallMillis
+        };
+        c.max_frame_bytes = self.max_frame_bytes.max(1024);
+        c.items_per_frame = self.items_per_frame.max(1);
+        c.session_timeout_ms = self.session_timeout_ms;
+        c.connect_timeout_ms = self.connect_timeout_ms;
+    }
+}
+
+fn server_id(s: &str) -> anyhow::Result<ServerId> {
+    ServerId::new(s).with_context(|| format!("bad replica id {s:?}"))
+}
+
+impl ServeArgs {
+    /// The replica configuration these flags describe.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let id = server_id(&self.id)?;
+        let mut c = Config::new(
+            id.clone(),
+            self.listen.clone(),
+            self.data_dir.clone(),
+            server_id(&self.primary)?,
+        );
+        let mut peers = BTreeMap::new();
+        for p in &self.peers {
+            let Some((pid, addr)) = p.split_once('=') else {
+                bail!("--peer {p:?}: expected ID=HOST:PORT");
+            };
+            let pid = server_id(pid)?;
+            if pid == id {
+                bail!("--peer {p:?} names this replica itself");
+            }
+            if peers.insert(pid.clone(), addr.to_string()).is_some() {
+                bail!("--peer {pid} given twice");
+            }
+        }
+        c.peers = peers;
+        self.tuning.apply(&mut c);
+        Ok(c)
+    }
+}
+
+impl ClusterArgs {
+    /// The configurations of the cluster's replicas.
+    pub fn configs(&self) -> anyhow::Result<Vec<Config>> {
+        if !(1..=26).contains(&self.replicas) {
+            bail!("--replicas must be between 1 and 26");
+        }
+        if self.base_port as usize + self.replicas > 65536 {
+            bail!("--base-port too high for {} replicas", self.replicas);
+        }
+        let ids: Vec<String> = std::iter::once("P".to_string())
+            .chain(('A'..='Z').filter(|c| *c != 'P').map(|c| c.to_string()))
+            .take(self.replicas)
+            .collect();
+        let addr = |i: usize| format!("{}:{}", self.host, self.base_port as usize + i);
+        let primary = server_id("P")?;
+        let mut configs = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let mut c = Config::new(
+                server_id(id)?,
+                addr(i),
+                self.data_dir.join(id),
+                primary.clone(),
+            );
+            for (j, other) in ids.iter().enumerate() {
+                if j != i {
+                    c.peers.insert(server_id(other)?, addr(j));
+                }
+            }
+            self.tuning.apply(&mut c);
+            configs.push(c);
+        }
+        Ok(configs)
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A receiver that flips to `true` on SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{which}: shutting down");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// A replica that is running: what [`start`] returns.
+pub struct Running {
+    /// The replica's shared handle.
+    pub node: Arc<Node>,
+    storage: std::thread::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens the data directory, binds the listener and starts serving clients,
+/// peers and periodic anti-entropy until `shutdown` flips.
+pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Running> {
+    let id = config.id.clone();
+    let listen = config.listen.clone();
+    let dir = config.data_dir.clone();
+    let (node, storage) = Node::start(config)
+        .with_context(|| format!("replica {id}: cannot open {}", dir.display()))?;
+    let listener = match TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e).with_context(|| format!("replica {id}: cannot listen on {listen}"));
+        }
+    };
+    info!(%id, %listen, role = ?node.config.role(), "serving");
+    let tasks = vec![
+        tokio::spawn(server::accept_loop(
+            node.clone(),
+            listener,
+            shutdown.clone(),
+        )),
+        tokio::spawn(peer::anti_entropy_loop(node.clone(), shutdown)),
+    ];
+    Ok(Running {
+        node,
+        storage,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Persists what is pending and stops.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.node.shutdown().await;
+        let storage = self.storage;
+        let _ = tokio::task::spawn_blocking(move || storage.join()).await;
+        info!(id = %self.node.config.id, "stopped");
+    }
+}
+
+/// Runs `bayou serve` until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    runtime()?.block_on(async move {
+        let mut shutdown = shutdown_signal()?;
+        let running = start(config, shutdown.clone()).await?;
+        let _ = shutdown.wait_for(|s| *s).await;
+        running.stop().await;
+        Ok(())
+    })
+}
+
+/// Runs `bayou cluster` until SIGINT or SIGTERM.
+pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let configs = args.configs()?;
+    runtime()?.block_on(async move {
+        let mut shutdown = shutdown_signal()?;
+        let mut running = Vec::new();
+        for c in configs.clone() {
+            match start(c, shutdown.clone()).await {
+                Ok(r) => running.push(r),
+                Err(e) => {
+                    for r in running {
+                        r.stop().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        println!("bayou cluster: {} replicas, primary P", configs.len());
+        for c in &configs {
+            println!(
+                "  {:<2} {:<21} data {}{}",
+                c.id.as_str(),
+                c.listen,
+                c.data_dir.display(),
+                if c.id == c.primary { "  (primary)" } else { "" }
+            );
+        }
+        let port = |c: &Config| c.listen.rsplit(':').next().unwrap_or("").to_string();
+        let some = configs.get(1).unwrap_or(&configs[0]);
+        println!("connect with any Redis client, e.g.:");
+        println!("  redis-cli -p {} SET x 1", port(some));
+        println!("  redis-cli -p {} BAYOU.LOG", port(&configs[0]));
+        println!("stop with Ctrl-C");
+        let _ = shutdown.wait_for(|s| *s).await;
+        for r in running {
+            r.stop().await;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,22 @@
+//! A Bayou replica as a network server.
+//!
+//! * [`resp`]: the Redis protocol (RESP2) parser and reply encoder.
+//! * [`wire`]: the peer protocol's frames and messages.
+//! * [`node`]: the replica task, the storage thread, group commit and the
+//!   durability barrier.
+//! * [`server`]: the listener and the Redis commands.
+//! * [`peer`]: anti-entropy sessions, initiator and responder, and the
+//!   periodic loop.
+//! * [`cli`]: the `serve` and `cluster` subcommands.
+//!
+//! The protocol itself lives in `bayou-core`, storage in `bayou-store`; this
+//! crate only moves bytes and calls them.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod node;
+pub mod peer;
+pub mod resp;
+pub mod server;
+pub mod wire;

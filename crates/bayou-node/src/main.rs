@@ -1,0 +1,38 @@
+//! `bayou-node`: the `serve` and `cluster` subcommands of `bayou`, as a binary
+//! of this crate so that its integration tests can run real processes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use bayou_node::cli::{self, ClusterArgs, ServeArgs};
+
+#[derive(Parser)]
+#[command(name = "bayou-node", version, about = "A Bayou replica server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one replica.
+    Serve(ServeArgs),
+    /// Run a local cluster in one process.
+    Cluster(ClusterArgs),
+}
+
+fn main() -> ExitCode {
+    cli::init_tracing();
+    let result = match Cli::parse().command {
+        Cmd::Serve(a) => cli::serve(a),
+        Cmd::Cluster(a) => cli::cluster(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bayou-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! One replica in a process: the task that owns the [`Replica`], the storage
+//! thread that makes its changes durable, and the shared handle ([`Node`])
+//! that connections and anti-entropy sessions use.
+//!
+//! # Threads and the durability barrier
+//!
+//! * The **replica task** owns the [`Replica`]. It takes requests from a
+//!   bounded channel, drains whatever else is queued (up to
+//!   [`MAX_REQUESTS_PER_ROUND`]), then hands everything the replica queued for
+//!   persistence to the storage thread as one numbered batch and answers each
+//!   request with its result and a *barrier*: the number of the latest batch.
+//! * The **storage thread** writes batches to the [`Storage`]; when several
+//!   are waiting it merges them into one transaction (group commit), then
+//!   publishes the number of the last durable batch on a watch channel.
+//! * Whoever got an answer waits until that number reaches the barrier before
+//!   letting anything out of the process: a reply to a client, items to a
+//!   peer. That is the persistence contract of `bayou_core::replica`: nothing
+//!   leaves a server before the state it reflects is durable.
+//!
+//! A storage error is fatal: the process logs it and exits with status 70,
+//! and a restart recovers from what is durable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bayou_core::{
+    Csn, Item, Op, ProtocolError, ReceiveReport, Replica, Role, ServerId, Summary, View,
+    format_entry,
+};
+use bayou_store::{Batch, RedbStore, Storage, StoreError};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info};
+
+use crate::resp::Reply;
+
+/// Requests the replica task handles in one round before it persists.
+pub const MAX_REQUESTS_PER_ROUND: usize = 1024;
+
+/// Commits between two checkpoints of the committed database.
+pub const CHECKPOINT_EVERY: u64 = 4096;
+
+/// How a replica reads its physical clock for accept-stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockMode {
+    /// Milliseconds since the Unix epoch, as Bayou servers do ([T95 §5]).
+    WallMillis,
+    /// No physical clock (reading 0): stamps are the logical clock alone,
+    /// 1, 2, 3, … — easier to read in `BAYOU.LOG`.
+    Logical,
+}
+
+/// What the replica task is asked to do.
+pub(crate) enum Request {
+    /// Client commands that touch the replica, answered in order.
+    Queries {
+        queries: Vec<Query>,
+        reply: oneshot::Sender<(Vec<Reply>, u64)>,
+    },
+    /// This replica's summary, to start receiving.
+    Summary {
+        reply: oneshot::Sender<(Summary, u64)>,
+    },
+    /// The next items a receiver with `summary` lacks.
+    Items {
+        summary: Summary,
+        max_items: usize,
+        max_bytes: usize,
+        reply: oneshot::Sender<(Vec<Item>, bool, u64)>,
+    },
+    /// Items received by anti-entropy.
+    Receive {
+        items: Vec<Item>,
+        reply: oneshot::Sender<(Result<ReceiveReport, ProtocolError>, u64)>,
+    },
+    /// Persist what is pending, then stop.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// A client command that reads or writes the replica.
+#[derive(Debug, Clone)]
+pub(crate) enum Query {
+    Get(Bytes, View),
+    Set(Bytes, Bytes),
+    Del(Vec<Bytes>),
+    Exists(Vec<Bytes>),
+    MGet(Vec<Bytes>),
+    MSet(Vec<(Bytes, Bytes)>),
+    DbSize,
+    Log,
+    Vv,
+    Status,
+    Info,
+}
+
+/// Counters shown by `BAYOU.STATUS` and `INFO`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Peer protocol bytes written (frames and magic).
+    pub peer_bytes_sent: AtomicU64,
+    /// Peer protocol bytes read.
+    pub peer_bytes_received: AtomicU64,
+    /// Anti-entropy items sent.
+    pub items_sent: AtomicU64,
+    /// Anti-entropy items received.
+    pub items_received: AtomicU64,
+    /// Sessions that completed.
+    pub sessions_ok: AtomicU64,
+    /// Sessions that failed (peer down, refused, protocol error).
+    pub sessions_failed: AtomicU64,
+    /// Durable batches (transactions) written.
+    pub batches: AtomicU64,
+    /// Client commands served.
+    pub commands: AtomicU64,
+}
+
+/// Static configuration of one replica.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This replica's id.
+    pub id: ServerId,
+    /// The address to listen on, for clients and peers.
+    pub listen: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The other replicas: id -> address.
+    pub peers: BTreeMap<ServerId, String>,
+    /// The primary's id.
+    pub primary: ServerId,
+    /// Period of anti-entropy with a random peer, in milliseconds (0: never).
+    pub sync_interval_ms: u64,
+    /// The physical clock.
+    pub clock: ClockMode,
+    /// Largest peer frame, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most items in one anti-entropy frame.
+    pub items_per_frame: usize,
+    /// Time limit of one anti-entropy session, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// Time limit to connect to a peer, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Config {
+    /// A configuration with the defaults for everything but the essentials.
+    pub fn new(id: ServerId, listen: String, data_dir: PathBuf, primary: ServerId) -> Config {
+        Config {
+            id,
+            listen,
+            data_dir,
+            peers: BTreeMap::new(),
+            primary,
+            sync_interval_ms: 500,
+            clock: ClockMode::WallMillis,
+            max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
+            items_per_frame: 1024,
+            session_timeout_ms: 60_000,
+            connect_timeout_ms: 1_000,
+        }
+    }
+
+    /// The role this configuration gives the replica.
+    pub fn role(&self) -> Role {
+        if self.id == self.primary {
+            Role::Primary { autocommit: true }
+        } else {
+            Role::Secondary
+        }
+    }
+}
+
+/// The shared handle of a running replica.
+#[derive(Debug)]
+pub struct Node {
+    /// The configuration.
+    pub config: Config,
+    requests: mpsc::Sender<Request>,
+    durable: watch::Receiver<u64>,
+    offline: AtomicBool,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// Why a node is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("replica {0} is shutting down")]
+pub struct Gone(pub ServerId);
+
+impl Node {
+    /// Opens the data directory, recovers the replica and starts its task
+    /// and storage thread. Must be called inside a tokio runtime.
+    pub fn start(config: Config) -> Result<(Arc<Node>, std::thread::JoinHandle<()>), StoreError> {
+        let mut store = RedbStore::open(&config.data_dir, &config.id)?;
+        let role = config.role();
+        let (mut replica, loaded) = bayou_store::recover(&store, role)?;
+        let mut checkpoint_csn = loaded.checkpoint_csn;
+        // Persist what recovery itself produced before anything else.
+        if let Some(batch) =
+            bayou_store::take_batch(&mut replica, &mut checkpoint_csn, CHECKPOINT_EVERY, false)
+        {
+            store.append(&batch)?;
+        }
+        info!(
+            id = %config.id,
+            dir = %config.data_dir.display(),
+            log = store.log_len(),
+            csn = replica.csn(),
+            tentative = replica.tentative_len(),
+            "recovered"
+        );
+        let (req_tx, req_rx) = mpsc::channel(4096);
+        let (durable_tx, durable_rx) = watch::channel(0u64);
+        let (batch_tx, batch_rx) = std::sync::mpsc::channel::<(u64, Batch)>();
+        let node = Arc::new(Node {
+            config,
+            requests: req_tx,
+            durable: durable_rx,
+            offline: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let storage_node = node.clone();
+        let storage = std::thread::Builder::new()
+            .name(format!("bayou-store-{}", node.config.id))
+            .spawn(move || storage_thread(store, batch_rx, durable_tx, storage_node))
+            .expect("spawn storage thread");
+        let task = ReplicaTask {
+            node: Arc::downgrade(&node),
+            replica,
+            checkpoint_csn,
+            issued: 0,
+            batches: batch_tx,
+            clock: node.config.clock,
+        };
+        tokio::spawn(task.run(req_rx));
+        Ok((node, storage))
+    }
+
+    /// Whether anti-entropy is switched off (`BAYOU.OFFLINE`).
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::SeqCst)
+    }
+
+    /// Switches anti-entropy off or on.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+        info!(id = %self.config.id, offline, "anti-entropy switched");
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, Gone> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| Gone(self.config.id.clone()))?;
+        rx.await.map_err(|_| Gone(self.config.id.clone()))
+    }
+
+    /// Waits until batch `barrier` is durable.
+    pub async fn wait_durable(&self, barrier: u64) -> Result<(), Gone> {
+        let mut rx = self.durable.clone();
+        rx.wait_for(|d| *d >= barrier)
+            .await
+            .map(|_| ())
+            .map_err(|_| Gone(self.config.id.clone()))
+    }
+
+    /// Runs client queries; the replies may be sent once durable.
+    pub(crate) async fn queries(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Gone> {
+        let (replies, barrier) = self
+            .ask(|reply| Request::Queries { queries, reply })
+            .await?;
+        self.wait_durable(barrier).await?;
+        Ok(replies)
+    }
+
+    /// This replica's summary, durable.
+    pub async fn summary(&self) -> Result<Summary, Gone> {
+        let (s, barrier) = self.ask(|reply| Request::Summary { reply }).await?;
+        self.wait_durable(barrier).await?;
+        Ok(s)
+    }
+
+    /// The next items for a receiver with `summary`, durable here, and
+    /// whether more follow.
+    pub async fn items(
+        &self,
+        summary: Summary,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Item>, bool), Gone> {
+        let (items, more, barrier) = self
+            .ask(|reply| Request::Items {
+                summary,
+                max_items,
+                max_bytes,
+                reply,
+            })
+            .await?;
+        self.wait_durable(barrier).await?;
+        Ok((items, more))
+    }
+
+    /// Applies received items; returns once the result is queued for
+    /// storage, with the barrier to wait for.
+    pub async fn receive(
+        &self,
+        items: Vec<Item>,
+    ) -> Result<(Result<ReceiveReport, ProtocolError>, u64), Gone> {
+        self.ask(|reply| Request::Receive { items, reply }).await
+    }
+
+    /// Persists what is pending and stops the replica task.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(|done| Request::Shutdown { done }).await;
+    }
+}
+
+fn storage_thread(
+    mut store: RedbStore,
+    batches: std::sync::mpsc::Receiver<(u64, Batch)>,
+    durable: watch::Sender<u64>,
+    node: Arc<Node>,
+) {
+    while let Ok((mut seq, mut batch)) = batches.recv() {
+        // Group commit: everything queued meanwhile goes in the same
+        // transaction.
+        while let Ok((s, b)) = batches.try_recv() {
+            batch.merge(b);
+            seq = s;
+        }
+        if let Err(e) = store.append(&batch) {
+            error!(id = %node.config.id, "storage failed, stopping: {e}");
+            std::process::exit(70);
+        }
+        node.counters.batches.fetch_add(1, Ordering::Relaxed);
+        durable.send_replace(seq);
+    }
+    drop(store);
+}
+
+struct ReplicaTask {
+    /// Weak, so that the task does not keep the node alive.
+    node: std::sync::Weak<Node>,
+    replica: Replica,
+    checkpoint_csn: Csn,
+    issued: u64,
+    batches: std::sync::mpsc::Sender<(u64, Batch)>,
+    clock: ClockMode,
+}
+
+/// A reply waiting for the round's barrier.
+enum Answer {
+    Queries(oneshot::Sender<(Vec<Reply>, u64)>, Vec<Reply>),
+    Summary(oneshot::Sender<(Summary, u64)>, Summary),
+    Items(oneshot::Sender<(Vec<Item>, bool, u64)>, Vec<Item>, bool),
+    Receive(
+        oneshot::Sender<(Result<ReceiveReport, ProtocolError>, u64)>,
+        Result<ReceiveReport, ProtocolError>,
+    ),
+}
+
+impl ReplicaTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut answers = Vec::new();
+        let mut shutdown = None;
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(req) = next {
+                match req {
+                    Request::Shutdown { done } => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                    other => answers.push(self.handle(other)),
+                }
+                n += 1;
+                next = if n < MAX_REQUESTS_PER_ROUND {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            // At shutdown the checkpoint catches up with the log.
+            if let Some(batch) = bayou_store::take_batch(
+                &mut self.replica,
+                &mut self.checkpoint_csn,
+                CHECKPOINT_EVERY,
+                shutdown.is_some(),
+            ) {
+                self.issued += 1;
+                if self.batches.send((self.issued, batch)).is_err() {
+                    break;
+                }
+            }
+            let barrier = self.issued;
+            for a in answers.drain(..) {
+                match a {
+                    Answer::Queries(tx, r) => drop(tx.send((r, barrier))),
+                    Answer::Summary(tx, s) => drop(tx.send((s, barrier))),
+                    Answer::Items(tx, i, more) => drop(tx.send((i, more, barrier))),
+                    Answer::Receive(tx, r) => drop(tx.send((r, barrier))),
+                }
+            }
+            if let Some(done) = shutdown.take() {
+                // Dropping the batch sender lets the storage thread finish
+                // the queue and exit.
+                drop(self.batches);
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    fn now(&self) -> u64 {
+        match self.clock {
+            ClockMode::WallMillis => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            ClockMode::Logical => 0,
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Answer {
+        match req {
+            Request::Queries { queries, reply } => {
+                let replies = queries.into_iter().map(|q| self.query(q)).collect();
+                Answer::Queries(reply, replies)
+            }
+            Request::Summary { reply } => Answer::Summary(reply, self.replica.summary()),
+            Request::Items {
+                summary,
+                max_items,
+                max_bytes,
+                reply,
+            } => {
+                let mut items = Vec::new();
+                let mut bytes = 0;
+                let mut iter = self.replica.items_for(&summary).peekable();
+                while items.len() < max_items && bytes < max_bytes {
+                    let Some(item) = iter.next() else { break };
+                    bytes += item_size(&item);
+                    items.push(item);
+                }
+                let more = iter.peek().is_some();
+                Answer::Items(reply, items, more)
+            }
+            Request::Receive { items, reply } => {
+                let r = self.replica.receive(items);
+                Answer::Receive(reply, r)
+            }
+            Request::Shutdown { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn write(&mut self, op: Op) {
+        let now = self.now();
+        self.replica.client_write(now, op);
+    }
+
+    fn exists(&self, key: &[u8]) -> bool {
+        self.replica.get(key, View::Full).is_some()
+    }
+
+    fn query(&mut self, q: Query) -> Reply {
+        match q {
+            Query::Get(k, view) => Reply::Bulk(self.replica.get(&k, view).cloned()),
+            Query::Set(k, v) => {
+                self.write(Op::put(k, v));
+                Reply::ok()
+            }
+            Query::Del(keys) => {
+                let mut n = 0;
+                for k in keys {
+                    n += self.exists(&k) as i64;
+                    self.write(Op::delete(k));
+                }
+                Reply::Int(n)
+            }
+            Query::Exists(keys) => {
+                Reply::Int(keys.iter().filter(|k| self.exists(k)).count() as i64)
+            }
+            Query::MGet(keys) => Reply::Array(
+                keys.iter()
+                    .map(|k| Reply::Bulk(self.replica.get(k, View::Full).cloned()))
+                    .collect(),
+            ),
+            Query::MSet(pairs) => {
+                for (k, v) in pairs {
+                    self.write(Op::put(k, v));
+                }
+                Reply::ok()
+            }
+            Query::DbSize => Reply::Int(self.replica.db(View::Full).len() as i64),
+            Query::Log => Reply::Array(
+                self.replica
+                    .log()
+                    .map(|(csn, w)| Reply::text(format_entry(csn, &w)))
+                    .collect(),
+            ),
+            Query::Vv => Reply::Array(
+                self.replica
+                    .vv()
+                    .iter()
+                    .flat_map(|(s, stamp)| [Reply::text(s.as_str()), Reply::Int(stamp as i64)])
+                    .collect(),
+            ),
+            Query::Status => Reply::Array(
+                self.status()
+                    .into_iter()
+                    .flat_map(|(k, v)| [Reply::text(k), v])
+                    .collect(),
+            ),
+            Query::Info => {
+                let mut s =
+                    String::from("# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n");
+                s += &format!("bayou_version:{}\r\n", env!("CARGO_PKG_VERSION"));
+                s += "\r\n# Bayou\r\n";
+                for (k, v) in self.status() {
+                    let v = match v {
+                        Reply::Int(n) => n.to_string(),
+                        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+                        _ => String::new(),
+                    };
+                    s += &format!("{k}:{v}\r\n");
+                }
+                s += &format!(
+                    "\r\n# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
+                    self.replica.db(View::Full).len()
+                );
+                Reply::text(s)
+            }
+        }
+    }
+
+    fn status(&self) -> Vec<(&'static str, Reply)> {
+        let r = &self.replica;
+        let mut out = vec![
+            ("id", Reply::text(r.id().as_str())),
+            (
+                "role",
+                Reply::text(if r.is_primary() {
+                    "primary"
+                } else {
+                    "secondary"
+                }),
+            ),
+            ("csn", Reply::Int(r.csn() as i64)),
+            ("tentative", Reply::Int(r.tentative_len() as i64)),
+            ("logical_clock", Reply::Int(r.logical_clock() as i64)),
+            ("keys", Reply::Int(r.db(View::Full).len() as i64)),
+            (
+                "vv",
+                Reply::text(
+                    r.vv()
+                        .iter()
+                        .map(|(s, t)| format!("{s}:{t}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            ),
+        ];
+        if let Some(node) = self.node.upgrade() {
+            let c = &node.counters;
+            let get = |a: &AtomicU64| Reply::Int(a.load(Ordering::Relaxed) as i64);
+            out.extend([
+                (
+                    "anti_entropy",
+                    Reply::text(if node.is_offline() {
+                        "offline"
+                    } else {
+                        "online"
+                    }),
+                ),
+                ("primary", Reply::text(node.config.primary.as_str())),
+                (
+                    "peers",
+                    Reply::text(
+                        node.config
+                            .peers
+                            .iter()
+                            .map(|(id, a)| format!("{id}={a}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                ),
+                ("sessions_ok", get(&c.sessions_ok)),
+                ("sessions_failed", get(&c.sessions_failed)),
+                ("items_sent", get(&c.items_sent)),
+                ("items_received", get(&c.items_received)),
+                ("peer_bytes_sent", get(&c.peer_bytes_sent)),
+                ("peer_bytes_received", get(&c.peer_bytes_received)),
+                ("durable_batches", get(&c.batches)),
+                ("commands", get(&c.commands)),
+            ]);
+        }
+        out
+    }
+}
+
+/// A rough size of an item on the wire, to bound frames.
+pub(crate) fn item_size(item: &Item) -> usize {
+    match item {
+        Item::Write { write, .. } => {
+            let op = match &write.op {
+                Op::Put { key, value } => key.len() + value.len(),
+                Op::Delete { key } => key.len(),
+                Op::Bayou(w) => w.to_json().len(),
+            };
+            op + write.id.server.as_str().len() + 24
+        }
+        Item::Commit { id, .. } => id.server.as_str().len() + 24,
+    }
+}

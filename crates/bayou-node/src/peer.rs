@@ -1,0 +1,534 @@
+//! Anti-entropy sessions over the peer protocol (see [`crate::wire`]): the
+//! initiator side ([`sync_with`]), the responder side ([`serve_peer`]) and
+//! the periodic loop ([`anti_entropy_loop`]).
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bayou_core::{Item, ServerId, Summary};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tracing::{debug, info, warn};
+
+use crate::node::{Gone, Node};
+use crate::wire::{self, MAGIC, Msg, PROTOCOL_VERSION, WireError};
+
+/// How long a session waits for the next frame before giving up.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an anti-entropy session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Anti-entropy is switched off here (`BAYOU.OFFLINE`).
+    #[error("this replica is offline (BAYOU.ONLINE resumes anti-entropy)")]
+    Offline,
+    /// The peer id is not in `--peer`.
+    #[error("unknown peer {0}")]
+    UnknownPeer(String),
+    /// Connecting, reading or writing failed.
+    #[error("peer {peer}: {source}")]
+    Io {
+        /// The peer.
+        peer: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The peer did not answer in time.
+    #[error("peer {0} timed out")]
+    Timeout(String),
+    /// The peer refused or reported an error.
+    #[error("peer {peer} refused: {message}")]
+    Refused {
+        /// The peer.
+        peer: String,
+        /// Its message.
+        message: String,
+    },
+    /// The peer sent something the protocol does not allow.
+    #[error("peer {peer}: {message}")]
+    Protocol {
+        /// The peer.
+        peer: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The replica is shutting down.
+    #[error(transparent)]
+    Gone(#[from] Gone),
+}
+
+/// What one session moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Writes new to this replica.
+    pub received_writes: u64,
+    /// Commit notifications new to this replica.
+    pub received_commits: u64,
+    /// Writes new to the peer.
+    pub sent_writes: u64,
+    /// Commit notifications new to the peer.
+    pub sent_commits: u64,
+}
+
+/// A framed peer connection.
+struct Conn<'a> {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    codec: LengthDelimitedCodec,
+    node: &'a Node,
+    peer: String,
+}
+
+impl<'a> Conn<'a> {
+    fn new(node: &'a Node, stream: TcpStream, rbuf: BytesMut, peer: String) -> Self {
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(node.config.max_frame_bytes)
+            .new_codec();
+        Conn {
+            stream,
+            rbuf,
+            wbuf: BytesMut::new(),
+            codec,
+            node,
+            peer,
+        }
+    }
+
+    fn io(&self, source: std::io::Error) -> SessionError {
+        SessionError::Io {
+            peer: self.peer.clone(),
+            source,
+        }
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        let r = timeout(IDLE_TIMEOUT, self.stream.write_all(bytes)).await;
+        match r {
+            Err(_) => Err(SessionError::Timeout(self.peer.clone())),
+            Ok(Err(e)) => Err(self.io(e)),
+            Ok(Ok(())) => {
+                self.node
+                    .counters
+                    .peer_bytes_sent
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: &Msg) -> Result<(), SessionError> {
+        self.send_payload(wire::encode(msg)).await
+    }
+
+    async fn send_payload(&mut self, payload: Bytes) -> Result<(), SessionError> {
+        self.wbuf.clear();
+        let mut wbuf = std::mem::take(&mut self.wbuf);
+        self.codec
+            .encode(payload, &mut wbuf)
+            .map_err(|e| self.io(e))?;
+        let r = self.write_raw(&wbuf).await;
+        self.wbuf = wbuf;
+        r
+    }
+
+    /// Reads the magic prefix (responder side).
+    async fn read_magic(&mut self) -> Result<(), SessionError> {
+        while self.rbuf.len() < MAGIC.len() {
+            self.fill().await?;
+        }
+        if &self.rbuf[..MAGIC.len()] != MAGIC {
+            return Err(self.protocol("bad magic".into()));
+        }
+        let _ = self.rbuf.split_to(MAGIC.len());
+        Ok(())
+    }
+
+    async fn fill(&mut self) -> Result<(), SessionError> {
+        self.rbuf.reserve(64 << 10);
+        match timeout(IDLE_TIMEOUT, self.stream.read_buf(&mut self.rbuf)).await {
+            Err(_) => Err(SessionError::Timeout(self.peer.clone())),
+            Ok(Err(e)) => Err(self.io(e)),
+            Ok(Ok(0)) => Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(Ok(n)) => {
+                self.node
+                    .counters
+                    .peer_bytes_received
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    fn protocol(&self, message: String) -> SessionError {
+        SessionError::Protocol {
+            peer: self.peer.clone(),
+            message,
+        }
+    }
+
+    /// The next message; `Ok(None)` on a clean end of stream between frames.
+    async fn recv_or_eof(&mut self) -> Result<Option<Msg>, SessionError> {
+        loop {
+            match self.codec.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    return match wire::decode(&frame) {
+                        Ok(m) => Ok(Some(m)),
+                        Err(e @ WireError::Version(_)) => {
+                            let message = e.to_string();
+                            self.refuse(&message).await;
+                            Err(self.protocol(message))
+                        }
+                        Err(e) => {
+                            let message = e.to_string();
+                            self.refuse(&message).await;
+                            Err(self.protocol(message))
+                        }
+                    };
+                }
+                Ok(None) => {}
+                // Frame above the limit: close without reading it.
+                Err(e) => return Err(self.protocol(e.to_string())),
+            }
+            if self.rbuf.is_empty() {
+                match self.fill().await {
+                    Err(SessionError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Ok(None);
+                    }
+                    r => r?,
+                }
+            } else {
+                self.fill().await?;
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Msg, SessionError> {
+        match self.recv_or_eof().await? {
+            Some(Msg::Error { message, .. }) => Err(SessionError::Refused {
+                peer: self.peer.clone(),
+                message,
+            }),
+            Some(m) => Ok(m),
+            None => Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
+        }
+    }
+
+    /// Tells the peer why we stop; best effort.
+    async fn refuse(&mut self, message: &str) {
+        let _ = self
+            .send(&Msg::Error {
+                message: message.to_string(),
+                version: PROTOCOL_VERSION,
+            })
+            .await;
+    }
+
+    /// Streams what a receiver with `summary` lacks, then `End`.
+    async fn send_items(&mut self, mut summary: Summary) -> Result<u64, SessionError> {
+        let per_frame = self.node.config.items_per_frame;
+        let max_bytes = self.node.config.max_frame_bytes / 2;
+        let mut sent = 0;
+        loop {
+            if self.node.is_offline() {
+                self.refuse("sender went offline").await;
+                return Err(SessionError::Offline);
+            }
+            let (items, more) = self
+                .node
+                .items(summary.clone(), per_frame, max_bytes)
+                .await?;
+            for item in &items {
+                advance(&mut summary, item);
+            }
+            if !items.is_empty() {
+                sent += items.len() as u64;
+                self.node
+                    .counters
+                    .items_sent
+                    .fetch_add(items.len() as u64, Ordering::Relaxed);
+                self.send(&Msg::Items { items }).await?;
+            }
+            if !more {
+                break;
+            }
+        }
+        self.send(&Msg::End).await?;
+        Ok(sent)
+    }
+
+    /// Applies `Items` until `End`, then waits until they are durable.
+    /// Returns (new writes, new commits).
+    async fn receive_items(&mut self) -> Result<(u64, u64), SessionError> {
+        let (mut writes, mut commits, mut barrier) = (0, 0, 0);
+        loop {
+            match self.recv().await? {
+                Msg::Items { items } => {
+                    self.node
+                        .counters
+                        .items_received
+                        .fetch_add(items.len() as u64, Ordering::Relaxed);
+                    let (result, b) = self.node.receive(items).await?;
+                    barrier = b;
+                    match result {
+                        Ok(r) => {
+                            writes += r.new_writes as u64;
+                            commits += r.commits as u64;
+                        }
+                        Err(e) => {
+                            let message = format!("refused an item: {e}");
+                            self.refuse(&message).await;
+                            return Err(self.protocol(message));
+                        }
+                    }
+                }
+                Msg::End => {
+                    self.node.wait_durable(barrier).await?;
+                    return Ok((writes, commits));
+                }
+                other => {
+                    let message = format!("unexpected {other:?} while receiving items");
+                    self.refuse(&message).await;
+                    return Err(self.protocol(message));
+                }
+            }
+        }
+    }
+}
+
+/// Moves `summary` past `item`, as the receiver's state moves when it
+/// applies it: the next items for the new summary continue the session.
+pub fn advance(summary: &mut Summary, item: &Item) {
+    match item {
+        Item::Write { write, csn } => {
+            summary.vv.advance(&write.id);
+            if let Some(c) = csn {
+                summary.csn = summary.csn.max(*c);
+            }
+        }
+        Item::Commit { csn, .. } => summary.csn = summary.csn.max(*csn),
+    }
+}
+
+/// One anti-entropy session each way with `peer`: first this replica
+/// receives what it lacks, then the peer does. Returns when both directions
+/// are durable at their receivers.
+pub async fn sync_with(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionError> {
+    let limit = Duration::from_millis(node.config.session_timeout_ms);
+    let result = match timeout(limit, session(node, peer)).await {
+        Ok(r) => r,
+        Err(_) => Err(SessionError::Timeout(peer.to_string())),
+    };
+    let counter = match &result {
+        Ok(_) => &node.counters.sessions_ok,
+        Err(_) => &node.counters.sessions_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionError> {
+    if node.is_offline() {
+        return Err(SessionError::Offline);
+    }
+    let addr = node
+        .config
+        .peers
+        .get(peer)
+        .ok_or_else(|| SessionError::UnknownPeer(peer.to_string()))?;
+    let connect = Duration::from_millis(node.config.connect_timeout_ms);
+    let stream = match timeout(connect, TcpStream::connect(addr.as_str())).await {
+        Err(_) => return Err(SessionError::Timeout(peer.to_string())),
+        Ok(Err(source)) => {
+            return Err(SessionError::Io {
+                peer: peer.to_string(),
+                source,
+            });
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(node, stream, BytesMut::new(), peer.to_string());
+    conn.write_raw(MAGIC).await?;
+    conn.send(&Msg::Hello {
+        from: node.config.id.clone(),
+        to: peer.clone(),
+    })
+    .await?;
+    match conn.recv().await? {
+        Msg::Welcome { from } if &from == peer => {}
+        other => return Err(conn.protocol(format!("expected Welcome from {peer}, got {other:?}"))),
+    }
+    let mut report = SyncReport::default();
+    // Pull: we receive.
+    let summary = node.summary().await?;
+    conn.send(&Msg::Pull { summary }).await?;
+    (report.received_writes, report.received_commits) = conn.receive_items().await?;
+    // Push: the peer receives.
+    conn.send(&Msg::PushOffer).await?;
+    let summary = match conn.recv().await? {
+        Msg::Pull { summary } => summary,
+        other => return Err(conn.protocol(format!("expected Pull, got {other:?}"))),
+    };
+    conn.send_items(summary).await?;
+    match conn.recv().await? {
+        Msg::Ack {
+            new_writes,
+            commits,
+        } => {
+            report.sent_writes = new_writes;
+            report.sent_commits = commits;
+        }
+        other => return Err(conn.protocol(format!("expected Ack, got {other:?}"))),
+    }
+    debug!(id = %node.config.id, %peer, ?report, "anti-entropy session done");
+    Ok(report)
+}
+
+/// Serves a peer connection whose first bytes (at least one) are in `rbuf`.
+pub(crate) async fn serve_peer(node: Arc<Node>, stream: TcpStream, rbuf: BytesMut) {
+    let remote = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mut conn = Conn::new(&node, stream, rbuf, remote.clone());
+    if let Err(e) = respond(&mut conn).await {
+        debug!(id = %node.config.id, %remote, "peer connection ended: {e}");
+    }
+}
+
+async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
+    conn.read_magic().await?;
+    let node = conn.node;
+    let from = match conn.recv().await? {
+        Msg::Hello { from, to } => {
+            if to != node.config.id {
+                let message = format!("this is replica {}, not {to}", node.config.id);
+                conn.refuse(&message).await;
+                return Err(conn.protocol(message));
+            }
+            if node.is_offline() {
+                conn.refuse("replica is offline").await;
+                return Err(SessionError::Offline);
+            }
+            from
+        }
+        other => {
+            let message = format!("expected Hello, got {other:?}");
+            conn.refuse(&message).await;
+            return Err(conn.protocol(message));
+        }
+    };
+    conn.peer = from.to_string();
+    conn.send(&Msg::Welcome {
+        from: node.config.id.clone(),
+    })
+    .await?;
+    while let Some(msg) = conn.recv_or_eof().await? {
+        if node.is_offline() {
+            conn.refuse("replica went offline").await;
+            return Err(SessionError::Offline);
+        }
+        match msg {
+            Msg::Pull { summary } => {
+                conn.send_items(summary).await?;
+            }
+            Msg::PushOffer => {
+                let summary = node.summary().await?;
+                conn.send(&Msg::Pull { summary }).await?;
+                let (new_writes, commits) = conn.receive_items().await?;
+                conn.send(&Msg::Ack {
+                    new_writes,
+                    commits,
+                })
+                .await?;
+                if new_writes + commits > 0 {
+                    info!(id = %node.config.id, %from, new_writes, commits, "received by anti-entropy");
+                }
+            }
+            Msg::Error { message, .. } => {
+                return Err(SessionError::Refused {
+                    peer: from.to_string(),
+                    message,
+                });
+            }
+            other => {
+                let message = format!("unexpected {other:?}");
+                conn.refuse(&message).await;
+                return Err(conn.protocol(message));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every `sync_interval_ms`, starts a session with a random peer that has
+/// none running, in its own task, so a slow or dead peer stalls nothing.
+pub async fn anti_entropy_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(node.config.sync_interval_ms);
+    let peers: Vec<ServerId> = node.config.peers.keys().cloned().collect();
+    if period.is_zero() || peers.is_empty() {
+        return;
+    }
+    let busy: Arc<Mutex<BTreeSet<ServerId>>> = Arc::default();
+    let mut rng = seed(&node.config.id);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        if node.is_offline() {
+            continue;
+        }
+        let idle: Vec<&ServerId> = {
+            let busy = busy.lock().expect("busy set");
+            peers.iter().filter(|p| !busy.contains(*p)).collect()
+        };
+        if idle.is_empty() {
+            continue;
+        }
+        let peer = idle[(next(&mut rng) % idle.len() as u64) as usize].clone();
+        busy.lock().expect("busy set").insert(peer.clone());
+        let (node, busy) = (node.clone(), busy.clone());
+        tokio::spawn(async move {
+            match sync_with(&node, &peer).await {
+                Ok(r) if r != SyncReport::default() => {
+                    debug!(id = %node.config.id, %peer, ?r, "periodic anti-entropy")
+                }
+                Ok(_) => {}
+                Err(SessionError::Offline | SessionError::Gone(_)) => {}
+                // A peer that is down is the normal case for Bayou.
+                Err(e @ (SessionError::Io { .. } | SessionError::Timeout(_))) => {
+                    debug!(id = %node.config.id, "periodic anti-entropy: {e}")
+                }
+                Err(e) => warn!(id = %node.config.id, "periodic anti-entropy: {e}"),
+            }
+            busy.lock().expect("busy set").remove(&peer);
+        });
+    }
+}
+
+fn seed(id: &ServerId) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut h);
+    std::process::id().hash(&mut h);
+    std::time::SystemTime::now().hash(&mut h);
+    h.finish() | 1
+}
+
+/// xorshift64*: peer choice needs no more.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}

@@ -1,0 +1,370 @@
+//! RESP2, the Redis protocol, as far as a server needs it: parsing client
+//! requests (multi-bulk arrays and inline commands) with hard limits, and
+//! encoding replies.
+//!
+//! The parser never allocates from a declared length: a bulk length of 2^40
+//! is refused the moment its header is read, as is any length above
+//! [`Limits::max_bulk_bytes`].
+
+use bytes::{Bytes, BytesMut};
+
+/// Limits on what one request may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest bulk string (argument), in bytes.
+    pub max_bulk_bytes: usize,
+    /// Most arguments in one request.
+    pub max_args: usize,
+    /// Longest inline command line, in bytes.
+    pub max_inline_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_bytes: 64 << 20,
+            max_args: 1 << 20,
+            max_inline_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A request that breaks the protocol. The server replies with it and closes
+/// the connection, as Redis does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The `*<n>` header is not a number or is out of range.
+    #[error("Protocol error: invalid multibulk length")]
+    MultibulkLength,
+    /// The `$<n>` header is not a number or is out of range.
+    #[error("Protocol error: invalid bulk length")]
+    BulkLength,
+    /// An array element that is not a bulk string.
+    #[error("Protocol error: expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    /// A bulk string not followed by CRLF.
+    #[error("Protocol error: bulk string not terminated by CRLF")]
+    BulkTerminator,
+    /// An inline line longer than the limit.
+    #[error("Protocol error: too big inline request")]
+    InlineTooBig,
+    /// An inline command with unbalanced quotes.
+    #[error("Protocol error: unbalanced quotes in request")]
+    Quotes,
+}
+
+/// Parses one request from the front of `buf`, consuming it. `Ok(None)` when
+/// `buf` does not yet hold a whole request (nothing is consumed). Empty
+/// requests (a blank inline line, `*0`) are consumed and returned as an empty
+/// vector.
+pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0] != b'*' {
+        return parse_inline(buf, limits);
+    }
+    let mut pos = 0;
+    let Some(n) = read_header(buf, &mut pos, limits.max_args as i64)
+        .map_err(|()| ProtocolError::MultibulkLength)?
+    else {
+        return Ok(None);
+    };
+    let mut spans = Vec::with_capacity(n.clamp(0, 64) as usize);
+    for _ in 0..n.max(0) {
+        if pos >= buf.len() {
+            return Ok(None);
+        }
+        if buf[pos] != b'$' {
+            return Err(ProtocolError::ExpectedBulk(buf[pos] as char));
+        }
+        let Some(len) = read_header(buf, &mut pos, limits.max_bulk_bytes as i64)
+            .map_err(|()| ProtocolError::BulkLength)?
+        else {
+            return Ok(None);
+        };
+        if len < 0 {
+            return Err(ProtocolError::BulkLength);
+        }
+        let len = len as usize;
+        if buf.len() < pos + len + 2 {
+            return Ok(None);
+        }
+        if &buf[pos + len..pos + len + 2] != b"\r\n" {
+            return Err(ProtocolError::BulkTerminator);
+        }
+        spans.push((pos, len));
+        pos += len + 2;
+    }
+    let frame = buf.split_to(pos).freeze();
+    Ok(Some(
+        spans
+            .into_iter()
+            .map(|(start, len)| frame.slice(start..start + len))
+            .collect(),
+    ))
+}
+
+/// Reads `<type><integer>\r\n` at `pos`. `Ok(None)` if incomplete; `Err` if
+/// malformed or above `max`.
+fn read_header(buf: &[u8], pos: &mut usize, max: i64) -> Result<Option<i64>, ()> {
+    let start = *pos + 1;
+    // A header is at most 1 + 20 digits + CRLF; refuse longer ones early.
+    let window = &buf[start.min(buf.len())..buf.len().min(start + 24)];
+    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+        return if window.len() >= 24 {
+            Err(())
+        } else {
+            Ok(None)
+        };
+    };
+    if start + cr + 1 >= buf.len() {
+        return Ok(None);
+    }
+    if buf[start + cr + 1] != b'\n' {
+        return Err(());
+    }
+    let text = std::str::from_utf8(&window[..cr]).map_err(|_| ())?;
+    let n: i64 = text.parse().map_err(|_| ())?;
+    if n > max {
+        return Err(());
+    }
+    *pos = start + cr + 2;
+    Ok(Some(n))
+}
+
+fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.max_inline_bytes {
+            return Err(ProtocolError::InlineTooBig);
+        }
+        return Ok(None);
+    };
+    if nl > limits.max_inline_bytes {
+        return Err(ProtocolError::InlineTooBig);
+    }
+    let line = buf.split_to(nl + 1);
+    let mut line = &line[..nl];
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    split_inline(line).map(Some)
+}
+
+/// Splits an inline command on whitespace, honouring double and single quotes
+/// (without escapes inside single quotes, `\"`, `\\`, `\n` inside double ones).
+fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        let mut arg = Vec::new();
+        match line[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                loop {
+                    if i >= line.len() {
+                        return Err(ProtocolError::Quotes);
+                    }
+                    let c = line[i];
+                    i += 1;
+                    if c == q {
+                        break;
+                    }
+                    if q == b'"' && c == b'\\' && i < line.len() {
+                        let e = line[i];
+                        i += 1;
+                        arg.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            other => other,
+                        });
+                    } else {
+                        arg.push(c);
+                    }
+                }
+                if i < line.len() && !line[i].is_ascii_whitespace() {
+                    return Err(ProtocolError::Quotes);
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    arg.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(Bytes::from(arg));
+    }
+    Ok(args)
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`
+    Simple(String),
+    /// `-ERR …`; the text includes the error code.
+    Error(String),
+    /// `:42`
+    Int(i64),
+    /// `$3 foo`, or `$-1` for `None`.
+    Bulk(Option<Bytes>),
+    /// `*2 …`
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// `+OK`.
+    pub fn ok() -> Reply {
+        Reply::Simple("OK".into())
+    }
+
+    /// `-ERR <msg>`.
+    pub fn err(msg: impl std::fmt::Display) -> Reply {
+        Reply::Error(format!("ERR {msg}"))
+    }
+
+    /// A bulk string.
+    pub fn bulk(b: impl Into<Bytes>) -> Reply {
+        Reply::Bulk(Some(b.into()))
+    }
+
+    /// A bulk string from text.
+    pub fn text(s: impl Into<String>) -> Reply {
+        Reply::Bulk(Some(Bytes::from(s.into())))
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Simple(s) => {
+                out.extend_from_slice(b"+");
+                out.extend_from_slice(clean_line(s).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Error(s) => {
+                out.extend_from_slice(b"-");
+                out.extend_from_slice(clean_line(s).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Int(n) => {
+                out.extend_from_slice(format!(":{n}\r\n").as_bytes());
+            }
+            Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Bulk(Some(b)) => {
+                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for i in items {
+                    i.encode(out);
+                }
+            }
+        }
+    }
+}
+
+/// Simple strings and errors cannot hold CR or LF.
+fn clean_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\r', '\n']) {
+        s.replace(['\r', '\n'], " ").into()
+    } else {
+        s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(input: &[u8]) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut b = BytesMut::from(input);
+        parse(&mut b, &Limits::default())
+    }
+
+    fn args(v: &[&str]) -> Option<Vec<Bytes>> {
+        Some(v.iter().map(|s| Bytes::from(s.to_string())).collect())
+    }
+
+    #[test]
+    fn parses_a_multibulk_request_and_leaves_the_rest() {
+        let mut b = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPI"[..]);
+        let l = Limits::default();
+        assert_eq!(parse(&mut b, &l).unwrap(), args(&["GET", "k"]));
+        assert_eq!(parse(&mut b, &l).unwrap(), None);
+        assert_eq!(&b[..], b"*1\r\n$4\r\nPI");
+        b.extend_from_slice(b"NG\r\n");
+        assert_eq!(parse(&mut b, &l).unwrap(), args(&["PING"]));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_is_incomplete() {
+        let whole = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\nlx\r\n";
+        for n in 0..whole.len() {
+            assert_eq!(p(&whole[..n]).unwrap(), None, "prefix {n}");
+        }
+        assert_eq!(p(whole).unwrap(), args(&["SET", "k", "v\r\nlx"]));
+    }
+
+    #[test]
+    fn huge_or_negative_lengths_are_refused_before_any_allocation() {
+        assert_eq!(
+            p(b"*1\r\n$1099511627776\r\n"),
+            Err(ProtocolError::BulkLength)
+        );
+        assert_eq!(p(b"*1\r\n$-5\r\n"), Err(ProtocolError::BulkLength));
+        assert_eq!(p(b"*99999999999\r\n"), Err(ProtocolError::MultibulkLength));
+        assert_eq!(p(b"*x\r\n"), Err(ProtocolError::MultibulkLength));
+        assert_eq!(
+            p(b"*1\r\n$12345678901234567890123456789\r\n"),
+            Err(ProtocolError::BulkLength)
+        );
+    }
+
+    #[test]
+    fn malformed_elements_are_errors() {
+        assert_eq!(p(b"*1\r\n:5\r\n"), Err(ProtocolError::ExpectedBulk(':')));
+        assert_eq!(p(b"*1\r\n$1\r\nab\r\n"), Err(ProtocolError::BulkTerminator));
+        assert_eq!(p(b"*1\r\n$1\rX"), Err(ProtocolError::BulkLength));
+    }
+
+    #[test]
+    fn inline_commands_split_on_spaces_and_quotes() {
+        assert_eq!(p(b"PING\r\n").unwrap(), args(&["PING"]));
+        assert_eq!(
+            p(b"set k \"a b\\n\" 'c d'\n").unwrap(),
+            args(&["set", "k", "a b\n", "c d"])
+        );
+        assert_eq!(p(b"\r\n").unwrap(), Some(vec![]));
+        assert_eq!(p(b"set \"k\n"), Err(ProtocolError::Quotes));
+        let long = vec![b'a'; 70_000];
+        assert_eq!(p(&long), Err(ProtocolError::InlineTooBig));
+    }
+
+    #[test]
+    fn replies_encode_as_resp2() {
+        let mut out = BytesMut::new();
+        Reply::Array(vec![
+            Reply::ok(),
+            Reply::err("bad\r\nthing"),
+            Reply::Int(-3),
+            Reply::Bulk(None),
+            Reply::text("hé"),
+        ])
+        .encode(&mut out);
+        assert_eq!(
+            &out[..],
+            "*5\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$-1\r\n$3\r\nhé\r\n".as_bytes()
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! The listener: accepts connections on `--listen`, tells peers (which start
+//! with [`crate::wire::MAGIC`]) from Redis clients, and serves RESP.
+//!
+//! Pipelined requests are read together and the replica's part of them is
+//! sent to the replica task as one request, so `-P 16` costs one round trip
+//! and at most one durable batch, and many clients share one fsync.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bayou_core::{ServerId, View};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::node::{Node, Query};
+use crate::peer;
+use crate::resp::{self, Limits, Reply};
+
+/// Most bytes a client may have buffered without completing a request.
+pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
+
+/// Most requests handled in one round for one connection.
+const MAX_PIPELINE: usize = 1024;
+
+/// Accepts connections until `shutdown` flips.
+pub async fn accept_loop(
+    node: Arc<Node>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(node.clone(), stream));
+                }
+                Err(e) => {
+                    debug!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn handle(node: Arc<Node>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    match stream.read_buf(&mut buf).await {
+        Ok(0) | Err(_) => return,
+        Ok(_) => {}
+    }
+    if buf[0] == crate::wire::MAGIC[0] {
+        peer::serve_peer(node, stream, buf).await;
+    } else if let Err(e) = serve_client(&node, &mut stream, buf).await {
+        debug!("client connection ended: {e}");
+    }
+}
+
+async fn serve_client(
+    node: &Node,
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+) -> std::io::Result<()> {
+    let limits = Limits::default();
+    let mut out = BytesMut::with_capacity(16 << 10);
+    loop {
+        let mut requests = Vec::new();
+        let mut error = None;
+        while requests.len() < MAX_PIPELINE {
+            match resp::parse(&mut buf, &limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => requests.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let got_any = !requests.is_empty();
+        let mut quit = false;
+        if got_any {
+            node.counters
+                .commands
+                .fetch_add(requests.len() as u64, Ordering::Relaxed);
+            let (replies, q) = match execute(node, requests).await {
+                Ok(r) => r,
+                // The replica is shutting down: close the connection.
+                Err(_) => return Ok(()),
+            };
+            quit = q;
+            for r in &replies {
+                r.encode(&mut out);
+            }
+        }
+        if let Some(e) = &error {
+            Reply::err(e).encode(&mut out);
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if quit || error.is_some() {
+            return Ok(());
+        }
+        if buf.len() > MAX_QUERY_BUFFER_BYTES {
+            Reply::err("Protocol error: query buffer limit exceeded").encode(&mut out);
+            stream.write_all(&out).await?;
+            return Ok(());
+        }
+        if !got_any {
+            buf.reserve(64 << 10);
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What one request turns into.
+enum Action {
+    /// A reply that needs nothing from the replica.
+    Now(Reply),
+    /// A replica query.
+    Query(Query),
+    /// `BAYOU.SYNC peer`.
+    Sync(String),
+    /// `QUIT`.
+    Quit,
+}
+
+async fn execute(
+    node: &Node,
+    requests: Vec<Vec<Bytes>>,
+) -> Result<(Vec<Reply>, bool), crate::node::Gone> {
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(requests.len());
+    let mut pending: Vec<(usize, Query)> = Vec::new();
+    let mut quit = false;
+    for args in requests {
+        match classify(node, &args) {
+            Action::Now(r) => replies.push(Some(r)),
+            Action::Query(q) => {
+                pending.push((replies.len(), q));
+                replies.push(None);
+            }
+            Action::Sync(peer) => {
+                flush(node, &mut pending, &mut replies).await?;
+                replies.push(Some(sync(node, &peer).await));
+            }
+            Action::Quit => {
+                replies.push(Some(Reply::ok()));
+                quit = true;
+                break;
+            }
+        }
+    }
+    flush(node, &mut pending, &mut replies).await?;
+    Ok((
+        replies
+            .into_iter()
+            .map(|r| r.expect("every query answered"))
+            .collect(),
+        quit,
+    ))
+}
+
+async fn flush(
+    node: &Node,
+    pending: &mut Vec<(usize, Query)>,
+    replies: &mut [Option<Reply>],
+) -> Result<(), crate::node::Gone> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (slots, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
+    let answers = node.queries(queries).await?;
+    for (slot, answer) in slots.into_iter().zip(answers) {
+        replies[slot] = Some(answer);
+    }
+    Ok(())
+}
+
+async fn sync(node: &Node, peer: &str) -> Reply {
+    let id = match ServerId::new(peer) {
+        Ok(id) => id,
+        Err(e) => return Reply::err(e),
+    };
+    match peer::sync_with(node, &id).await {
+        Ok(r) => {
+            info!(id = %node.config.id, %peer, ?r, "BAYOU.SYNC");
+            Reply::Array(vec![
+                Reply::text("received_writes"),
+                Reply::Int(r.received_writes as i64),
+                Reply::text("received_commits"),
+                Reply::Int(r.received_commits as i64),
+                Reply::text("sent_writes"),
+                Reply::Int(r.sent_writes as i64),
+                Reply::text("sent_commits"),
+                Reply::Int(r.sent_commits as i64),
+            ])
+        }
+        Err(e) => Reply::err(e),
+    }
+}
+
+/// A command's name, arity (negative: at least) and flags, for `COMMAND`.
+const COMMANDS: &[(&str, i64, &[&str], i64, i64)] = &[
+    ("ping", -1, &["fast"], 0, 0),
+    ("echo", 2, &["fast"], 0, 0),
+    ("get", 2, &["readonly", "fast"], 1, 1),
+    ("set", 3, &["write", "denyoom"], 1, 1),
+    ("del", -2, &["write"], 1, -1),
+    ("exists", -2, &["readonly", "fast"], 1, -1),
+    ("mget", -2, &["readonly", "fast"], 1, -1),
+    ("mset", -3, &["write", "denyoom"], 1, -1),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0),
+    ("info", -1, &["loading", "stale"], 0, 0),
+    ("hello", -1, &["fast", "no_auth"], 0, 0),
+    ("command", -1, &["loading", "stale"], 0, 0),
+    ("config", -2, &["admin", "loading", "stale"], 0, 0),
+    ("client", -2, &["loading", "stale"], 0, 0),
+    ("select", 2, &["loading", "stale", "fast"], 0, 0),
+    ("quit", -1, &["fast", "no_auth"], 0, 0),
+    ("bayou.get", -2, &["readonly", "fast"], 1, 1),
+    ("bayou.log", 1, &["readonly"], 0, 0),
+    ("bayou.vv", 1, &["readonly", "fast"], 0, 0),
+    ("bayou.sync", 2, &["admin"], 0, 0),
+    ("bayou.offline", 1, &["admin", "fast"], 0, 0),
+    ("bayou.online", 1, &["admin", "fast"], 0, 0),
+    ("bayou.status", 1, &["readonly", "fast"], 0, 0),
+];
+
+/// Settings `CONFIG GET` reports. `appendonly`/`appendfsync` describe what
+/// Bayou really does: every acknowledged write is fsynced first.
+const CONFIG: &[(&str, &str)] = &[
+    ("save", ""),
+    ("appendonly", "yes"),
+    ("appendfsync", "always"),
+    ("databases", "1"),
+    ("maxmemory", "0"),
+];
+
+fn command_info(c: &(&str, i64, &[&str], i64, i64)) -> Reply {
+    let (name, arity, flags, first, last) = *c;
+    Reply::Array(vec![
+        Reply::text(name),
+        Reply::Int(arity),
+        Reply::Array(flags.iter().map(|f| Reply::Simple(f.to_string())).collect()),
+        Reply::Int(first),
+        Reply::Int(last),
+        Reply::Int(if first > 0 { 1 } else { 0 }),
+    ])
+}
+
+/// Redis-style glob matching with `*` and `?` (enough for `CONFIG GET`).
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+fn classify(node: &Node, args: &[Bytes]) -> Action {
+    let name = lower(&args[0]);
+    let n = args.len();
+    let Some(spec) = COMMANDS.iter().find(|c| c.0 == name) else {
+        let mut msg = format!(
+            "unknown command '{}', with args beginning with:",
+            String::from_utf8_lossy(&args[0])
+        );
+        for a in args[1..].iter().take(8) {
+            msg += &format!(" '{}'", String::from_utf8_lossy(a));
+        }
+        return Action::Now(Reply::err(msg));
+    };
+    let arity = spec.1;
+    if (arity > 0 && n as i64 != arity) || (arity < 0 && (n as i64) < -arity) {
+        return Action::Now(Reply::err(format!(
+            "wrong number of arguments for '{name}' command"
+        )));
+    }
+    let keys = || args[1..].to_vec();
+    let q = Action::Query;
+    match name.as_str() {
+        "ping" => match n {
+            1 => Action::Now(Reply::Simple("PONG".into())),
+            2 => Action::Now(Reply::bulk(args[1].clone())),
+            _ => Action::Now(Reply::err("wrong number of arguments for 'ping' command")),
+        },
+        "echo" => Action::Now(Reply::bulk(args[1].clone())),
+        "get" => q(Query::Get(args[1].clone(), View::Full)),
+        "set" => q(Query::Set(args[1].clone(), args[2].clone())),
+        "del" => q(Query::Del(keys())),
+        "exists" => q(Query::Exists(keys())),
+        "mget" => q(Query::MGet(keys())),
+        "mset" => {
+            if n % 2 == 0 {
+                return Action::Now(Reply::err("wrong number of arguments for 'mset' command"));
+            }
+            q(Query::MSet(
+                args[1..]
+                    .chunks(2)
+                    .map(|kv| (kv[0].clone(), kv[1].clone()))
+                    .collect(),
+            ))
+        }
+        "dbsize" => q(Query::DbSize),
+        "info" => q(Query::Info),
+        "hello" => {
+            if n >= 2 && &args[1][..] != b"2" {
+                return Action::Now(Reply::Error("NOPROTO unsupported protocol version".into()));
+            }
+            Action::Now(Reply::Array(vec![
+                Reply::text("server"),
+                Reply::text("bayou"),
+                Reply::text("version"),
+                Reply::text(env!("CARGO_PKG_VERSION")),
+                Reply::text("proto"),
+                Reply::Int(2),
+                Reply::text("id"),
+                Reply::Int(0),
+                Reply::text("mode"),
+                Reply::text("standalone"),
+                Reply::text("role"),
+                Reply::text("master"),
+                Reply::text("modules"),
+                Reply::Array(vec![]),
+            ]))
+        }
+        "command" => {
+            let sub = args.get(1).map(|a| lower(a));
+            Action::Now(match sub.as_deref() {
+                None => Reply::Array(COMMANDS.iter().map(command_info).collect()),
+                Some("count") => Reply::Int(COMMANDS.len() as i64),
+                // No documentation to offer; an empty map is a valid answer.
+                Some("docs") => Reply::Array(vec![]),
+                Some("info") => Reply::Array(
+                    args[2..]
+                        .iter()
+                        .map(|a| match COMMANDS.iter().find(|c| c.0 == lower(a)) {
+                            Some(c) => command_info(c),
+                            None => Reply::Bulk(None),
+                        })
+                        .collect(),
+                ),
+                Some(other) => Reply::err(format!("unknown subcommand '{other}'")),
+            })
+        }
+        "config" => {
+            let sub = lower(&args[1]);
+            Action::Now(match sub.as_str() {
+                "get" if n >= 3 => Reply::Array(
+                    CONFIG
+                        .iter()
+                        .filter(|(k, _)| args[2..].iter().any(|p| glob(p, k.as_bytes())))
+                        .flat_map(|(k, v)| [Reply::text(*k), Reply::text(*v)])
+                        .collect(),
+                ),
+                "resetstat" => Reply::ok(),
+                "get" => Reply::err("wrong number of arguments for 'config|get' command"),
+                _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
+            })
+        }
+        "client" => {
+            let sub = lower(&args[1]);
+            Action::Now(match sub.as_str() {
+                "setname" | "setinfo" => Reply::ok(),
+                "getname" => Reply::Bulk(None),
+                "id" => Reply::Int(0),
+                _ => Reply::err(format!("unsupported CLIENT subcommand '{sub}'")),
+            })
+        }
+        "select" => Action::Now(if &args[1][..] == b"0" {
+            Reply::ok()
+        } else {
+            Reply::err("DB index is out of range")
+        }),
+        "quit" => Action::Quit,
+        "bayou.get" => {
+            let view = match args.get(2).map(|a| lower(a)).as_deref() {
+                None | Some("full") if n <= 3 => View::Full,
+                Some("committed") if n == 3 => View::Committed,
+                _ => {
+                    return Action::Now(Reply::err("syntax error: BAYOU.GET key [COMMITTED|FULL]"));
+                }
+            };
+            q(Query::Get(args[1].clone(), view))
+        }
+        "bayou.log" => q(Query::Log),
+        "bayou.vv" => q(Query::Vv),
+        "bayou.status" => q(Query::Status),
+        "bayou.sync" => Action::Sync(String::from_utf8_lossy(&args[1]).into_owned()),
+        "bayou.offline" => {
+            node.set_offline(true);
+            Action::Now(Reply::ok())
+        }
+        "bayou.online" => {
+            node.set_offline(false);
+            Action::Now(Reply::ok())
+        }
+        _ => unreachable!("every command in COMMANDS is handled"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob(b"*", b"save"));
+        assert!(glob(b"append*", b"appendonly"));
+        assert!(glob(b"SAVE", b"save"));
+        assert!(glob(b"s?ve", b"save"));
+        assert!(!glob(b"save", b"appendonly"));
+        assert!(!glob(b"a*z", b"appendonly"));
+    }
+}
