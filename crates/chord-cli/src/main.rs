@@ -245,7 +245,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return print_json(&r);
             }
             println!("finger table of node {} (m = {})", r.node, a.bits);
-            println!("{:>4}  {:>10}  {:>22}  {:>10}", "k", "start", "interval", "node");
+            println!(
+                "{:>4}  {:>10}  {:>22}  {:>10}",
+                "k", "start", "interval", "node"
+            );
             for (k, f) in r.fingers.iter().enumerate() {
                 println!(
                     "{:>4}  {:>10}  {:>22}  {:>10}",

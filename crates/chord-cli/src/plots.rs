@@ -202,7 +202,10 @@ pub(crate) fn regenerate(out: &Path, quick: bool) -> anyhow::Result<()> {
         });
     }
 
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&res)?)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&res)?,
+    )?;
     draw_all(out, &res)?;
     ring_picture(&out.join("ring.svg"))?;
     say(format!("wrote plots to {}", out.display()));
@@ -230,10 +233,7 @@ fn draw_all(out: &Path, res: &Results) -> anyhow::Result<()> {
             .x_label_area_size(40)
             .y_label_area_size(50)
             .build_cartesian_2d(2.0f64..21.0, 0.0f64..ymax)?;
-        c.configure_mesh()
-            .x_desc("log2 N")
-            .y_desc("hops")
-            .draw()?;
+        c.configure_mesh().x_desc("log2 N").y_desc("hops").draw()?;
         let pts = |f: &dyn Fn(&PathRow) -> f64| -> Vec<(f64, f64)> {
             xs.iter()
                 .zip(&res.path_length)
@@ -243,7 +243,11 @@ fn draw_all(out: &Path, res: &Results) -> anyhow::Result<()> {
         c.draw_series(LineSeries::new(pts(&|r| r.mean_hops), &BLUE))?
             .label("mean")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        c.draw_series(pts(&|r| r.mean_hops).into_iter().map(|p| Circle::new(p, 3, BLUE.filled())))?;
+        c.draw_series(
+            pts(&|r| r.mean_hops)
+                .into_iter()
+                .map(|p| Circle::new(p, 3, BLUE.filled())),
+        )?;
         c.draw_series(LineSeries::new(pts(&|r| r.p1), &GREEN))?
             .label("1st percentile")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
@@ -283,9 +287,11 @@ fn draw_all(out: &Path, res: &Results) -> anyhow::Result<()> {
             .y_label_area_size(50)
             .build_cartesian_2d(0u32..xmax, 0.0f64..ymax.max(0.01))?;
         c.configure_mesh().x_desc("hops").y_desc("PDF").draw()?;
-        c.draw_series(res.path_pdf_4096.iter().map(|(h, p)| {
-            Rectangle::new([(*h, 0.0), (*h + 1, *p)], BLUE.mix(0.6).filled())
-        }))?;
+        c.draw_series(
+            res.path_pdf_4096
+                .iter()
+                .map(|(h, p)| Rectangle::new([(*h, 0.0), (*h + 1, *p)], BLUE.mix(0.6).filled())),
+        )?;
         root.present()?;
     }
     // Load balance against K.

@@ -97,7 +97,11 @@ mod tests {
             x = x.wrapping_mul(1103515245).wrapping_add(12345);
             let lo = 1 + (x >> 8) % m;
             let hi = lo + (x >> 16) % (m - lo + 1);
-            let v = if step % 7 == 0 { None } else { Some((x >> 4) % 4) };
+            let v = if step % 7 == 0 {
+                None
+            } else {
+                Some((x >> 4) % 4)
+            };
             t.set_range(lo, hi, v);
             for i in lo..=hi {
                 reference[i as usize] = v;

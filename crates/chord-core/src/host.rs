@@ -89,3 +89,116 @@ impl<A: Clone + Ord + Debug, V: Clone> VirtualHost<A, V> {
             .find_map(|(id, n)| n.poll_command().map(|c| (*id, c)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::LookupMode;
+    use std::collections::VecDeque;
+
+    /// Reference: SIGCOMM §6.2 (virtual nodes). Two processes with three
+    /// virtual nodes each form one six-member ring through a tiny in-order
+    /// driver, and a lookup from any virtual node ends at successor(key).
+    type Envelope = (NodeRef<u32>, NodeRef<u32>, Message<u32, ()>);
+
+    #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn virtual_nodes_of_two_hosts_form_one_ring() {
+        let space = IdSpace::new(32).unwrap();
+        let mut cfg = Config::new(space);
+        cfg.successors = 2;
+        let mut hosts: Vec<VirtualHost<u32, ()>> = (0..2u32)
+            .map(|a| VirtualHost::new(&cfg, a, &virtual_ids(space, &a, 3), a as u64))
+            .collect();
+        let all: Vec<NodeRef<u32>> = hosts
+            .iter()
+            .flat_map(|h| h.nodes().values().map(|n| n.me().clone()))
+            .collect();
+        let mut now = 0;
+        hosts[0].node_mut(all[0].id).unwrap().create(now);
+        for n in all.iter().skip(1) {
+            hosts[n.addr as usize]
+                .node_mut(n.id)
+                .unwrap()
+                .join(now, all[0].clone());
+        }
+        // Driver: messages delivered in order after 1 ms; timers in a list.
+        let mut msgs: VecDeque<Envelope> = VecDeque::new();
+        let mut timers: Vec<(Time, u32, Id, Timer)> = Vec::new();
+        let mut done = Vec::new();
+        for _round in 0..200_000 {
+            for h in 0..hosts.len() {
+                while let Some((vid, cmd)) = hosts[h].poll_command() {
+                    let from = NodeRef {
+                        id: vid,
+                        addr: h as u32,
+                    };
+                    match cmd {
+                        Command::Send { to, msg } => msgs.push_back((from, to, msg)),
+                        Command::SetTimer { timer, at } => timers.push((at, h as u32, vid, timer)),
+                        Command::LookupDone { result, key, .. } => done.push((key, result)),
+                        _ => {}
+                    }
+                }
+            }
+            if let Some((from, to, msg)) = msgs.pop_front() {
+                now += 1;
+                hosts[to.addr as usize].handle_message(now, to.id, from, msg);
+            } else {
+                timers.sort_by_key(|t| std::cmp::Reverse(t.0));
+                let Some((at, h, vid, t)) = timers.pop() else {
+                    break;
+                };
+                now = now.max(at);
+                hosts[h as usize].handle_timer(now, vid, t);
+            }
+            if now > 60_000 {
+                break;
+            }
+        }
+        let mut ids: Vec<Id> = all.iter().map(|n| n.id).collect();
+        ids.sort();
+        for h in &hosts {
+            for n in h.nodes().values() {
+                let i = ids.iter().position(|x| *x == n.id()).unwrap();
+                assert_eq!(n.successor().id, ids[(i + 1) % ids.len()]);
+                assert_eq!(
+                    n.predecessor().unwrap().id,
+                    ids[(i + ids.len() - 1) % ids.len()]
+                );
+            }
+        }
+        let key = space.hash(b"some key");
+        let origin = all[4].clone();
+        hosts[origin.addr as usize]
+            .node_mut(origin.id)
+            .unwrap()
+            .lookup(now, key, LookupMode::Recursive);
+        for _ in 0..1000 {
+            for h in 0..hosts.len() {
+                while let Some((vid, cmd)) = hosts[h].poll_command() {
+                    let from = NodeRef {
+                        id: vid,
+                        addr: h as u32,
+                    };
+                    match cmd {
+                        Command::Send { to, msg } => msgs.push_back((from, to, msg)),
+                        Command::LookupDone { result, key, .. } => done.push((key, result)),
+                        _ => {}
+                    }
+                }
+            }
+            let Some((from, to, msg)) = msgs.pop_front() else {
+                break;
+            };
+            now += 1;
+            hosts[to.addr as usize].handle_message(now, to.id, from, msg);
+        }
+        let want = *ids.iter().find(|x| **x >= key).unwrap_or(&ids[0]);
+        let (_, res) = done
+            .iter()
+            .find(|(k, _)| *k == key)
+            .expect("lookup finished");
+        assert_eq!(res.as_ref().unwrap().owner.id, want);
+    }
+}

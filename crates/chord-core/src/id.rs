@@ -44,7 +44,10 @@ impl Id {
 
     /// An id from a 64-bit integer.
     pub const fn from_u64(v: u64) -> Id {
-        Id { hi: 0, lo: v as u128 }
+        Id {
+            hi: 0,
+            lo: v as u128,
+        }
     }
 
     /// The value as a `u128` if it fits (always true for `m <= 128`).
@@ -350,6 +353,9 @@ mod tests {
             ]
         );
         assert_eq!(IdSpace::new(8).unwrap().hash(b"abc"), Id::from_u64(0x9d));
-        assert_eq!(IdSpace::new(7).unwrap().hash(b"abc"), Id::from_u64(0x9d & 0x7f));
+        assert_eq!(
+            IdSpace::new(7).unwrap().hash(b"abc"),
+            Id::from_u64(0x9d & 0x7f)
+        );
     }
 }

@@ -95,8 +95,16 @@ mod tests {
                         walk(size, a, b, false, false)
                     };
                     for x in 0..size {
-                        assert_eq!(in_open_closed(&x, &a, &b), oc.contains(&x), "{x} in ({a},{b}]");
-                        assert_eq!(in_closed_open(&x, &a, &b), co.contains(&x), "{x} in [{a},{b})");
+                        assert_eq!(
+                            in_open_closed(&x, &a, &b),
+                            oc.contains(&x),
+                            "{x} in ({a},{b}]"
+                        );
+                        assert_eq!(
+                            in_closed_open(&x, &a, &b),
+                            co.contains(&x),
+                            "{x} in [{a},{b})"
+                        );
                         assert_eq!(in_open(&x, &a, &b), oo.contains(&x), "{x} in ({a},{b})");
                     }
                 }

@@ -410,11 +410,20 @@ enum StateWhy {
 
 #[derive(Clone, Debug)]
 enum Pending<A, V> {
-    Store { to: NodeRef<A>, entries: Vec<(Id, V)> },
+    Store {
+        to: NodeRef<A>,
+        entries: Vec<(Id, V)>,
+    },
     CheckPred(NodeRef<A>),
-    RectifyPing { old: NodeRef<A>, cand: NodeRef<A> },
+    RectifyPing {
+        old: NodeRef<A>,
+        cand: NodeRef<A>,
+    },
     State(NodeRef<A>, StateWhy),
-    Step { to: NodeRef<A>, lookup: u64 },
+    Step {
+        to: NodeRef<A>,
+        lookup: u64,
+    },
     Forward {
         to: NodeRef<A>,
         origin: NodeRef<A>,
@@ -423,8 +432,14 @@ enum Pending<A, V> {
         path: Vec<NodeRef<A>>,
         alternatives: Vec<NodeRef<A>>,
     },
-    Put { to: NodeRef<A>, op: u64 },
-    Get { to: NodeRef<A>, op: u64 },
+    Put {
+        to: NodeRef<A>,
+        op: u64,
+    },
+    Get {
+        to: NodeRef<A>,
+        op: u64,
+    },
 }
 
 /// One Chord (virtual) node. See the module documentation for the protocol and
@@ -547,7 +562,10 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
 
     /// The first successor (`n` itself on a one-node ring).
     pub fn successor(&self) -> NodeRef<A> {
-        self.succs.first().cloned().unwrap_or_else(|| self.me.clone())
+        self.succs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.me.clone())
     }
 
     /// `finger[i].node`, `1 <= i <= m`, if known.
@@ -702,10 +720,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 if !self.joined {
                     return;
                 }
-                self.set_timer(
-                    Timer::CheckPredecessor,
-                    now + self.cfg.check_predecessor_ms,
-                );
+                self.set_timer(Timer::CheckPredecessor, now + self.cfg.check_predecessor_ms);
                 let busy = self
                     .pending
                     .values()
@@ -982,8 +997,13 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                     .any(|x| matches!(x, Pending::RectifyPing { .. }));
                 if !busy {
                     let req = self.fresh_req();
-                    self.pending
-                        .insert(req, Pending::RectifyPing { old: p.clone(), cand: n });
+                    self.pending.insert(
+                        req,
+                        Pending::RectifyPing {
+                            old: p.clone(),
+                            cand: n,
+                        },
+                    );
                     self.send(p, Message::Ping { req });
                     self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
                 }
@@ -1039,7 +1059,12 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             Some(old) if old != pred && !in_open(&pred, &old, &self.me.id) => Some(old),
             _ => None,
         };
-        let all = self.entries_in(pred, self.me.id);
+        let fresh = targets.iter().any(|t| !self.replicated_to.contains(&t.id));
+        let all = if fresh {
+            self.entries_in(pred, self.me.id)
+        } else {
+            Vec::new()
+        };
         for t in &targets {
             let entries: Vec<(Id, V)> = if !self.replicated_to.contains(&t.id) {
                 all.clone()
@@ -1183,8 +1208,13 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                         }
                     } else {
                         let req = self.fresh_req();
-                        self.pending
-                            .insert(req, Pending::RectifyPing { old: old.clone(), cand });
+                        self.pending.insert(
+                            req,
+                            Pending::RectifyPing {
+                                old: old.clone(),
+                                cand,
+                            },
+                        );
                         self.send(old, Message::Ping { req });
                         self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
                     }
@@ -1503,12 +1533,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         }
     }
 
-    fn finish_lookup(
-        &mut self,
-        now: Time,
-        lookup: u64,
-        result: Result<LookupOutcome<A>, OpError>,
-    ) {
+    fn finish_lookup(&mut self, now: Time, lookup: u64, result: Result<LookupOutcome<A>, OpError>) {
         let Some(st) = self.lookups.remove(&lookup) else {
             return;
         };
@@ -1626,5 +1651,263 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
 
     fn set_timer(&mut self, timer: Timer, at: Time) {
         self.out.push_back(Command::SetTimer { timer, at });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type N = Node<u32, u32>;
+
+    fn space() -> IdSpace {
+        IdSpace::new(7).unwrap()
+    }
+
+    fn r(id: u64) -> NodeRef<u32> {
+        NodeRef {
+            id: space().id(id),
+            addr: id as u32,
+        }
+    }
+
+    fn cfg() -> Config {
+        let mut c = Config::new(space());
+        c.successors = 3;
+        c.replicas = 2;
+        c.failure_strikes = 1;
+        c
+    }
+
+    /// Node 32 of the seed ring, stabilized: pred 10, successors 60, 90, 105.
+    fn node32() -> N {
+        let fingers = [60, 60, 60, 60, 60, 90, 105].map(r).to_vec();
+        let mut n = N::from_stable(
+            cfg(),
+            r(32),
+            r(10),
+            [60, 90, 105].map(r).to_vec(),
+            fingers,
+            1,
+            0,
+        );
+        n.drain();
+        n
+    }
+
+    impl N {
+        fn drain(&mut self) -> Vec<Command<u32, u32>> {
+            std::iter::from_fn(|| self.poll_command()).collect()
+        }
+    }
+
+    fn sends(cmds: &[Command<u32, u32>]) -> Vec<(u64, Message<u32, u32>)> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Send { to, msg } => Some((to.id.to_u64().unwrap(), msg.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn req_of(m: &Message<u32, u32>) -> u64 {
+        match m {
+            Message::GetState { req } | Message::Ping { req } | Message::FindStep { req, .. } => {
+                *req
+            }
+            other => panic!("no request id in {other:?}"),
+        }
+    }
+
+    /// Reference: ToN Fig. 6 `create`; a one-node ring owns every key.
+    #[test]
+    fn a_created_one_node_ring_answers_every_lookup_locally() {
+        let mut n = N::new(cfg(), r(5), 1);
+        n.create(0);
+        n.drain();
+        let l = n.lookup(0, space().id(100), LookupMode::Iterative);
+        let cmds = n.drain();
+        assert_eq!(
+            cmds,
+            vec![Command::LookupDone {
+                lookup: l,
+                key: space().id(100),
+                result: Ok(LookupOutcome {
+                    owner: r(5),
+                    path: vec![r(5)]
+                })
+            }]
+        );
+    }
+
+    /// Reference: Zave 2017 StabilizeFromSuccessor; SIGCOMM Fig. 7 `stabilize`.
+    #[test]
+    fn stabilize_asks_the_successor_then_notifies_it() {
+        let mut n = node32();
+        n.handle_timer(100, Timer::Stabilize);
+        let s = sends(&n.drain());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, 60);
+        let req = req_of(&s[0].1);
+        n.handle_message(
+            150,
+            r(60),
+            Message::State {
+                req,
+                pred: Some(r(32)),
+                succs: vec![r(90), r(105), r(120)],
+            },
+        );
+        assert_eq!(sends(&n.drain()), vec![(60, Message::Notify)]);
+        let succ: Vec<Id> = n.successors().iter().map(|s| s.id).collect();
+        assert_eq!(succ, [60, 90, 105].map(|v| space().id(v)));
+    }
+
+    /// Reference: Zave 2017 ("never adopt a pointer without checking it is
+    /// live") and StabilizeFromPredecessor.
+    #[test]
+    fn stabilize_adopts_the_successors_new_predecessor_only_after_it_answers() {
+        let mut n = node32();
+        n.handle_timer(100, Timer::Stabilize);
+        let req = req_of(&sends(&n.drain())[0].1);
+        n.handle_message(
+            150,
+            r(60),
+            Message::State {
+                req,
+                pred: Some(r(45)),
+                succs: vec![r(90), r(105), r(120)],
+            },
+        );
+        let s = sends(&n.drain());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, 45, "queries the candidate first");
+        assert_eq!(n.successor().id, space().id(60), "not adopted yet");
+        let req = req_of(&s[0].1);
+        n.handle_message(
+            200,
+            r(45),
+            Message::State {
+                req,
+                pred: Some(r(32)),
+                succs: vec![r(60), r(90), r(105)],
+            },
+        );
+        let s = sends(&n.drain());
+        assert!(s.contains(&(45, Message::Notify)));
+        let succ: Vec<Id> = n.successors().iter().map(|s| s.id).collect();
+        assert_eq!(succ, [45, 60, 90].map(|v| space().id(v)));
+    }
+
+    /// Reference: Zave 2017 Stabilize: a candidate that does not answer is not adopted.
+    #[test]
+    fn a_dead_candidate_successor_is_never_adopted() {
+        let mut n = node32();
+        n.handle_timer(100, Timer::Stabilize);
+        let req = req_of(&sends(&n.drain())[0].1);
+        n.handle_message(
+            150,
+            r(60),
+            Message::State {
+                req,
+                pred: Some(r(45)),
+                succs: vec![r(90), r(105), r(120)],
+            },
+        );
+        let req = req_of(&sends(&n.drain())[0].1);
+        n.handle_timer(2_000, Timer::Request(req));
+        assert_eq!(sends(&n.drain()), vec![(60, Message::Notify)]);
+        assert_eq!(n.successor().id, space().id(60));
+    }
+
+    /// Reference: Zave 2017 Rectify: a notifier in (pred, n) is adopted at once,
+    /// and receives the keys it now owns (SIGCOMM §4.2).
+    #[test]
+    fn rectify_adopts_a_closer_notifier_and_hands_it_its_keys() {
+        let mut n = node32();
+        n.insert_local(space().id(15), 15);
+        n.insert_local(space().id(25), 25);
+        n.handle_message(10, r(20), Message::Notify);
+        assert_eq!(n.predecessor().unwrap().id, space().id(20));
+        let s = sends(&n.drain());
+        let to_20: Vec<_> = s.iter().filter(|(to, _)| *to == 20).collect();
+        assert!(matches!(
+            &to_20[0].1,
+            Message::StoreKeys { entries, .. } if entries == &vec![(space().id(15), 15)]
+        ));
+    }
+
+    /// Reference: Zave 2017 Rectify: a notifier that is not closer replaces the
+    /// predecessor only if the old one is dead.
+    #[test]
+    fn rectify_keeps_a_live_predecessor_and_replaces_a_dead_one() {
+        let mut n = node32();
+        n.handle_message(10, r(120), Message::Notify);
+        let s = sends(&n.drain());
+        assert_eq!(s[0].0, 10, "pings the old predecessor");
+        n.handle_message(
+            20,
+            r(10),
+            Message::Pong {
+                req: req_of(&s[0].1),
+            },
+        );
+        assert_eq!(n.predecessor().unwrap().id, space().id(10));
+        n.handle_message(30, r(120), Message::Notify);
+        let s = sends(&n.drain());
+        n.handle_timer(2_000, Timer::Request(req_of(&s[0].1)));
+        assert_eq!(n.predecessor().unwrap().id, space().id(120));
+    }
+
+    /// Reference: SIGCOMM §5.2: when the successor fails, use the first live
+    /// entry of the successor list.
+    #[test]
+    fn a_failed_successor_is_replaced_by_the_next_entry() {
+        let mut n = node32();
+        n.handle_timer(100, Timer::Stabilize);
+        let req = req_of(&sends(&n.drain())[0].1);
+        n.handle_timer(2_000, Timer::Request(req));
+        let s = sends(&n.drain());
+        assert_eq!(n.successor().id, space().id(90));
+        assert!(matches!(s[0], (90, Message::GetState { .. })));
+    }
+
+    /// Reference: SIGCOMM Fig. 4 / ToN Fig. 5: a step answers Done when the key
+    /// is in (n, successor], else the closest preceding nodes, best first.
+    #[test]
+    fn find_step_answers_with_the_owner_or_the_closest_preceding_nodes() {
+        let mut n = node32();
+        n.handle_message(
+            0,
+            r(90),
+            Message::FindStep {
+                req: 7,
+                key: space().id(50),
+            },
+        );
+        assert_eq!(
+            sends(&n.drain()),
+            vec![(
+                90,
+                Message::StepReply {
+                    req: 7,
+                    step: Step::Done { owner: r(60) }
+                }
+            )]
+        );
+        n.handle_message(
+            0,
+            r(90),
+            Message::FindStep {
+                req: 8,
+                key: space().id(100),
+            },
+        );
+        let s = sends(&n.drain());
+        assert!(matches!(
+            &s[0].1,
+            Message::StepReply { step: Step::Next { candidates }, .. }
+                if candidates.iter().map(|c| c.id.to_u64().unwrap()).collect::<Vec<_>>() == vec![90, 60]
+        ));
     }
 }

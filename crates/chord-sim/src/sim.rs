@@ -195,7 +195,9 @@ impl<V: Clone> Sim<V> {
 
     /// The node at `addr`, mutably (for direct inspection in tests).
     pub fn node_mut(&mut self, addr: u32) -> Option<&mut Node<u32, V>> {
-        self.procs.get_mut(addr as usize).and_then(|p| p.node.as_mut())
+        self.procs
+            .get_mut(addr as usize)
+            .and_then(|p| p.node.as_mut())
     }
 
     /// Whether the process at `addr` is up.
@@ -276,7 +278,9 @@ impl<V: Clone> Sim<V> {
                 j = ring.next_index(j);
                 succs.push(refs[j].clone());
             }
-            let fingers = (1..=m).map(|k| refs[ring.finger_index(i, k)].clone()).collect();
+            let fingers = (1..=m)
+                .map(|k| refs[ring.finger_index(i, k)].clone())
+                .collect();
             let seed = self.rng.next_u64();
             let now = self.now;
             let node = Node::from_stable(
@@ -520,9 +524,7 @@ impl<V: Clone> Sim<V> {
         for (id, addr) in &self.members {
             let node = self.node(*addr).ok_or("member without node")?;
             for i in 1..=space.bits() {
-                let want = self
-                    .true_successor(space.finger_start(*id, i))
-                    .map(|x| x.0);
+                let want = self.true_successor(space.finger_start(*id, i)).map(|x| x.0);
                 let got = node.finger(i).map(|f| f.id);
                 if got != want && !(got.is_none() && want == Some(*id)) {
                     return Err(format!("node {id}: finger {i} is {got:?}, want {want:?}"));

@@ -84,7 +84,10 @@ fn lookup_retrying(sim: &mut Sim<u64>, from: u32, key: Id, mode: LookupMode) -> 
     for _ in 0..10 {
         sim.lookup(from, key, mode);
         let done = run_lookups(sim, 1);
-        if let Command::LookupDone { result: Ok(out), .. } = &done[0] {
+        if let Command::LookupDone {
+            result: Ok(out), ..
+        } = &done[0]
+        {
             assert_eq!(out.owner.id, sim.true_successor(key).unwrap().0);
             return out.path.iter().map(|n| n.id).collect();
         }
@@ -134,7 +137,11 @@ fn seed_route_of_key_15_is_the_same_iteratively_and_recursively() {
         };
         let out = result.as_ref().unwrap();
         let path: Vec<Id> = out.path.iter().map(|n| n.id).collect();
-        assert_eq!(path, vec![space.id(90), space.id(10), space.id(32)], "{mode:?}");
+        assert_eq!(
+            path,
+            vec![space.id(90), space.id(10), space.id(32)],
+            "{mode:?}"
+        );
         assert_eq!(out.owner.id, space.id(32));
     }
 }
@@ -154,7 +161,11 @@ fn keys_survive_a_leave_and_a_crash_and_follow_their_owner() {
     // Liveness is checked with the network healed (safety under loss above).
     sim.set_net(NetConfig::default());
     let deadline = sim.now() + 600_000;
-    assert!(sim.run_until_ideal(1_000, deadline), "{:?}", sim.check_ideal());
+    assert!(
+        sim.run_until_ideal(1_000, deadline),
+        "{:?}",
+        sim.check_ideal()
+    );
     let t = sim.now() + 20_000;
     sim.run_until(t);
     for (i, k) in keys.iter().enumerate() {
@@ -173,7 +184,11 @@ fn keys_survive_a_leave_and_a_crash_and_follow_their_owner() {
     // A restarted node rejoins with its old id and gets its keys back.
     sim.restart(addrs[7], addrs[0]);
     let deadline = sim.now() + 600_000;
-    assert!(sim.run_until_ideal(1_000, deadline), "{:?}", sim.check_ideal());
+    assert!(
+        sim.run_until_ideal(1_000, deadline),
+        "{:?}",
+        sim.check_ideal()
+    );
     let t = sim.now() + 20_000;
     sim.run_until(t);
     for (i, k) in keys.iter().enumerate() {
