@@ -1,14 +1,17 @@
-//! `bayou`: run Bayou scenarios and randomised simulations.
+//! `bayou`: run Bayou scenarios and randomised simulations, and run replicas
+//! on the network (`serve`, `cluster`).
 //!
 //! The binary is thin: parsing arguments, reading files and printing. The
-//! protocol lives in `bayou-core`, the simulation in `bayou-sim`.
+//! protocol lives in `bayou-core`, the simulation in `bayou-sim`, the server
+//! in `bayou-node`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use bayou_sim::random::{self, Params};
+use bayou_node::cli::{ClusterArgs, ServeArgs};
+use bayou_sim::random::{self, Params, Workload};
 use bayou_sim::{World, parse};
 
 #[derive(Parser)]
@@ -24,6 +27,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run one replica: Redis clients and peers on --listen, data in --data-dir.
+    Serve(ServeArgs),
+    /// Run a whole local cluster in one process: P (the primary), A, B, …
+    Cluster(ClusterArgs),
     /// Run a scenario file (see examples/) and print each `show`.
     Sim {
         /// The scenario file.
@@ -52,7 +59,19 @@ enum Cmd {
         /// Commands per run before healing, at most.
         #[arg(long, default_value_t = Params::default().max_steps)]
         max_steps: usize,
+        /// What clients write: `kv` (W and D) or `meetings` (meeting-room
+        /// requests with dependency checks and merge procedures).
+        #[arg(long, default_value = "kv", value_parser = parse_workload)]
+        workload: Workload,
     },
+}
+
+fn parse_workload(s: &str) -> Result<Workload, String> {
+    match s {
+        "kv" => Ok(Workload::KeyValue),
+        "meetings" => Ok(Workload::Meetings),
+        other => Err(format!("unknown workload {other:?}: use kv or meetings")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -68,6 +87,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Cmd::Serve(args) => {
+            bayou_node::cli::init_tracing();
+            bayou_node::cli::serve(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cluster(args) => {
+            bayou_node::cli::init_tracing();
+            bayou_node::cli::cluster(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Sim { file, json, check } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
@@ -94,8 +123,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seeds,
             emit,
             max_steps,
+            workload,
         } => {
-            let params = Params { max_steps };
+            let params = Params {
+                max_steps,
+                workload,
+            };
             if let Some(seed) = seed {
                 if emit {
                     print!("{}", random::generate(seed, params));

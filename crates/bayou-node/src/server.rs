@@ -308,7 +308,7 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
         "exists" => q(Query::Exists(keys())),
         "mget" => q(Query::MGet(keys())),
         "mset" => {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 return Action::Now(Reply::err("wrong number of arguments for 'mset' command"));
             }
             q(Query::MSet(

@@ -258,6 +258,16 @@ impl RedbStore {
             path: path.clone(),
             reason,
         };
+        if exists {
+            // Check identity read-only first, so a refused file is never
+            // written to. (A file left by a crash may need redb's repair,
+            // which read-only mode cannot do; then the check happens after
+            // the writable open below.)
+            if let Ok(ro) = redb::ReadOnlyDatabase::open(&path) {
+                let tx = ro.begin_read().map_err(db_err)?;
+                check_identity(&tx, &path, server)?;
+            }
+        }
         let db = if exists {
             Database::open(&path).map_err(|e| corrupt(e.to_string()))?
         } else {
@@ -280,39 +290,7 @@ impl RedbStore {
         }
         // Check the identity of what we opened.
         let tx = db.begin_read().map_err(db_err)?;
-        let ident = tx
-            .open_table(IDENTITY)
-            .map_err(|e| corrupt(format!("no identity table ({e})")))?;
-        let field = |name: &str| -> Result<Vec<u8>, StoreError> {
-            Ok(ident
-                .get(name)
-                .map_err(db_err)?
-                .map(|v| v.value().to_vec())
-                .unwrap_or_default())
-        };
-        if field("magic")? != MAGIC {
-            return Err(corrupt("identity record has no Bayou magic".into()));
-        }
-        let format = field("format")?;
-        let format: [u8; 4] = format
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt("format version is not 4 bytes".into()))?;
-        let format = u32::from_le_bytes(format);
-        if format != FORMAT_VERSION {
-            return Err(StoreError::UnsupportedFormat {
-                path,
-                found: format,
-            });
-        }
-        let found = String::from_utf8_lossy(&field("server")?).into_owned();
-        if found != server.as_str() {
-            return Err(StoreError::WrongServer {
-                path,
-                expected: server.clone(),
-                found,
-            });
-        }
+        check_identity(&tx, &path, server)?;
         let log = tx
             .open_table(LOG)
             .map_err(|e| corrupt(format!("no log table ({e})")))?;
@@ -331,7 +309,7 @@ impl RedbStore {
             ),
             None => 0,
         };
-        drop((ident, log, meta));
+        drop((log, meta));
         drop(tx);
         Ok(RedbStore {
             db,
@@ -358,6 +336,52 @@ impl RedbStore {
             reason,
         }
     }
+}
+
+/// Checks the identity table: magic, format version, server id.
+fn check_identity(
+    tx: &redb::ReadTransaction,
+    path: &Path,
+    server: &ServerId,
+) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let ident = tx
+        .open_table(IDENTITY)
+        .map_err(|e| corrupt(format!("no identity table ({e})")))?;
+    let field = |name: &str| -> Result<Vec<u8>, StoreError> {
+        Ok(ident
+            .get(name)
+            .map_err(db_err)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default())
+    };
+    if field("magic")? != MAGIC {
+        return Err(corrupt("identity record has no Bayou magic".into()));
+    }
+    let format = field("format")?;
+    let format: [u8; 4] = format
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("format version is not 4 bytes".into()))?;
+    let format = u32::from_le_bytes(format);
+    if format != FORMAT_VERSION {
+        return Err(StoreError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: format,
+        });
+    }
+    let found = String::from_utf8_lossy(&field("server")?).into_owned();
+    if found != server.as_str() {
+        return Err(StoreError::WrongServer {
+            path: path.to_path_buf(),
+            expected: server.clone(),
+            found,
+        });
+    }
+    Ok(())
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
