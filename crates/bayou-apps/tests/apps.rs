@@ -60,14 +60,20 @@ fn mr1_the_merge_procedure_picks_the_first_free_alternate_or_logs_an_error() {
     let mut r = Replica::new(s("A"), Role::Secondary);
     let w = r.client_write(1, budget(fig3_alternates()));
     assert_eq!(r.outcome(&w), Outcome::Applied);
-    assert_eq!(get(&r, "meeting/Budget", View::Full).as_deref(), Some("R1 352 13 1"));
+    assert_eq!(
+        get(&r, "meeting/Budget", View::Full).as_deref(),
+        Some("R1 352 13 1")
+    );
 
     // 13:00 taken: the first alternate, 15:00.
     let mut r = Replica::new(s("A"), Role::Secondary);
     book(&mut r, 1, "Other", 352, 13);
     let w = r.client_write(2, budget(fig3_alternates()));
     assert_eq!(r.outcome(&w), Outcome::Merged);
-    assert_eq!(get(&r, "meeting/Budget", View::Full).as_deref(), Some("R1 352 15 1"));
+    assert_eq!(
+        get(&r, "meeting/Budget", View::Full).as_deref(),
+        Some("R1 352 15 1")
+    );
 
     // 15:00 taken too: the next day at 9.
     book(&mut r, 3, "Third", 352, 15);
@@ -75,7 +81,10 @@ fn mr1_the_merge_procedure_picks_the_first_free_alternate_or_logs_an_error() {
     book(&mut r2, 1, "Other", 352, 13);
     book(&mut r2, 2, "Third", 352, 15);
     r2.client_write(3, budget(fig3_alternates()));
-    assert_eq!(get(&r2, "meeting/Budget", View::Full).as_deref(), Some("R1 353 9 1"));
+    assert_eq!(
+        get(&r2, "meeting/Budget", View::Full).as_deref(),
+        Some("R1 353 9 1")
+    );
 
     // Everything taken: the request goes to the error log.
     book(&mut r2, 4, "Fourth", 353, 9);
@@ -83,7 +92,10 @@ fn mr1_the_merge_procedure_picks_the_first_free_alternate_or_logs_an_error() {
     sync(&r2, &mut r3);
     let w = r3.client_write(10, budget(fig3_alternates()));
     assert_eq!(r3.outcome(&w), Outcome::Merged);
-    assert_eq!(get(&r3, "meeting/Budget", View::Full).as_deref(), Some("R1 353 9 1"));
+    assert_eq!(
+        get(&r3, "meeting/Budget", View::Full).as_deref(),
+        Some("R1 353 9 1")
+    );
     let mut r4 = Replica::new(s("D"), Role::Secondary);
     book(&mut r4, 1, "Other", 352, 13);
     book(&mut r4, 2, "Third", 352, 15);
@@ -115,7 +127,10 @@ fn mr2_replicas_receiving_conflicting_requests_in_different_orders_converge() {
     a.client_write(10, req("staff"));
     b.client_write(20, req("hiring"));
     // Before syncing, each shows its own meeting at 10.
-    assert_eq!(get(&b, "meeting/hiring", View::Full).as_deref(), Some("R1 1 10 1"));
+    assert_eq!(
+        get(&b, "meeting/hiring", View::Full).as_deref(),
+        Some("R1 1 10 1")
+    );
     let mut x = Replica::new(s("X"), Role::Secondary);
     let mut y = Replica::new(s("Y"), Role::Secondary);
     sync(&a, &mut x);
@@ -124,8 +139,14 @@ fn mr2_replicas_receiving_conflicting_requests_in_different_orders_converge() {
     sync(&a, &mut y);
     sync(&a, &mut b); // B rolls back its hiring meeting and replays it.
     for r in [&x, &y, &b] {
-        assert_eq!(get(r, "meeting/staff", View::Full).as_deref(), Some("R1 1 10 1"));
-        assert_eq!(get(r, "meeting/hiring", View::Full).as_deref(), Some("R1 1 11 1"));
+        assert_eq!(
+            get(r, "meeting/staff", View::Full).as_deref(),
+            Some("R1 1 10 1")
+        );
+        assert_eq!(
+            get(r, "meeting/hiring", View::Full).as_deref(),
+            Some("R1 1 11 1")
+        );
     }
     assert_eq!(x.db(View::Full), y.db(View::Full));
 }
@@ -156,18 +177,33 @@ fn mr3_a_tentative_reservation_moves_when_an_earlier_ordered_write_commits() {
     b.client_write(20, req("W2"));
     sync(&a, &mut c);
     sync(&b, &mut c);
-    assert_eq!(get(&c, "meeting/W1", View::Full).as_deref(), Some("R1 1 10 1"));
-    assert_eq!(get(&c, "meeting/W2", View::Full).as_deref(), Some("R1 1 11 1"));
+    assert_eq!(
+        get(&c, "meeting/W1", View::Full).as_deref(),
+        Some("R1 1 10 1")
+    );
+    assert_eq!(
+        get(&c, "meeting/W2", View::Full).as_deref(),
+        Some("R1 1 11 1")
+    );
     assert_eq!(get(&c, "meeting/W1", View::Committed), None);
     sync(&b, &mut p);
     sync(&p, &mut c);
     // W2 committed first: it holds 10:00 in both views; W1 moves to 11:00.
-    assert_eq!(get(&c, "meeting/W2", View::Committed).as_deref(), Some("R1 1 10 1"));
-    assert_eq!(get(&c, "meeting/W1", View::Full).as_deref(), Some("R1 1 11 1"));
+    assert_eq!(
+        get(&c, "meeting/W2", View::Committed).as_deref(),
+        Some("R1 1 10 1")
+    );
+    assert_eq!(
+        get(&c, "meeting/W1", View::Full).as_deref(),
+        Some("R1 1 11 1")
+    );
     assert_eq!(get(&c, "meeting/W1", View::Committed), None);
     sync(&a, &mut p);
     sync(&p, &mut c);
-    assert_eq!(get(&c, "meeting/W1", View::Committed).as_deref(), Some("R1 1 11 1"));
+    assert_eq!(
+        get(&c, "meeting/W1", View::Committed).as_deref(),
+        Some("R1 1 11 1")
+    );
     assert_eq!(c.db(View::Full), c.db(View::Committed));
 }
 
@@ -176,19 +212,37 @@ fn bib1_two_papers_under_one_key_get_different_suffixes() {
     let mut a = Replica::new(s("A"), Role::Secondary);
     let mut b = Replica::new(s("B"), Role::Secondary);
     let mut p = Replica::new(s("P"), Role::Primary { autocommit: true });
-    a.client_write(5, Op::Bayou(Box::new(bib::add_entry("Jones95", "Paper one").unwrap())));
-    b.client_write(3, Op::Bayou(Box::new(bib::add_entry("Jones95", "Paper two").unwrap())));
+    a.client_write(
+        5,
+        Op::Bayou(Box::new(bib::add_entry("Jones95", "Paper one").unwrap())),
+    );
+    b.client_write(
+        3,
+        Op::Bayou(Box::new(bib::add_entry("Jones95", "Paper two").unwrap())),
+    );
     // Tentatively each server shows its own paper as Jones95.
-    assert_eq!(get(&a, "bib/Jones95", View::Full).as_deref(), Some("Paper one"));
-    assert_eq!(get(&b, "bib/Jones95", View::Full).as_deref(), Some("Paper two"));
+    assert_eq!(
+        get(&a, "bib/Jones95", View::Full).as_deref(),
+        Some("Paper one")
+    );
+    assert_eq!(
+        get(&b, "bib/Jones95", View::Full).as_deref(),
+        Some("Paper two")
+    );
     sync(&a, &mut p);
     sync(&b, &mut p);
     sync(&p, &mut a);
     sync(&p, &mut b);
     // Commit order decides: A's write reached the primary first.
     for r in [&a, &b, &p] {
-        assert_eq!(get(r, "bib/Jones95", View::Committed).as_deref(), Some("Paper one"));
-        assert_eq!(get(r, "bib/Jones95b", View::Committed).as_deref(), Some("Paper two"));
+        assert_eq!(
+            get(r, "bib/Jones95", View::Committed).as_deref(),
+            Some("Paper one")
+        );
+        assert_eq!(
+            get(r, "bib/Jones95b", View::Committed).as_deref(),
+            Some("Paper two")
+        );
     }
 }
 
@@ -196,14 +250,23 @@ fn bib1_two_papers_under_one_key_get_different_suffixes() {
 fn bib2_one_paper_entered_twice_becomes_one_entry() {
     let mut a = Replica::new(s("A"), Role::Secondary);
     let mut b = Replica::new(s("B"), Role::Secondary);
-    a.client_write(1, Op::Bayou(Box::new(bib::add_entry("Jones95", "Same paper").unwrap())));
-    let w = b.client_write(2, Op::Bayou(Box::new(bib::add_entry("Jones95a", "Same paper").unwrap())));
+    a.client_write(
+        1,
+        Op::Bayou(Box::new(bib::add_entry("Jones95", "Same paper").unwrap())),
+    );
+    let w = b.client_write(
+        2,
+        Op::Bayou(Box::new(bib::add_entry("Jones95a", "Same paper").unwrap())),
+    );
     sync(&a, &mut b);
     sync(&b, &mut a);
     for r in [&a, &b] {
         let entries: Vec<_> = r.db(View::Full).scan_prefix(b"bib/").collect();
         assert_eq!(entries.len(), 1, "{entries:?}");
-        assert_eq!(get(r, "bib/Jones95", View::Full).as_deref(), Some("Same paper"));
+        assert_eq!(
+            get(r, "bib/Jones95", View::Full).as_deref(),
+            Some("Same paper")
+        );
     }
     assert_eq!(b.outcome(&w), Outcome::Merged);
 }

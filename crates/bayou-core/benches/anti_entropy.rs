@@ -142,7 +142,10 @@ fn incremental(held: usize) {
 fn rollback(tentative: usize) {
     let mut r = Replica::new(sid("R"), Role::Secondary);
     for i in 0..tentative {
-        r.client_write(1000 + i as u64, Op::put(format!("key{}", i % 1000), &VALUE[..]));
+        r.client_write(
+            1000 + i as u64,
+            Op::put(format!("key{}", i % 1000), &VALUE[..]),
+        );
     }
     r.take_persist();
     // One write older than every tentative write here.
@@ -168,7 +171,11 @@ fn rollback(tentative: usize) {
 fn main() {
     // `cargo test --benches` runs this with `--bench` absent: keep that quick.
     let full = std::env::args().any(|a| a == "--bench");
-    let sizes: &[usize] = if full { &[100_000, 1_000_000] } else { &[1_000] };
+    let sizes: &[usize] = if full {
+        &[100_000, 1_000_000]
+    } else {
+        &[1_000]
+    };
     for &n in sizes {
         catch_up(n, true);
         catch_up(n, false);

@@ -42,7 +42,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, ImmutableString, Position};
@@ -170,7 +170,9 @@ impl BayouWrite {
                     LIMITS.source_bytes
                 ));
             }
-            ENGINE.with(|e| e.compile_cached(src)).map_err(|e| e.to_string())?;
+            ENGINE
+                .with(|e| e.compile_cached(src))
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -262,14 +264,16 @@ fn with_db<T>(
 /// change results).
 struct Sandbox {
     engine: Engine,
-    cache: RefCell<HashMap<String, Arc<AST>>>,
+    cache: RefCell<HashMap<String, Rc<AST>>>,
 }
 
 fn script_error(msg: String) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(msg.into(), Position::NONE))
 }
 
-fn with_context<T>(f: impl FnOnce(&mut Context) -> Result<T, Box<EvalAltResult>>) -> Result<T, Box<EvalAltResult>> {
+fn with_context<T>(
+    f: impl FnOnce(&mut Context) -> Result<T, Box<EvalAltResult>>,
+) -> Result<T, Box<EvalAltResult>> {
     CONTEXT.with(|c| match c.borrow_mut().as_mut() {
         Some(ctx) => f(ctx),
         None => Err(script_error("no database in this context".into())),
@@ -288,36 +292,45 @@ impl Sandbox {
         // No output channel: print and debug do nothing.
         engine.on_print(|_| {});
         engine.on_debug(|_, _, _| {});
-        engine.register_fn("get", |key: ImmutableString| -> Result<Dynamic, Box<EvalAltResult>> {
-            with_context(|ctx| {
-                Ok(match ctx.db.get(key.as_bytes()) {
-                    Some(v) => Dynamic::from(String::from_utf8_lossy(v).into_owned()),
-                    None => Dynamic::UNIT,
+        engine.register_fn(
+            "get",
+            |key: ImmutableString| -> Result<Dynamic, Box<EvalAltResult>> {
+                with_context(|ctx| {
+                    Ok(match ctx.db.get(key.as_bytes()) {
+                        Some(v) => Dynamic::from(String::from_utf8_lossy(v).into_owned()),
+                        None => Dynamic::UNIT,
+                    })
                 })
-            })
-        });
-        engine.register_fn("exists", |key: ImmutableString| -> Result<bool, Box<EvalAltResult>> {
-            with_context(|ctx| Ok(ctx.db.get(key.as_bytes()).is_some()))
-        });
-        engine.register_fn("scan", |prefix: ImmutableString| -> Result<Array, Box<EvalAltResult>> {
-            with_context(|ctx| {
-                let mut out = Array::new();
-                for (k, v) in ctx.db.scan_prefix(prefix.as_bytes()) {
-                    if out.len() >= LIMITS.array_len {
-                        return Err(script_error(format!(
-                            "scan({prefix:?}) matches more than {} keys",
-                            LIMITS.array_len
-                        )));
+            },
+        );
+        engine.register_fn(
+            "exists",
+            |key: ImmutableString| -> Result<bool, Box<EvalAltResult>> {
+                with_context(|ctx| Ok(ctx.db.get(key.as_bytes()).is_some()))
+            },
+        );
+        engine.register_fn(
+            "scan",
+            |prefix: ImmutableString| -> Result<Array, Box<EvalAltResult>> {
+                with_context(|ctx| {
+                    let mut out = Array::new();
+                    for (k, v) in ctx.db.scan_prefix(prefix.as_bytes()) {
+                        if out.len() >= LIMITS.array_len {
+                            return Err(script_error(format!(
+                                "scan({prefix:?}) matches more than {} keys",
+                                LIMITS.array_len
+                            )));
+                        }
+                        let pair: Array = vec![
+                            Dynamic::from(String::from_utf8_lossy(k).into_owned()),
+                            Dynamic::from(String::from_utf8_lossy(v).into_owned()),
+                        ];
+                        out.push(Dynamic::from_array(pair));
                     }
-                    let pair: Array = vec![
-                        Dynamic::from(String::from_utf8_lossy(k).into_owned()),
-                        Dynamic::from(String::from_utf8_lossy(v).into_owned()),
-                    ];
-                    out.push(Dynamic::from_array(pair));
-                }
-                Ok(out)
-            })
-        });
+                    Ok(out)
+                })
+            },
+        );
         let add = |m: Mutation| -> Result<(), Box<EvalAltResult>> {
             with_context(|ctx| {
                 if ctx.mode != Mode::Merge {
@@ -338,18 +351,24 @@ impl Sandbox {
         engine.register_fn("put", move |k: ImmutableString, v: ImmutableString| {
             add(Mutation::Put(k.to_string(), v.to_string()))
         });
-        engine.register_fn("del", move |k: ImmutableString| add(Mutation::Del(k.to_string())));
+        engine.register_fn("del", move |k: ImmutableString| {
+            add(Mutation::Del(k.to_string()))
+        });
         Sandbox {
             engine,
             cache: RefCell::new(HashMap::new()),
         }
     }
 
-    fn compile_cached(&self, src: &str) -> Result<Arc<AST>, Box<EvalAltResult>> {
+    fn compile_cached(&self, src: &str) -> Result<Rc<AST>, Box<EvalAltResult>> {
         if let Some(ast) = self.cache.borrow().get(src) {
             return Ok(ast.clone());
         }
-        let ast = Arc::new(self.engine.compile(src).map_err(|e| -> Box<EvalAltResult> { e.into() })?);
+        let ast = Rc::new(
+            self.engine
+                .compile(src)
+                .map_err(|e| -> Box<EvalAltResult> { e.into() })?,
+        );
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= 512 {
             cache.clear();
@@ -374,7 +393,8 @@ impl BayouWrite {
 
     /// Parses the JSON form.
     pub fn from_json(text: &str) -> Result<BayouWrite, String> {
-        let w: BayouWrite = serde_json::from_str(text).map_err(|e| format!("bad Bayou write: {e}"))?;
+        let w: BayouWrite =
+            serde_json::from_str(text).map_err(|e| format!("bad Bayou write: {e}"))?;
         w.validate()?;
         Ok(w)
     }
@@ -383,7 +403,10 @@ impl BayouWrite {
 /// Applies mutations to a database key by key (used by `Db::execute`).
 pub(crate) fn mutation_key_value(m: &Mutation) -> (Bytes, Option<Bytes>) {
     match m {
-        Mutation::Put(k, v) => (Bytes::copy_from_slice(k.as_bytes()), Some(Bytes::copy_from_slice(v.as_bytes()))),
+        Mutation::Put(k, v) => (
+            Bytes::copy_from_slice(k.as_bytes()),
+            Some(Bytes::copy_from_slice(v.as_bytes())),
+        ),
         Mutation::Del(k) => (Bytes::copy_from_slice(k.as_bytes()), None),
     }
 }

@@ -37,7 +37,10 @@ fn sync(from: &Replica, to: &mut Replica) {
 #[test]
 fn a_passing_check_applies_the_update() {
     let mut r = Replica::new(s("A"), Role::Secondary);
-    let w = r.client_write(1, write(vec![put("X", "1")], Some(("get(\"X\")", "()")), None));
+    let w = r.client_write(
+        1,
+        write(vec![put("X", "1")], Some(("get(\"X\")", "()")), None),
+    );
     assert_eq!(r.outcome(&w), Outcome::Applied);
     assert_eq!(get(&r, "X").as_deref(), Some("1"));
 }
@@ -49,7 +52,11 @@ fn a_failing_check_without_merge_has_no_effect() {
     r.client_write(1, Op::put("10:00", "staff"));
     let w = r.client_write(
         2,
-        write(vec![put("10:00", "hiring")], Some(("exists(\"10:00\")", "false")), None),
+        write(
+            vec![put("10:00", "hiring")],
+            Some(("exists(\"10:00\")", "false")),
+            None,
+        ),
     );
     assert_eq!(r.outcome(&w), Outcome::Conflict);
     assert_eq!(get(&r, "10:00").as_deref(), Some("staff"));
@@ -63,7 +70,9 @@ fn the_bank_transfer_check_is_a_constraint_not_an_equality() {
         write(
             vec![put("A", "done")],
             Some(("parse_int(get(\"A\")) >= 100", "true")),
-            Some("let b = parse_int(get(\"A\")); put(\"A\", `${b}`); put(\"log\", `insufficient: ${b}`);"),
+            Some(
+                "let b = parse_int(get(\"A\")); put(\"A\", `${b}`); put(\"log\", `insufficient: ${b}`);",
+            ),
         )
     };
     let mut r = Replica::new(s("R"), Role::Secondary);
@@ -80,7 +89,10 @@ fn the_bank_transfer_check_is_a_constraint_not_an_equality() {
 #[test]
 fn a_query_cannot_write() {
     let mut r = Replica::new(s("A"), Role::Secondary);
-    let w = r.client_write(1, write(vec![], Some(("put(\"X\", \"1\"); true", "true")), None));
+    let w = r.client_write(
+        1,
+        write(vec![], Some(("put(\"X\", \"1\"); true", "true")), None),
+    );
     assert!(matches!(r.outcome(&w), Outcome::Failed(why) if why.contains("a query only reads")));
     assert_eq!(get(&r, "X"), None);
 }
@@ -104,7 +116,10 @@ fn scripts_that_exceed_limits_fail_identically_everywhere() {
     let mut ids = Vec::new();
     for (i, (_, merge)) in cases.iter().enumerate() {
         a.client_write(0, Op::put(format!("before{i}"), "1"));
-        ids.push(a.client_write(0, write(vec![put("never", "1")], always_conflict, Some(merge))));
+        ids.push(a.client_write(
+            0,
+            write(vec![put("never", "1")], always_conflict, Some(merge)),
+        ));
     }
     let mut b = Replica::new(s("B"), Role::Secondary);
     sync(&a, &mut b);
@@ -123,13 +138,20 @@ fn scripts_see_no_clock_randomness_or_files() {
     let mut r = Replica::new(s("A"), Role::Secondary);
     for probe in ["timestamp()", "rand()", "import \"x\" as y; 1", "1.5 + 1.0"] {
         let w = r.client_write(1, write(vec![], Some((probe, "true")), None));
-        assert!(matches!(r.outcome(&w), Outcome::Failed(_)), "{probe} must not run");
+        assert!(
+            matches!(r.outcome(&w), Outcome::Failed(_)),
+            "{probe} must not run"
+        );
     }
 }
 
 #[test]
 fn bayou_writes_round_trip_through_the_slides_notation_and_recovery() {
-    let op = write(vec![put("X", "1")], Some(("exists(\"X\")", "false")), Some("put(\"Y\", \"2\");"));
+    let op = write(
+        vec![put("X", "1")],
+        Some(("exists(\"X\")", "false")),
+        Some("put(\"Y\", \"2\");"),
+    );
     let text = op.to_string();
     assert!(text.starts_with("BAYOU{"), "{text}");
     assert_eq!(Op::parse(&text).unwrap(), op);

@@ -12,6 +12,9 @@
 //!   server's log, and no server holds `w2` without `w1`.
 //! * **Log truth** ([T95 §5, §7]): each view equals a fresh execution of the
 //!   log in order, so rollback and redo never drift.
+//! * **One booking per slot** ([T95 §2.1]): in both views, every scheduled
+//!   meeting holds each of its hours and every booked hour belongs to a
+//!   meeting covering it (the meeting-room workload).
 
 use std::collections::BTreeMap;
 
@@ -78,6 +81,7 @@ impl Checker {
     ) -> Result<(), String> {
         let replica = &nodes[server].replica;
         log_is_truth(replica)?;
+        schedule(replica)?;
         causality(replica, &self.deps)?;
         if let Some(p) = primary {
             let primary = &nodes[p].replica;
@@ -103,8 +107,9 @@ pub fn log_is_truth(replica: &Replica) -> Result<(), String> {
             committed
         ));
     }
-    let mut full = Db::new();
-    for (_, w) in replica.log() {
+    // The full view continues from the committed prefix with the tentative writes.
+    let mut full = committed;
+    for (_, w) in replica.log().skip(replica.committed().len()) {
         full.execute(&w.op);
     }
     if &full != replica.db(View::Full) {
@@ -114,6 +119,16 @@ pub fn log_is_truth(replica: &Replica) -> Result<(), String> {
             replica.db(View::Full),
             full
         ));
+    }
+    Ok(())
+}
+
+/// No room is booked twice for one slot, in either view ([T95 §2.1]).
+pub fn schedule(replica: &Replica) -> Result<(), String> {
+    for view in [View::Full, View::Committed] {
+        let db = replica.db(view);
+        bayou_apps::meeting::check_schedule(db.iter().map(|(k, v)| (&k[..], &v[..])))
+            .map_err(|e| format!("schedule broken at {} ({view:?} view): {e}", replica.id()))?;
     }
     Ok(())
 }

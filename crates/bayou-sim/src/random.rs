@@ -16,16 +16,31 @@ use rand_chacha::ChaCha8Rng;
 use crate::scenario::{self, Command, Line};
 use crate::world::{RunError, World};
 
+/// What the clients write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Plain `W(key,value)` and `D(key)` writes on a few keys.
+    KeyValue,
+    /// Meeting-room requests with alternates ([T95 Fig. 3]): Bayou writes
+    /// with dependency checks and merge procedures, competing for few slots.
+    Meetings,
+}
+
 /// Knobs of the generator, all derived from the seed unless overridden.
 #[derive(Debug, Clone, Copy)]
 pub struct Params {
     /// How many commands before the healing phase, at most.
     pub max_steps: usize,
+    /// What the clients write.
+    pub workload: Workload,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { max_steps: 120 }
+        Params {
+            max_steps: 120,
+            workload: Workload::KeyValue,
+        }
     }
 }
 
@@ -46,7 +61,7 @@ pub fn generate(seed: u64, params: Params) -> String {
         }
     }
     let mut out = vec![
-        format!("# random run, seed {seed}"),
+        format!("# random run, seed {seed}, {:?} workload", params.workload),
         format!("servers {}", ids.join(" ")),
     ];
     let primary = ids[rng.random_range(0..n)];
@@ -62,6 +77,7 @@ pub fn generate(seed: u64, params: Params) -> String {
     let keys = ["X", "Y", "Z", "K1", "K2"];
     let steps = rng.random_range(params.max_steps / 4..=params.max_steps);
     let mut now: i64 = 0;
+    let mut meetings = 0;
     for _ in 0..steps {
         now += rng.random_range(0..4);
         let s = rng.random_range(0..n);
@@ -70,15 +86,35 @@ pub fn generate(seed: u64, params: Params) -> String {
             if !stuck[s] {
                 out.push(format!("clock {} {}", ids[s], (now + skew[s]).max(0)));
             }
-            let key = keys[rng.random_range(0..keys.len())];
-            if rng.random_bool(0.2) {
-                out.push(format!("write {} D({key})", ids[s]));
-            } else {
-                out.push(format!(
-                    "write {} W({key},{})",
-                    ids[s],
-                    rng.random_range(0..100)
-                ));
+            match params.workload {
+                Workload::KeyValue => {
+                    let key = keys[rng.random_range(0..keys.len())];
+                    if rng.random_bool(0.2) {
+                        out.push(format!("write {} D({key})", ids[s]));
+                    } else {
+                        let value = rng.random_range(0..100);
+                        out.push(format!("write {} W({key},{value})", ids[s]));
+                    }
+                }
+                Workload::Meetings => {
+                    // Two rooms, two days, hours 9-12: few slots, many conflicts.
+                    meetings += 1;
+                    let room = rng.random_range(1..=2);
+                    let hours = rng.random_range(1..=2);
+                    let mut times = Vec::new();
+                    for _ in 0..rng.random_range(1..=4) {
+                        times.push(format!(
+                            "{}/{}",
+                            rng.random_range(1..=2),
+                            rng.random_range(9..=12)
+                        ));
+                    }
+                    out.push(format!(
+                        "meeting {} m{meetings} R{room} {hours} {}",
+                        ids[s],
+                        times.join(" ")
+                    ));
+                }
             }
         } else if roll < 80 {
             let mut r = rng.random_range(0..n - 1);

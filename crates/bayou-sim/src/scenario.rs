@@ -5,7 +5,12 @@
 //! primary P            # P assigns CSNs
 //! autocommit P         # ... as soon as it holds a write (else only on `commit`)
 //! clock A 7            # A's physical clock reads 7 until set again (0 at start)
-//! write A W(X,3)       # a client write at A; also D(key)
+//! write A W(X,3)       # a client write at A; also D(key), BAYOU{json}
+//! meeting A Budget R1 1 352/13 352/15 353/9
+//!                      # meeting-room request: name, room, hours, preferred
+//!                      # day/hour, then alternates ([T95 Fig. 3])
+//! bib A Jones95 A title of the paper
+//!                      # bibliography entry under a key ([T95 §2.2])
 //! sync A B             # one one-way anti-entropy session from A to B
 //! sync A B 2           # ... cut off after the first 2 items
 //! commit P             # the primary commits every tentative write it holds
@@ -14,6 +19,7 @@
 //! expect-converged     # fail unless all servers hold the same log, vv and db
 //! ```
 
+use bayou_apps::{bib, meeting};
 use bayou_core::{Op, ServerId};
 
 /// One scenario command.
@@ -150,6 +156,46 @@ fn parse_command(content: &str) -> Result<Command, String> {
             };
             Command::Sync { from, to, limit }
         }
+        "meeting" => {
+            let s = server(words.next(), "server")?;
+            let name = words.next().ok_or("missing meeting name")?;
+            let room = words.next().ok_or("missing room")?;
+            let hours = words.next().ok_or("missing length in hours")?;
+            let hours = hours
+                .parse::<u32>()
+                .map_err(|_| format!("length {hours:?} is not a whole number of hours"))?;
+            let mut slots = words.by_ref().map(|w| {
+                let (d, h) = w
+                    .split_once('/')
+                    .ok_or_else(|| format!("time {w:?} is not DAY/HOUR"))?;
+                match (d.parse(), h.parse()) {
+                    (Ok(day), Ok(hour)) => Ok(meeting::Slot { day, hour }),
+                    _ => Err(format!("time {w:?} is not DAY/HOUR")),
+                }
+            });
+            let preferred = slots.next().ok_or("missing preferred time DAY/HOUR")??;
+            let alternates = slots.collect::<Result<Vec<_>, String>>()?;
+            let write = meeting::Request {
+                name: name.into(),
+                room: room.into(),
+                hours,
+                preferred,
+                alternates,
+            }
+            .to_write()
+            .map_err(|e| e.to_string())?;
+            return Ok(Command::Write(s, Op::Bayou(Box::new(write))));
+        }
+        "bib" => {
+            let s = server(words.next(), "server")?;
+            let key = words.next().ok_or("missing bibliography key")?;
+            let title = words.collect::<Vec<_>>().join(" ");
+            if title.is_empty() {
+                return Err("missing title".into());
+            }
+            let write = bib::add_entry(key, &title).map_err(|e| e.to_string())?;
+            return Ok(Command::Write(s, Op::Bayou(Box::new(write))));
+        }
         "show" => Command::Show,
         "expect-converged" => Command::ExpectConverged,
         other => return Err(format!("unknown command {other:?}")),
@@ -171,6 +217,7 @@ pub fn format_command(command: &Command) -> String {
         Command::Primary(s) => format!("primary {s}"),
         Command::Autocommit(s) => format!("autocommit {s}"),
         Command::Clock(s, t) => format!("clock {s} {t}"),
+        Command::Write(s, Op::Bayou(w)) => format!("write {s} BAYOU{}", w.to_json()),
         Command::Write(s, op) => format!("write {s} {op}"),
         Command::Sync { from, to, limit } => match limit {
             Some(n) => format!("sync {from} {to} {n}"),
@@ -189,9 +236,9 @@ mod tests {
 
     #[test]
     fn parses_every_command_and_skips_comments() {
-        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\n";
+        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\n";
         let lines = parse(text).unwrap();
-        assert_eq!(lines.len(), 12);
+        assert_eq!(lines.len(), 14);
         assert_eq!(lines[0].number, 2);
         assert_eq!(
             lines[3].command,

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use bayou_core::{Csn, Item, Replica, Role, ServerId, View, Write, format_entry};
+use bayou_core::{Csn, Item, Op, Outcome, Replica, Role, ServerId, View, Write, format_entry};
 use serde_json::{Map, Value, json};
 
 use crate::check::{self, Checker};
@@ -70,6 +70,8 @@ pub struct ServerSnapshot {
     pub vv: Vec<(ServerId, u64)>,
     /// Its log in order.
     pub log: Vec<(Option<Csn>, Write)>,
+    /// The outcome of each log entry's latest execution, in log order.
+    pub outcomes: Vec<Outcome>,
     /// The full view.
     pub db: Vec<(String, String)>,
     /// The committed view.
@@ -86,9 +88,17 @@ impl ServerSnapshot {
             .join(" ")
     }
 
-    /// The log in the slides' notation, one entry a line.
+    /// The log in the slides' notation, one entry a line. Bayou writes
+    /// (check + merge) also show their outcome, e.g. `[merged]`.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.iter().map(|(c, w)| format_entry(*c, w)).collect()
+        self.log
+            .iter()
+            .zip(&self.outcomes)
+            .map(|((c, w), outcome)| match &w.op {
+                Op::Bayou(_) => format!("{} [{outcome}]", format_entry(*c, w)),
+                _ => format_entry(*c, w),
+            })
+            .collect()
     }
 }
 
@@ -128,13 +138,19 @@ impl Snapshot {
                 let log: Vec<Value> = s
                     .log
                     .iter()
-                    .map(|(csn, w)| {
-                        json!({
+                    .zip(&s.outcomes)
+                    .map(|((csn, w), outcome)| {
+                        let mut entry = json!({
                             "csn": csn,
                             "stamp": w.id.stamp,
                             "server": w.id.server.as_str(),
                             "op": w.op.to_string(),
-                        })
+                        });
+                        // Only Bayou writes (check + merge) have an outcome worth showing.
+                        if let (Op::Bayou(_), Some(map)) = (&w.op, entry.as_object_mut()) {
+                            map.insert("outcome".into(), json!(outcome.to_string()));
+                        }
+                        entry
                     })
                     .collect();
                 let db: Map<String, Value> =
@@ -392,6 +408,7 @@ impl World {
                         .map(|s| (s.clone(), r.vv().get(s)))
                         .collect(),
                     log: r.log().collect(),
+                    outcomes: r.log().map(|(_, w)| r.outcome(&w.id)).collect(),
                     db: pairs(View::Full),
                     committed_db: pairs(View::Committed),
                 }
