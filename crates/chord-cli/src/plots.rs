@@ -149,7 +149,7 @@ pub(crate) fn regenerate(out: &Path, quick: bool) -> anyhow::Result<()> {
         (10_000, 1_000_000)
     };
     for i in 1..=10 {
-        let fail = i as f64 * 0.05;
+        let fail = (i * 5) as f64 / 100.0;
         let p = FailuresParams {
             nodes: fnodes,
             keys: fkeys,
