@@ -183,6 +183,22 @@ pub enum ProtocolError {
     /// Someone else assigned a CSN the primary has not: two primaries.
     #[error("the primary received CSN {0} that it never assigned")]
     ForeignCommit(Csn),
+    /// The session was computed against a state this replica no longer has
+    /// (it lost writes in a crash since): its items may skip writes, which
+    /// would break the prefix property, so none are applied.
+    #[error(
+        "stale session: it was computed for versions {base:?} (CSN {base_csn}) but this replica now holds {now:?} (CSN {now_csn})"
+    )]
+    StaleSession {
+        /// The receiver's summary the session was computed from.
+        base: VersionVector,
+        /// Its CSN then.
+        base_csn: Csn,
+        /// The receiver's version vector now.
+        now: VersionVector,
+        /// Its CSN now.
+        now_csn: Csn,
+    },
 }
 
 /// Why a commit was refused.
@@ -489,7 +505,36 @@ impl Replica {
         committed.chain(tentative)
     }
 
-    /// Applies items received by anti-entropy, in the order sent. Items
+    /// Applies the items of an anti-entropy session that the sender computed
+    /// from `base`, the summary this replica sent when the session began.
+    ///
+    /// A sender sends exactly the writes missing from `base`, so the items
+    /// keep the prefix property only for a receiver that still holds at least
+    /// `base`. One that has lost writes since (a crash before its fsync) could
+    /// be left holding a server's later write without an earlier one, so such
+    /// a session is refused whole ([`ProtocolError::StaleSession`]); the next
+    /// session, computed from the current summary, sends what is missing.
+    /// A receiver that has learned more since is fine: what it already holds
+    /// is ignored.
+    pub fn receive_session(
+        &mut self,
+        base: &Summary,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<ReceiveReport, ProtocolError> {
+        if !self.vv.dominates(&base.vv) || self.csn() < base.csn {
+            return Err(ProtocolError::StaleSession {
+                base: base.vv.clone(),
+                base_csn: base.csn,
+                now: self.vv.clone(),
+                now_csn: self.csn(),
+            });
+        }
+        self.receive(items)
+    }
+
+    /// Applies items received by anti-entropy, in the order sent, without
+    /// checking which state they were computed for: callers that hold the
+    /// session's base summary use [`Replica::receive_session`]. Items
     /// already held are ignored, so duplicated or repeated sessions are
     /// harmless. Stops at the first item that breaks the protocol; those
     /// before it stay applied, and the replica stays valid.

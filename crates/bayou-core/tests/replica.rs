@@ -336,3 +336,43 @@ fn anti_entropy_sends_only_what_the_receiver_lacks_in_log_order() {
     // B holds 5:B, 7:A, 12:A: it gets only P's two committed writes.
     assert_eq!(items, ["1:1:P W(X,4)", "2:7:P W(Y,8)"]);
 }
+
+#[test]
+fn a_session_computed_before_a_crash_is_refused_whole() {
+    // [P97 §2]: items keep the prefix property only relative to the
+    // summary they were computed from. A receiver that lost writes since
+    // (crash before fsync) must not apply a late copy of such a session.
+    let mut z = secondary("Z");
+    let mut r = secondary("R");
+    z.client_write(70, Op::put("K", "70"));
+    z.client_write(75, Op::put("K", "75"));
+    // R gets 70 and 75, durably only 70.
+    let base = r.summary();
+    let first: Vec<Item> = z.items_for(&base).take(1).collect();
+    r.receive_session(&base, first).unwrap();
+    let durable = r.take_persist();
+    let base = r.summary();
+    let second: Vec<Item> = z.items_for(&base).collect();
+    r.receive_session(&base, second).unwrap();
+    // Z writes 84; a session computed for R's current state carries only 84.
+    z.client_write(84, Op::put("K", "84"));
+    let base = r.summary();
+    let late: Vec<Item> = z.items_for(&base).collect();
+    assert_eq!(late.len(), 1);
+    // R crashes, losing 75, then the old session arrives.
+    let mut r = Replica::recover(s("R"), Role::Secondary, durable).unwrap();
+    assert_eq!(r.vv().get(&s("Z")), 70);
+    assert!(matches!(
+        r.receive_session(&base, late),
+        Err(ProtocolError::StaleSession { .. })
+    ));
+    assert_eq!(log(&r), ["∞:70:Z W(K,70)"]);
+    // A fresh session sends 75 and 84, in order.
+    let fresh = r.summary();
+    let items: Vec<Item> = z.items_for(&fresh).collect();
+    r.receive_session(&fresh, items).unwrap();
+    assert_eq!(
+        log(&r),
+        ["∞:70:Z W(K,70)", "∞:75:Z W(K,75)", "∞:84:Z W(K,84)"]
+    );
+}

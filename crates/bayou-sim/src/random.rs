@@ -4,7 +4,8 @@
 //! One seed determines everything: the number of servers (3–7) and their ids,
 //! which is primary and whether it commits on receipt, each server's clock
 //! skew, and a sequence of client writes, one-way syncs in random order,
-//! sessions cut off part-way, commits and crashes. A healing phase follows in
+//! sessions cut off part-way, late duplicates of old sessions, commits and
+//! crashes. A healing phase follows in
 //! which every ordered pair of servers syncs, the primary commits, and every
 //! pair syncs again; the run then demands convergence. A run is a scenario
 //! file, so a failing seed is reproduced by `bayou sim --check` on the file
@@ -131,6 +132,13 @@ pub fn generate(seed: u64, params: Params) -> String {
             } else {
                 out.push(format!("sync {} {}", ids[s], ids[r]));
             }
+        } else if roll < 84 {
+            // A late duplicate of an earlier session between two servers.
+            let mut r = rng.random_range(0..n - 1);
+            if r >= s {
+                r += 1;
+            }
+            out.push(format!("redeliver {} {}", ids[s], ids[r]));
         } else if roll < 88 {
             out.push(format!("commit {primary}"));
         } else if roll < 95 {

@@ -14,6 +14,8 @@
 //! sync A B             # one one-way anti-entropy session from A to B
 //! sync A B 2           # ... cut off after the first 2 items
 //! commit P             # the primary commits every tentative write it holds
+//! redeliver A B        # A's last session to B arrives again, late (a
+//!                      # delayed duplicate of old messages)
 //! crash B              # B crashes and restarts from its durable state
 //! show                 # print every server's state
 //! expect-converged     # fail unless all servers hold the same log, vv and db
@@ -47,6 +49,14 @@ pub enum Command {
     },
     /// `commit P`.
     Commit(ServerId),
+    /// `redeliver S R`: the items of the last session from S to R arrive at
+    /// R again, late: a delayed, duplicated copy of old messages.
+    Redeliver {
+        /// The sender of the original session.
+        from: ServerId,
+        /// Its receiver.
+        to: ServerId,
+    },
     /// `crash S`.
     Crash(ServerId),
     /// `show`.
@@ -196,6 +206,10 @@ fn parse_command(content: &str) -> Result<Command, String> {
             let write = bib::add_entry(key, &title).map_err(|e| e.to_string())?;
             return Ok(Command::Write(s, Op::Bayou(Box::new(write))));
         }
+        "redeliver" => Command::Redeliver {
+            from: server(words.next(), "sending server")?,
+            to: server(words.next(), "receiving server")?,
+        },
         "show" => Command::Show,
         "expect-converged" => Command::ExpectConverged,
         other => return Err(format!("unknown command {other:?}")),
@@ -224,6 +238,7 @@ pub fn format_command(command: &Command) -> String {
             None => format!("sync {from} {to}"),
         },
         Command::Commit(s) => format!("commit {s}"),
+        Command::Redeliver { from, to } => format!("redeliver {from} {to}"),
         Command::Crash(s) => format!("crash {s}"),
         Command::Show => "show".into(),
         Command::ExpectConverged => "expect-converged".into(),
@@ -236,9 +251,9 @@ mod tests {
 
     #[test]
     fn parses_every_command_and_skips_comments() {
-        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\n";
+        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\nredeliver A B\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\n";
         let lines = parse(text).unwrap();
-        assert_eq!(lines.len(), 14);
+        assert_eq!(lines.len(), 15);
         assert_eq!(lines[0].number, 2);
         assert_eq!(
             lines[3].command,

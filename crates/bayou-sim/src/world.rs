@@ -14,7 +14,10 @@
 
 use std::collections::BTreeMap;
 
-use bayou_core::{Csn, Item, Op, Outcome, Replica, Role, ServerId, View, Write, format_entry};
+use bayou_core::{
+    Csn, Item, Op, Outcome, ProtocolError, Replica, Role, ServerId, Summary, View, Write,
+    format_entry,
+};
 use serde_json::{Map, Value, json};
 
 use crate::check::{self, Checker};
@@ -182,6 +185,9 @@ pub struct World {
     primary: Option<ServerId>,
     autocommit: bool,
     checker: Option<Checker>,
+    /// The last session between each ordered pair (the receiver's summary
+    /// it was computed from, and the items sent), for `redeliver`.
+    last_session: BTreeMap<(ServerId, ServerId), (Summary, Vec<Item>)>,
 }
 
 impl World {
@@ -300,13 +306,40 @@ impl World {
                         None => all.collect(),
                     }
                 };
+                self.last_session
+                    .insert((from.clone(), to.clone()), (summary.clone(), items.clone()));
                 let receiver = self.node_mut(to).map_err(input)?;
-                receiver.replica.receive(items).map_err(|e| {
-                    (
-                        format!("sync {from} {to}: protocol error at {to}: {e}"),
-                        true,
-                    )
-                })?;
+                receiver
+                    .replica
+                    .receive_session(&summary, items)
+                    .map_err(|e| {
+                        (
+                            format!("sync {from} {to}: protocol error at {to}: {e}"),
+                            true,
+                        )
+                    })?;
+                self.collect(to);
+            }
+            Command::Redeliver { from, to } => {
+                self.node_mut(from).map_err(input)?;
+                let Some((summary, items)) =
+                    self.last_session.get(&(from.clone(), to.clone())).cloned()
+                else {
+                    return Ok(());
+                };
+                let receiver = self.node_mut(to).map_err(input)?;
+                // Old items are already held (ignored), or still missing and
+                // in order; a receiver that lost writes since refuses the
+                // whole stale session. Either way it stays valid.
+                match receiver.replica.receive_session(&summary, items) {
+                    Ok(_) | Err(ProtocolError::StaleSession { .. }) => {}
+                    Err(e) => {
+                        return Err((
+                            format!("redeliver {from} {to}: protocol error at {to}: {e}"),
+                            true,
+                        ));
+                    }
+                }
                 self.collect(to);
             }
             Command::Commit(id) => {
@@ -332,7 +365,7 @@ impl World {
         if let Some(checker) = self.checker.as_mut() {
             let affected: Vec<&ServerId> = match command {
                 Command::Write(s, _) | Command::Commit(s) | Command::Crash(s) => vec![s],
-                Command::Sync { to, .. } => vec![to],
+                Command::Sync { to, .. } | Command::Redeliver { to, .. } => vec![to],
                 _ => vec![],
             };
             for id in affected {
