@@ -41,6 +41,13 @@ enum Cmd {
         /// Check every invariant after each command (as random runs do).
         #[arg(long)]
         check: bool,
+        /// Print each `show` with the servers side by side, as the slides do.
+        #[arg(long, conflicts_with = "json")]
+        columns: bool,
+        /// Also draw every `show` into an SVG figure at this path (a row per
+        /// step, captioned with the `show` line's comment).
+        #[arg(long, value_name = "OUT.svg")]
+        svg: Option<PathBuf>,
     },
     /// Randomised simulation: generate and check runs from seeds.
     Random {
@@ -97,12 +104,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bayou_node::cli::cluster(args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Sim { file, json, check } => {
+        Cmd::Sim {
+            file,
+            json,
+            check,
+            columns,
+            svg,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let lines = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            // Each `show`'s caption is its line's comment, else its line number.
+            let mut captions = bayou_sim::render::captions(&lines).into_iter();
             let mut world = World::new(check);
             let mut first = true;
+            let mut steps = Vec::new();
             let result = world.run(&lines, |snapshot| {
                 if json {
                     println!("{}", snapshot.to_json());
@@ -110,11 +126,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if !first {
                         println!();
                     }
-                    print!("{}", snapshot.to_text());
+                    if columns {
+                        print!("{}", bayou_sim::render::columns(&snapshot));
+                    } else {
+                        print!("{}", snapshot.to_text());
+                    }
                 }
                 first = false;
+                if svg.is_some() {
+                    steps.push((captions.next().unwrap_or_default(), snapshot));
+                }
             });
             result.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            if let Some(out) = svg {
+                std::fs::write(&out, bayou_sim::render::svg(&steps))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                eprintln!("wrote {}", out.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Random {

@@ -60,6 +60,10 @@ pub struct Tuning {
     /// Time limit to connect to a peer, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub connect_timeout_ms: u64,
+    /// Threads for networking and the replica: 0 for one per core, 1 for a
+    /// single-threaded runtime. Storage always has a thread of its own.
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -175,10 +179,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b
+    };
+    Ok(b.enable_all().build()?)
 }
 
 /// A receiver that flips to `true` on SIGINT or SIGTERM.
@@ -253,7 +264,7 @@ impl Running {
 /// Runs `bayou serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    runtime()?.block_on(async move {
+    runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
         let running = start(config, shutdown.clone()).await?;
         let _ = shutdown.wait_for(|s| *s).await;
@@ -265,7 +276,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Runs `bayou cluster` until SIGINT or SIGTERM.
 pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let configs = args.configs()?;
-    runtime()?.block_on(async move {
+    runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
         let mut running = Vec::new();
         for c in configs.clone() {

@@ -40,8 +40,15 @@ use crate::resp::Reply;
 /// Requests the replica task handles in one round before it persists.
 pub const MAX_REQUESTS_PER_ROUND: usize = 1024;
 
-/// Commits between two checkpoints of the committed database.
+/// The fewest commits between two checkpoints of the committed database.
 pub const CHECKPOINT_EVERY: u64 = 4096;
+
+/// Commits between two checkpoints: at least [`CHECKPOINT_EVERY`], and
+/// twice the committed database's size, so that rewriting the checkpoint
+/// costs at most about one row per commit.
+fn checkpoint_every(replica: &Replica) -> u64 {
+    CHECKPOINT_EVERY.max(2 * replica.db(View::Committed).len() as u64)
+}
 
 /// How a replica reads its physical clock for accept-stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,8 +205,9 @@ impl Node {
         let (mut replica, loaded) = bayou_store::recover(&store, role)?;
         let mut checkpoint_csn = loaded.checkpoint_csn;
         // Persist what recovery itself produced before anything else.
+        let every = checkpoint_every(&replica);
         if let Some(batch) =
-            bayou_store::take_batch(&mut replica, &mut checkpoint_csn, CHECKPOINT_EVERY, false)
+            bayou_store::take_batch(&mut replica, &mut checkpoint_csn, every, false)
         {
             store.append(&batch)?;
         }
@@ -385,10 +393,11 @@ impl ReplicaTask {
                 };
             }
             // At shutdown the checkpoint catches up with the log.
+            let every = checkpoint_every(&self.replica);
             if let Some(batch) = bayou_store::take_batch(
                 &mut self.replica,
                 &mut self.checkpoint_csn,
-                CHECKPOINT_EVERY,
+                every,
                 shutdown.is_some(),
             ) {
                 self.issued += 1;
