@@ -6,6 +6,7 @@
 //! * [`check`]: the invariants, each citing the paper section it comes from.
 //! * [`random`]: seeded random runs with crashes and cut-off sessions, then
 //!   healing, checked by [`check`].
+//! * [`render`]: servers side by side as on the slides, as text or SVG.
 //!
 //! Everything is deterministic: the same scenario or seed gives the same run.
 
@@ -13,6 +14,7 @@
 
 pub mod check;
 pub mod random;
+pub mod render;
 pub mod scenario;
 pub mod world;
 

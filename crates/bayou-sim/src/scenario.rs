@@ -72,6 +72,8 @@ pub struct Line {
     pub number: usize,
     /// The command.
     pub command: Command,
+    /// The comment at the end of the line, if any (a `show`'s caption).
+    pub comment: Option<String>,
 }
 
 /// A scenario that does not parse.
@@ -90,7 +92,10 @@ pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
     let mut lines = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let number = i + 1;
-        let content = raw.split('#').next().unwrap_or("").trim();
+        let (content, comment) = match raw.split_once('#') {
+            Some((c, comment)) => (c.trim(), Some(comment.trim().to_string())),
+            None => (raw.trim(), None),
+        };
         if content.is_empty() {
             continue;
         }
@@ -98,7 +103,11 @@ pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
             line: number,
             message,
         })?;
-        lines.push(Line { number, command });
+        lines.push(Line {
+            number,
+            command,
+            comment: comment.filter(|c| !c.is_empty()),
+        });
     }
     Ok(lines)
 }
