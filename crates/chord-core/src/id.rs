@@ -124,7 +124,14 @@ impl fmt::Display for Id {
 impl Serialize for Id {
     /// A JSON number when the id fits in 64 bits, otherwise its [`fmt::Display`]
     /// string (decimal up to 128 bits, `0x` hex above).
+    ///
+    /// Binary formats (postcard on the network driver's wire) get the fixed
+    /// 20-byte big-endian encoding instead: they cannot decode the untagged
+    /// number-or-string form.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return self.to_be_bytes().serialize(s);
+        }
         match self.to_u64() {
             Some(v) => s.serialize_u64(v),
             None => s.serialize_str(&self.to_string()),
@@ -134,6 +141,9 @@ impl Serialize for Id {
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        if !d.is_human_readable() {
+            return <[u8; 20]>::deserialize(d).map(Id::from_be_bytes);
+        }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Repr {

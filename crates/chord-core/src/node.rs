@@ -22,7 +22,7 @@
 //! | successor-list failover | SIGCOMM §5.2 / ToN §IV-E (first live entry) |
 //! | lookups | SIGCOMM Fig. 4 (iterative) and ToN Fig. 5 (recursive); closest preceding node over fingers *and* successor list, next best after a timeout (ToN §IV-E) |
 //! | voluntary leave | ToN §IV-E.3 (keys to successor; tell predecessor and successor) |
-//! | keys and replicas | SIGCOMM §4.2 (transfer on join/leave) and §5.2 ("replicas at the k nodes succeeding the key") |
+//! | keys and replicas | SIGCOMM §4.2 (transfer on join/leave) and §5.2 ("replicas at the k nodes succeeding the key"): the owner pushes its range to new replica holders; a node whose range grows pulls the inherited part from its successors; every transfer is acknowledged and resent |
 //!
 //! Departures from the letter of Zave's model, and why:
 //!
@@ -83,7 +83,8 @@ pub struct Config {
     pub space: IdSpace,
     /// `r`, the successor-list length (SIGCOMM §5.2).
     pub successors: usize,
-    /// How many successors hold a replica of each key (at most `successors`).
+    /// How many of the first successors hold a replica of each key owned here
+    /// (at most `successors`; the default replicates to all `r`, SIGCOMM §5.2).
     pub replicas: usize,
     /// Stabilization runs at intervals drawn uniformly from `[min, max]` ms.
     pub stabilize_ms_min: u64,
@@ -111,13 +112,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a given ring: `r = 8` successors, 3 replicas, stabilization
+    /// Defaults for a given ring: `r = 8` successors, each key replicated on all
+    /// 8 (so it survives up to 8 consecutive failures), stabilization
     /// every 0.5–1.5 s, one finger every 0.5 s, 1 s RPC timeout.
     pub fn new(space: IdSpace) -> Config {
         Config {
             space,
             successors: 8,
-            replicas: 3,
+            replicas: 8,
             stabilize_ms_min: 500,
             stabilize_ms_max: 1500,
             fix_fingers_ms: 500,
@@ -231,6 +233,23 @@ pub enum Message<A, V> {
         /// Request id.
         req: u64,
         /// Key/value pairs.
+        entries: Vec<(Id, V)>,
+    },
+    /// Asks for the stored entries with keys in `(lo, hi]` (a node whose range
+    /// grew pulls them from the replicas on its successors).
+    FetchRange {
+        /// Request id.
+        req: u64,
+        /// Exclusive lower end.
+        lo: Id,
+        /// Inclusive upper end.
+        hi: Id,
+    },
+    /// Answer to [`Message::FetchRange`].
+    RangeData {
+        /// Request id.
+        req: u64,
+        /// The entries in the range.
         entries: Vec<(Id, V)>,
     },
     /// Acknowledges a [`Message::StoreKeys`].
@@ -413,6 +432,11 @@ enum Pending<A, V> {
     Store {
         to: NodeRef<A>,
         entries: Vec<(Id, V)>,
+    },
+    Fetch {
+        to: NodeRef<A>,
+        lo: Id,
+        hi: Id,
     },
     CheckPred(NodeRef<A>),
     RectifyPing {
@@ -841,6 +865,26 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             Message::StoreAck { req } => {
                 self.pending.remove(&req);
             }
+            Message::FetchRange { req, lo, hi } => {
+                let entries = self.entries_in(lo, hi);
+                self.send(from, Message::RangeData { req, entries });
+            }
+            Message::RangeData { req, entries } => {
+                if let Some(Pending::Fetch { .. }) = self.pending.remove(&req) {
+                    let mut fresh_owned = false;
+                    for (k, v) in entries {
+                        if !self.store.contains_key(&k) {
+                            fresh_owned |= self.owns(k);
+                            self.store.insert(k, v);
+                        }
+                    }
+                    if fresh_owned {
+                        // Inherited keys we lacked must reach our replicas too.
+                        self.replicated_to.clear();
+                        self.sync_replicas();
+                    }
+                }
+            }
             Message::Put { req, key, value } => {
                 self.store.insert(key, value.clone());
                 for t in self.replica_targets_refs() {
@@ -1019,14 +1063,44 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
 
     fn set_pred(&mut self, new: NodeRef<A>) {
         let old = self.pred.replace(new.clone());
-        // Transfer the keys the new predecessor is now responsible for (SIGCOMM
-        // §4.2: only the node immediately following it is affected).
-        let lo = old.map(|o| o.id).unwrap_or(self.me.id);
-        let entries = self.entries_in(lo, new.id);
-        if !entries.is_empty() {
-            self.send_store(self.now, new, entries);
+        let shrank = match &old {
+            Some(o) => in_open(&new.id, &o.id, &self.me.id),
+            None => true,
+        };
+        if shrank {
+            // Transfer the keys the new predecessor is now responsible for
+            // (SIGCOMM §4.2: only the node immediately following it is affected).
+            // With no known old predecessor, hand over everything outside our
+            // own range (new, n]; the surplus only adds replicas.
+            let lo = old.as_ref().map(|o| o.id).unwrap_or(self.me.id);
+            let entries = self.entries_in(lo, new.id);
+            if !entries.is_empty() {
+                self.send_store(self.now, new.clone(), entries);
+            }
+        }
+        if old
+            .as_ref()
+            .is_none_or(|o| !in_open(&new.id, &o.id, &self.me.id))
+        {
+            // Our range grew (the old predecessor failed, or it is unknown): we
+            // may lack keys of the part we inherited, for instance if we joined
+            // just before; pull them from the replicas on our successors.
+            let hi = match &old {
+                Some(o) if o.id != new.id => o.id,
+                _ => self.me.id,
+            };
+            for t in self.replica_targets_refs() {
+                self.send_fetch(self.now, t, new.id, hi);
+            }
         }
         self.sync_replicas();
+    }
+
+    fn send_fetch(&mut self, now: Time, to: NodeRef<A>, lo: Id, hi: Id) {
+        let req = self.fresh_req();
+        self.send(to.clone(), Message::FetchRange { req, lo, hi });
+        self.pending.insert(req, Pending::Fetch { to, lo, hi });
+        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
     }
 
     fn set_succs(&mut self, list: Vec<NodeRef<A>>) {
@@ -1184,6 +1258,11 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 Pending::Store { to, entries } => {
                     if !self.suspect(to.id) {
                         self.send_store(now, to, entries);
+                    }
+                }
+                Pending::Fetch { to, lo, hi } => {
+                    if !self.suspect(to.id) {
+                        self.send_fetch(now, to, lo, hi);
                     }
                 }
                 Pending::CheckPred(p) => {
@@ -1857,6 +1936,47 @@ mod tests {
         let s = sends(&n.drain());
         n.handle_timer(2_000, Timer::Request(req_of(&s[0].1)));
         assert_eq!(n.predecessor().unwrap().id, space().id(120));
+    }
+
+    /// Reference: SIGCOMM §5.2 (replicas on the successors). When the
+    /// predecessor dies and an earlier node becomes the predecessor, the node
+    /// pulls the inherited range from its replicas and re-replicates it.
+    #[test]
+    fn a_node_whose_range_grows_pulls_the_inherited_keys_from_its_successors() {
+        let mut n = node32();
+        n.handle_timer(10, Timer::CheckPredecessor);
+        let s = sends(&n.drain());
+        assert!(matches!(s[0], (10, Message::Ping { .. })));
+        n.handle_timer(2_000, Timer::Request(req_of(&s[0].1)));
+        assert!(n.predecessor().is_none());
+        n.handle_message(2_100, r(120), Message::Notify);
+        let s = sends(&n.drain());
+        let fetches: Vec<_> = s
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::FetchRange { req, lo, hi } => Some((*to, *req, *lo, *hi)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            fetches.iter().map(|f| (f.0, f.2, f.3)).collect::<Vec<_>>(),
+            vec![
+                (60, space().id(120), space().id(32)),
+                (90, space().id(120), space().id(32))
+            ]
+        );
+        n.handle_message(
+            2_200,
+            r(60),
+            Message::RangeData {
+                req: fetches[0].1,
+                entries: vec![(space().id(5), 5)],
+            },
+        );
+        assert_eq!(n.store().get(&space().id(5)), Some(&5));
+        let s = sends(&n.drain());
+        assert!(s.iter().any(|(to, m)| *to == 90
+            && matches!(m, Message::StoreKeys { entries, .. } if entries.contains(&(space().id(5), 5)))));
     }
 
     /// Reference: SIGCOMM §5.2: when the successor fails, use the first live

@@ -160,7 +160,12 @@ pub fn lookup(
             if let Command::LookupDone { result, .. } = c.cmd {
                 let out = result.map_err(|e| ExperimentError::Invalid(e.to_string()))?;
                 let owner = out.owner.id;
-                debug_assert_eq!(owner, ring.successor(key));
+                if owner != ring.successor(key) {
+                    return Err(ExperimentError::Invalid(format!(
+                        "lookup ended at {owner}, but successor({key}) is {}",
+                        ring.successor(key)
+                    )));
+                }
                 return Ok(LookupReport {
                     key,
                     owner,

@@ -257,7 +257,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
 
     /// Reference: Zave 2017 (Join, Stabilize, Rectify; Fail precondition: no
     /// member is left without a live successor) and SIGCOMM §5.2 (replicas on
