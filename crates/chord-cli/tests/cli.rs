@@ -48,6 +48,19 @@ fn lookup_json_of_key_15_from_90_is_90_10_32_in_both_styles() {
     }
 }
 
+/// Reference: seed slides "Basic Lookups" (successor pointers only).
+#[test]
+fn successor_route_visits_every_node_up_to_the_owner() {
+    let (code, out, _) = chord(&format!(
+        "sim lookup {SEED_RING} --from 32 --key-id 80 --route successor --json"
+    ));
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().last().unwrap(),
+        r#"{"key":80,"owner":90,"path":[32,60,90]}"#
+    );
+}
+
 #[test]
 fn lookup_by_name_hashes_the_name_with_sha1() {
     // SHA-1("hello") ends in 0x4d; 0x4d & 0x7f = 77, owned by node 90.

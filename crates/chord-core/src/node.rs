@@ -105,6 +105,9 @@ pub struct Config {
     pub max_lookup_hops: u32,
     /// How many next-hop candidates a node returns in an iterative step.
     pub lookup_candidates: usize,
+    /// Route lookups through fingers (O(log N) hops, the default); when false,
+    /// lookups walk the successor list only (O(N) hops).
+    pub finger_routing: bool,
     /// Consecutive unanswered requests after which a node is presumed dead and
     /// removed from the routing state. 1 trusts every timeout (a perfect
     /// failure detector, as Zave assumes); more tolerates message loss.
@@ -128,6 +131,7 @@ impl Config {
             lookup_retries: true,
             max_lookup_hops: 2 * space.bits() + 8,
             lookup_candidates: 4,
+            finger_routing: true,
             failure_strikes: 3,
         }
     }
@@ -1454,6 +1458,16 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
     fn candidates(&self, key: Id) -> Vec<NodeRef<A>> {
         let me = self.me.id;
         let space = self.cfg.space;
+        if !self.cfg.finger_routing {
+            // Successor walk (SIGCOMM §4.3 "basic" lookup): the successor, then
+            // the rest of the list as fallbacks.
+            return self
+                .succs
+                .iter()
+                .take(self.cfg.lookup_candidates)
+                .cloned()
+                .collect();
+        }
         let mut c: Vec<&NodeRef<A>> = self
             .fingers
             .values()

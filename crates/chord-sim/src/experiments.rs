@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use chord_core::node::{Command, Config, LookupMode};
-use chord_core::ring::Walk;
 use chord_core::{ChordError, FingerRow, Id, IdSpace, StaticRing};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,7 +97,7 @@ pub enum Route {
     Iterative,
     /// Message-driven recursive finger lookup in the simulator.
     Recursive,
-    /// Successor pointers only (O(N) hops).
+    /// Successor pointers only (O(N) hops), iteratively.
     Successor,
 }
 
@@ -115,10 +114,10 @@ pub struct LookupReport {
 
 /// Looks up `key` from `from` on the stabilized ring `nodes` (`m = bits`).
 ///
-/// For the finger routes this builds the ring in the simulator from the
-/// stabilized state (successor lists of length `min(3, N-1)`), runs the
-/// message-driven lookup of [`chord_core::Node`], and checks the owner against
-/// consistent hashing.
+/// This builds the ring in the simulator from the stabilized state (successor
+/// lists of length `min(3, N-1)`), runs the message-driven lookup of
+/// [`chord_core::Node`] (fingers, or successors only for [`Route::Successor`]),
+/// and checks the owner against consistent hashing.
 pub fn lookup(
     bits: u32,
     nodes: &[u64],
@@ -133,26 +132,15 @@ pub fn lookup(
         space.contains(key),
         format!("key {key} does not fit in {bits} bits"),
     )?;
-    if route == Route::Successor {
-        let path: Vec<Id> = ring
-            .lookup_path(from_i, key, Walk::Successor)
-            .into_iter()
-            .map(|i| ring.id(i))
-            .collect();
-        return Ok(LookupReport {
-            key,
-            owner: *path.last().expect("path is never empty"),
-            path,
-        });
-    }
     let mut cfg = Config::new(space);
     cfg.successors = 3;
+    cfg.finger_routing = route != Route::Successor;
     let mut sim: Sim<()> = Sim::new(cfg, NetConfig::default(), 0);
     let addrs = sim.build_stable(&ring);
-    let mode = if route == Route::Iterative {
-        LookupMode::Iterative
-    } else {
+    let mode = if route == Route::Recursive {
         LookupMode::Recursive
+    } else {
+        LookupMode::Iterative
     };
     sim.lookup(addrs[from_i], key, mode);
     loop {

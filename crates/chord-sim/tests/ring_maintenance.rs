@@ -146,6 +146,32 @@ fn seed_route_of_key_15_is_the_same_iteratively_and_recursively() {
     }
 }
 
+/// Reference: SIGCOMM §4.3 (successor-only lookups): with finger routing off,
+/// the message-driven lookup visits exactly the nodes of the static successor
+/// walk, for every key and origin of the seed ring.
+#[test]
+fn successor_only_lookups_follow_the_successor_walk() {
+    let space = IdSpace::new(7).unwrap();
+    let ids = [10u64, 32, 60, 90, 105, 120].map(|v| space.id(v)).to_vec();
+    let ring = StaticRing::new(space, ids).unwrap();
+    let mut c = cfg(7, 3);
+    c.finger_routing = false;
+    let mut sim: Sim<u64> = Sim::new(c, NetConfig::default(), 5);
+    let addrs = sim.build_stable(&ring);
+    for from in 0..ring.len() {
+        for key in 0..128 {
+            let key = space.id(key);
+            let want: Vec<Id> = ring
+                .lookup_path(from, key, Walk::Successor)
+                .iter()
+                .map(|i| ring.id(*i))
+                .collect();
+            let got = lookup_retrying(&mut sim, addrs[from], key, LookupMode::Iterative);
+            assert_eq!(got, want, "from {} key {key}", ring.id(from));
+        }
+    }
+}
+
 /// Reference: SIGCOMM §4.2 (keys move on join and leave) and §5.2 (replicas on
 /// the successors): puts are readable after a voluntary leave and a crash.
 #[test]
