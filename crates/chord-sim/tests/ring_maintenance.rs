@@ -158,7 +158,7 @@ fn successor_only_lookups_follow_the_successor_walk() {
     c.finger_routing = false;
     let mut sim: Sim<u64> = Sim::new(c, NetConfig::default(), 5);
     let addrs = sim.build_stable(&ring);
-    for from in 0..ring.len() {
+    for (from, addr) in addrs.iter().enumerate() {
         for key in 0..128 {
             let key = space.id(key);
             let want: Vec<Id> = ring
@@ -166,7 +166,7 @@ fn successor_only_lookups_follow_the_successor_walk() {
                 .iter()
                 .map(|i| ring.id(*i))
                 .collect();
-            let got = lookup_retrying(&mut sim, addrs[from], key, LookupMode::Iterative);
+            let got = lookup_retrying(&mut sim, *addr, key, LookupMode::Iterative);
             assert_eq!(got, want, "from {} key {key}", ring.id(from));
         }
     }
