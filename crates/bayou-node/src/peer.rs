@@ -319,8 +319,8 @@ pub fn advance(summary: &mut Summary, item: &Item) {
     }
 }
 
-/// One anti-entropy session each way with `peer`: first this replica
-/// receives what it lacks, then the peer does. Returns when both directions
+/// One anti-entropy session each way with `peer`: first the peer receives
+/// what it lacks from this replica, then this replica from the peer. Returns when both directions
 /// are durable at their receivers.
 pub async fn sync_with(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionError> {
     let limit = Duration::from_millis(node.config.session_timeout_ms);
@@ -369,11 +369,9 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         other => return Err(conn.protocol(format!("expected Welcome from {peer}, got {other:?}"))),
     }
     let mut report = SyncReport::default();
-    // Pull: we receive.
-    let summary = node.summary().await?;
-    conn.send(&Msg::Pull { summary }).await?;
-    (report.received_writes, report.received_commits) = conn.receive_items().await?;
-    // Push: the peer receives.
+    // Push first: the peer receives what it lacks from us. When the peer is
+    // the primary it commits those writes on receipt, so the pull that
+    // follows brings their commits back in the same call.
     conn.send(&Msg::PushOffer).await?;
     let summary = match conn.recv().await? {
         Msg::Pull { summary } => summary,
@@ -390,6 +388,10 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         }
         other => return Err(conn.protocol(format!("expected Ack, got {other:?}"))),
     }
+    // Then pull: we receive.
+    let summary = node.summary().await?;
+    conn.send(&Msg::Pull { summary }).await?;
+    (report.received_writes, report.received_commits) = conn.receive_items().await?;
     debug!(id = %node.config.id, %peer, ?report, "anti-entropy session done");
     Ok(report)
 }

@@ -18,13 +18,16 @@
 //! ```text
 //! I -> R  Hello { from: I, to: R }           R checks it is R and online
 //! R -> I  Welcome { from: R }
-//! I -> R  Pull { summary of I }              I receives from R ([P97 Fig. 2])
-//! R -> I  Items { .. } * , End
-//! I -> R  PushOffer                          then R receives from I
+//! I -> R  PushOffer                          R receives from I ([P97 Fig. 2])
 //! R -> I  Pull { summary of R }
 //! I -> R  Items { .. } * , End
 //! R -> I  Ack { new_writes, commits }        sent once R's writes are durable
+//! I -> R  Pull { summary of I }              then I receives from R
+//! R -> I  Items { .. } * , End
 //! ```
+//!
+//! Push comes first so that when R is the primary, the commits of I's writes
+//! come back in the same session.
 //!
 //! Items travel in the sender's log order, so any prefix is a valid
 //! interrupted session and a receiver keeps what it got.
