@@ -1,0 +1,387 @@
+//! `chord serve` (one node) and `chord cluster` (a local ring of node
+//! processes), shared by the `chord` binary and this crate's `chord-node`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chord_core::node::LookupMode;
+use chord_core::{Id, IdSpace, NodeRef, VirtualHost};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::info;
+
+use crate::node::{CoreEvent, NodeConfig, RingView, Shared, run_core, set_ready};
+use crate::store::{RedbStore, StoreHandle, hex};
+use crate::transport::Peers;
+use crate::{data, server};
+
+/// How lookups are carried out.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LookupArg {
+    /// The origin asks every hop itself.
+    Iterative,
+    /// Every hop forwards the request.
+    Recursive,
+}
+
+/// Ring and storage parameters shared by `serve` and `cluster`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Tuning {
+    /// Successor-list length r.
+    #[arg(long, default_value_t = 8)]
+    pub successors: usize,
+    /// Copies of every key: the owner plus `replicas - 1` successors (on distinct processes).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Virtual nodes per process.
+    #[arg(long = "virtual", default_value_t = 1)]
+    pub virtual_nodes: usize,
+    /// Mean stabilization period in ms (each interval uniform in 0.5x..1.5x).
+    #[arg(long, default_value_t = 500)]
+    pub stabilize_ms: u64,
+    /// fix_fingers period in ms (one finger lookup per period).
+    #[arg(long, default_value_t = 250)]
+    pub fix_fingers_ms: u64,
+    /// check_predecessor period in ms.
+    #[arg(long, default_value_t = 500)]
+    pub check_predecessor_ms: u64,
+    /// Timeout of every node-to-node request in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub rpc_timeout_ms: u64,
+    /// Unanswered requests in a row before a node is presumed dead.
+    #[arg(long, default_value_t = 2)]
+    pub failure_strikes: u32,
+    /// Anti-entropy period in ms (replica repair, join hand-off, garbage collection).
+    #[arg(long, default_value_t = 1000)]
+    pub sync_ms: u64,
+    /// How client requests find a key's owner.
+    #[arg(long, value_enum, default_value_t = LookupArg::Recursive)]
+    pub lookup: LookupArg,
+    /// A client request gives up (TRYAGAIN) after this many ms of ring changes.
+    #[arg(long, default_value_t = 10_000)]
+    pub op_timeout_ms: u64,
+    /// Largest node-to-node frame in bytes.
+    #[arg(long, default_value_t = crate::wire::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+    /// Log filter (tracing-subscriber syntax), e.g. info or chord_node=debug.
+    #[arg(long, default_value = "warn")]
+    pub log: String,
+}
+
+/// `chord serve`: one node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address for Redis clients and for other nodes, e.g. 127.0.0.1:8001.
+    #[arg(long)]
+    pub listen: String,
+    /// A ring member to join through; without it the node creates a ring.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Data directory (created if missing; refused if another node id made it).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Node id (decimal, or 0x-prefixed hex up to 160 bits) instead of SHA-1(listen address).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// `chord cluster`: a local ring of `--nodes` processes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Number of node processes.
+    #[arg(long, default_value_t = 8)]
+    pub nodes: usize,
+    /// The first node listens on this port, the others on the following ones.
+    #[arg(long, default_value_t = 8000)]
+    pub base_port: u16,
+    /// Parent of the nodes' data directories (n0, n1, ...).
+    #[arg(long, default_value = "chord-cluster")]
+    pub data_dir: PathBuf,
+    /// Host to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[allow(missing_docs)]
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
+    s.to_socket_addrs()
+        .with_context(|| format!("bad address {s:?}"))?
+        .next()
+        .with_context(|| format!("{s:?} resolves to nothing"))
+}
+
+/// Checks the flags and builds the node configuration.
+pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
+    let t = &a.tuning;
+    let listen = resolve(&a.listen)?;
+    let mut c = NodeConfig::new(listen, a.data_dir.clone());
+    c.join = a.join.as_deref().map(resolve).transpose()?;
+    if c.join == Some(listen) {
+        bail!("--join must name another node");
+    }
+    if !(1..=64).contains(&t.successors) {
+        bail!("--successors must be between 1 and 64");
+    }
+    if t.replicas < 1 || t.replicas > t.successors + 1 {
+        bail!("--replicas must be between 1 and successors + 1");
+    }
+    if !(1..=64).contains(&t.virtual_nodes) {
+        bail!("--virtual must be between 1 and 64");
+    }
+    if t.rpc_timeout_ms == 0 || t.stabilize_ms == 0 || t.sync_ms == 0 {
+        bail!("periods and timeouts must be positive");
+    }
+    if t.max_frame_bytes < 1024 {
+        bail!("--max-frame-bytes must be at least 1024");
+    }
+    c.successors = t.successors;
+    c.replicas = t.replicas;
+    c.virtual_nodes = t.virtual_nodes;
+    c.stabilize_ms = t.stabilize_ms;
+    c.fix_fingers_ms = t.fix_fingers_ms;
+    c.check_predecessor_ms = t.check_predecessor_ms;
+    c.rpc_timeout_ms = t.rpc_timeout_ms;
+    c.failure_strikes = t.failure_strikes;
+    c.sync_ms = t.sync_ms;
+    c.lookup_mode = match t.lookup {
+        LookupArg::Iterative => LookupMode::Iterative,
+        LookupArg::Recursive => LookupMode::Recursive,
+    };
+    c.op_timeout_ms = t.op_timeout_ms;
+    c.max_frame_bytes = t.max_frame_bytes;
+    if let Some(id) = &a.id {
+        if t.virtual_nodes > 1 {
+            bail!("--id cannot be combined with --virtual > 1");
+        }
+        let id: Id = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        if !IdSpace::default().contains(id) {
+            bail!("--id does not fit in 160 bits");
+        }
+        c.id = Some(id);
+    }
+    Ok(c)
+}
+
+/// Runs `chord serve` until interrupted or until `CHORD.LEAVE`.
+pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let cfg = config(&a)?;
+    init_logging(&a.tuning.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg))
+}
+
+fn init_logging(filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a node with `cfg` until shutdown (signal or `CHORD.LEAVE`).
+pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    let space = IdSpace::default();
+    let ids = cfg.vnode_ids(space);
+    let store = RedbStore::open(&cfg.data_dir, ids[0])
+        .with_context(|| format!("opening {}", cfg.data_dir.display()))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let (core_tx, core_rx) = mpsc::unbounded_channel();
+    let (shutdown, _) = watch::channel(false);
+    let seed = u64::from_be_bytes(ids[0].to_be_bytes()[12..20].try_into().expect("8 bytes"));
+    let host = VirtualHost::new(&cfg.core_config_pub(space), cfg.listen, &ids, seed);
+    let shared = Arc::new(Shared {
+        peers: Peers::new(
+            cfg.max_frame_bytes,
+            Duration::from_millis(cfg.rpc_timeout_ms),
+        ),
+        cfg: cfg.clone(),
+        space,
+        view: RwLock::new(Arc::new(RingView::default())),
+        core: core_tx,
+        store: StoreHandle::spawn(store),
+        ready: Mutex::new(Default::default()),
+        leaving: Default::default(),
+        ring_changed: Notify::new(),
+        shutdown,
+        counters: Default::default(),
+        started: Instant::now(),
+    });
+    let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
+    tokio::spawn(server::accept_loop(shared.clone(), listener));
+    tokio::spawn(data::sync_loop(shared.clone()));
+    let me = cfg.listen;
+    match cfg.join {
+        None => {
+            // The first virtual node creates the ring and owns everything, so
+            // it is ready at once; the others join through it.
+            set_ready(&shared, ids[0]);
+            let _ = shared.core.send(CoreEvent::Create { vnode: ids[0] });
+            for v in &ids[1..] {
+                let bootstrap = NodeRef {
+                    id: ids[0],
+                    addr: me,
+                };
+                let _ = shared.core.send(CoreEvent::Join {
+                    vnode: *v,
+                    bootstrap,
+                });
+            }
+        }
+        Some(b) => {
+            let s = shared.clone();
+            let ids = ids.clone();
+            tokio::spawn(async move {
+                let remote = s.whoami(b).await;
+                if let Some(r) = remote.first() {
+                    for v in ids {
+                        let bootstrap = NodeRef { id: *r, addr: b };
+                        let _ = s.core.send(CoreEvent::Join {
+                            vnode: v,
+                            bootstrap,
+                        });
+                    }
+                }
+            });
+        }
+    }
+    println!(
+        "chord node {} id {} listening on {}{}",
+        env!("CARGO_PKG_VERSION"),
+        hex(ids[0]),
+        me,
+        cfg.join
+            .map(|j| format!(", joining via {j}"))
+            .unwrap_or_default()
+    );
+    info!(%me, id = %hex(ids[0]), "serving");
+    let mut stop = shared.shutdown.subscribe();
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
+    let terminated = term.recv();
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<Option<()>>();
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
+    shared.shutdown.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(1), core).await;
+    Ok(())
+}
+
+/// Runs `chord cluster`: starts the node processes (this executable's
+/// `serve`), prints their addresses, and stops them all on Ctrl-C.
+pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
+    if a.nodes == 0 || a.nodes > 256 {
+        bail!("--nodes must be between 1 and 256");
+    }
+    if u32::from(a.base_port) + a.nodes as u32 > 65_536 {
+        bail!("ports beyond 65535");
+    }
+    let exe = std::env::current_exe()?;
+    std::fs::create_dir_all(&a.data_dir)?;
+    let t = &a.tuning;
+    let first = format!("{}:{}", a.host, a.base_port);
+    let mut children = Vec::new();
+    for i in 0..a.nodes {
+        let listen = format!("{}:{}", a.host, a.base_port + i as u16);
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(&listen)
+            .arg("--data-dir")
+            .arg(a.data_dir.join(format!("n{i}")));
+        if i > 0 {
+            cmd.arg("--join").arg(&first);
+        }
+        cmd.args([
+            "--successors".into(),
+            t.successors.to_string(),
+            "--replicas".into(),
+            t.replicas.to_string(),
+            "--virtual".into(),
+            t.virtual_nodes.to_string(),
+            "--stabilize-ms".into(),
+            t.stabilize_ms.to_string(),
+            "--fix-fingers-ms".into(),
+            t.fix_fingers_ms.to_string(),
+            "--check-predecessor-ms".into(),
+            t.check_predecessor_ms.to_string(),
+            "--rpc-timeout-ms".into(),
+            t.rpc_timeout_ms.to_string(),
+            "--failure-strikes".into(),
+            t.failure_strikes.to_string(),
+            "--sync-ms".into(),
+            t.sync_ms.to_string(),
+            "--op-timeout-ms".into(),
+            t.op_timeout_ms.to_string(),
+            "--max-frame-bytes".into(),
+            t.max_frame_bytes.to_string(),
+            "--log".into(),
+            t.log.clone(),
+        ]);
+        cmd.arg("--lookup").arg(match t.lookup {
+            LookupArg::Iterative => "iterative",
+            LookupArg::Recursive => "recursive",
+        });
+        let child = cmd.spawn().with_context(|| format!("starting node {i}"))?;
+        children.push((listen.clone(), child));
+        if i == 0 {
+            // The others join through the first: wait until it listens.
+            let addr = resolve(&listen)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                if Instant::now() > deadline {
+                    bail!("node 0 did not start listening on {listen}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    println!(
+        "chord cluster: {} nodes on {}:{}..{}; try: redis-cli -p {} CHORD.INFO; Ctrl-C stops them",
+        a.nodes,
+        a.host,
+        a.base_port,
+        a.base_port + a.nodes as u16 - 1,
+        a.base_port
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        anyhow::Ok(())
+    })?;
+    for (_, c) in &mut children {
+        let _ = c.kill();
+    }
+    for (_, c) in &mut children {
+        let _ = c.wait();
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! `chord-node`: the same `serve` and `cluster` subcommands as the `chord`
+//! binary, in this crate so that its integration tests can run it.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "chord-node", about = "A Chord DHT node that speaks RESP")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node.
+    Serve(chord_node::cli::ServeArgs),
+    /// Run a local ring of several node processes.
+    Cluster(chord_node::cli::ClusterArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Serve(a) => chord_node::cli::serve(a),
+        Cmd::Cluster(a) => chord_node::cli::cluster(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

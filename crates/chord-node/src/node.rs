@@ -1,0 +1,580 @@
+//! The process: configuration, shared state, and the core task that drives
+//! the chord-core state machines.
+//!
+//! One tokio task owns the [`VirtualHost`] (the `v` virtual nodes of this
+//! process) and is the only code that touches it. It takes inputs from a
+//! channel (messages from peers, client lookups, joins, leaves, inspections),
+//! fires timers from a heap, and after every input drains the cores' commands:
+//! `Send` goes to the peer transport (or straight back into the loop for a
+//! virtual node of this process), `SetTimer` into the heap, `LookupDone` to the
+//! waiting client. After each input it republishes the ring view (predecessor
+//! and successor list of each virtual node) that the storage layer reads when
+//! it decides ownership and replica sets.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chord_core::interval::in_open_closed;
+use chord_core::node::{Command, LookupMode, LookupOutcome, OpError, Stats};
+use chord_core::{Config, Id, IdSpace, NodeRef, Timer, VirtualHost};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::store::StoreHandle;
+use crate::transport::Peers;
+use crate::wire::{Body, CoreMsg, Request, Response};
+
+/// A node reference on the network.
+pub type Peer = NodeRef<SocketAddr>;
+
+/// Everything `chord serve` can set.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to listen on (clients and peers); hashed into the node id.
+    pub listen: SocketAddr,
+    /// A member to join through; `None` creates a ring.
+    pub join: Option<SocketAddr>,
+    /// Directory of the durable store.
+    pub data_dir: PathBuf,
+    /// Successor-list length r.
+    pub successors: usize,
+    /// Copies of each key: the owner and `replicas - 1` successors on distinct processes.
+    pub replicas: usize,
+    /// Virtual nodes per process.
+    pub virtual_nodes: usize,
+    /// Fixed id (only with one virtual node).
+    pub id: Option<Id>,
+    /// Mean stabilization period; each interval is uniform in `[0.5, 1.5]` times it.
+    pub stabilize_ms: u64,
+    /// fix_fingers period.
+    pub fix_fingers_ms: u64,
+    /// check_predecessor period.
+    pub check_predecessor_ms: u64,
+    /// Timeout of every request (core messages and storage RPCs).
+    pub rpc_timeout_ms: u64,
+    /// Unanswered requests in a row before a peer is presumed dead.
+    pub failure_strikes: u32,
+    /// Anti-entropy period (replica repair, hand-off, garbage collection).
+    pub sync_ms: u64,
+    /// How client operations look up owners.
+    pub lookup_mode: LookupMode,
+    /// A client operation gives up after this long (ring reconfiguring).
+    pub op_timeout_ms: u64,
+    /// Largest peer frame.
+    pub max_frame_bytes: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for a node at `listen` storing in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            listen,
+            join: None,
+            data_dir,
+            successors: 8,
+            replicas: 3,
+            virtual_nodes: 1,
+            id: None,
+            stabilize_ms: 500,
+            fix_fingers_ms: 250,
+            check_predecessor_ms: 500,
+            rpc_timeout_ms: 1000,
+            failure_strikes: 2,
+            sync_ms: 1000,
+            lookup_mode: LookupMode::Recursive,
+            op_timeout_ms: 10_000,
+            max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+
+    /// The ids of this process's virtual nodes: `--id`, or SHA-1 of the listen
+    /// address with one virtual node, or SHA-1 of `"addr#i"` with several.
+    pub fn vnode_ids(&self, space: IdSpace) -> Vec<Id> {
+        if let Some(id) = self.id {
+            return vec![id];
+        }
+        let addr = self.listen.to_string();
+        if self.virtual_nodes <= 1 {
+            vec![space.hash(addr.as_bytes())]
+        } else {
+            chord_core::host::virtual_ids(space, &addr, self.virtual_nodes)
+        }
+    }
+
+    /// The chord-core configuration these settings imply.
+    pub fn core_config_pub(&self, space: IdSpace) -> Config {
+        let mut c = Config::new(space);
+        c.successors = self.successors.max(1);
+        // The driver stores keys itself (durably); the core's in-memory store stays empty.
+        c.replicas = 0;
+        c.stabilize_ms_min = (self.stabilize_ms / 2).max(1);
+        c.stabilize_ms_max = (self.stabilize_ms * 3 / 2).max(c.stabilize_ms_min);
+        c.fix_fingers_ms = self.fix_fingers_ms.max(1);
+        c.check_predecessor_ms = self.check_predecessor_ms.max(1);
+        c.rpc_timeout_ms = self.rpc_timeout_ms.max(1);
+        c.failure_strikes = self.failure_strikes.max(1);
+        c
+    }
+}
+
+/// One virtual node as the storage layer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VnodeView {
+    /// Its id.
+    pub id: Id,
+    /// A ring member?
+    pub joined: bool,
+    /// Its predecessor, if known.
+    pub pred: Option<Peer>,
+    /// Its successor list.
+    pub succs: Vec<Peer>,
+}
+
+/// The ring as this process sees it, republished after every change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RingView {
+    /// The virtual nodes of this process.
+    pub vnodes: Vec<VnodeView>,
+}
+
+/// Who answers for a key here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// This virtual node owns it.
+    Owned(Id),
+    /// A virtual node whose predecessor is unknown may own it: wait.
+    Unsure,
+    /// Another process owns it.
+    NotMine,
+}
+
+impl RingView {
+    /// Which local virtual node owns `key`: `key ∈ (pred, n]`; a lone node owns everything.
+    pub fn ownership(&self, key: Id) -> Ownership {
+        let mut unsure = false;
+        for v in self.vnodes.iter().filter(|v| v.joined) {
+            match &v.pred {
+                Some(p) if in_open_closed(&key, &p.id, &v.id) => return Ownership::Owned(v.id),
+                Some(_) => {}
+                None if v.succs.is_empty() => return Ownership::Owned(v.id),
+                None => unsure = true,
+            }
+        }
+        if unsure {
+            Ownership::Unsure
+        } else {
+            Ownership::NotMine
+        }
+    }
+
+    /// The `(pred, n]` ranges this process owns, or `None` if some virtual
+    /// node's predecessor is unknown.
+    pub fn owned_ranges(&self) -> Option<Vec<(Id, Id)>> {
+        let mut out = Vec::new();
+        for v in self.vnodes.iter().filter(|v| v.joined) {
+            match &v.pred {
+                Some(p) => out.push((p.id, v.id)),
+                None if v.succs.is_empty() => out.push((v.id, v.id)),
+                None => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// A virtual node by id.
+    pub fn vnode(&self, id: Id) -> Option<&VnodeView> {
+        self.vnodes.iter().find(|v| v.id == id)
+    }
+}
+
+/// Counters shown by `CHORD.INFO` and `INFO`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// RESP commands served.
+    pub commands: AtomicU64,
+    /// Storage requests forwarded to another node.
+    pub forwarded: AtomicU64,
+    /// Storage requests served for other nodes.
+    pub served_remote: AtomicU64,
+    /// Client operations retried because the ring was changing.
+    pub retries: AtomicU64,
+    /// Records received by replication, hand-off or repair.
+    pub records_received: AtomicU64,
+    /// Records sent by repair or hand-off.
+    pub records_sent: AtomicU64,
+    /// Records dropped by garbage collection.
+    pub records_dropped: AtomicU64,
+    /// Completed anti-entropy rounds.
+    pub sync_rounds: AtomicU64,
+}
+
+/// Inputs of the core task.
+pub enum CoreEvent {
+    /// A core message from a peer.
+    Message {
+        /// Destination virtual node.
+        to: Id,
+        /// Sender.
+        from: Peer,
+        /// Payload.
+        msg: CoreMsg,
+    },
+    /// Look up `successor(key)`.
+    Lookup {
+        /// The key id.
+        key: Id,
+        /// Iterative or recursive.
+        mode: LookupMode,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>,
+    },
+    /// Create a ring with virtual node `vnode` as its only member.
+    Create {
+        /// The local virtual node.
+        vnode: Id,
+    },
+    /// Join virtual node `vnode` through `bootstrap`.
+    Join {
+        /// The local virtual node.
+        vnode: Id,
+        /// A ring member.
+        bootstrap: Peer,
+    },
+    /// Leave the ring with every virtual node (keys were handed off already).
+    Leave {
+        /// Answered once the leave messages are queued.
+        reply: oneshot::Sender<()>,
+    },
+    /// Run a closure on the cores (for `CHORD.FINGERS`, `CHORD.INFO`).
+    Inspect(Box<dyn FnOnce(&VirtualHost<SocketAddr, ()>) + Send>),
+}
+
+/// State shared by the tasks of one process.
+pub struct Shared {
+    /// Configuration.
+    pub cfg: NodeConfig,
+    /// The identifier ring (160 bits).
+    pub space: IdSpace,
+    /// The ring as last published by the core task.
+    pub view: RwLock<Arc<RingView>>,
+    /// Input of the core task.
+    pub core: mpsc::UnboundedSender<CoreEvent>,
+    /// Outgoing peer connections.
+    pub peers: Arc<Peers>,
+    /// The storage thread.
+    pub store: StoreHandle,
+    /// Virtual nodes that have taken over their range.
+    pub ready: Mutex<BTreeSet<Id>>,
+    /// Set once `CHORD.LEAVE` starts: the node serves no more keys.
+    pub leaving: AtomicBool,
+    /// Signalled when the ring view changes.
+    pub ring_changed: Notify,
+    /// Flips to true to stop the process.
+    pub shutdown: watch::Sender<bool>,
+    /// Counters.
+    pub counters: Counters,
+    /// When the process started.
+    pub started: Instant,
+}
+
+impl Shared {
+    /// The current ring view.
+    pub fn view(&self) -> Arc<RingView> {
+        self.view.read().expect("view lock").clone()
+    }
+
+    /// This process's address.
+    pub fn me(&self) -> SocketAddr {
+        self.cfg.listen
+    }
+
+    /// Looks up `successor(key)` through the local virtual node that precedes
+    /// `key` most closely.
+    pub async fn lookup(
+        &self,
+        key: Id,
+        mode: LookupMode,
+    ) -> Result<LookupOutcome<SocketAddr>, OpError> {
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .send(CoreEvent::Lookup {
+                key,
+                mode,
+                reply: tx,
+            })
+            .map_err(|_| OpError::NotJoined)?;
+        rx.await.unwrap_or(Err(OpError::NotJoined))
+    }
+
+    /// Runs `f` on the cores and returns its result.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&VirtualHost<SocketAddr, ()>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .send(CoreEvent::Inspect(Box::new(move |h| {
+                let _ = tx.send(f(h));
+            })))
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Summed core counters of the virtual nodes.
+    pub async fn core_stats(&self) -> Stats {
+        self.inspect(|h| {
+            let mut s = Stats::default();
+            for n in h.nodes().values() {
+                let x = n.stats();
+                s.messages_sent += x.messages_sent;
+                s.timeouts += x.timeouts;
+                s.lookups_ok += x.lookups_ok;
+                s.lookups_failed += x.lookups_failed;
+            }
+            s
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Asks a process which virtual nodes it hosts, retrying until it answers.
+    pub async fn whoami(&self, addr: SocketAddr) -> Vec<Id> {
+        loop {
+            match self.peers.call(addr, Request::Whoami).await {
+                Ok(Response::Ids(ids)) if !ids.is_empty() => return ids,
+                other => debug!(%addr, "bootstrap not ready: {other:?}"),
+            }
+            if *self.shutdown.borrow() {
+                return Vec::new();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The core task. Returns when every sender of `rx` is gone or on shutdown.
+pub async fn run_core(
+    shared: Arc<Shared>,
+    mut host: VirtualHost<SocketAddr, ()>,
+    mut rx: mpsc::UnboundedReceiver<CoreEvent>,
+) {
+    let start = shared.started;
+    let now_ms = move || start.elapsed().as_millis() as u64;
+    let me = shared.me();
+    let mut timers: BinaryHeap<Reverse<(u64, u64, Id, Timer)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut waiters: HashMap<
+        (Id, u64),
+        oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>,
+    > = HashMap::new();
+    let mut bootstraps: BTreeMap<Id, Peer> = BTreeMap::new();
+    let mut local: VecDeque<(Id, Peer, CoreMsg)> = VecDeque::new();
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut last_view = RingView::default();
+    loop {
+        let next = timers.peek().map(|Reverse(t)| t.0);
+        let sleep = async {
+            match next {
+                Some(at) => {
+                    tokio::time::sleep_until((start + Duration::from_millis(at)).into()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { return };
+                let now = now_ms();
+                match ev {
+                    CoreEvent::Message { to, from, msg } => host.handle_message(now, to, from, msg),
+                    CoreEvent::Lookup { key, mode, reply } => {
+                        // The joined virtual node closest before the key starts it.
+                        let space = shared.space;
+                        let best = host
+                            .nodes()
+                            .values()
+                            .filter(|n| n.is_joined())
+                            .min_by_key(|n| space.distance(n.id(), key))
+                            .map(|n| n.id());
+                        match best {
+                            Some(v) => {
+                                let n = host.node_mut(v).expect("hosted");
+                                let id = n.lookup(now, key, mode);
+                                waiters.insert((v, id), reply);
+                            }
+                            None => {
+                                let _ = reply.send(Err(OpError::NotJoined));
+                            }
+                        }
+                    }
+                    CoreEvent::Create { vnode } => {
+                        if let Some(n) = host.node_mut(vnode) {
+                            n.create(now);
+                        }
+                    }
+                    CoreEvent::Join { vnode, bootstrap } => {
+                        if let Some(n) = host.node_mut(vnode)
+                            && !n.is_joined()
+                        {
+                            info!(vnode = %crate::store::hex(vnode), bootstrap = %bootstrap.addr, "joining");
+                            bootstraps.insert(vnode, bootstrap.clone());
+                            n.join(now, bootstrap);
+                        }
+                    }
+                    CoreEvent::Leave { reply } => {
+                        let ids: Vec<Id> = host.nodes().keys().copied().collect();
+                        for v in ids {
+                            host.node_mut(v).expect("hosted").leave(now);
+                        }
+                        drain(&shared, &mut host, me, &mut timers, &mut seq, &mut waiters, &mut bootstraps, &mut local, now);
+                        let _ = reply.send(());
+                    }
+                    CoreEvent::Inspect(f) => f(&host),
+                }
+            }
+            _ = sleep => {
+                let now = now_ms();
+                while let Some(Reverse((at, _, v, t))) = timers.peek().cloned() {
+                    if at > now {
+                        break;
+                    }
+                    timers.pop();
+                    host.handle_timer(now, v, t);
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        let now = now_ms();
+        drain(
+            &shared,
+            &mut host,
+            me,
+            &mut timers,
+            &mut seq,
+            &mut waiters,
+            &mut bootstraps,
+            &mut local,
+            now,
+        );
+        let view = RingView {
+            vnodes: host
+                .nodes()
+                .values()
+                .map(|n| VnodeView {
+                    id: n.id(),
+                    joined: n.is_joined(),
+                    pred: n.predecessor().cloned(),
+                    succs: n.successors().to_vec(),
+                })
+                .collect(),
+        };
+        if view != last_view {
+            last_view = view.clone();
+            *shared.view.write().expect("view lock") = Arc::new(view);
+            shared.ring_changed.notify_waiters();
+        }
+    }
+}
+
+/// Performs the cores' commands until none is left.
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    shared: &Arc<Shared>,
+    host: &mut VirtualHost<SocketAddr, ()>,
+    me: SocketAddr,
+    timers: &mut BinaryHeap<Reverse<(u64, u64, Id, Timer)>>,
+    seq: &mut u64,
+    waiters: &mut HashMap<(Id, u64), oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>>,
+    bootstraps: &mut BTreeMap<Id, Peer>,
+    local: &mut VecDeque<(Id, Peer, CoreMsg)>,
+    now: u64,
+) {
+    loop {
+        while let Some((vid, cmd)) = host.poll_command() {
+            match cmd {
+                Command::Send { to, msg } => {
+                    let from = NodeRef { id: vid, addr: me };
+                    if to.addr == me {
+                        local.push_back((to.id, from, msg));
+                    } else {
+                        shared.peers.send(
+                            to.addr,
+                            &Body::Chord {
+                                to: to.id,
+                                from,
+                                msg,
+                            },
+                        );
+                    }
+                }
+                Command::SetTimer { timer, at } => {
+                    *seq += 1;
+                    timers.push(Reverse((at, *seq, vid, timer)));
+                }
+                Command::LookupDone { lookup, result, .. } => {
+                    if let Some(w) = waiters.remove(&(vid, lookup)) {
+                        let _ = w.send(result);
+                    }
+                }
+                Command::Joined { successor } => {
+                    info!(vnode = %crate::store::hex(vid), successor = %successor.addr, "joined");
+                    bootstraps.remove(&vid);
+                }
+                Command::JoinFailed { error } => {
+                    warn!(vnode = %crate::store::hex(vid), "join failed: {error}; retrying");
+                    if let Some(b) = bootstraps.get(&vid).cloned() {
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            // The bootstrap may have restarted with other ids.
+                            let ids = shared.whoami(b.addr).await;
+                            if let Some(id) = ids.first() {
+                                let bootstrap = NodeRef {
+                                    id: *id,
+                                    addr: b.addr,
+                                };
+                                let _ = shared.core.send(CoreEvent::Join {
+                                    vnode: vid,
+                                    bootstrap,
+                                });
+                            }
+                        });
+                    }
+                }
+                Command::PutDone { .. } | Command::GetDone { .. } => {}
+            }
+        }
+        match local.pop_front() {
+            Some((to, from, msg)) => host.handle_message(now, to, from, msg),
+            None => return,
+        }
+    }
+}
+
+/// Marks `id` ready (it has taken over its range).
+pub fn set_ready(shared: &Shared, id: Id) {
+    shared.ready.lock().expect("ready lock").insert(id);
+}
+
+/// Whether virtual node `id` has taken over its range.
+pub fn is_ready(shared: &Shared, id: Id) -> bool {
+    shared.ready.lock().expect("ready lock").contains(&id)
+}
+
+/// Wall clock in microseconds (record versions).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Flags the process to stop.
+pub fn stop(shared: &Shared) {
+    shared.shutdown.send_replace(true);
+}

@@ -1,0 +1,243 @@
+//! Peer connections: one outgoing TCP connection per remote process, opened on
+//! first use, carrying one-way chord-core messages and storage requests; the
+//! answers to requests come back on the same connection.
+//!
+//! Every send is bounded: a connection has a queue of [`QUEUE_FRAMES`] frames
+//! (core messages beyond it are dropped, as a lossy network would, and the
+//! core's timeouts take over), connecting and every request have a timeout,
+//! and a connection that fails is forgotten so the next send reconnects.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::wire::{self, Body, MAGIC, Request, Response};
+
+/// Frames queued per connection before core messages are dropped.
+pub const QUEUE_FRAMES: usize = 8192;
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RpcError {
+    /// No connection could be made, or it broke before the answer.
+    #[error("connection to {0} failed")]
+    Connection(SocketAddr),
+    /// No answer within the timeout.
+    #[error("request to {0} timed out")]
+    Timeout(SocketAddr),
+    /// The connection's queue is full.
+    #[error("send queue to {0} is full")]
+    Busy(SocketAddr),
+}
+
+type PendingMap = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    pending: PendingMap,
+    next_id: AtomicU64,
+}
+
+/// The outgoing side of the peer protocol.
+pub struct Peers {
+    conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    max_frame_bytes: usize,
+    timeout: Duration,
+}
+
+impl Peers {
+    /// Peers with frames of at most `max_frame_bytes` and `timeout` for
+    /// connecting and for each request.
+    pub fn new(max_frame_bytes: usize, timeout: Duration) -> Arc<Peers> {
+        Arc::new(Peers {
+            conns: Mutex::new(HashMap::new()),
+            max_frame_bytes,
+            timeout,
+        })
+    }
+
+    /// The default request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn conn(self: &Arc<Self>, addr: SocketAddr) -> Arc<Conn> {
+        let mut conns = self.conns.lock().expect("peers lock");
+        if let Some(c) = conns.get(&addr)
+            && !c.tx.is_closed()
+        {
+            return c.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+        let conn = Arc::new(Conn {
+            tx,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            next_id: AtomicU64::new(1),
+        });
+        conns.insert(addr, conn.clone());
+        tokio::spawn(run_conn(self.clone(), addr, conn.clone(), rx));
+        conn
+    }
+
+    fn forget(&self, addr: SocketAddr, conn: &Arc<Conn>) {
+        let mut conns = self.conns.lock().expect("peers lock");
+        if conns.get(&addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(&addr);
+        }
+    }
+
+    /// Sends a one-way frame; dropped if the queue is full.
+    pub fn send(self: &Arc<Self>, addr: SocketAddr, body: &Body) {
+        let conn = self.conn(addr);
+        if conn.tx.try_send(wire::encode(body)).is_err() {
+            debug!(%addr, "peer queue full or closed: message dropped");
+        }
+    }
+
+    /// Sends a request and waits for its answer, at most the default timeout.
+    pub async fn call(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        req: Request,
+    ) -> Result<Response, RpcError> {
+        self.call_with(addr, req, self.timeout).await
+    }
+
+    /// Sends a request and waits for its answer, at most `timeout`.
+    pub async fn call_with(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let conn = self.conn(addr);
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().expect("pending lock").insert(id, tx);
+        let frame = wire::encode(&Body::Request { id, req });
+        if conn.tx.try_send(frame).is_err() {
+            conn.pending.lock().expect("pending lock").remove(&id);
+            return Err(RpcError::Busy(addr));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(RpcError::Connection(addr)),
+            Err(_) => {
+                conn.pending.lock().expect("pending lock").remove(&id);
+                Err(RpcError::Timeout(addr))
+            }
+        }
+    }
+}
+
+async fn run_conn(
+    peers: Arc<Peers>,
+    addr: SocketAddr,
+    conn: Arc<Conn>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let stream = match tokio::time::timeout(peers.timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            debug!(%addr, "connect failed");
+            peers.forget(addr, &conn);
+            conn.pending.lock().expect("pending lock").clear();
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut r, w) = stream.into_split();
+    let max = peers.max_frame_bytes;
+    let pending = conn.pending.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            match read_frame(&mut r, &mut buf, max).await {
+                Ok(true) => {}
+                _ => return,
+            }
+            match wire::decode(&buf) {
+                Ok(Body::Response { id, resp }) => {
+                    if let Some(tx) = pending.lock().expect("pending lock").remove(&id) {
+                        let _ = tx.send(resp);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(%addr, "bad frame from peer: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    let mut w = BufWriter::with_capacity(64 << 10, w);
+    let write = async {
+        w.write_all(MAGIC).await?;
+        while let Some(frame) = rx.recv().await {
+            write_frame(&mut w, &frame).await?;
+            while let Ok(f) = rx.try_recv() {
+                write_frame(&mut w, &f).await?;
+            }
+            w.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let mut reader = reader;
+    tokio::select! {
+        r = write => {
+            if let Err(e) = r {
+                debug!(%addr, "write failed: {e}");
+            }
+        }
+        _ = &mut reader => {}
+    }
+    reader.abort();
+    peers.forget(addr, &conn);
+    // Dropping the senders fails every waiting request at once.
+    conn.pending.lock().expect("pending lock").clear();
+}
+
+/// Writes one frame: length then payload.
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    w.write_all(&(payload.len() as u32).to_be_bytes()).await?;
+    w.write_all(payload).await
+}
+
+/// Reads one frame into `buf`. `Ok(false)` at a clean end of stream; an error
+/// for a length of 0 or above `max`, or a stream cut inside a frame. Memory
+/// grows with the bytes actually received, not with the declared length.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 || len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame length {len} outside 1..={max}"),
+        ));
+    }
+    buf.clear();
+    let got = r.take(len as u64).read_to_end(buf).await?;
+    if got != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(true)
+}
