@@ -1,0 +1,106 @@
+//! Invariants checked by the simulator, one module each, each citing the
+//! paper section it comes from.
+//!
+//! * **Eventual consistency** ([T95 §1, §5]; [P97 §4.2]): once every pair of
+//!   servers has synced, all servers hold the same log, version vector and
+//!   database. See [`converged`].
+//! * **Committed prefix** ([T95 §6]; [P97 §3.1]): a write's CSN never changes
+//!   once it is durable anywhere, no CSN names two writes, and every server's
+//!   committed sequence is a prefix of the primary's.
+//! * **Causality** ([P97 §4.2], the causal-accept-order): if `w2` was accepted
+//!   at a server that already held `w1`, then `w1` precedes `w2` in every
+//!   server's log, and no server holds `w2` without `w1`.
+//! * **Log truth** ([T95 §5, §7]): each view equals a fresh execution of the
+//!   log in order, so rollback and redo never drift.
+//! * **One booking per slot** ([T95 §2.1]): in both views, every scheduled
+//!   meeting holds each of its hours and every booked hour belongs to a
+//!   meeting covering it (the meeting-room workload).
+
+mod causality;
+mod committed_prefix;
+mod convergence;
+mod log_truth;
+mod schedule;
+
+use std::collections::BTreeMap;
+
+use bayou_core::{Csn, Item, ServerId, VersionVector, WriteId};
+
+pub use causality::causality;
+pub use committed_prefix::committed_prefix;
+pub use convergence::converged;
+pub use log_truth::log_is_truth;
+pub use schedule::schedule;
+
+use crate::world::Node;
+
+/// State the checkers accumulate over a run.
+#[derive(Debug, Clone, Default)]
+pub struct Checker {
+    /// The CSN of every write durably committed anywhere.
+    csn_of: BTreeMap<WriteId, Csn>,
+    /// The write of every CSN durably assigned anywhere.
+    write_of: BTreeMap<Csn, WriteId>,
+    /// For each client write, the version vector of its server just before
+    /// it accepted the write: the writes it causally follows.
+    deps: BTreeMap<WriteId, VersionVector>,
+}
+
+impl Checker {
+    /// Records a client write and what its server held when accepting it.
+    pub fn record_write(&mut self, id: WriteId, deps: VersionVector) {
+        self.deps.insert(id, deps);
+    }
+
+    /// Records items that became durable at `server`; fails if a commit
+    /// contradicts one made durable before (anywhere).
+    pub fn record_durable(&mut self, server: &ServerId, items: &[Item]) -> Result<(), String> {
+        for item in items {
+            let (id, csn) = match item {
+                Item::Write {
+                    write,
+                    csn: Some(c),
+                } => (&write.id, *c),
+                Item::Commit { id, csn } => (id, *csn),
+                Item::Write { csn: None, .. } => continue,
+            };
+            if let Some(&old) = self.csn_of.get(id)
+                && old != csn
+            {
+                return Err(format!(
+                    "committed prefix violated at {server}: write {id} had CSN {old}, now {csn}"
+                ));
+            }
+            if let Some(old) = self.write_of.get(&csn)
+                && old != id
+            {
+                return Err(format!(
+                    "committed prefix violated at {server}: CSN {csn} named {old}, now {id}"
+                ));
+            }
+            self.csn_of.insert(id.clone(), csn);
+            self.write_of.insert(csn, id.clone());
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants that a step at `server` may have broken.
+    pub fn after_step(
+        &self,
+        server: &ServerId,
+        nodes: &BTreeMap<ServerId, Node>,
+        primary: Option<&ServerId>,
+    ) -> Result<(), String> {
+        let replica = &nodes[server].replica;
+        log_is_truth(replica)?;
+        schedule(replica)?;
+        causality(replica, &self.deps)?;
+        if let Some(p) = primary {
+            let primary = &nodes[p].replica;
+            for node in nodes.values() {
+                committed_prefix(&node.replica, primary)?;
+            }
+        }
+        Ok(())
+    }
+}
