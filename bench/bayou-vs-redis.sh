@@ -4,14 +4,17 @@
 # fsynced before its reply), in one run. Prints requests/s and the ratio
 # bayou/redis for SET and GET, without and with pipelining (-P 16).
 #
-# Usage: bench/bayou-vs-redis.sh [REQUESTS] [CLIENTS]
-#   REQUESTS  per test (default 100000), CLIENTS  parallel connections (default 50)
+# Usage: bench/bayou-vs-redis.sh [REQUESTS] [CLIENTS] [REPEAT]
+#   REQUESTS  per test (default 100000), CLIENTS  parallel connections (default 50),
+#   REPEAT    runs of each test, alternating the two servers; the median is shown
+#             (default 3)
 # Needs: redis-benchmark and redis-server (Debian: redis-tools, redis-server).
 # BAYOU_BIN may point to a built `bayou`; otherwise it is built in release mode.
 set -euo pipefail
 
 N=${1:-100000}
 C=${2:-50}
+REPEAT=${3:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 for tool in redis-benchmark redis-server redis-cli; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install redis-tools redis-server)" >&2; exit 1; }
@@ -46,12 +49,19 @@ rps() {
     awk -F, -v t="\"${test^^}\"" '$1 == t { gsub(/"/, "", $2); print $2 }'
 }
 
-echo "redis-benchmark -n $N -c $C -r 100000; bayou $(basename "$BAYOU_BIN") vs $(redis-server --version | awk '{print $3}') appendfsync always"
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+echo "redis-benchmark -n $N -c $C -r 100000, median of $REPEAT; bayou serve vs redis-server $(redis-server --version | awk '{print $3}') appendonly yes appendfsync always"
 printf '%-12s %14s %14s %8s\n' test bayou redis ratio
 for pipe in 1 16; do
   for test in set get; do
-    b=$(rps "$BAYOU_PORT" "$test" -P "$pipe")
-    r=$(rps "$REDIS_PORT" "$test" -P "$pipe")
+    bs=(); rs=()
+    for _ in $(seq "$REPEAT"); do
+      bs+=("$(rps "$BAYOU_PORT" "$test" -P "$pipe")")
+      rs+=("$(rps "$REDIS_PORT" "$test" -P "$pipe")")
+    done
+    b=$(printf '%s\n' "${bs[@]}" | median)
+    r=$(printf '%s\n' "${rs[@]}" | median)
     printf '%-12s %14s %14s %8s\n' "${test^^} -P $pipe" "$b" "$r" \
       "$(awk -v b="$b" -v r="$r" 'BEGIN { printf "%.2f", b / r }')"
   done

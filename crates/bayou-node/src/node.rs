@@ -4,15 +4,16 @@
 //!
 //! # Threads and the durability barrier
 //!
-//! * The **replica task** owns the [`Replica`]. It takes requests from a
-//!   bounded channel, drains whatever else is queued (up to
-//!   [`MAX_REQUESTS_PER_ROUND`]), then hands everything the replica queued for
-//!   persistence to the storage thread as one numbered batch and answers each
-//!   request with its result and a *barrier*: the number of the latest batch.
+//! * The [`Replica`] sits behind a mutex, held only for pure, in-memory
+//!   work: connection tasks and anti-entropy sessions lock it, run their
+//!   commands, drain what the replica queued for persistence into a numbered
+//!   batch for the storage thread, and take that number as their *barrier*.
+//!   No I/O happens under the lock, and no `.await`.
 //! * The **storage thread** writes batches to the [`Storage`]; when several
-//!   are waiting it merges them into one transaction (group commit), then
-//!   publishes the number of the last durable batch on a watch channel.
-//! * Whoever got an answer waits until that number reaches the barrier before
+//!   are waiting it merges them into one transaction (group commit: while one
+//!   fsync runs, the batches of every other client pile up for the next),
+//!   then publishes the number of the last durable batch on a watch channel.
+//! * Whoever holds a barrier waits until that number reaches it before
 //!   letting anything out of the process: a reply to a client, items to a
 //!   peer. That is the persistence contract of `bayou_core::replica`: nothing
 //!   leaves a server before the state it reflects is durable.
@@ -22,8 +23,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bayou_core::{
@@ -32,13 +33,10 @@ use bayou_core::{
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::resp::Reply;
-
-/// Requests the replica task handles in one round before it persists.
-pub const MAX_REQUESTS_PER_ROUND: usize = 1024;
 
 /// The fewest commits between two checkpoints of the committed database.
 pub const CHECKPOINT_EVERY: u64 = 4096;
@@ -58,33 +56,6 @@ pub enum ClockMode {
     /// No physical clock (reading 0): stamps are the logical clock alone,
     /// 1, 2, 3, … — easier to read in `BAYOU.LOG`.
     Logical,
-}
-
-/// What the replica task is asked to do.
-pub(crate) enum Request {
-    /// Client commands that touch the replica, answered in order.
-    Queries {
-        queries: Vec<Query>,
-        reply: oneshot::Sender<(Vec<Reply>, u64)>,
-    },
-    /// This replica's summary, to start receiving.
-    Summary {
-        reply: oneshot::Sender<(Summary, u64)>,
-    },
-    /// The next items a receiver with `summary` lacks.
-    Items {
-        summary: Summary,
-        max_items: usize,
-        max_bytes: usize,
-        reply: oneshot::Sender<(Vec<Item>, bool, u64)>,
-    },
-    /// Items received by anti-entropy.
-    Receive {
-        items: Vec<Item>,
-        reply: oneshot::Sender<(Result<ReceiveReport, ProtocolError>, u64)>,
-    },
-    /// Persist what is pending, then stop.
-    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// A client command that reads or writes the replica.
@@ -184,7 +155,7 @@ impl Config {
 pub struct Node {
     /// The configuration.
     pub config: Config,
-    requests: mpsc::Sender<Request>,
+    core: Mutex<Core>,
     durable: watch::Receiver<u64>,
     offline: AtomicBool,
     /// Counters.
@@ -197,8 +168,8 @@ pub struct Node {
 pub struct Gone(pub ServerId);
 
 impl Node {
-    /// Opens the data directory, recovers the replica and starts its task
-    /// and storage thread. Must be called inside a tokio runtime.
+    /// Opens the data directory, recovers the replica and starts its storage
+    /// thread.
     pub fn start(config: Config) -> Result<(Arc<Node>, std::thread::JoinHandle<()>), StoreError> {
         let mut store = RedbStore::open(&config.data_dir, &config.id)?;
         let role = config.role();
@@ -219,12 +190,18 @@ impl Node {
             tentative = replica.tentative_len(),
             "recovered"
         );
-        let (req_tx, req_rx) = mpsc::channel(4096);
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let (batch_tx, batch_rx) = std::sync::mpsc::channel::<(u64, Batch)>();
+        let clock = config.clock;
         let node = Arc::new(Node {
             config,
-            requests: req_tx,
+            core: Mutex::new(Core {
+                replica,
+                checkpoint_csn,
+                issued: 0,
+                batches: Some(batch_tx),
+                clock,
+            }),
             durable: durable_rx,
             offline: AtomicBool::new(false),
             counters: Counters::default(),
@@ -234,15 +211,6 @@ impl Node {
             .name(format!("bayou-store-{}", node.config.id))
             .spawn(move || storage_thread(store, batch_rx, durable_tx, storage_node))
             .expect("spawn storage thread");
-        let task = ReplicaTask {
-            node: Arc::downgrade(&node),
-            replica,
-            checkpoint_csn,
-            issued: 0,
-            batches: batch_tx,
-            clock: node.config.clock,
-        };
-        tokio::spawn(task.run(req_rx));
         Ok((node, storage))
     }
 
@@ -257,36 +225,49 @@ impl Node {
         info!(id = %self.config.id, offline, "anti-entropy switched");
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, Gone> {
-        let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(make(tx))
-            .await
-            .map_err(|_| Gone(self.config.id.clone()))?;
-        rx.await.map_err(|_| Gone(self.config.id.clone()))
+    fn gone(&self) -> Gone {
+        Gone(self.config.id.clone())
+    }
+
+    /// Runs `f` on the replica, hands what it changed to storage, and
+    /// returns its result with the barrier to wait for.
+    fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> Result<(T, u64), Gone> {
+        let mut core = self.core.lock().expect("replica lock");
+        if core.batches.is_none() {
+            return Err(self.gone());
+        }
+        let t = f(&mut core);
+        let barrier = core.persist(false).ok_or_else(|| self.gone())?;
+        Ok((t, barrier))
     }
 
     /// Waits until batch `barrier` is durable.
     pub async fn wait_durable(&self, barrier: u64) -> Result<(), Gone> {
+        if *self.durable.borrow() >= barrier {
+            return Ok(());
+        }
         let mut rx = self.durable.clone();
         rx.wait_for(|d| *d >= barrier)
             .await
             .map(|_| ())
-            .map_err(|_| Gone(self.config.id.clone()))
+            .map_err(|_| self.gone())
     }
 
-    /// Runs client queries; the replies may be sent once durable.
+    /// Runs client queries; returns the replies once they may be sent.
     pub(crate) async fn queries(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Gone> {
-        let (replies, barrier) = self
-            .ask(|reply| Request::Queries { queries, reply })
-            .await?;
+        let (replies, barrier) = self.with_core(|core| {
+            queries
+                .into_iter()
+                .map(|q| core.query(q, self))
+                .collect::<Vec<_>>()
+        })?;
         self.wait_durable(barrier).await?;
         Ok(replies)
     }
 
     /// This replica's summary, durable.
     pub async fn summary(&self) -> Result<Summary, Gone> {
-        let (s, barrier) = self.ask(|reply| Request::Summary { reply }).await?;
+        let (s, barrier) = self.with_core(|core| core.replica.summary())?;
         self.wait_durable(barrier).await?;
         Ok(s)
     }
@@ -299,30 +280,44 @@ impl Node {
         max_items: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Item>, bool), Gone> {
-        let (items, more, barrier) = self
-            .ask(|reply| Request::Items {
-                summary,
-                max_items,
-                max_bytes,
-                reply,
-            })
-            .await?;
+        let ((items, more), barrier) = self.with_core(|core| {
+            let mut items = Vec::new();
+            let mut bytes = 0;
+            let mut iter = core.replica.items_for(&summary).peekable();
+            while items.len() < max_items && bytes < max_bytes {
+                let Some(item) = iter.next() else { break };
+                bytes += item_size(&item);
+                items.push(item);
+            }
+            let more = iter.peek().is_some();
+            (items, more)
+        })?;
         self.wait_durable(barrier).await?;
         Ok((items, more))
     }
 
-    /// Applies received items; returns once the result is queued for
-    /// storage, with the barrier to wait for.
+    /// Applies received items; returns the result with the barrier to wait
+    /// for before acknowledging them.
     pub async fn receive(
         &self,
         items: Vec<Item>,
     ) -> Result<(Result<ReceiveReport, ProtocolError>, u64), Gone> {
-        self.ask(|reply| Request::Receive { items, reply }).await
+        self.with_core(|core| core.replica.receive(items))
     }
 
-    /// Persists what is pending and stops the replica task.
+    /// Persists what is pending (with a fresh checkpoint) and stops the
+    /// storage thread once it has written everything.
     pub async fn shutdown(&self) {
-        let _ = self.ask(|done| Request::Shutdown { done }).await;
+        let barrier = {
+            let mut core = self.core.lock().expect("replica lock");
+            let barrier = core.persist(true);
+            // Dropping the sender lets the storage thread finish and exit.
+            core.batches = None;
+            barrier
+        };
+        if let Some(b) = barrier {
+            let _ = self.wait_durable(b).await;
+        }
     }
 }
 
@@ -349,79 +344,33 @@ fn storage_thread(
     drop(store);
 }
 
-struct ReplicaTask {
-    /// Weak, so that the task does not keep the node alive.
-    node: std::sync::Weak<Node>,
+/// The replica and what goes with it, behind [`Node`]'s mutex.
+#[derive(Debug)]
+struct Core {
     replica: Replica,
     checkpoint_csn: Csn,
+    /// The number of the last batch handed to storage.
     issued: u64,
-    batches: std::sync::mpsc::Sender<(u64, Batch)>,
+    /// `None` once shut down.
+    batches: Option<std::sync::mpsc::Sender<(u64, Batch)>>,
     clock: ClockMode,
 }
 
-/// A reply waiting for the round's barrier.
-enum Answer {
-    Queries(oneshot::Sender<(Vec<Reply>, u64)>, Vec<Reply>),
-    Summary(oneshot::Sender<(Summary, u64)>, Summary),
-    Items(oneshot::Sender<(Vec<Item>, bool, u64)>, Vec<Item>, bool),
-    Receive(
-        oneshot::Sender<(Result<ReceiveReport, ProtocolError>, u64)>,
-        Result<ReceiveReport, ProtocolError>,
-    ),
-}
-
-impl ReplicaTask {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut answers = Vec::new();
-        let mut shutdown = None;
-        while let Some(first) = rx.recv().await {
-            let mut next = Some(first);
-            let mut n = 0;
-            while let Some(req) = next {
-                match req {
-                    Request::Shutdown { done } => {
-                        shutdown = Some(done);
-                        break;
-                    }
-                    other => answers.push(self.handle(other)),
-                }
-                n += 1;
-                next = if n < MAX_REQUESTS_PER_ROUND {
-                    rx.try_recv().ok()
-                } else {
-                    None
-                };
-            }
-            // At shutdown the checkpoint catches up with the log.
-            let every = checkpoint_every(&self.replica);
-            if let Some(batch) = bayou_store::take_batch(
-                &mut self.replica,
-                &mut self.checkpoint_csn,
-                every,
-                shutdown.is_some(),
-            ) {
-                self.issued += 1;
-                if self.batches.send((self.issued, batch)).is_err() {
-                    break;
-                }
-            }
-            let barrier = self.issued;
-            for a in answers.drain(..) {
-                match a {
-                    Answer::Queries(tx, r) => drop(tx.send((r, barrier))),
-                    Answer::Summary(tx, s) => drop(tx.send((s, barrier))),
-                    Answer::Items(tx, i, more) => drop(tx.send((i, more, barrier))),
-                    Answer::Receive(tx, r) => drop(tx.send((r, barrier))),
-                }
-            }
-            if let Some(done) = shutdown.take() {
-                // Dropping the batch sender lets the storage thread finish
-                // the queue and exit.
-                drop(self.batches);
-                let _ = done.send(());
-                return;
-            }
+impl Core {
+    /// Hands what the replica queued to storage; returns the barrier, or
+    /// `None` if storage is gone.
+    fn persist(&mut self, force_checkpoint: bool) -> Option<u64> {
+        let every = checkpoint_every(&self.replica);
+        if let Some(batch) = bayou_store::take_batch(
+            &mut self.replica,
+            &mut self.checkpoint_csn,
+            every,
+            force_checkpoint,
+        ) {
+            self.issued += 1;
+            self.batches.as_ref()?.send((self.issued, batch)).ok()?;
         }
+        Some(self.issued)
     }
 
     fn now(&self) -> u64 {
@@ -434,38 +383,6 @@ impl ReplicaTask {
         }
     }
 
-    fn handle(&mut self, req: Request) -> Answer {
-        match req {
-            Request::Queries { queries, reply } => {
-                let replies = queries.into_iter().map(|q| self.query(q)).collect();
-                Answer::Queries(reply, replies)
-            }
-            Request::Summary { reply } => Answer::Summary(reply, self.replica.summary()),
-            Request::Items {
-                summary,
-                max_items,
-                max_bytes,
-                reply,
-            } => {
-                let mut items = Vec::new();
-                let mut bytes = 0;
-                let mut iter = self.replica.items_for(&summary).peekable();
-                while items.len() < max_items && bytes < max_bytes {
-                    let Some(item) = iter.next() else { break };
-                    bytes += item_size(&item);
-                    items.push(item);
-                }
-                let more = iter.peek().is_some();
-                Answer::Items(reply, items, more)
-            }
-            Request::Receive { items, reply } => {
-                let r = self.replica.receive(items);
-                Answer::Receive(reply, r)
-            }
-            Request::Shutdown { .. } => unreachable!("handled by run"),
-        }
-    }
-
     fn write(&mut self, op: Op) {
         let now = self.now();
         self.replica.client_write(now, op);
@@ -475,7 +392,7 @@ impl ReplicaTask {
         self.replica.get(key, View::Full).is_some()
     }
 
-    fn query(&mut self, q: Query) -> Reply {
+    fn query(&mut self, q: Query, node: &Node) -> Reply {
         match q {
             Query::Get(k, view) => Reply::Bulk(self.replica.get(&k, view).cloned()),
             Query::Set(k, v) => {
@@ -519,7 +436,7 @@ impl ReplicaTask {
                     .collect(),
             ),
             Query::Status => Reply::Array(
-                self.status()
+                self.status(node)
                     .into_iter()
                     .flat_map(|(k, v)| [Reply::text(k), v])
                     .collect(),
@@ -529,7 +446,7 @@ impl ReplicaTask {
                     String::from("# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n");
                 s += &format!("bayou_version:{}\r\n", env!("CARGO_PKG_VERSION"));
                 s += "\r\n# Bayou\r\n";
-                for (k, v) in self.status() {
+                for (k, v) in self.status(node) {
                     let v = match v {
                         Reply::Int(n) => n.to_string(),
                         Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
@@ -546,7 +463,7 @@ impl ReplicaTask {
         }
     }
 
-    fn status(&self) -> Vec<(&'static str, Reply)> {
+    fn status(&self, node: &Node) -> Vec<(&'static str, Reply)> {
         let r = &self.replica;
         let mut out = vec![
             ("id", Reply::text(r.id().as_str())),
@@ -573,7 +490,7 @@ impl ReplicaTask {
                 ),
             ),
         ];
-        if let Some(node) = self.node.upgrade() {
+        {
             let c = &node.counters;
             let get = |a: &AtomicU64| Reply::Int(a.load(Ordering::Relaxed) as i64);
             out.extend([
