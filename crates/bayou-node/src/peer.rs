@@ -534,3 +534,71 @@ fn next(state: &mut u64) -> u64 {
     *state ^= *state >> 27;
     state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::advance;
+    use bayou_core::{Item, Op, Replica, Role, ServerId, Summary};
+
+    fn sid(s: &str) -> ServerId {
+        ServerId::new(s).unwrap()
+    }
+
+    /// Sends what `to` lacks from `from` in chunks of `chunk` items, the way
+    /// a session does: the sender advances the receiver's summary itself.
+    fn chunked(from: &Replica, to: &mut Replica, chunk: usize) -> usize {
+        let mut summary: Summary = to.summary();
+        let mut frames = 0;
+        loop {
+            let items: Vec<Item> = from.items_for(&summary).take(chunk).collect();
+            if items.is_empty() {
+                return frames;
+            }
+            for i in &items {
+                advance(&mut summary, i);
+            }
+            to.receive(items).unwrap();
+            frames += 1;
+        }
+    }
+
+    #[test]
+    fn chunked_sessions_deliver_exactly_what_one_unchunked_session_does() {
+        // P commits some writes of A and B; A and B hold more tentatively; a
+        // fresh receiver R and a partly up-to-date one (B) catch up from P
+        // and from A in chunks of every size.
+        let mut p = Replica::new(sid("P"), Role::Primary { autocommit: true });
+        let mut a = Replica::new(sid("A"), Role::Secondary);
+        let mut b = Replica::new(sid("B"), Role::Secondary);
+        for i in 0..6u8 {
+            a.client_write(u64::from(i) * 2, Op::put(vec![b'a', i], vec![i]));
+            b.client_write(u64::from(i) * 3, Op::put(vec![b'b', i], vec![i]));
+        }
+        p.receive(a.items_for(&p.summary()).take(4).collect::<Vec<_>>())
+            .unwrap();
+        p.receive(b.items_for(&p.summary()).take(5).collect::<Vec<_>>())
+            .unwrap();
+        a.receive(p.items_for(&a.summary()).collect::<Vec<_>>())
+            .unwrap();
+        a.client_write(100, Op::delete(vec![b'a', 0]));
+        for chunk in 1..8 {
+            for (sender, receiver) in [(&p, &b), (&a, &b), (&a, &p)] {
+                let mut whole = receiver.clone();
+                whole
+                    .receive(sender.items_for(&whole.summary()).collect::<Vec<_>>())
+                    .unwrap();
+                let mut parts = receiver.clone();
+                let frames = chunked(sender, &mut parts, chunk);
+                assert!(frames >= 1);
+                assert_eq!(
+                    parts.log().collect::<Vec<_>>(),
+                    whole.log().collect::<Vec<_>>(),
+                    "chunk {chunk}"
+                );
+                assert_eq!(parts.vv(), whole.vv());
+                // Nothing is left to send.
+                assert_eq!(sender.items_for(&parts.summary()).count(), 0);
+            }
+        }
+    }
+}

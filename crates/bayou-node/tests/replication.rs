@@ -77,7 +77,17 @@ fn writes_while_offline_converge_after_online() {
 
 #[test]
 fn kill9_during_a_write_load_loses_no_acknowledged_write() {
-    let mut c = Cluster::start(&["P", "A", "B"], FAST);
+    // Small frames: anti-entropy of the load runs through many chunks.
+    let mut c = Cluster::start(
+        &["P", "A", "B"],
+        &[
+            "--sync-interval-ms",
+            "100",
+            "--logical-clock",
+            "--items-per-frame",
+            "7",
+        ],
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let port = c.r("A").port;
@@ -212,7 +222,7 @@ fn a_sync_with_a_dead_or_stalled_peer_fails_without_stalling_clients() {
             "--sync-interval-ms",
             "0",
             "--session-timeout-ms",
-            "1500",
+            "3000",
             "--peer",
             &format!("S={stalled_addr}"),
             "--peer",
@@ -242,7 +252,7 @@ fn a_sync_with_a_dead_or_stalled_peer_fails_without_stalling_clients() {
     let (r, took) = syncer.join().unwrap();
     let err = r.unwrap_err().to_string();
     assert!(err.contains("timed out"), "{err}");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
     // A dead peer: refused quickly. An unknown one: an error.
     let err = a.cmd(&["BAYOU.SYNC", "D"]).unwrap_err().to_string();
     assert!(err.contains("peer D"), "{err}");
