@@ -67,6 +67,10 @@ pub(crate) enum Query {
     Exists(Vec<Bytes>),
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
+    /// `BAYOU.WRITE`: any operation, replied to with the write's id.
+    Write(Op),
+    /// `BAYOU.SCAN prefix view`.
+    Scan(Bytes, View),
     DbSize,
     Log,
     Vv,
@@ -383,9 +387,9 @@ impl Core {
         }
     }
 
-    fn write(&mut self, op: Op) {
+    fn write(&mut self, op: Op) -> bayou_core::WriteId {
         let now = self.now();
-        self.replica.client_write(now, op);
+        self.replica.client_write(now, op)
     }
 
     fn exists(&self, key: &[u8]) -> bool {
@@ -421,6 +425,14 @@ impl Core {
                 }
                 Reply::ok()
             }
+            Query::Write(op) => Reply::text(self.write(op).to_string()),
+            Query::Scan(prefix, view) => Reply::Array(
+                self.replica
+                    .db(view)
+                    .scan_prefix(&prefix)
+                    .flat_map(|(k, v)| [Reply::bulk(k.clone()), Reply::bulk(v.clone())])
+                    .collect(),
+            ),
             Query::DbSize => Reply::Int(self.replica.db(View::Full).len() as i64),
             Query::Log => Reply::Array(
                 self.replica

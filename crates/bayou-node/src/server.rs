@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bayou_core::{ServerId, View};
+use bayou_core::{BayouWrite, Op, ServerId, View};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -228,6 +228,8 @@ const COMMANDS: &[(&str, i64, &[&str], i64, i64)] = &[
     ("quit", -1, &["fast", "no_auth"], 0, 0),
     ("bayou.get", -2, &["readonly", "fast"], 1, 1),
     ("bayou.log", 1, &["readonly"], 0, 0),
+    ("bayou.write", 2, &["write", "denyoom"], 0, 0),
+    ("bayou.scan", -2, &["readonly"], 0, 0),
     ("bayou.vv", 1, &["readonly", "fast"], 0, 0),
     ("bayou.sync", 2, &["admin"], 0, 0),
     ("bayou.offline", 1, &["admin", "fast"], 0, 0),
@@ -401,6 +403,31 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
             q(Query::Get(args[1].clone(), view))
         }
         "bayou.log" => q(Query::Log),
+        "bayou.write" => {
+            let text = String::from_utf8_lossy(&args[1]);
+            let t = text.trim();
+            let op = if t.starts_with('{') {
+                BayouWrite::from_json(t).map(|w| Op::Bayou(Box::new(w)))
+            } else {
+                Op::parse(t).map_err(|e| e.to_string())
+            };
+            match op {
+                Ok(op) => q(Query::Write(op)),
+                Err(e) => Action::Now(Reply::err(e)),
+            }
+        }
+        "bayou.scan" => {
+            let view = match args.get(2).map(|a| lower(a)).as_deref() {
+                None | Some("full") if n <= 3 => View::Full,
+                Some("committed") if n == 3 => View::Committed,
+                _ => {
+                    return Action::Now(Reply::err(
+                        "syntax error: BAYOU.SCAN prefix [COMMITTED|FULL]",
+                    ));
+                }
+            };
+            q(Query::Scan(args[1].clone(), view))
+        }
         "bayou.vv" => q(Query::Vv),
         "bayou.status" => q(Query::Status),
         "bayou.sync" => Action::Sync(String::from_utf8_lossy(&args[1]).into_owned()),

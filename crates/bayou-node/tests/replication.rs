@@ -261,3 +261,62 @@ fn a_sync_with_a_dead_or_stalled_peer_fails_without_stalling_clients() {
     assert_eq!(c.r("P").get("during").as_deref(), Some("stall"));
     drop(stalled);
 }
+
+fn booking(who: &str) -> String {
+    format!(
+        r#"{{"update":[{{"put":["room/1","{who}"]}}],"check":{{"query":"exists(\"room/1\")","expected":"false"}},"merge":"if !exists(\"room/2\") {{ put(\"room/2\", \"{who}\"); }} else {{ put(\"errorlog/{who}\", \"no room\"); }}","label":"BOOK({who})"}}"#
+    )
+}
+
+fn scan(r: &common::Replica, prefix: &str, view: &str) -> Vec<String> {
+    redis::cmd("BAYOU.SCAN")
+        .arg(prefix)
+        .arg(view)
+        .query(&mut r.conn())
+        .unwrap()
+}
+
+#[test]
+fn bayou_writes_with_checks_and_merges_resolve_the_same_everywhere() {
+    let c = Cluster::start(&["P", "A", "B"], FAST);
+    let (a, b) = (c.r("A"), c.r("B"));
+    a.ok(&["BAYOU.OFFLINE"]);
+    b.ok(&["BAYOU.OFFLINE"]);
+    let id: String = redis::cmd("BAYOU.WRITE")
+        .arg(booking("A"))
+        .query(&mut a.conn())
+        .unwrap();
+    assert_eq!(id, "1:A");
+    let _: String = redis::cmd("BAYOU.WRITE")
+        .arg(booking("B"))
+        .query(&mut b.conn())
+        .unwrap();
+    // Tentatively, each got the room it asked for.
+    assert_eq!(scan(a, "room/", "FULL"), ["room/1", "A"]);
+    assert_eq!(scan(b, "room/", "FULL"), ["room/1", "B"]);
+    assert!(scan(a, "room/", "COMMITTED").is_empty());
+    assert_eq!(a.log_lines(), ["∞:1:A BOOK(A)"]);
+    // Plain operations go through BAYOU.WRITE too; bad JSON is an error.
+    let _: String = redis::cmd("BAYOU.WRITE")
+        .arg("W(note,hi)")
+        .query(&mut a.conn())
+        .unwrap();
+    let err = a.cmd(&["BAYOU.WRITE", "{\"update\": 5}"]).unwrap_err();
+    assert!(err.to_string().contains("bad Bayou write"), "{err}");
+
+    a.ok(&["BAYOU.ONLINE"]);
+    b.ok(&["BAYOU.ONLINE"]);
+    c.converged(Duration::from_secs(20));
+    // One of them got room 1; the other's merge procedure booked room 2.
+    let rooms = scan(a, "room/", "COMMITTED");
+    assert_eq!(rooms.len(), 4, "{rooms:?}");
+    assert_eq!((rooms[0].as_str(), rooms[2].as_str()), ("room/1", "room/2"));
+    let mut who = vec![rooms[1].clone(), rooms[3].clone()];
+    who.sort();
+    assert_eq!(who, ["A", "B"]);
+    for r in &c.replicas {
+        assert_eq!(scan(r, "room/", "COMMITTED"), rooms, "{}", r.id);
+        assert_eq!(scan(r, "room/", "FULL"), rooms, "{}", r.id);
+        assert!(scan(r, "errorlog/", "FULL").is_empty());
+    }
+}
