@@ -508,8 +508,11 @@ pub async fn anti_entropy_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bo
                 }
                 Ok(_) => {}
                 Err(SessionError::Offline | SessionError::Gone(_)) => {}
-                // A peer that is down is the normal case for Bayou.
+                // A peer that is down or offline is the normal case for Bayou.
                 Err(e @ (SessionError::Io { .. } | SessionError::Timeout(_))) => {
+                    debug!(id = %node.config.id, "periodic anti-entropy: {e}")
+                }
+                Err(e @ SessionError::Refused { .. }) if e.to_string().contains("offline") => {
                     debug!(id = %node.config.id, "periodic anti-entropy: {e}")
                 }
                 Err(e) => warn!(id = %node.config.id, "periodic anti-entropy: {e}"),
