@@ -517,6 +517,25 @@ impl<V: Clone> Sim<V> {
         Ok(())
     }
 
+    /// Zave's *OneLiveSuccessor* (the Fail precondition, assumed by every
+    /// correctness argument): every member's successor list holds a live
+    /// member, unless it is the only member.
+    pub fn check_live_successor(&self) -> Result<(), String> {
+        if self.members.len() < 2 {
+            return Ok(());
+        }
+        for (id, addr) in &self.members {
+            let node = self.node(*addr).ok_or("member without node")?;
+            if !node.successors().iter().any(|s| self.is_up(s.addr)) {
+                return Err(format!(
+                    "member {id} has no live successor in {:?}",
+                    node.successors().iter().map(|s| s.id).collect::<Vec<_>>()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that every live member's fingers equal the definition
     /// `successor(n + 2^(i-1))` over the live members (or are unset).
     pub fn check_fingers(&self) -> Result<(), String> {

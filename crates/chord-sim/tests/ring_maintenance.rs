@@ -339,6 +339,8 @@ proptest! {
             }
             let t = sim.now() + wait;
             sim.run_until(t);
+            // Safety under chaos: Zave's OneLiveSuccessor holds after every step.
+            prop_assert!(sim.check_live_successor().is_ok(), "{:?}", sim.check_live_successor());
         }
         // Liveness phase: heal the network, then the ring must become Ideal.
         sim.set_net(NetConfig::default());
