@@ -576,7 +576,11 @@ mod tests {
             ])
             .unwrap();
         let ids = |o: &Outcome| match o {
-            Outcome::Versions(v) => v.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            Outcome::Versions(v) => {
+                let mut v = v.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+                v.sort();
+                v
+            }
             _ => panic!(),
         };
         assert_eq!(ids(&out[0]), vec![id(10), id(30)]);

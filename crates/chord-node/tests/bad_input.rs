@@ -1,0 +1,267 @@
+//! Bad input as for any server: malformed peer frames and malformed RESP never
+//! crash a node or corrupt its store. Also redis-cli and redis-benchmark
+//! against a node, and `chord-node cluster`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chord_node::wire::{self, Body, MAGIC, PROTOCOL_VERSION, Record, Request};
+use common::*;
+
+fn send_raw(port: u16, bytes: &[u8]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let _ = s.write_all(bytes);
+    let mut buf = [0u8; 4096];
+    // Read whatever comes back until the node closes or goes quiet.
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = MAGIC.to_vec();
+    f.extend((payload.len() as u32).to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+fn ping(port: u16) {
+    let mut c = try_conn(port).expect("node still accepts clients");
+    let p: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(p, "PONG");
+}
+
+#[test]
+fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ring = Ring::start(3, 3);
+    ring.wait_ring(Duration::from_secs(30));
+    let keys = ring.write_keys("b", 150, 5);
+    wait_until(Duration::from_secs(20), "3 copies", || {
+        ring.copies_are(&keys, 3).is_ok()
+    });
+    let port = ring.nodes[1].port;
+
+    let valid = wire::encode(&Body::Request {
+        id: 1,
+        req: Request::Replicate {
+            records: vec![(
+                chord_core::IdSpace::default().hash(b"x"),
+                Record {
+                    name: b"x".to_vec(),
+                    value: Some(b"y".to_vec()),
+                    version: 1,
+                },
+            )],
+        },
+    });
+    let mut cases: Vec<Vec<u8>> = vec![
+        // Peer protocol.
+        MAGIC[..5].to_vec(),
+        b"\xC4CHORDX\n".to_vec(),
+        frame(&[]),
+        {
+            let mut f = MAGIC.to_vec();
+            f.extend(u32::MAX.to_be_bytes());
+            f.extend([1u8; 64]);
+            f
+        },
+        {
+            let mut f = MAGIC.to_vec();
+            f.extend(((64u32 << 20) + 1).to_be_bytes());
+            f
+        },
+        frame(&[99, 0, 0, 0]),
+        frame(&[PROTOCOL_VERSION, 0x7F, 1, 2, 3]),
+        frame(&valid[..valid.len() - 3]),
+        frame(&valid[..2]),
+        {
+            // A frame announcing more bytes than it sends, then hang up.
+            let mut f = MAGIC.to_vec();
+            f.extend(1000u32.to_be_bytes());
+            f.extend(&valid);
+            f
+        },
+        // RESP.
+        b"*-5\r\n".to_vec(),
+        b"*2\r\n$abc\r\n".to_vec(),
+        b"*1\r\n$99999999999\r\n".to_vec(),
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n:5\r\n".to_vec(),
+        b"set \"unbalanced\r\n".to_vec(),
+        b"*1\r\n$4\r\nPI".to_vec(),
+        b"GET\r\nSET onlykey\r\nMSET a\r\nCHORD.LOOKUP\r\nCHORD.LOOKUP k SIDEWAYS\r\nCHORD.FINGERS VNODE 9\r\nHELLO 3\r\nSELECT 4\r\nNOSUCH\r\n".to_vec(),
+    ];
+    let mut rng = Rng(77);
+    for _ in 0..30 {
+        // Random bodies behind a valid header that can never decode: an
+        // unknown Body variant tag.
+        let len = 1 + rng.below(300);
+        let mut p = vec![PROTOCOL_VERSION, 0x40 + (rng.next() % 0x3F) as u8];
+        p.extend((0..len).map(|_| rng.next() as u8));
+        cases.push(frame(&p));
+        // Random RESP-ish junk.
+        let mut j: Vec<u8> = vec![b"*$+-:"[rng.below(5)]];
+        j.extend((0..len).map(|_| b"0123456789\r\n*$-abc"[rng.below(18)]));
+        cases.push(j);
+    }
+    cases.push(
+        (0..1_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
+            .collect(),
+    );
+    for (n, c) in cases.iter().enumerate() {
+        send_raw(port, c);
+        if n % 10 == 0 {
+            ping(port);
+        }
+    }
+    ping(port);
+    // The errors are replies, not crashes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"*1\r\n$5\r\nNOSUC\r\n").unwrap();
+    let mut buf = [0u8; 128];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"-ERR unknown command"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // The store is intact: every key reads back through the attacked node
+    // and through the others, with exactly 3 copies and nothing else stored.
+    ring.check_keys(&keys, 6);
+    let mut c = ring.conn(1);
+    for (k, v) in keys.iter().take(50) {
+        let got: Option<String> = redis::cmd("GET").arg(k).query(&mut c).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()));
+    }
+    ring.copies_are(&keys, 3).unwrap();
+    assert!(ring.ring_correct());
+
+    // redis-cli and redis-benchmark against the attacked node.
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CHORD.LOOKUP", "b:1"])
+        .output()
+        .expect("redis-cli is installed (apt install redis-tools)");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("127.0.0.1:"), "{text}");
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "ping,set,get,mset",
+            "-n",
+            "2000",
+            "-c",
+            "8",
+            "-r",
+            "500",
+            "-q",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-benchmark is installed (apt install redis-tools)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for t in ["PING_INLINE: ", "SET: ", "GET: ", "MSET (10 keys): "] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(t) && l.contains(" requests per second")),
+            "no {t} result in {text}"
+        );
+    }
+    assert!(!text.contains("WARNING") && !text.contains("ERR"), "{text}");
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("requests per second"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    ring.check_keys(&keys, 7);
+}
+
+#[test]
+fn the_cluster_command_starts_a_ring_and_stops_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    // Four consecutive free ports.
+    let base = loop {
+        let p = free_ports(1)[0];
+        if p < 65_000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let mut child = Command::new(BIN)
+        .args([
+            "cluster",
+            "--nodes",
+            "4",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .args([
+            "--stabilize-ms",
+            "100",
+            "--sync-ms",
+            "200",
+            "--replicas",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
+    wait_until(
+        Duration::from_secs(30),
+        "4 joined nodes in one ring",
+        || {
+            ports.iter().all(|p| {
+                let Ok(mut c) = try_conn(*p) else {
+                    return false;
+                };
+                let s: redis::RedisResult<Vec<Vec<String>>> =
+                    redis::cmd("CHORD.SUCCESSORS").query(&mut c);
+                matches!(s, Ok(v) if v.len() == 3)
+            })
+        },
+    );
+    let mut c = try_conn(ports[3]).unwrap();
+    let () = redis::cmd("SET")
+        .arg("hello")
+        .arg("ring")
+        .query(&mut c)
+        .unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("hello")
+        .query(&mut try_conn(ports[0]).unwrap())
+        .unwrap();
+    assert_eq!(v, "ring");
+    // SIGTERM stops the cluster and its nodes.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    wait_until(Duration::from_secs(10), "nodes stopped", || {
+        ports.iter().all(|p| try_conn(*p).is_err())
+    });
+}
