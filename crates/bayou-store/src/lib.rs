@@ -189,6 +189,9 @@ pub enum StoreError {
         /// The CSN the batch's state claims.
         state_csn: Csn,
     },
+    /// Another process (or another store in this one) has the database open.
+    #[error("{0} is in use by another running replica")]
+    Locked(PathBuf),
     /// The file system failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -269,7 +272,10 @@ impl RedbStore {
             }
         }
         let db = if exists {
-            Database::open(&path).map_err(|e| corrupt(e.to_string()))?
+            Database::open(&path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
+                e => corrupt(e.to_string()),
+            })?
         } else {
             Database::create(&path).map_err(db_err)?
         };

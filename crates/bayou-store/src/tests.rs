@@ -236,3 +236,13 @@ fn checkpoints_are_taken_every_so_many_commits_and_when_forced() {
     let (r, _) = recover(&store, role).unwrap();
     assert_eq!(r.db(View::Committed), p.db(View::Committed));
 }
+
+#[test]
+fn a_directory_in_use_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = RedbStore::open(dir.path(), &sid("A")).unwrap();
+    let err = RedbStore::open(dir.path(), &sid("A")).unwrap_err();
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    drop(first);
+    RedbStore::open(dir.path(), &sid("A")).unwrap();
+}
