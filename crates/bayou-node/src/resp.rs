@@ -6,6 +6,8 @@
 //! is refused the moment its header is read, as is any length above
 //! [`Limits::max_bulk_bytes`].
 
+use std::fmt::Write as _;
+
 use bytes::{Bytes, BytesMut};
 
 /// Limits on what one request may hold.
@@ -255,16 +257,16 @@ impl Reply {
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Int(n) => {
-                out.extend_from_slice(format!(":{n}\r\n").as_bytes());
+                let _ = write!(out, ":{n}\r\n");
             }
             Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
             Reply::Bulk(Some(b)) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                let _ = write!(out, "${}\r\n", b.len());
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
             Reply::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                let _ = write!(out, "*{}\r\n", items.len());
                 for i in items {
                     i.encode(out);
                 }

@@ -277,9 +277,11 @@ fn lower(b: &[u8]) -> String {
 }
 
 fn classify(node: &Node, args: &[Bytes]) -> Action {
-    let name = lower(&args[0]);
     let n = args.len();
-    let Some(spec) = COMMANDS.iter().find(|c| c.0 == name) else {
+    let Some(spec) = COMMANDS
+        .iter()
+        .find(|c| c.0.as_bytes().eq_ignore_ascii_case(&args[0]))
+    else {
         let mut msg = format!(
             "unknown command '{}', with args beginning with:",
             String::from_utf8_lossy(&args[0])
@@ -289,6 +291,7 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
         }
         return Action::Now(Reply::err(msg));
     };
+    let name = spec.0;
     let arity = spec.1;
     if (arity > 0 && n as i64 != arity) || (arity < 0 && (n as i64) < -arity) {
         return Action::Now(Reply::err(format!(
@@ -297,7 +300,7 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
     }
     let keys = || args[1..].to_vec();
     let q = Action::Query;
-    match name.as_str() {
+    match name {
         "ping" => match n {
             1 => Action::Now(Reply::Simple("PONG".into())),
             2 => Action::Now(Reply::bulk(args[1].clone())),
