@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod app;
+
 use bayou_node::cli::{ClusterArgs, ServeArgs};
 use bayou_sim::random::{self, Params, Workload};
 use bayou_sim::{World, parse};
@@ -31,6 +33,12 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run a whole local cluster in one process: P (the primary), A, B, …
     Cluster(ClusterArgs),
+    /// The paper's applications (meeting rooms, bibliography) as clients
+    /// of a running cluster.
+    App {
+        #[command(subcommand)]
+        command: app::AppCmd,
+    },
     /// Run a scenario file (see examples/) and print each `show`.
     Sim {
         /// The scenario file.
@@ -102,6 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Cluster(args) => {
             bayou_node::cli::init_tracing();
             bayou_node::cli::cluster(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::App { command } => {
+            app::run(command)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sim {
