@@ -8,6 +8,8 @@
 //! chord sim failures    --nodes N --keys K --fail P --successors R --seed S [--replicas R] [--lookups 10000] [--bits 160] [--json]
 //! chord sim churn       --nodes N --rate R --seed S [--duration-s 7200] [--runs 1] [--successors 8] [--bits 160] [--json]
 //! chord plots [--out docs/chord] [--quick]
+//! chord serve   --listen 127.0.0.1:8001 [--join 127.0.0.1:8000] --data-dir ./n1 [--successors 8] [--replicas 3] [--virtual 1] [--id ID]
+//! chord cluster --nodes 8 [--base-port 8000] [--data-dir DIR]
 //! ```
 //!
 //! With `--json` the last line of output is one JSON object. Errors go to stderr
@@ -37,6 +39,10 @@ enum Cmd {
     Sim(SimCmd),
     /// Re-run the experiments and write the SVG plots and the ring picture.
     Plots(PlotsArgs),
+    /// Run one networked Chord node (RESP clients and peers on --listen).
+    Serve(chord_node::cli::ServeArgs),
+    /// Run a local ring of `serve` processes.
+    Cluster(chord_node::cli::ClusterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +245,8 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Plots(a) => plots::regenerate(&a.out, a.quick),
+        Cmd::Serve(a) => chord_node::cli::serve(a),
+        Cmd::Cluster(a) => chord_node::cli::cluster(a),
         Cmd::Sim(SimCmd::Fingers(a)) => {
             let r = experiments::fingers(a.bits, &a.nodes, a.node)?;
             if a.out.json {
