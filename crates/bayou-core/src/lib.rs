@@ -38,7 +38,7 @@ pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
 pub use op::{Db, Op, OpParseError, Undo};
 pub use replica::{
     CommitError, Item, ProtocolError, ReceiveReport, Replica, Role, Stats, Summary, View, Write,
-    WriteStatus, format_entry,
+    WriteStatus, format_entry, format_entry_with_outcome,
 };
 pub use script::{BayouWrite, DependencyCheck, LIMITS, Limits, Mutation, Outcome};
 pub use vv::VersionVector;

@@ -77,6 +77,16 @@ pub fn format_entry(csn: Option<Csn>, write: &Write) -> String {
     }
 }
 
+/// Formats a log entry as [`format_entry`] does and, for a Bayou write
+/// (dependency check and merge procedure), appends what its latest execution
+/// did: `∞:20:B MEETING(budget) [merged]`.
+pub fn format_entry_with_outcome(csn: Option<Csn>, write: &Write, outcome: &Outcome) -> String {
+    match &write.op {
+        Op::Bayou(_) => format!("{} [{outcome}]", format_entry(csn, write)),
+        _ => format_entry(csn, write),
+    }
+}
+
 /// One unit of anti-entropy, and of persistence: a write entering the log, or
 /// a commit notification for a write already there ([P97 Fig. 2]).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

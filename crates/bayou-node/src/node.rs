@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bayou_core::{
     Csn, Item, Op, ProtocolError, ReceiveReport, Replica, Role, ServerId, Summary, View,
-    format_entry,
+    format_entry_with_outcome,
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
@@ -437,7 +437,10 @@ impl Core {
             Query::Log => Reply::Array(
                 self.replica
                     .log()
-                    .map(|(csn, w)| Reply::text(format_entry(csn, &w)))
+                    .map(|(csn, w)| {
+                        let outcome = self.replica.outcome(&w.id);
+                        Reply::text(format_entry_with_outcome(csn, &w, &outcome))
+                    })
                     .collect(),
             ),
             Query::Vv => Reply::Array(

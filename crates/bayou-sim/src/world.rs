@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use bayou_core::{
     Csn, Item, Op, Outcome, ProtocolError, Replica, Role, ServerId, Summary, View, Write,
-    format_entry,
+    format_entry_with_outcome,
 };
 use serde_json::{Map, Value, json};
 
@@ -97,10 +97,7 @@ impl ServerSnapshot {
         self.log
             .iter()
             .zip(&self.outcomes)
-            .map(|((c, w), outcome)| match &w.op {
-                Op::Bayou(_) => format!("{} [{outcome}]", format_entry(*c, w)),
-                _ => format_entry(*c, w),
-            })
+            .map(|((c, w), outcome)| format_entry_with_outcome(*c, w, outcome))
             .collect()
     }
 }
