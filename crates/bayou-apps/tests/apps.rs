@@ -19,15 +19,14 @@ fn get(r: &Replica, key: &str, view: View) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-fn budget(alternates: Vec<Slot>) -> Op {
-    // [T95 Fig. 3]: Budget Meeting on 12/18 at 1:30pm (here: day 352, hour
-    // 13), alternates 12/18 3pm and 12/19 9:30am (hour 15 and day 353 hour 9).
+/// A one-hour request for room R1, at `preferred` then `alternates`.
+fn request(name: &str, preferred: Slot, alternates: Vec<Slot>) -> Op {
     Op::Bayou(Box::new(
         Request {
-            name: "Budget".into(),
+            name: name.into(),
             room: "R1".into(),
             hours: 1,
-            preferred: Slot { day: 352, hour: 13 },
+            preferred,
             alternates,
         }
         .to_write()
@@ -35,19 +34,23 @@ fn budget(alternates: Vec<Slot>) -> Op {
     ))
 }
 
+fn budget(alternates: Vec<Slot>) -> Op {
+    // [T95 Fig. 3]: Budget Meeting on 12/18 at 1:30pm (here: day 352, hour
+    // 13), alternates 12/18 3pm and 12/19 9:30am (hour 15 and day 353 hour 9).
+    request("Budget", Slot { day: 352, hour: 13 }, alternates)
+}
+
 fn book(r: &mut Replica, clock: u64, name: &str, day: u32, hour: u32) {
-    let op = Op::Bayou(Box::new(
-        Request {
-            name: name.into(),
-            room: "R1".into(),
-            hours: 1,
-            preferred: Slot { day, hour },
-            alternates: vec![],
-        }
-        .to_write()
-        .unwrap(),
-    ));
-    r.client_write(clock, op);
+    r.client_write(clock, request(name, Slot { day, hour }, vec![]));
+}
+
+/// "At 10 or 11" on day 1.
+fn ten_or_eleven(name: &str) -> Op {
+    request(
+        name,
+        Slot { day: 1, hour: 10 },
+        vec![Slot { day: 1, hour: 11 }],
+    )
 }
 
 fn fig3_alternates() -> Vec<Slot> {
@@ -109,23 +112,10 @@ fn mr1_the_merge_procedure_picks_the_first_free_alternate_or_logs_an_error() {
 #[test]
 fn mr2_replicas_receiving_conflicting_requests_in_different_orders_converge() {
     // Staff meeting <10,A> and hiring meeting <20,B>, both "at 10 or 11".
-    let req = |name: &str| {
-        Op::Bayou(Box::new(
-            Request {
-                name: name.into(),
-                room: "R1".into(),
-                hours: 1,
-                preferred: Slot { day: 1, hour: 10 },
-                alternates: vec![Slot { day: 1, hour: 11 }],
-            }
-            .to_write()
-            .unwrap(),
-        ))
-    };
     let mut a = Replica::new(s("A"), Role::Secondary);
     let mut b = Replica::new(s("B"), Role::Secondary);
-    a.client_write(10, req("staff"));
-    b.client_write(20, req("hiring"));
+    a.client_write(10, ten_or_eleven("staff"));
+    b.client_write(20, ten_or_eleven("hiring"));
     // Before syncing, each shows its own meeting at 10.
     assert_eq!(
         get(&b, "meeting/hiring", View::Full).as_deref(),
@@ -156,25 +146,12 @@ fn mr3_a_tentative_reservation_moves_when_an_earlier_ordered_write_commits() {
     // [T95 §6]: W1 <10,A> and W2 <20,B> both want 10:00. C orders them W1,
     // W2 tentatively; B reaches the primary first, so W2 commits first and
     // C's schedule flips, for good.
-    let req = |name: &str| {
-        Op::Bayou(Box::new(
-            Request {
-                name: name.into(),
-                room: "R1".into(),
-                hours: 1,
-                preferred: Slot { day: 1, hour: 10 },
-                alternates: vec![Slot { day: 1, hour: 11 }],
-            }
-            .to_write()
-            .unwrap(),
-        ))
-    };
     let mut p = Replica::new(s("P"), Role::Primary { autocommit: true });
     let mut a = Replica::new(s("A"), Role::Secondary);
     let mut b = Replica::new(s("B"), Role::Secondary);
     let mut c = Replica::new(s("C"), Role::Secondary);
-    a.client_write(10, req("W1"));
-    b.client_write(20, req("W2"));
+    a.client_write(10, ten_or_eleven("W1"));
+    b.client_write(20, ten_or_eleven("W2"));
     sync(&a, &mut c);
     sync(&b, &mut c);
     assert_eq!(

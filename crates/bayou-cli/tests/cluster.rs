@@ -1,59 +1,17 @@
 //! `bayou cluster`, the README's main command: three replicas in one
 //! process, reachable with a Redis client, converging, stopped by SIGINT.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A base port with `n` consecutive free ports after it.
-fn free_base(n: u16) -> u16 {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base > 65535 - n {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
-
-fn conn(port: u16) -> redis::Connection {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-    let con = c
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap();
-    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    con
-}
+use common::{Cluster, conn};
 
 #[test]
 fn cluster_starts_three_replicas_that_converge_and_stops_on_sigint() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = free_base(3);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bayou"))
-        .args([
-            "cluster",
-            "--replicas",
-            "3",
-            "--base-port",
-            &base.to_string(),
-        ])
-        .args(["--sync-interval-ms", "100", "--logical-clock", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("stop with Ctrl-C") {
-        assert!(out.read_line(&mut banner).unwrap() > 0, "{banner}");
-    }
+    let mut cluster = Cluster::start(&["--sync-interval-ms", "100", "--logical-clock"]);
+    let (base, banner, dir) = (cluster.base, cluster.banner.clone(), &cluster.dir);
     assert!(banner.contains("3 replicas, primary P"), "{banner}");
     assert!(
         banner.contains(&format!("redis-cli -p {}", base + 1)),
@@ -89,13 +47,13 @@ fn cluster_starts_three_replicas_that_converge_and_stops_on_sigint() {
     assert_eq!(x, "1");
 
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &cluster.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = cluster.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "no exit after SIGINT");
