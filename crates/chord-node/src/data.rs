@@ -153,7 +153,13 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Result<Response, StoreErr
             let Outcome::Records(r) = shared.store.run(Op::Fetch(ids)).await? else {
                 unreachable!("Fetch answers Records")
             };
-            Response::Records(r)
+            // What does not fit in one frame is asked for again next round.
+            let mut r = split_by_size(r, shared.cfg.max_frame_bytes / 2);
+            Response::Records(if r.is_empty() {
+                Vec::new()
+            } else {
+                r.swap_remove(0)
+            })
         }
         Request::Drop { lo, hi } => {
             // Never drop while unsure of our own ranges.
@@ -287,14 +293,27 @@ pub async fn sync_loop(shared: Arc<Shared>) {
                 }
                 continue;
             };
-            let targets = replica_targets(&shared, &view, v.id);
+            let mut targets = replica_targets(&shared, &view, v.id);
+            let ready = is_ready(&shared, v.id);
+            if !ready {
+                // The hand-off: the first successor on another process held
+                // our range until we joined; pull from it even when it is not
+                // a replica (replicas = 1). A copy left there is collected later.
+                let me = shared.me();
+                if let Some(s) = v.succs.iter().find(|s| s.addr != me)
+                    && !targets.iter().any(|t| t.addr == s.addr)
+                {
+                    targets.insert(0, s.clone());
+                }
+            }
             match sync_range(&shared, pred.id, v.id, &targets).await {
                 Ok(true) => {
-                    if !is_ready(&shared, v.id) {
+                    if !ready {
                         info!(vnode = %crate::store::hex(v.id), "range taken over; serving");
                         set_ready(&shared, v.id);
                     }
                     shared.counters.sync_rounds.fetch_add(1, Ordering::Relaxed);
+                    let targets = replica_targets(&shared, &view, v.id);
                     let key = (pred.id, targets.iter().map(|t| t.addr).collect::<Vec<_>>());
                     if gc_done.get(&v.id) != Some(&key) || round.is_multiple_of(10) {
                         collect_garbage(&shared, v, pred.id, &targets).await;
@@ -393,16 +412,18 @@ async fn sync_range(
                 else {
                     unreachable!()
                 };
-                let n = records.len() as u64;
-                match shared
-                    .peers
-                    .call(t.addr, Request::Replicate { records })
-                    .await
-                {
-                    Ok(Response::Ack) => {
-                        shared.counters.records_sent.fetch_add(n, Ordering::Relaxed);
+                for records in split_by_size(records, shared.cfg.max_frame_bytes / 2) {
+                    let n = records.len() as u64;
+                    match shared
+                        .peers
+                        .call(t.addr, Request::Replicate { records })
+                        .await
+                    {
+                        Ok(Response::Ack) => {
+                            shared.counters.records_sent.fetch_add(n, Ordering::Relaxed);
+                        }
+                        _ => all_ok = false,
                     }
-                    _ => all_ok = false,
                 }
             }
         }
@@ -457,19 +478,21 @@ pub async fn leave(shared: &Arc<Shared>) -> Result<usize, ClientError> {
             else {
                 unreachable!()
             };
-            let n = records.len();
-            match shared
-                .peers
-                .call(succ.addr, Request::Replicate { records })
-                .await
-            {
-                Ok(Response::Ack) => sent += n,
-                other => {
-                    shared.leaving.store(false, Ordering::Relaxed);
-                    return Err(ClientError::Remote(format!(
-                        "hand-off to {} failed: {other:?}",
-                        succ.addr
-                    )));
+            for records in split_by_size(records, shared.cfg.max_frame_bytes / 2) {
+                let n = records.len();
+                match shared
+                    .peers
+                    .call(succ.addr, Request::Replicate { records })
+                    .await
+                {
+                    Ok(Response::Ack) => sent += n,
+                    other => {
+                        shared.leaving.store(false, Ordering::Relaxed);
+                        return Err(ClientError::Remote(format!(
+                            "hand-off to {} failed: {other:?}",
+                            succ.addr
+                        )));
+                    }
                 }
             }
         }
@@ -479,4 +502,50 @@ pub async fn leave(shared: &Arc<Shared>) -> Result<usize, ClientError> {
     let _ = rx.await;
     info!(records = sent, "left the ring");
     Ok(sent)
+}
+
+/// Splits records into groups of at most `max_bytes` of names and values
+/// (a record larger than that travels alone).
+fn split_by_size(records: Vec<(Id, Record)>, max_bytes: usize) -> Vec<Vec<(Id, Record)>> {
+    let mut out: Vec<Vec<(Id, Record)>> = Vec::new();
+    let mut size = 0;
+    for r in records {
+        let n = 48 + r.1.name.len() + r.1.value.as_ref().map_or(0, |v| v.len());
+        if out.is_empty() || (size + n > max_bytes && !out.last().expect("non-empty").is_empty()) {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        out.last_mut().expect("non-empty").push(r);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_split_by_size_in_order() {
+        let rec = |i: u64, n: usize| {
+            (
+                Id::from_u64(i),
+                Record {
+                    name: vec![b'k'],
+                    value: Some(vec![0; n]),
+                    version: 1,
+                },
+            )
+        };
+        let groups = split_by_size(
+            vec![rec(1, 100), rec(2, 100), rec(3, 1000), rec(4, 10)],
+            300,
+        );
+        let ids: Vec<Vec<u64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(k, _)| k.to_u64().unwrap()).collect())
+            .collect();
+        assert_eq!(ids, vec![vec![1, 2], vec![3], vec![4]]);
+        assert!(split_by_size(Vec::new(), 10).is_empty());
+    }
 }

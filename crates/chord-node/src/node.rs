@@ -213,6 +213,12 @@ pub struct Counters {
     pub sync_rounds: AtomicU64,
 }
 
+/// Where a lookup's outcome goes.
+pub type LookupReply = oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>;
+
+/// A closure run on the cores by [`CoreEvent::Inspect`].
+pub type InspectFn = Box<dyn FnOnce(&VirtualHost<SocketAddr, ()>) + Send>;
+
 /// Inputs of the core task.
 pub enum CoreEvent {
     /// A core message from a peer.
@@ -231,7 +237,7 @@ pub enum CoreEvent {
         /// Iterative or recursive.
         mode: LookupMode,
         /// Where the outcome goes.
-        reply: oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>,
+        reply: LookupReply,
     },
     /// Create a ring with virtual node `vnode` as its only member.
     Create {
@@ -251,7 +257,7 @@ pub enum CoreEvent {
         reply: oneshot::Sender<()>,
     },
     /// Run a closure on the cores (for `CHORD.FINGERS`, `CHORD.INFO`).
-    Inspect(Box<dyn FnOnce(&VirtualHost<SocketAddr, ()>) + Send>),
+    Inspect(InspectFn),
 }
 
 /// State shared by the tasks of one process.
@@ -368,10 +374,7 @@ pub async fn run_core(
     let me = shared.me();
     let mut timers: BinaryHeap<Reverse<(u64, u64, Id, Timer)>> = BinaryHeap::new();
     let mut seq = 0u64;
-    let mut waiters: HashMap<
-        (Id, u64),
-        oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>,
-    > = HashMap::new();
+    let mut waiters: HashMap<(Id, u64), LookupReply> = HashMap::new();
     let mut bootstraps: BTreeMap<Id, Peer> = BTreeMap::new();
     let mut local: VecDeque<(Id, Peer, CoreMsg)> = VecDeque::new();
     let mut shutdown = shared.shutdown.subscribe();
@@ -489,7 +492,7 @@ fn drain(
     me: SocketAddr,
     timers: &mut BinaryHeap<Reverse<(u64, u64, Id, Timer)>>,
     seq: &mut u64,
-    waiters: &mut HashMap<(Id, u64), oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>>,
+    waiters: &mut HashMap<(Id, u64), LookupReply>,
     bootstraps: &mut BTreeMap<Id, Peer>,
     local: &mut VecDeque<(Id, Peer, CoreMsg)>,
     now: u64,
@@ -577,4 +580,51 @@ pub fn now_us() -> u64 {
 /// Flags the process to stop.
 pub fn stop(shared: &Shared) {
     shared.shutdown.send_replace(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64) -> Peer {
+        NodeRef {
+            id: Id::from_u64(id),
+            addr: format!("127.0.0.1:{}", 1000 + id).parse().unwrap(),
+        }
+    }
+
+    fn vnode(id: u64, pred: Option<u64>, succs: &[u64]) -> VnodeView {
+        VnodeView {
+            id: Id::from_u64(id),
+            joined: true,
+            pred: pred.map(peer),
+            succs: succs.iter().map(|s| peer(*s)).collect(),
+        }
+    }
+
+    #[test]
+    fn ownership_follows_the_predecessor_interval_with_wrap_around() {
+        let k = Id::from_u64;
+        let v = RingView {
+            vnodes: vec![vnode(10, Some(90), &[20]), vnode(50, Some(40), &[60])],
+        };
+        assert_eq!(v.ownership(k(95)), Ownership::Owned(k(10)));
+        assert_eq!(v.ownership(k(5)), Ownership::Owned(k(10)));
+        assert_eq!(v.ownership(k(10)), Ownership::Owned(k(10)));
+        assert_eq!(v.ownership(k(90)), Ownership::NotMine);
+        assert_eq!(v.ownership(k(45)), Ownership::Owned(k(50)));
+        assert_eq!(v.ownership(k(30)), Ownership::NotMine);
+        assert_eq!(v.owned_ranges(), Some(vec![(k(90), k(10)), (k(40), k(50))]));
+        // An unknown predecessor makes the node unsure, never an owner.
+        let v = RingView {
+            vnodes: vec![vnode(10, None, &[20])],
+        };
+        assert_eq!(v.ownership(k(5)), Ownership::Unsure);
+        assert_eq!(v.owned_ranges(), None);
+        // Alone on the ring: everything.
+        let v = RingView {
+            vnodes: vec![vnode(10, None, &[])],
+        };
+        assert_eq!(v.ownership(k(77)), Ownership::Owned(k(10)));
+    }
 }

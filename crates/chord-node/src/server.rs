@@ -42,6 +42,9 @@ use crate::store::{Op, Outcome, hex};
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{self, Body, MAGIC};
 
+/// Most keys of one MGET/MSET/DEL/EXISTS in flight at once.
+const MAX_FAN_OUT: usize = 256;
+
 /// Most bytes a client may have buffered without completing a request.
 const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
 
@@ -228,6 +231,8 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
         "SET" if n >= 3 => {
             if n > 3 {
                 Reply::err("syntax error (SET options are not supported)")
+            } else if too_big(shared, &args[1..]) {
+                Reply::err("key and value too large for a node-to-node frame")
             } else {
                 match data::write(shared, &args[1], Some(args[2].to_vec())).await {
                     Ok(_) => Reply::ok(),
@@ -265,6 +270,9 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
                     )
                 })
                 .unwrap_or_else(client_err)
+        }
+        "MSET" if n >= 3 && n % 2 == 1 && args[1..].chunks(2).any(|kv| too_big(shared, kv)) => {
+            Reply::err("key and value too large for a node-to-node frame")
         }
         "MSET" if n >= 3 && n % 2 == 1 => {
             let pairs: Vec<(Bytes, Bytes)> = args[1..]
@@ -434,6 +442,12 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
     (reply, false)
 }
 
+/// Whether a key and value could not travel in one peer frame (with room
+/// for the envelope).
+fn too_big(shared: &Shared, kv: &[Bytes]) -> bool {
+    kv.iter().map(|b| b.len()).sum::<usize>() + 4096 > shared.cfg.max_frame_bytes
+}
+
 const COMMANDS: &[&str] = &[
     "GET",
     "SET",
@@ -478,11 +492,18 @@ where
     }
     let mut set = tokio::task::JoinSet::new();
     let n = items.len();
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
     for (i, item) in items.into_iter().enumerate() {
+        // At most MAX_FAN_OUT keys in flight per command.
+        if set.len() >= MAX_FAN_OUT
+            && let Some(r) = set.join_next().await
+        {
+            let (j, r) = r.map_err(|e| data::ClientError::Remote(e.to_string()))?;
+            out[j] = Some(r?);
+        }
         let fut = f(shared.clone(), item);
         set.spawn(async move { (i, fut.await) });
     }
-    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
     while let Some(r) = set.join_next().await {
         let (i, r) = r.map_err(|e| data::ClientError::Remote(e.to_string()))?;
         out[i] = Some(r?);

@@ -151,7 +151,9 @@ fn decode_record(b: &[u8]) -> Result<Record, StoreError> {
 }
 
 /// The `(lo, hi]` ring interval as at most two key ranges (whole ring if `lo == hi`).
-fn ranges(lo: Id, hi: Id) -> Vec<(Bound<[u8; 20]>, Bound<[u8; 20]>)> {
+type KeyRange = (Bound<[u8; 20]>, Bound<[u8; 20]>);
+
+fn ranges(lo: Id, hi: Id) -> Vec<KeyRange> {
     let (l, h) = (lo.to_be_bytes(), hi.to_be_bytes());
     if lo < hi {
         vec![(Bound::Excluded(l), Bound::Included(h))]
