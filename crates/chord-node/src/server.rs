@@ -42,6 +42,9 @@ use crate::store::{Op, Outcome, hex};
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{self, Body, MAGIC};
 
+/// Most requests of one pipeline handled in one round.
+const MAX_PIPELINE: usize = 1024;
+
 /// Most keys of one MGET/MSET/DEL/EXISTS in flight at once.
 const MAX_FAN_OUT: usize = 256;
 
@@ -151,47 +154,94 @@ async fn serve_client(
     let limits = Limits::default();
     let mut out = BytesMut::with_capacity(16 << 10);
     loop {
-        let mut progressed = false;
-        loop {
+        // Every request already received, in order (a pipeline).
+        let mut batch: Vec<Vec<Bytes>> = Vec::new();
+        let mut error = None;
+        while batch.len() < MAX_PIPELINE {
             match resp::parse(&mut buf, &limits) {
-                Ok(Some(args)) if args.is_empty() => progressed = true,
-                Ok(Some(args)) => {
-                    progressed = true;
-                    shared.counters.commands.fetch_add(1, Ordering::Relaxed);
-                    let (reply, quit) = execute(shared, args).await;
-                    reply.encode(&mut out);
-                    if quit {
-                        stream.write_all(&out).await?;
-                        return Ok(());
-                    }
-                    if out.len() > 64 << 10 {
-                        stream.write_all(&out).await?;
-                        out.clear();
-                    }
-                }
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => batch.push(args),
                 Ok(None) => break,
                 Err(e) => {
-                    Reply::err(e).encode(&mut out);
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        shared
+            .counters
+            .commands
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut i = 0;
+        while i < batch.len() {
+            // A run of GET/SET on distinct keys may run concurrently: no
+            // request in it can observe another's effect, so the replies are
+            // those of running them one by one.
+            let mut keys = std::collections::HashSet::new();
+            let mut j = i;
+            while j < batch.len() && is_simple(&batch[j]) && keys.insert(batch[j][1].clone()) {
+                j += 1;
+            }
+            if j - i >= 2 {
+                let mut set = tokio::task::JoinSet::new();
+                for (k, args) in batch[i..j].iter().cloned().enumerate() {
+                    let s = shared.clone();
+                    set.spawn(async move { (k, execute(&s, args).await.0) });
+                }
+                let mut replies: Vec<Option<Reply>> = (i..j).map(|_| None).collect();
+                while let Some(r) = set.join_next().await {
+                    match r {
+                        Ok((k, reply)) => replies[k] = Some(reply),
+                        Err(e) => return Err(std::io::Error::other(e.to_string())),
+                    }
+                }
+                for r in replies {
+                    r.expect("every request answered").encode(&mut out);
+                }
+                i = j;
+            } else {
+                let (reply, quit) = execute(shared, batch[i].clone()).await;
+                reply.encode(&mut out);
+                if quit {
                     stream.write_all(&out).await?;
                     return Ok(());
                 }
+                i += 1;
             }
+            if out.len() > 64 << 10 {
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        if let Some(e) = error {
+            Reply::err(e).encode(&mut out);
+            stream.write_all(&out).await?;
+            return Ok(());
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
+        }
+        if batch.len() == MAX_PIPELINE {
+            // More requests may be buffered already.
+            continue;
         }
         if buf.len() > MAX_QUERY_BUFFER_BYTES {
             Reply::err("Protocol error: query buffer limit exceeded").encode(&mut out);
             stream.write_all(&out).await?;
             return Ok(());
         }
-        let _ = progressed;
         buf.reserve(64 << 10);
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
     }
+}
+
+/// `GET key` or `SET key value`.
+fn is_simple(args: &[Bytes]) -> bool {
+    (args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET"))
+        || (args.len() == 3 && args[0].eq_ignore_ascii_case(b"SET"))
 }
 
 fn peer_reply(p: &Peer) -> Reply {

@@ -223,6 +223,43 @@ fn deletes_and_counts_route_to_owners_and_data_survives_a_restart() {
     assert_eq!(v, vec![Some("c".into()), Some("b".into()), None]);
     keys.insert("m1".into(), "c".into());
     keys.insert("m2".into(), "b".into());
+    // A pipeline runs GET/SET on distinct keys concurrently, but its replies
+    // are those of running it in order.
+    let r: Vec<redis::Value> = redis::pipe()
+        .cmd("SET")
+        .arg("p:a")
+        .arg("1")
+        .cmd("SET")
+        .arg("p:b")
+        .arg("2")
+        .cmd("GET")
+        .arg("p:a")
+        .cmd("SET")
+        .arg("p:a")
+        .arg("3")
+        .cmd("GET")
+        .arg("p:a")
+        .cmd("DEL")
+        .arg("p:b")
+        .cmd("GET")
+        .arg("p:b")
+        .cmd("GET")
+        .arg("p:a")
+        .query(&mut c)
+        .unwrap();
+    let shown: Vec<String> = r
+        .iter()
+        .map(|v| match v {
+            redis::Value::Okay => "OK".to_string(),
+            redis::Value::SimpleString(s) => s.clone(),
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::Int(i) => i.to_string(),
+            redis::Value::Nil => "nil".to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(shown, ["OK", "OK", "1", "OK", "3", "1", "nil", "3"]);
+    keys.insert("p:a".into(), "3".into());
     let got: Option<String> = redis::cmd("GET")
         .arg("d:1")
         .query(&mut ring.conn(3))
