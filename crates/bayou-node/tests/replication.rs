@@ -295,7 +295,7 @@ fn bayou_writes_with_checks_and_merges_resolve_the_same_everywhere() {
     assert_eq!(scan(a, "room/", "FULL"), ["room/1", "A"]);
     assert_eq!(scan(b, "room/", "FULL"), ["room/1", "B"]);
     assert!(scan(a, "room/", "COMMITTED").is_empty());
-    assert_eq!(a.log_lines(), ["∞:1:A BOOK(A)"]);
+    assert_eq!(a.log_lines(), ["∞:1:A BOOK(A) [applied]"]);
     // Plain operations go through BAYOU.WRITE too; bad JSON is an error.
     let _: String = redis::cmd("BAYOU.WRITE")
         .arg("W(note,hi)")
