@@ -200,7 +200,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let (core_tx, core_rx) = mpsc::unbounded_channel();
     let (shutdown, _) = watch::channel(false);
     let seed = u64::from_be_bytes(ids[0].to_be_bytes()[12..20].try_into().expect("8 bytes"));
-    let host = VirtualHost::new(&cfg.core_config_pub(space), cfg.listen, &ids, seed);
+    let host = VirtualHost::new(&cfg.core_config(space), cfg.listen, &ids, seed);
     let shared = Arc::new(Shared {
         peers: Peers::new(
             cfg.max_frame_bytes,

@@ -102,6 +102,9 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Result<Response, StoreErr
             Ownership::Owned(_) | Ownership::Unsure => Response::NotReady,
             Ownership::NotMine => Response::NotOwner,
         },
+        Request::Write { key, ref name, .. } if !records_valid_name(shared, key, name) => {
+            Response::Error("key id is not SHA-1 of its key".into())
+        }
         Request::Write { key, name, value } => match ownership(shared, key) {
             Ownership::Owned(v) if is_ready(shared, v) => {
                 let out = shared
@@ -125,6 +128,9 @@ async fn handle(shared: &Arc<Shared>, req: Request) -> Result<Response, StoreErr
             Ownership::NotMine => Response::NotOwner,
         },
         Request::Replicate { records } => {
+            if !records_valid(shared, &records) {
+                return Ok(Response::Error("record id is not SHA-1 of its key".into()));
+            }
             let n = records.len() as u64;
             shared.store.run(Op::Apply(records)).await?;
             shared
@@ -395,7 +401,7 @@ async fn sync_range(
                     )
                     .await
                 {
-                    Ok(Response::Records(recs)) => {
+                    Ok(Response::Records(recs)) if records_valid(shared, &recs) => {
                         let n = recs.len() as u64;
                         shared.store.run(Op::Apply(recs)).await?;
                         shared
@@ -502,6 +508,18 @@ pub async fn leave(shared: &Arc<Shared>) -> Result<usize, ClientError> {
     let _ = rx.await;
     info!(records = sent, "left the ring");
     Ok(sent)
+}
+
+/// Whether every record sits under the id of its own key, so a peer's bytes
+/// can never put a record where reads and ownership would not find it.
+fn records_valid(shared: &Shared, records: &[(Id, Record)]) -> bool {
+    records
+        .iter()
+        .all(|(id, r)| records_valid_name(shared, *id, &r.name))
+}
+
+fn records_valid_name(shared: &Shared, id: Id, name: &[u8]) -> bool {
+    shared.space.hash(name) == id
 }
 
 /// Splits records into groups of at most `max_bytes` of names and values

@@ -107,7 +107,7 @@ impl NodeConfig {
     }
 
     /// The chord-core configuration these settings imply.
-    pub fn core_config_pub(&self, space: IdSpace) -> Config {
+    pub fn core_config(&self, space: IdSpace) -> Config {
         let mut c = Config::new(space);
         c.successors = self.successors.max(1);
         // The driver stores keys itself (durably); the core's in-memory store stays empty.

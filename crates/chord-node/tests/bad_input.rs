@@ -124,6 +124,36 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
         }
     }
     ping(port);
+    // A well-formed request whose record sits under another key's id is
+    // refused with an error answer, and nothing is stored.
+    let forged = wire::encode(&Body::Request {
+        id: 9,
+        req: Request::Replicate {
+            records: vec![(
+                chord_core::IdSpace::default().hash(b"evil"),
+                Record {
+                    name: b"forged".to_vec(),
+                    value: Some(b"z".to_vec()),
+                    version: u64::MAX,
+                },
+            )],
+        },
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&frame(&forged)).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    match wire::decode(&body).unwrap() {
+        Body::Response {
+            id: 9,
+            resp: wire::Response::Error(e),
+        } => assert!(e.contains("SHA-1"), "{e}"),
+        other => panic!("forged record accepted: {other:?}"),
+    }
+    drop(s);
     // The errors are replies, not crashes.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"*1\r\n$5\r\nNOSUC\r\n").unwrap();
