@@ -236,7 +236,7 @@ fn the_cluster_command_starts_a_ring_and_stops_it() {
             break p;
         }
     };
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args([
             "cluster",
             "--nodes",
@@ -258,6 +258,19 @@ fn the_cluster_command_starts_a_ring_and_stops_it() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // SIGTERM on the way out, even if an assertion fails, so that the
+    // cluster stops its nodes.
+    struct Term(std::process::Child);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            // Only while it runs: a reaped pid may belong to someone else.
+            if let Ok(None) = self.0.try_wait() {
+                let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = Term(child);
     let ports: Vec<u16> = (0..4).map(|i| base + i).collect();
     wait_until(
         Duration::from_secs(30),
@@ -286,10 +299,10 @@ fn the_cluster_command_starts_a_ring_and_stops_it() {
     assert_eq!(v, "ring");
     // SIGTERM stops the cluster and its nodes.
     Command::new("kill")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");
     wait_until(Duration::from_secs(10), "nodes stopped", || {
         ports.iter().all(|p| try_conn(*p).is_err())
