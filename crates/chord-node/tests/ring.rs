@@ -23,7 +23,9 @@ fn hex(id: chord_core::Id) -> String {
 fn eight_nodes_hold_1000_keys_and_survive_the_kill_of_two_adjacent_nodes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
-    let mut ring = Ring::start(8, 3);
+    // r = 3 in both senses: successor lists of 3 (two adjacent failures
+    // leave every node one live successor) and 3 copies of every key.
+    let mut ring = Ring::start_with(8, 3, 3);
     let took = ring.wait_ring(Duration::from_secs(30));
     eprintln!("8-node ring correct after {took:?}");
     let keys = ring.write_keys("k", 1000, 1);

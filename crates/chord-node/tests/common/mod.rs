@@ -42,6 +42,7 @@ impl TestNode {
 pub struct Ring {
     pub nodes: Vec<TestNode>,
     pub replicas: usize,
+    pub successors: usize,
     _tmp: tempfile::TempDir,
 }
 
@@ -54,6 +55,10 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 }
 
 pub fn fast_flags(replicas: usize) -> Vec<String> {
+    fast_flags_with(replicas, 4)
+}
+
+pub fn fast_flags_with(replicas: usize, successors: usize) -> Vec<String> {
     [
         "--stabilize-ms",
         &STABILIZE_MS.to_string(),
@@ -70,7 +75,7 @@ pub fn fast_flags(replicas: usize) -> Vec<String> {
         "--op-timeout-ms",
         "20000",
         "--successors",
-        "4",
+        &successors.to_string(),
         "--replicas",
         &replicas.to_string(),
     ]
@@ -82,10 +87,16 @@ pub fn fast_flags(replicas: usize) -> Vec<String> {
 impl Ring {
     /// Starts `n` nodes: the first creates the ring, the others join through it.
     pub fn start(n: usize, replicas: usize) -> Ring {
+        Ring::start_with(n, replicas, 4)
+    }
+
+    /// Starts `n` nodes with successor lists of length `successors`.
+    pub fn start_with(n: usize, replicas: usize, successors: usize) -> Ring {
         let tmp = tempfile::tempdir().unwrap();
         let mut ring = Ring {
             nodes: Vec::new(),
             replicas,
+            successors,
             _tmp: tmp,
         };
         for _ in 0..n {
@@ -105,7 +116,7 @@ impl Ring {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&dir)
-            .args(fast_flags(self.replicas))
+            .args(fast_flags_with(self.replicas, self.successors))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(j) = &join {
@@ -185,7 +196,7 @@ impl Ring {
                     return false;
                 }
             }
-            if succs.len() < (n - 1).min(4) {
+            if succs.len() < (n - 1).min(self.successors) {
                 return false;
             }
         }
