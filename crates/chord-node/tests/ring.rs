@@ -319,3 +319,34 @@ fn deletes_and_counts_route_to_owners_and_data_survives_a_restart() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to node"));
 }
+
+/// Virtual nodes (SIGCOMM §6.2): four per process; every key still has
+/// exactly 3 copies on 3 distinct processes and one owner, and reads work
+/// through every process.
+#[test]
+fn virtual_nodes_keep_three_copies_on_distinct_processes() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ring = Ring::start_opts(4, 3, 8, &["--virtual", "4"]);
+    wait_until(Duration::from_secs(30), "every virtual node joined", || {
+        ring.live().iter().all(|i| {
+            let mut c = ring.conn(*i);
+            info_field(&mut c, "joined") == "1" && info_field(&mut c, "ready") == "1"
+        })
+    });
+    let keys = ring.write_keys("v", 400, 31);
+    ring.check_keys(&keys, 32);
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "3 copies on distinct processes",
+        || match ring.copies_are(&keys, 3) {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        },
+    );
+    let _ = last;
+    ring.check_keys(&keys, 33);
+}

@@ -43,6 +43,8 @@ pub struct Ring {
     pub nodes: Vec<TestNode>,
     pub replicas: usize,
     pub successors: usize,
+    /// More `serve` flags for every node.
+    pub extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
@@ -92,11 +94,17 @@ impl Ring {
 
     /// Starts `n` nodes with successor lists of length `successors`.
     pub fn start_with(n: usize, replicas: usize, successors: usize) -> Ring {
+        Ring::start_opts(n, replicas, successors, &[])
+    }
+
+    /// Starts `n` nodes with more `serve` flags.
+    pub fn start_opts(n: usize, replicas: usize, successors: usize, extra: &[&str]) -> Ring {
         let tmp = tempfile::tempdir().unwrap();
         let mut ring = Ring {
             nodes: Vec::new(),
             replicas,
             successors,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _tmp: tmp,
         };
         for _ in 0..n {
@@ -117,6 +125,7 @@ impl Ring {
             .arg("--data-dir")
             .arg(&dir)
             .args(fast_flags_with(self.replicas, self.successors))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(j) = &join {
