@@ -308,6 +308,19 @@ fn deletes_and_counts_route_to_owners_and_data_survives_a_restart() {
         .query(&mut ring.conn(2))
         .unwrap();
     assert_eq!(got, None, "a deleted key stays deleted");
+    // The copies made while the node was down are collected again.
+    let mut last = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "2 copies after the restart",
+        || match ring.copies_are(&keys, 2) {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        },
+    );
 
     // Another node id cannot take over the directory.
     ring.kill(2);
