@@ -1,6 +1,7 @@
 //! A Bayou replica as a network server.
 //!
-//! * [`resp`]: the Redis protocol (RESP2) parser and reply encoder.
+//! * the Redis protocol (RESP2) parser, reply encoder and accept loop come
+//!   from the shared `resp-server` crate (Chord's runtime uses them too).
 //! * [`wire`]: the peer protocol's frames and messages.
 //! * [`node`]: the replica task, the storage thread, group commit and the
 //!   durability barrier.
@@ -17,6 +18,5 @@
 pub mod cli;
 pub mod node;
 pub mod peer;
-pub mod resp;
 pub mod server;
 pub mod wire;

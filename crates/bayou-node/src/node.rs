@@ -36,7 +36,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::resp::Reply;
+use resp_server::Reply;
 
 /// The fewest commits between two checkpoints of the committed database.
 pub const CHECKPOINT_EVERY: u64 = 4096;

@@ -17,7 +17,7 @@ use tracing::{debug, info};
 
 use crate::node::{Node, Query};
 use crate::peer;
-use crate::resp::{self, Limits, Reply};
+use resp_server::{self as resp, Limits, Reply};
 
 /// Most bytes a client may have buffered without completing a request.
 pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
@@ -26,29 +26,14 @@ pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
 const MAX_PIPELINE: usize = 1024;
 
 /// Accepts connections until `shutdown` flips.
-pub async fn accept_loop(
-    node: Arc<Node>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(node.clone(), stream));
-                }
-                Err(e) => {
-                    debug!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    resp_server::accept_loop(listener, shutdown, move |stream| {
+        handle(node.clone(), stream)
+    })
+    .await
 }
 
 async fn handle(node: Arc<Node>, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(16 << 10);
     match stream.read_buf(&mut buf).await {
         Ok(0) | Err(_) => return,

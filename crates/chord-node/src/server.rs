@@ -27,10 +27,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bayou_node::resp::{self, Limits, Reply};
 use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
+use resp_server::{self as resp, Limits, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -53,25 +53,14 @@ const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let mut shutdown = shared.shutdown.subscribe();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(shared.clone(), stream));
-                }
-                Err(e) => {
-                    debug!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
+    let shutdown = shared.shutdown.subscribe();
+    resp_server::accept_loop(listener, shutdown, move |stream| {
+        handle(shared.clone(), stream)
+    })
+    .await
 }
 
 async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(16 << 10);
     match stream.read_buf(&mut buf).await {
         Ok(0) | Err(_) => return,
