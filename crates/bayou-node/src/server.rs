@@ -244,19 +244,6 @@ fn command_info(c: &(&str, i64, &[&str], i64, i64)) -> Reply {
     ])
 }
 
-/// Redis-style glob matching with `*` and `?` (enough for `CONFIG GET`).
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
-        }
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
-        (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => glob(&pattern[1..], &text[1..]),
-        _ => false,
-    }
-}
-
 fn lower(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_lowercase()
 }
@@ -314,22 +301,7 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
             if n >= 2 && &args[1][..] != b"2" {
                 return Action::Now(Reply::Error("NOPROTO unsupported protocol version".into()));
             }
-            Action::Now(Reply::Array(vec![
-                Reply::text("server"),
-                Reply::text("bayou"),
-                Reply::text("version"),
-                Reply::text(env!("CARGO_PKG_VERSION")),
-                Reply::text("proto"),
-                Reply::Int(2),
-                Reply::text("id"),
-                Reply::Int(0),
-                Reply::text("mode"),
-                Reply::text("standalone"),
-                Reply::text("role"),
-                Reply::text("master"),
-                Reply::text("modules"),
-                Reply::Array(vec![]),
-            ]))
+            Action::Now(resp::hello("bayou", env!("CARGO_PKG_VERSION")))
         }
         "command" => {
             let sub = args.get(1).map(|a| lower(a));
@@ -353,13 +325,7 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
         "config" => {
             let sub = lower(&args[1]);
             Action::Now(match sub.as_str() {
-                "get" if n >= 3 => Reply::Array(
-                    CONFIG
-                        .iter()
-                        .filter(|(k, _)| args[2..].iter().any(|p| glob(p, k.as_bytes())))
-                        .flat_map(|(k, v)| [Reply::text(*k), Reply::text(*v)])
-                        .collect(),
-                ),
+                "get" if n >= 3 => resp::config_get(CONFIG, &args[2..]),
                 "resetstat" => Reply::ok(),
                 "get" => Reply::err("wrong number of arguments for 'config|get' command"),
                 _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
@@ -428,20 +394,5 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
             Action::Now(Reply::ok())
         }
         _ => unreachable!("every command in COMMANDS is handled"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn glob_matches_like_redis() {
-        assert!(glob(b"*", b"save"));
-        assert!(glob(b"append*", b"appendonly"));
-        assert!(glob(b"SAVE", b"save"));
-        assert!(glob(b"s?ve", b"save"));
-        assert!(!glob(b"save", b"appendonly"));
-        assert!(!glob(b"a*z", b"appendonly"));
     }
 }

@@ -419,22 +419,7 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
             Err(e) => Reply::err(e),
         },
         "HELLO" => match args.get(1).map(|a| a.as_ref()) {
-            None | Some(b"2") => Reply::Array(vec![
-                Reply::text("server"),
-                Reply::text("chord"),
-                Reply::text("version"),
-                Reply::text(env!("CARGO_PKG_VERSION")),
-                Reply::text("proto"),
-                Reply::Int(2),
-                Reply::text("id"),
-                Reply::Int(0),
-                Reply::text("mode"),
-                Reply::text("standalone"),
-                Reply::text("role"),
-                Reply::text("master"),
-                Reply::text("modules"),
-                Reply::Array(vec![]),
-            ]),
+            None | Some(b"2") => resp::hello("chord", env!("CARGO_PKG_VERSION")),
             Some(_) => Reply::Error("NOPROTO this server speaks RESP2 only".into()),
         },
         "SELECT" if n == 2 => {
@@ -455,19 +440,10 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
                 Some(_) => Reply::Array(vec![]),
             }
         }
-        "CONFIG" if n >= 3 && args[1].eq_ignore_ascii_case(b"GET") => {
-            let mut items = Vec::new();
-            for pat in &args[2..] {
-                let p = String::from_utf8_lossy(pat).to_lowercase();
-                for (k, v) in [("save", ""), ("appendonly", "no"), ("databases", "1")] {
-                    if p == "*" || p == k {
-                        items.push(Reply::text(k));
-                        items.push(Reply::text(v));
-                    }
-                }
-            }
-            Reply::Array(items)
-        }
+        "CONFIG" if n >= 3 && args[1].eq_ignore_ascii_case(b"GET") => resp::config_get(
+            &[("save", ""), ("appendonly", "no"), ("databases", "1")],
+            &args[2..],
+        ),
         "INFO" => redis_info(shared).await,
         _ if COMMANDS.contains(&cmd.as_str()) => wrong_args(&cmd),
         _ => Reply::err(format!(
