@@ -304,7 +304,18 @@ proptest! {
         ids.dedup();
         prop_assume!(ids.len() >= r + 2);
         let addrs = grow(&mut sim, &ids);
-        let keys: Vec<Id> = (0..40u64).map(|k| space.hash(&(seed ^ k).to_le_bytes())).collect();
+        // 40 distinct key ids: in a 2^20 space two names can hash to one id,
+        // and then "the value stored under key i" would not be defined.
+        let mut keys: Vec<Id> = Vec::new();
+        for k in 0u64.. {
+            let id = space.hash(&(seed ^ k).to_le_bytes());
+            if !keys.contains(&id) {
+                keys.push(id);
+            }
+            if keys.len() == 40 {
+                break;
+            }
+        }
         put_all(&mut sim, &addrs, &keys);
         let t = sim.now() + 10_000;
         sim.run_until(t);
