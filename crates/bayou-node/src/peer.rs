@@ -139,18 +139,6 @@ impl<'a> Conn<'a> {
         r
     }
 
-    /// Reads the magic prefix (responder side).
-    async fn read_magic(&mut self) -> Result<(), SessionError> {
-        while self.rbuf.len() < MAGIC.len() {
-            self.fill().await?;
-        }
-        if &self.rbuf[..MAGIC.len()] != MAGIC {
-            return Err(self.protocol("bad magic".into()));
-        }
-        let _ = self.rbuf.split_to(MAGIC.len());
-        Ok(())
-    }
-
     async fn fill(&mut self) -> Result<(), SessionError> {
         self.rbuf.reserve(64 << 10);
         match timeout(IDLE_TIMEOUT, self.stream.read_buf(&mut self.rbuf)).await {
@@ -409,7 +397,6 @@ pub(crate) async fn serve_peer(node: Arc<Node>, stream: TcpStream, rbuf: BytesMu
 }
 
 async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
-    conn.read_magic().await?;
     let node = conn.node;
     let from = match conn.recv().await? {
         Msg::Hello { from, to } => {

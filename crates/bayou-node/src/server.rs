@@ -17,7 +17,7 @@ use tracing::{debug, info};
 
 use crate::node::{Node, Query};
 use crate::peer;
-use resp_server::{self as resp, Limits, Reply};
+use resp_server::{self as resp, Limits, Opened, Reply};
 
 /// Most bytes a client may have buffered without completing a request.
 pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
@@ -34,15 +34,14 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, shutdown: watch
 }
 
 async fn handle(node: Arc<Node>, mut stream: TcpStream) {
-    let mut buf = BytesMut::with_capacity(16 << 10);
-    match stream.read_buf(&mut buf).await {
-        Ok(0) | Err(_) => return,
-        Ok(_) => {}
-    }
-    if buf[0] == crate::wire::MAGIC[0] {
-        peer::serve_peer(node, stream, buf).await;
-    } else if let Err(e) = serve_client(&node, &mut stream, buf).await {
-        debug!("client connection ended: {e}");
+    match resp::open(&mut stream, crate::wire::MAGIC, peer::IDLE_TIMEOUT).await {
+        Some(Opened::Peer(rest)) => peer::serve_peer(node, stream, rest).await,
+        Some(Opened::Client(buf)) => {
+            if let Err(e) = serve_client(&node, &mut stream, buf).await {
+                debug!("client connection ended: {e}");
+            }
+        }
+        None => {}
     }
 }
 

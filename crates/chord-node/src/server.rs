@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
-use resp_server::{self as resp, Limits, Reply};
+use resp_server::{self as resp, Limits, Opened, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -48,6 +48,9 @@ const MAX_PIPELINE: usize = 1024;
 /// Most keys of one MGET/MSET/DEL/EXISTS in flight at once.
 const MAX_FAN_OUT: usize = 256;
 
+/// How long a peer may take to finish sending the magic prefix.
+const PEER_MAGIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most bytes a client may have buffered without completing a request.
 const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
 
@@ -61,26 +64,14 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
-    let mut buf = BytesMut::with_capacity(16 << 10);
-    match stream.read_buf(&mut buf).await {
-        Ok(0) | Err(_) => return,
-        Ok(_) => {}
-    }
-    if buf[0] == MAGIC[0] {
-        while buf.len() < MAGIC.len() {
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+    match resp::open(&mut stream, MAGIC, PEER_MAGIC_TIMEOUT).await {
+        Some(Opened::Peer(rest)) => serve_peer(shared, stream, rest).await,
+        Some(Opened::Client(buf)) => {
+            if let Err(e) = serve_client(&shared, &mut stream, buf).await {
+                debug!("client connection ended: {e}");
             }
         }
-        if &buf[..MAGIC.len()] != MAGIC {
-            debug!("bad peer magic");
-            return;
-        }
-        let rest = buf.split_off(MAGIC.len());
-        serve_peer(shared, stream, rest).await;
-    } else if let Err(e) = serve_client(&shared, &mut stream, buf).await {
-        debug!("client connection ended: {e}");
+        None => {}
     }
 }
 

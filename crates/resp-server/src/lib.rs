@@ -16,7 +16,9 @@ pub mod resp;
 
 pub use resp::{Limits, ProtocolError, Reply, parse};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 use std::future::Future;
 
@@ -72,6 +74,49 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
+/// What a new connection turned out to be, from its first bytes.
+#[derive(Debug)]
+pub enum Opened {
+    /// A Redis client, with the bytes read so far.
+    Client(BytesMut),
+    /// A peer that sent the magic prefix, with the bytes read after it.
+    Peer(BytesMut),
+}
+
+/// Reads a new connection's first bytes and tells a peer from a Redis
+/// client: a peer starts with `magic`, whose first byte no RESP request
+/// starts with. The first read waits as long as the client likes (redis-cli
+/// may sit idle); once a peer has begun the prefix it must finish it within
+/// `magic_timeout`. `None` when the connection closed or failed first, the
+/// prefix timed out, or it was wrong: the caller just drops the connection.
+pub async fn open(stream: &mut TcpStream, magic: &[u8], magic_timeout: Duration) -> Option<Opened> {
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    match stream.read_buf(&mut buf).await {
+        Ok(0) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    if buf[0] != magic[0] {
+        return Some(Opened::Client(buf));
+    }
+    let complete = async {
+        while buf.len() < magic.len() {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(magic_timeout, complete).await {
+        Ok(true) if &buf[..magic.len()] == magic => Some(Opened::Peer(buf.split_off(magic.len()))),
+        Ok(true) => {
+            debug!("bad peer magic");
+            None
+        }
+        _ => None,
+    }
+}
+
 /// Accepts connections until `shutdown` changes, spawning `serve(stream)`
 /// for each. A failed accept (e.g. out of file descriptors) is logged and
 /// retried after a short pause rather than ending the server.
@@ -124,5 +169,37 @@ mod tests {
         );
         let none = config_get(&settings, &[Bytes::from_static(b"maxmemory")]);
         assert_eq!(none, Reply::Array(vec![]));
+    }
+
+    /// Sends `bytes` to a fresh loopback connection and classifies it.
+    async fn open_with(bytes: &'static [u8]) -> Option<Opened> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(bytes).await.unwrap();
+            // Keep the connection open while the server reads.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let opened = open(&mut stream, b"\0MAGIC", Duration::from_millis(100)).await;
+        client.await.unwrap();
+        opened
+    }
+
+    #[tokio::test]
+    async fn open_tells_peers_from_clients() {
+        match open_with(b"*1\r\n$4\r\nPING\r\n").await {
+            Some(Opened::Client(buf)) => assert_eq!(&buf[..], b"*1\r\n$4\r\nPING\r\n"),
+            other => panic!("{other:?}"),
+        }
+        match open_with(b"\0MAGICrest").await {
+            Some(Opened::Peer(rest)) => assert_eq!(&rest[..], b"rest"),
+            other => panic!("{other:?}"),
+        }
+        // A wrong prefix, and one never finished, are dropped.
+        assert!(open_with(b"\0MAGXC").await.is_none());
+        assert!(open_with(b"\0MA").await.is_none());
     }
 }
