@@ -21,6 +21,9 @@
 //!   undo records.
 //! * [`vv`]: version vectors.
 //! * [`replica`]: one server: log, clocks, commit, anti-entropy, two views.
+//! * [`session`]: the anti-entropy session sans I/O: chunks, full-state
+//!   transfer, resuming a cut session, checkpoints.
+//! * [`bundle`]: anti-entropy over files.
 //! * [`script`]: Bayou writes with dependency checks and merge procedures,
 //!   run in a deterministic, resource-limited sandbox.
 //!
@@ -28,17 +31,22 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bundle;
 pub mod id;
 pub mod op;
 pub mod replica;
 pub mod script;
+pub mod session;
 pub mod vv;
 
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
 pub use op::{Db, Op, OpParseError, Undo};
 pub use replica::{
-    CommitError, Item, ProtocolError, ReceiveReport, Replica, Role, Stats, Summary, View, Write,
-    WriteStatus, format_entry, format_entry_with_outcome,
+    CommitError, Item, ProtocolError, ReceiveReport, Replica, Retention, Role, Stats, Summary,
+    View, Write, WriteStatus, format_entry, format_entry_with_outcome,
 };
 pub use script::{BayouWrite, DependencyCheck, LIMITS, Limits, Mutation, Outcome};
+pub use session::{
+    Checkpoint, Chunk, ChunkLimits, Resume, SessionSender, Snapshot, SnapshotPart, advance,
+};
 pub use vv::VersionVector;

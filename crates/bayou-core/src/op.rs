@@ -222,6 +222,12 @@ impl Db {
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
+    /// Sets `key` to `value` directly, outside any write: used to load a
+    /// checkpoint or a received snapshot.
+    pub fn insert(&mut self, key: Bytes, value: Bytes) {
+        self.data.insert(key, value);
+    }
+
     /// Restores the state before the write whose execution produced `undo`.
     pub fn undo(&mut self, undo: Undo) {
         // Reverse order, so a key touched twice ends at its first previous value.

@@ -45,12 +45,14 @@ use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{Csn, ServerId, Stamp, WriteId};
 use crate::op::{Db, Op, Undo};
 use crate::script::Outcome;
+use crate::session::{Checkpoint, Chunk, Resume, Snapshot, SnapshotPart};
 use crate::vv::VersionVector;
 
 /// A write in the log: its name and its update.
@@ -60,6 +62,19 @@ pub struct Write {
     pub id: WriteId,
     /// What the write does.
     pub op: Op,
+}
+
+impl Write {
+    /// A rough size in bytes (key, value, id and framing), for retention
+    /// limits and frame sizes.
+    pub fn approx_size(&self) -> usize {
+        let op = match &self.op {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+            Op::Bayou(w) => w.approx_size(),
+        };
+        op + self.id.server.as_str().len() + 24
+    }
 }
 
 impl fmt::Debug for Write {
@@ -108,6 +123,16 @@ pub enum Item {
     },
 }
 
+impl Item {
+    /// A rough size in bytes on the wire.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Item::Write { write, .. } => write.approx_size(),
+            Item::Commit { id, .. } => id.server.as_str().len() + 24,
+        }
+    }
+}
+
 impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -125,6 +150,8 @@ pub struct Summary {
     pub vv: VersionVector,
     /// The highest CSN the receiver knows.
     pub csn: Csn,
+    /// How far the receiver got into a full-state transfer that was cut off.
+    pub resume: Option<Resume>,
 }
 
 /// Whether this server commits writes.
@@ -158,6 +185,9 @@ pub enum WriteStatus {
     Tentative,
     /// Held and committed with this CSN.
     Committed(Csn),
+    /// Committed, and already discarded from the log by truncation: its CSN
+    /// is at most the OSN and its effect is in the checkpoint ([P97 §3.3]).
+    Truncated,
 }
 
 /// An anti-entropy item that breaks the protocol. The items before it were
@@ -209,6 +239,29 @@ pub enum ProtocolError {
         /// Its CSN now.
         now_csn: Csn,
     },
+    /// A full-state transfer part that does not continue the transfer this
+    /// replica is staging (a part was lost or reordered).
+    #[error("snapshot part at CSN {csn} does not continue the staged transfer ({staged})")]
+    SnapshotGap {
+        /// The part's CSN.
+        csn: Csn,
+        /// What this replica has staged.
+        staged: String,
+    },
+    /// A snapshot whose keys are not in strictly increasing order.
+    #[error("snapshot part at CSN {0} has keys out of order")]
+    SnapshotOrder(Csn),
+    /// A snapshot that does not reflect a write this replica holds as
+    /// committed below the snapshot's CSN: two committed orders.
+    #[error("snapshot at CSN {csn} does not reflect {id}, committed here as CSN {held}")]
+    SnapshotConflict {
+        /// The snapshot's CSN.
+        csn: Csn,
+        /// The write.
+        id: WriteId,
+        /// Its CSN here.
+        held: Csn,
+    },
 }
 
 /// Why a commit was refused.
@@ -230,6 +283,8 @@ pub struct ReceiveReport {
     pub duplicates: usize,
     /// Tentative writes undone to insert the new ones (redone afterwards).
     pub undone: usize,
+    /// Whether a full-state transfer was installed.
+    pub installed: bool,
 }
 
 /// Counters over the replica's lifetime.
@@ -243,6 +298,44 @@ pub struct Stats {
     pub commit_executions: u64,
 }
 
+/// How much committed history a replica keeps in its log ([P97 §3.3–3.4]).
+/// Committed writes beyond both limits are discarded at the next
+/// checkpoint; a receiver that still lacks them gets a full-state transfer.
+/// Tentative writes are never discarded ([P97 §5.2]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Keep at most this many committed writes.
+    pub writes: u64,
+    /// Keep at most about this many bytes of committed writes.
+    pub bytes: u64,
+    /// Take a checkpoint once this many writes committed since the last
+    /// one, or the committed database's key count if larger, so that
+    /// rewriting the checkpoint costs about one key per commit.
+    pub checkpoint_every: u64,
+}
+
+impl Retention {
+    /// Keep every committed write; checkpoint as usual. The simulator's
+    /// default, so the slides' logs stay whole.
+    pub const KEEP_ALL: Retention = Retention {
+        writes: u64::MAX,
+        bytes: u64::MAX,
+        checkpoint_every: 4096,
+    };
+}
+
+impl Default for Retention {
+    /// 50,000 committed writes or 64 MiB, checkpoint every 4,096 commits
+    /// (or every database-size commits if larger).
+    fn default() -> Self {
+        Retention {
+            writes: 50_000,
+            bytes: 64 << 20,
+            checkpoint_every: 4096,
+        }
+    }
+}
+
 /// One Bayou server. See the module documentation.
 #[derive(Clone)]
 pub struct Replica {
@@ -250,8 +343,30 @@ pub struct Replica {
     role: Role,
     logical_clock: Stamp,
     vv: VersionVector,
-    /// `committed[i]` has CSN `i + 1`.
-    committed: Vec<Write>,
+    /// The retained committed writes: `committed[i]` has CSN `osn + i + 1`.
+    committed: VecDeque<Write>,
+    /// The CSN of the last discarded write (OSN, [P97 §3.3]).
+    osn: Csn,
+    /// The discarded writes (`O`, [P97 §3.3]).
+    omitted: VersionVector,
+    /// The committed writes (discarded and retained) as a version vector.
+    commit_vv: VersionVector,
+    /// Sum of `approx_size` over `committed`.
+    retained_bytes: u64,
+    retention: Retention,
+    /// The CSN of the last checkpoint taken.
+    checkpoint_csn: Csn,
+    /// A checkpoint not yet handed to the driver.
+    to_checkpoint: Option<Arc<Checkpoint>>,
+    /// During recovery: committed writes up to this CSN are already in the
+    /// checkpoint's database and are not executed again.
+    replayed_upto: Csn,
+    /// The snapshot last sent in a full-state transfer, kept so a cut
+    /// transfer can resume; dropped at the next checkpoint.
+    snapshot_cache: Option<Arc<Snapshot>>,
+    /// A full-state transfer being received: parts are staged here and
+    /// installed all at once when the last arrives.
+    incoming: Option<Staging>,
     tentative: BTreeMap<WriteId, Op>,
     /// Stamps of the tentative writes, per accepting server: lets a sender
     /// find the tentative writes a receiver lacks without scanning the rest.
@@ -266,6 +381,15 @@ pub struct Replica {
     /// simply `Applied` (plain writes always are).
     outcomes: BTreeMap<WriteId, Outcome>,
     stats: Stats,
+}
+
+/// A full-state transfer being received.
+#[derive(Clone)]
+struct Staging {
+    csn: Csn,
+    vv: VersionVector,
+    db: Db,
+    last: Option<bytes::Bytes>,
 }
 
 impl fmt::Debug for Replica {
@@ -301,7 +425,17 @@ impl Replica {
             role,
             logical_clock: 0,
             vv: VersionVector::new(),
-            committed: Vec::new(),
+            committed: VecDeque::new(),
+            osn: 0,
+            omitted: VersionVector::new(),
+            commit_vv: VersionVector::new(),
+            retained_bytes: 0,
+            retention: Retention::KEEP_ALL,
+            checkpoint_csn: 0,
+            to_checkpoint: None,
+            replayed_upto: 0,
+            snapshot_cache: None,
+            incoming: None,
             tentative: BTreeMap::new(),
             tentative_by_server: BTreeMap::new(),
             committed_db: Db::new(),
@@ -321,8 +455,42 @@ impl Replica {
         role: Role,
         items: impl IntoIterator<Item = Item>,
     ) -> Result<Replica, ProtocolError> {
+        Replica::restore(id, role, Retention::KEEP_ALL, None, items)
+    }
+
+    /// Rebuilds a server from its durable state: the last checkpoint (if
+    /// any) and the items of the retained log, in the order they were
+    /// persisted. Committed writes the checkpoint already reflects are put
+    /// back in the log without executing them again.
+    pub fn restore(
+        id: ServerId,
+        role: Role,
+        retention: Retention,
+        checkpoint: Option<&Checkpoint>,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<Replica, ProtocolError> {
         let mut r = Replica::new(id, role);
+        r.retention = retention;
+        if let Some(cp) = checkpoint {
+            r.osn = cp.osn;
+            r.omitted = cp.omitted.clone();
+            r.commit_vv = cp.omitted.clone();
+            r.vv = cp.omitted.clone();
+            r.logical_clock = cp.snapshot.vv.max_stamp();
+            r.committed_db = (*cp.snapshot.db).clone();
+            r.full_db = r.committed_db.clone();
+            r.replayed_upto = cp.snapshot.csn;
+            r.checkpoint_csn = cp.snapshot.csn;
+        }
         r.apply_items(items, Source::Disk)?;
+        if r.csn() < r.replayed_upto {
+            return Err(ProtocolError::CommitGap {
+                id: WriteId::new(0, r.id.clone()),
+                expected: r.csn() + 1,
+                got: r.replayed_upto,
+            });
+        }
+        r.replayed_upto = 0;
         // A primary that crashed between persisting a write and committing it
         // commits it now, as it would have. Those commits are new, so they are
         // queued for persistence like any other (`Source::Peer`): were they
@@ -358,7 +526,47 @@ impl Replica {
 
     /// The highest CSN known (0 when nothing is committed).
     pub fn csn(&self) -> Csn {
-        self.committed.len() as Csn
+        self.osn + self.committed.len() as Csn
+    }
+
+    /// The CSN of the last write discarded by truncation (OSN; 0 if none).
+    pub fn osn(&self) -> Csn {
+        self.osn
+    }
+
+    /// The writes discarded by truncation (the omitted vector `O`).
+    pub fn omitted(&self) -> &VersionVector {
+        &self.omitted
+    }
+
+    /// The committed writes (discarded and retained) as a version vector.
+    pub fn commit_vv(&self) -> &VersionVector {
+        &self.commit_vv
+    }
+
+    /// How many committed writes the log retains.
+    pub fn retained_len(&self) -> usize {
+        self.committed.len()
+    }
+
+    /// About how many bytes the retained committed writes take.
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained_bytes
+    }
+
+    /// The retention policy.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// Sets the retention policy; it applies from the next checkpoint.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
+    }
+
+    /// The CSN of the last checkpoint taken (0 if none).
+    pub fn checkpoint_csn(&self) -> Csn {
+        self.checkpoint_csn
     }
 
     /// The number of tentative writes.
@@ -376,16 +584,21 @@ impl Replica {
         Summary {
             vv: self.vv.clone(),
             csn: self.csn(),
+            resume: self
+                .incoming
+                .as_ref()
+                .and_then(|st| st.last.clone().map(|after| Resume { csn: st.csn, after })),
         }
     }
 
     /// The log in order: committed writes by CSN, then tentative writes.
     pub fn log(&self) -> impl Iterator<Item = (Option<Csn>, Write)> + '_ {
+        let osn = self.osn;
         let committed = self
             .committed
             .iter()
             .enumerate()
-            .map(|(i, w)| (Some(i as Csn + 1), w.clone()));
+            .map(move |(i, w)| (Some(osn + i as Csn + 1), w.clone()));
         let tentative = self.tentative.iter().map(|(id, op)| {
             (
                 None,
@@ -399,8 +612,12 @@ impl Replica {
     }
 
     /// The committed writes, in CSN order (`[i]` has CSN `i + 1`).
-    pub fn committed(&self) -> &[Write] {
-        &self.committed
+    pub fn committed(&self) -> impl ExactSizeIterator<Item = (Csn, &Write)> + '_ {
+        let osn = self.osn;
+        self.committed
+            .iter()
+            .enumerate()
+            .map(move |(i, w)| (osn + i as Csn + 1, w))
     }
 
     /// The database as seen by `view`.
@@ -420,6 +637,8 @@ impl Replica {
     pub fn status(&self, id: &WriteId) -> WriteStatus {
         if !self.vv.covers(id) {
             WriteStatus::Unknown
+        } else if self.omitted.covers(id) {
+            WriteStatus::Truncated
         } else if self.tentative.contains_key(id) {
             WriteStatus::Tentative
         } else {
@@ -427,7 +646,7 @@ impl Replica {
             // log as a whole is in CSN order, so search linearly from the end
             // (recent writes are the ones usually asked about).
             match self.committed.iter().rposition(|w| &w.id == id) {
-                Some(i) => WriteStatus::Committed(i as Csn + 1),
+                Some(i) => WriteStatus::Committed(self.osn + i as Csn + 1),
                 None => WriteStatus::Unknown,
             }
         }
@@ -446,9 +665,20 @@ impl Replica {
         std::mem::take(&mut self.to_persist)
     }
 
-    /// Whether items are waiting to be made durable.
+    /// Takes the checkpoint to make durable, if one was taken since the
+    /// last call. It must become durable together with the items taken
+    /// with it, and replaces any earlier checkpoint: the store keeps its
+    /// snapshot, `O` and OSN, and drops the stored items it covers
+    /// ([`Checkpoint::covers`]). Items and checkpoint may be applied in
+    /// either order, since an item the checkpoint covers is never queued
+    /// after it.
+    pub fn take_checkpoint(&mut self) -> Option<Arc<Checkpoint>> {
+        self.to_checkpoint.take()
+    }
+
+    /// Whether items or a checkpoint are waiting to be made durable.
     pub fn has_unpersisted(&self) -> bool {
-        !self.to_persist.is_empty()
+        !self.to_persist.is_empty() || self.to_checkpoint.is_some()
     }
 
     /// Accepts a write from a client, given the server's physical clock
@@ -485,14 +715,21 @@ impl Replica {
     /// The iterator is lazy and its cost is proportional to the items it
     /// yields, not to the size of the log. Any prefix of it is a valid
     /// (interrupted) session.
+    ///
+    /// A receiver whose CSN is below this replica's OSN lacks committed
+    /// writes that were discarded here: it needs a full-state transfer
+    /// first ([`crate::SessionSender`] does that), and this yields nothing.
     pub fn items_for<'a>(&'a self, summary: &'a Summary) -> impl Iterator<Item = Item> + 'a {
+        let behind = summary.csn < self.osn;
+        let osn = self.osn;
         let committed = self
             .committed
             .iter()
             .enumerate()
-            .skip(summary.csn as usize)
+            .skip(summary.csn.saturating_sub(osn) as usize)
+            .take(if behind { 0 } else { usize::MAX })
             .map(move |(i, w)| {
-                let csn = i as Csn + 1;
+                let csn = osn + i as Csn + 1;
                 if summary.vv.covers(&w.id) {
                     Item::Commit {
                         id: w.id.clone(),
@@ -505,13 +742,15 @@ impl Replica {
                     }
                 }
             });
-        let tentative = TentativeMissing::new(self, &summary.vv).map(move |id| {
-            let op = self.tentative[&id].clone();
-            Item::Write {
-                write: Write { id, op },
-                csn: None,
-            }
-        });
+        let tentative = TentativeMissing::new(self, &summary.vv)
+            .take(if behind { 0 } else { usize::MAX })
+            .map(move |id| {
+                let op = self.tentative[&id].clone();
+                Item::Write {
+                    write: Write { id, op },
+                    csn: None,
+                }
+            });
         committed.chain(tentative)
     }
 
@@ -526,12 +765,43 @@ impl Replica {
     /// session, computed from the current summary, sends what is missing.
     /// A receiver that has learned more since is fine: what it already holds
     /// is ignored.
+    ///
+    /// A session that resumes a cut full-state transfer (`base.resume`) is
+    /// likewise refused unless this replica still stages that transfer, or
+    /// has since moved past its CSN.
     pub fn receive_session(
         &mut self,
         base: &Summary,
-        items: impl IntoIterator<Item = Item>,
+        chunks: impl IntoIterator<Item = impl Into<Chunk>>,
     ) -> Result<ReceiveReport, ProtocolError> {
-        if !self.vv.dominates(&base.vv) || self.csn() < base.csn {
+        self.check_base(base)?;
+        let mut report = ReceiveReport::default();
+        for chunk in chunks {
+            let r = self.receive_chunk(chunk.into())?;
+            report.new_writes += r.new_writes;
+            report.commits += r.commits;
+            report.duplicates += r.duplicates;
+            report.undone += r.undone;
+            report.installed |= r.installed;
+        }
+        Ok(report)
+    }
+
+    /// Checks that a session computed for `base` can be applied here: see
+    /// [`Replica::receive_session`]. This is also the precondition of a
+    /// bundle file ([P97 §4.1]).
+    pub fn check_base(&self, base: &Summary) -> Result<(), ProtocolError> {
+        let resume_ok = match &base.resume {
+            None => true,
+            Some(r) => {
+                self.csn() >= r.csn
+                    || self
+                        .incoming
+                        .as_ref()
+                        .is_some_and(|st| st.csn == r.csn && st.last.as_ref() >= Some(&r.after))
+            }
+        };
+        if !self.vv.dominates(&base.vv) || self.csn() < base.csn || !resume_ok {
             return Err(ProtocolError::StaleSession {
                 base: base.vv.clone(),
                 base_csn: base.csn,
@@ -539,7 +809,16 @@ impl Replica {
                 now_csn: self.csn(),
             });
         }
-        self.receive(items)
+        Ok(())
+    }
+
+    /// Applies one chunk of a session, without checking which state it was
+    /// computed for (see [`Replica::receive_session`]).
+    pub fn receive_chunk(&mut self, chunk: Chunk) -> Result<ReceiveReport, ProtocolError> {
+        match chunk {
+            Chunk::Items(items) => self.receive(items),
+            Chunk::Snapshot(part) => self.receive_snapshot_part(part),
+        }
     }
 
     /// Applies items received by anti-entropy, in the order sent, without
@@ -607,8 +886,12 @@ impl Replica {
             report.new_writes += 1;
             return Ok(true);
         };
+        if csn <= self.osn {
+            // Discarded here already: its effect is in the checkpoint.
+            return Ok(false);
+        }
         if csn <= self.csn() {
-            let held = &self.committed[(csn - 1) as usize].id;
+            let held = &self.committed[(csn - self.osn - 1) as usize].id;
             if held != id {
                 return Err(ProtocolError::ConflictingCommit {
                     csn,
@@ -651,6 +934,196 @@ impl Replica {
             self.commit_tentative(source);
         }
         self.redo();
+        let every = self
+            .retention
+            .checkpoint_every
+            .max(self.committed_db.len() as u64)
+            .max(1);
+        if source == Source::Peer && self.csn() - self.checkpoint_csn >= every {
+            self.checkpoint(None);
+        }
+    }
+
+    /// Takes a checkpoint of the committed database now, and discards the
+    /// committed writes beyond the retention policy, or all but the last
+    /// `keep` if given ([P97 §3.3]; the operator's `BAYOU.TRUNCATE`).
+    /// Returns how many writes it discarded. The checkpoint, with the new
+    /// `O` and OSN, is queued for persistence ([`Replica::take_checkpoint`]):
+    /// the store drops the discarded writes' items in the same transaction.
+    pub fn checkpoint(&mut self, keep: Option<u64>) -> u64 {
+        let (max_writes, max_bytes) = match keep {
+            Some(n) => (n, u64::MAX),
+            None => (self.retention.writes, self.retention.bytes),
+        };
+        let mut discarded = 0;
+        while self.committed.len() as u64 > max_writes || self.retained_bytes > max_bytes {
+            let Some(w) = self.committed.pop_front() else {
+                break;
+            };
+            self.retained_bytes -= w.approx_size() as u64;
+            self.osn += 1;
+            self.omitted.advance(&w.id);
+            self.outcomes.remove(&w.id);
+            discarded += 1;
+        }
+        self.checkpoint_csn = self.csn();
+        // A cached transfer snapshot older than the new OSN could no longer
+        // be followed by the committed writes after it.
+        if self
+            .snapshot_cache
+            .as_ref()
+            .is_some_and(|c| c.csn < self.osn || keep.is_some() || discarded > 0)
+        {
+            self.snapshot_cache = None;
+        }
+        self.to_checkpoint = Some(Arc::new(Checkpoint {
+            snapshot: Snapshot {
+                csn: self.csn(),
+                vv: self.commit_vv.clone(),
+                db: Arc::new(self.committed_db.clone()),
+            },
+            osn: self.osn,
+            omitted: self.omitted.clone(),
+        }));
+        discarded
+    }
+
+    /// The snapshot a full-state transfer sends, and the key to continue
+    /// after: the cached one when the receiver resumes it (and it can still
+    /// be followed by this log), otherwise a new one of the committed
+    /// database now.
+    pub(crate) fn snapshot_for(
+        &mut self,
+        resume: Option<&Resume>,
+    ) -> (Arc<Snapshot>, Option<bytes::Bytes>) {
+        if let Some(cache) = &self.snapshot_cache
+            && cache.csn >= self.osn
+        {
+            if let Some(r) = resume
+                && r.csn == cache.csn
+            {
+                return (cache.clone(), Some(r.after.clone()));
+            }
+            if cache.csn == self.csn() {
+                return (cache.clone(), None);
+            }
+        }
+        let snapshot = Arc::new(Snapshot {
+            csn: self.csn(),
+            vv: self.commit_vv.clone(),
+            db: Arc::new(self.committed_db.clone()),
+        });
+        self.snapshot_cache = Some(snapshot.clone());
+        (snapshot, None)
+    }
+
+    /// Stages one part of a full-state transfer; installs the snapshot when
+    /// the last part arrives.
+    fn receive_snapshot_part(
+        &mut self,
+        part: SnapshotPart,
+    ) -> Result<ReceiveReport, ProtocolError> {
+        let mut report = ReceiveReport::default();
+        if part.csn <= self.csn() {
+            // This replica already holds that state or a later one.
+            report.duplicates = part.entries.len();
+            return Ok(report);
+        }
+        if self.is_primary() {
+            return Err(ProtocolError::ForeignCommit(part.csn));
+        }
+        let continues = match &self.incoming {
+            Some(st) => st.csn == part.csn && part.after <= st.last,
+            None => false,
+        };
+        if !continues {
+            if part.after.is_some() {
+                return Err(ProtocolError::SnapshotGap {
+                    csn: part.csn,
+                    staged: match &self.incoming {
+                        Some(st) => format!("CSN {} up to {:?}", st.csn, st.last),
+                        None => "nothing".into(),
+                    },
+                });
+            }
+            self.incoming = Some(Staging {
+                csn: part.csn,
+                vv: part.vv.clone(),
+                db: Db::new(),
+                last: None,
+            });
+        }
+        let st = self.incoming.as_mut().expect("staged above");
+        for (k, v) in part.entries {
+            if st.last.as_ref().is_some_and(|last| k <= *last) {
+                if part.after.as_ref().is_some_and(|a| k <= *a) {
+                    return Err(ProtocolError::SnapshotOrder(part.csn));
+                }
+                // Already staged by an earlier copy of this part.
+                report.duplicates += 1;
+                continue;
+            }
+            st.last = Some(k.clone());
+            st.db.insert(k, v);
+        }
+        if part.last {
+            let st = self.incoming.take().expect("staged above");
+            self.install(st)?;
+            report.installed = true;
+        }
+        Ok(report)
+    }
+
+    /// Installs a received snapshot ([P97 §3.3]): the database becomes the
+    /// committed view, `O` and OSN become the snapshot's vector and CSN,
+    /// the writes it covers leave the log, and tentative writes it does not
+    /// cover stay (the sender may not know them) and are redone on top.
+    fn install(&mut self, st: Staging) -> Result<(), ProtocolError> {
+        // Every write committed here precedes the snapshot's CSN, so the
+        // snapshot must reflect it; otherwise two committed orders exist.
+        for (i, w) in self.committed.iter().enumerate() {
+            if !st.vv.covers(&w.id) {
+                return Err(ProtocolError::SnapshotConflict {
+                    csn: st.csn,
+                    id: w.id.clone(),
+                    held: self.osn + i as Csn + 1,
+                });
+            }
+        }
+        self.executed.clear();
+        self.committed.clear();
+        self.retained_bytes = 0;
+        self.osn = st.csn;
+        self.omitted = st.vv.clone();
+        self.commit_vv = st.vv.clone();
+        let covered: Vec<WriteId> = self
+            .tentative
+            .keys()
+            .filter(|id| st.vv.covers(id))
+            .cloned()
+            .collect();
+        for id in &covered {
+            self.remove_tentative(id);
+        }
+        self.outcomes.retain(|id, _| !st.vv.covers(id));
+        self.vv.merge(&st.vv);
+        self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
+        self.committed_db = st.db;
+        self.full_db = self.committed_db.clone();
+        self.checkpoint_csn = st.csn;
+        self.snapshot_cache = None;
+        self.to_checkpoint = Some(Arc::new(Checkpoint {
+            snapshot: Snapshot {
+                csn: st.csn,
+                vv: st.vv.clone(),
+                db: Arc::new(self.committed_db.clone()),
+            },
+            osn: st.csn,
+            omitted: st.vv,
+        }));
+        // Tentative writes are redone at the end of the batch (settle).
+        self.settle(Source::Peer);
+        Ok(())
     }
 
     fn commit_tentative(&mut self, source: Source) -> usize {
@@ -686,6 +1159,13 @@ impl Replica {
     fn commit_held(&mut self, id: &WriteId, csn: Csn) {
         debug_assert_eq!(csn, self.csn() + 1);
         let op = self.remove_tentative(id);
+        let write = Write { id: id.clone(), op };
+        if csn <= self.replayed_upto {
+            // Recovery: the checkpoint's database already reflects it.
+            self.push_committed(write);
+            return;
+        }
+        let op = &write.op;
         let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
         if first_executed {
             // It already sits right after the committed prefix in the full
@@ -694,25 +1174,36 @@ impl Replica {
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
-            self.full_db.execute(&op);
+            self.full_db.execute(op);
         }
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
-        let (_, outcome) = self.committed_db.execute(&op);
+        let (_, outcome) = self.committed_db.execute(op);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
-        self.committed.push(Write { id: id.clone(), op });
+        self.push_committed(write);
+    }
+
+    fn push_committed(&mut self, write: Write) {
+        self.commit_vv.advance(&write.id);
+        self.retained_bytes += write.approx_size() as u64;
+        self.committed.push_back(write);
     }
 
     /// Appends a committed write this replica did not hold.
     fn commit_new(&mut self, write: Write) {
-        self.undo_all();
         self.vv.advance(&write.id);
+        if self.csn() < self.replayed_upto {
+            // Recovery: the checkpoint's database already reflects it.
+            self.push_committed(write);
+            return;
+        }
+        self.undo_all();
         self.full_db.execute(&write.op);
         let (_, outcome) = self.committed_db.execute(&write.op);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
-        self.committed.push(write);
+        self.push_committed(write);
     }
 
     fn remove_tentative(&mut self, id: &WriteId) -> Op {

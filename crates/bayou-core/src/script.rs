@@ -87,6 +87,29 @@ pub struct BayouWrite {
     pub label: Option<String>,
 }
 
+impl BayouWrite {
+    /// A rough size in bytes: its strings plus some framing.
+    pub fn approx_size(&self) -> usize {
+        let update: usize = self
+            .update
+            .iter()
+            .map(|m| match m {
+                Mutation::Put(k, v) => k.len() + v.len() + 4,
+                Mutation::Del(k) => k.len() + 4,
+            })
+            .sum();
+        let check = self
+            .check
+            .as_ref()
+            .map_or(0, |c| c.query.len() + c.expected.len());
+        let strings = [&self.merge, &self.label]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        update + check + strings + 8
+    }
+}
+
 /// What executing a Bayou write did.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Outcome {

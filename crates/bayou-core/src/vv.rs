@@ -48,6 +48,21 @@ impl VersionVector {
         other.0.iter().all(|(s, &t)| self.get(s) >= t)
     }
 
+    /// Raises every entry to at least that of `other` (the pointwise maximum).
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (s, &t) in &other.0 {
+            let entry = self.0.entry(s.clone()).or_insert(0);
+            if *entry < t {
+                *entry = t;
+            }
+        }
+    }
+
+    /// The largest stamp in the vector (0 when empty).
+    pub fn max_stamp(&self) -> Stamp {
+        self.0.values().copied().max().unwrap_or(0)
+    }
+
     /// The non-zero entries, in server-id order.
     pub fn iter(&self) -> impl Iterator<Item = (&ServerId, Stamp)> {
         self.0.iter().map(|(s, &t)| (s, t)).filter(|&(_, t)| t > 0)
