@@ -12,11 +12,24 @@
 //! bib A Jones95 A title of the paper
 //!                      # bibliography entry under a key ([T95 §2.2])
 //! sync A B             # one one-way anti-entropy session from A to B
-//! sync A B 2           # ... cut off after the first 2 items
+//! sync A B 2           # ... cut off after the first 2 chunks (one item, or
+//!                      # one database entry of a full-state transfer, each)
 //! commit P             # the primary commits every tentative write it holds
 //! redeliver A B        # A's last session to B arrives again, late (a
 //!                      # delayed duplicate of old messages)
 //! crash B              # B crashes and restarts from its durable state
+//!                      # (its last durable checkpoint plus durable items)
+//! truncate A 2         # A checkpoints and discards all but its last 2
+//!                      # committed writes ([P97 §3.3]); durable at once
+//! retain A 4           # A's retention policy: keep at most 4 committed
+//!                      # writes, checkpoint every 3 commits (automatic
+//!                      # truncation from now on)
+//! export A B F         # A writes a bundle for B's current state ([P97 §4.1])
+//!                      # into files kept under the name F (A flushes first)
+//! export A B F 300     # ... split into files of about 300 bytes each
+//! import F C           # every file of F is imported at C, in order; a file
+//!                      # C is not ready for is refused, harmlessly
+//! import-part F 2 C    # only F's second file, e.g. out of order
 //! show                 # print every server's state
 //! expect-converged     # fail unless all servers hold the same log, vv and db
 //! ```
@@ -59,6 +72,32 @@ pub enum Command {
     },
     /// `crash S`.
     Crash(ServerId),
+    /// `truncate S KEEP`: checkpoint, keeping the last KEEP committed writes.
+    Truncate(ServerId, u64),
+    /// `retain S WRITES`: the retention policy keeps at most WRITES committed
+    /// writes and checkpoints often.
+    Retain(ServerId, u64),
+    /// `export S R NAME [MAXBYTES]`: S writes a bundle for R's current state.
+    Export {
+        /// The sender.
+        from: ServerId,
+        /// The receiver whose state the bundle is computed for.
+        to: ServerId,
+        /// The bundle's name in the world.
+        name: String,
+        /// About how many bytes each file holds at most.
+        max_bytes: usize,
+    },
+    /// `import NAME R` (every file, in order) or `import-part NAME I R` (the
+    /// I-th file only, 1-based).
+    Import {
+        /// The bundle's name.
+        name: String,
+        /// One file only.
+        part: Option<usize>,
+        /// The importing server.
+        to: ServerId,
+    },
     /// `show`.
     Show,
     /// `expect-converged`.
@@ -115,6 +154,28 @@ pub fn parse(text: &str) -> Result<Vec<Line>, ParseError> {
 fn server(word: Option<&str>, what: &str) -> Result<ServerId, String> {
     let word = word.ok_or_else(|| format!("missing {what}"))?;
     ServerId::new(word).map_err(|e| format!("bad {what} {word:?}: {e}"))
+}
+
+/// The default file size limit of `export`: large enough for one file.
+pub const DEFAULT_BUNDLE_BYTES: usize = 1 << 20;
+
+fn number<T: std::str::FromStr>(word: Option<&str>, what: &str) -> Result<T, String> {
+    let w = word.ok_or_else(|| format!("missing {what}"))?;
+    w.parse::<T>()
+        .map_err(|_| format!("{what} {w:?} is not a non-negative integer"))
+}
+
+fn bundle_name(word: Option<&str>) -> Result<String, String> {
+    let w = word.ok_or("missing bundle name")?;
+    if w.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(w.to_string())
+    } else {
+        Err(format!(
+            "bad bundle name {w:?}: use letters, digits, `-` and `_`"
+        ))
+    }
 }
 
 fn parse_command(content: &str) -> Result<Command, String> {
@@ -219,6 +280,49 @@ fn parse_command(content: &str) -> Result<Command, String> {
             from: server(words.next(), "sending server")?,
             to: server(words.next(), "receiving server")?,
         },
+        "truncate" => Command::Truncate(
+            server(words.next(), "server")?,
+            number(words.next(), "number of writes to keep")?,
+        ),
+        "retain" => Command::Retain(
+            server(words.next(), "server")?,
+            number(words.next(), "number of writes to retain")?,
+        ),
+        "export" => {
+            let from = server(words.next(), "sending server")?;
+            let to = server(words.next(), "receiving server")?;
+            let name = bundle_name(words.next())?;
+            let max_bytes = match words.next() {
+                None => DEFAULT_BUNDLE_BYTES,
+                w => number(w, "file size limit")?,
+            };
+            if max_bytes == 0 {
+                return Err("file size limit must be at least 1 byte".into());
+            }
+            Command::Export {
+                from,
+                to,
+                name,
+                max_bytes,
+            }
+        }
+        "import" => Command::Import {
+            name: bundle_name(words.next())?,
+            part: None,
+            to: server(words.next(), "importing server")?,
+        },
+        "import-part" => {
+            let name = bundle_name(words.next())?;
+            let part: usize = number(words.next(), "file number")?;
+            if part == 0 {
+                return Err("file numbers start at 1".into());
+            }
+            Command::Import {
+                name,
+                part: Some(part),
+                to: server(words.next(), "importing server")?,
+            }
+        }
         "show" => Command::Show,
         "expect-converged" => Command::ExpectConverged,
         other => return Err(format!("unknown command {other:?}")),
@@ -249,6 +353,24 @@ pub fn format_command(command: &Command) -> String {
         Command::Commit(s) => format!("commit {s}"),
         Command::Redeliver { from, to } => format!("redeliver {from} {to}"),
         Command::Crash(s) => format!("crash {s}"),
+        Command::Truncate(s, k) => format!("truncate {s} {k}"),
+        Command::Retain(s, w) => format!("retain {s} {w}"),
+        Command::Export {
+            from,
+            to,
+            name,
+            max_bytes,
+        } => format!("export {from} {to} {name} {max_bytes}"),
+        Command::Import {
+            name,
+            part: None,
+            to,
+        } => format!("import {name} {to}"),
+        Command::Import {
+            name,
+            part: Some(i),
+            to,
+        } => format!("import-part {name} {i} {to}"),
         Command::Show => "show".into(),
         Command::ExpectConverged => "expect-converged".into(),
     }
@@ -260,9 +382,9 @@ mod tests {
 
     #[test]
     fn parses_every_command_and_skips_comments() {
-        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\nredeliver A B\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\n";
+        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\nredeliver A B\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\ntruncate P 2\nretain A 3\nexport A B F1\nexport A B F2 300\nimport F1 B\nimport-part F2 2 P\n";
         let lines = parse(text).unwrap();
-        assert_eq!(lines.len(), 15);
+        assert_eq!(lines.len(), 21);
         assert_eq!(lines[0].number, 2);
         assert_eq!(
             lines[3].command,
@@ -306,6 +428,30 @@ mod tests {
                 .contains("missing receiving server")
         );
         assert!(parse("show me").unwrap_err().message.contains("unexpected"));
+        assert!(
+            parse("truncate A x")
+                .unwrap_err()
+                .message
+                .contains("number of writes to keep \"x\" is not a non-negative integer")
+        );
+        assert!(
+            parse("export A B")
+                .unwrap_err()
+                .message
+                .contains("missing bundle name")
+        );
+        assert!(
+            parse("import-part F 0 A")
+                .unwrap_err()
+                .message
+                .contains("start at 1")
+        );
+        assert!(
+            parse("import F")
+                .unwrap_err()
+                .message
+                .contains("missing importing server")
+        );
         assert!(
             parse("write A")
                 .unwrap_err()

@@ -11,12 +11,29 @@
 //! What a server received by anti-entropy, and a primary's `commit`, stay
 //! pending until then, so `crash` loses them: the server restarts from its
 //! durable items only, exactly as a process killed before its fsync.
+//!
+//! The disk also holds a *checkpoint* ([P97 §3.3]), pending and durable as
+//! items are: a flush makes the pending checkpoint durable, replacing the
+//! previous one, and drops every durable item it covers
+//! ([`Checkpoint::covers`]); a crash restores the replica from the durable
+//! checkpoint and the durable items ([`Replica::restore`]).
+//!
+//! # Sessions and bundles
+//!
+//! `sync` runs a [`SessionSender`] with the smallest chunks (one item, or one
+//! database entry of a full-state transfer, per chunk), so a cut-off after N
+//! chunks interrupts a full-state transfer as well as a log transfer.
+//! `export` writes the same session into bundle files ([`bundle::export`]),
+//! kept in the world under a name until `import` carries them to any server,
+//! late, twice or out of order.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use bayou_core::bundle::{self, ImportError};
 use bayou_core::{
-    Csn, Item, Op, Outcome, ProtocolError, Replica, Role, ServerId, Summary, View, Write,
-    format_entry_with_outcome,
+    Checkpoint, Chunk, ChunkLimits, Csn, Item, Op, Outcome, ProtocolError, Replica, Retention,
+    Role, ServerId, SessionSender, Summary, View, Write, format_entry_with_outcome,
 };
 use serde_json::{Map, Value, json};
 
@@ -42,6 +59,19 @@ pub struct Disk {
     pub durable: Vec<Item>,
     /// Items lost by a crash.
     pub pending: Vec<Item>,
+    /// The checkpoint that survives a crash: what recovery starts from.
+    pub checkpoint: Option<Arc<Checkpoint>>,
+    /// A checkpoint taken since the last flush, lost by a crash.
+    pub pending_checkpoint: Option<Arc<Checkpoint>>,
+}
+
+impl Disk {
+    /// The newest checkpoint on this disk, pending or durable.
+    pub fn newest_checkpoint(&self) -> Option<&Arc<Checkpoint>> {
+        self.pending_checkpoint
+            .as_ref()
+            .or(self.checkpoint.as_ref())
+    }
 }
 
 /// One simulated server.
@@ -53,6 +83,10 @@ pub struct Node {
     pub disk: Disk,
     /// The physical clock reading.
     pub clock: u64,
+    /// The last checkpoint the replica issued (or recovered from): its
+    /// committed view is this checkpoint's database plus the retained
+    /// committed writes after it.
+    pub checkpoint: Option<Arc<Checkpoint>>,
 }
 
 /// Output of a `show`: the state of every server, in `servers` order.
@@ -79,6 +113,10 @@ pub struct ServerSnapshot {
     pub db: Vec<(String, String)>,
     /// The committed view.
     pub committed_db: Vec<(String, String)>,
+    /// The CSN of the last write discarded by truncation (OSN; 0 if none).
+    pub osn: Csn,
+    /// The discarded writes (`O`), one entry per server in `servers` order.
+    pub omitted: Vec<(ServerId, u64)>,
 }
 
 impl ServerSnapshot {
@@ -111,6 +149,11 @@ impl Snapshot {
             let role = if s.primary { " (primary)" } else { "" };
             out.push_str(&format!("server {}{role}\n", s.server));
             out.push_str(&format!("  versions: {}\n", s.vv_text()));
+            if s.osn > 0 {
+                // Only after a truncation, so untruncated runs print as before.
+                let o: Vec<String> = s.omitted.iter().map(|(s, t)| format!("{s}: {t}")).collect();
+                out.push_str(&format!("  omitted: {} (OSN {})\n", o.join(" "), s.osn));
+            }
             if s.log.is_empty() {
                 out.push_str("  log: (empty)\n");
             } else {
@@ -183,8 +226,24 @@ pub struct World {
     autocommit: bool,
     checker: Option<Checker>,
     /// The last session between each ordered pair (the receiver's summary
-    /// it was computed from, and the items sent), for `redeliver`.
-    last_session: BTreeMap<(ServerId, ServerId), (Summary, Vec<Item>)>,
+    /// it was computed from, and the chunks sent), for `redeliver`.
+    last_session: BTreeMap<(ServerId, ServerId), (Summary, Vec<Chunk>)>,
+    /// Bundles exported and not forgotten: each a list of files, in order.
+    bundles: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+/// The chunks of a simulated session: one item, or one database entry of a
+/// full-state transfer, each, so a cut-off can fall anywhere.
+pub const SIM_CHUNKS: ChunkLimits = ChunkLimits { items: 1, bytes: 1 };
+
+/// The retention policy of `retain S WRITES`: keep at most WRITES committed
+/// writes, checkpoint every 3 commits, so truncation happens often.
+pub fn sim_retention(writes: u64) -> Retention {
+    Retention {
+        writes,
+        bytes: u64::MAX,
+        checkpoint_every: 3,
+    }
 }
 
 impl World {
@@ -247,6 +306,7 @@ impl World {
                             replica: Replica::new(id.clone(), Role::Secondary),
                             disk: Disk::default(),
                             clock: 0,
+                            checkpoint: None,
                         },
                     );
                 }
@@ -295,31 +355,38 @@ impl World {
                 // Nothing leaves the sender before it is durable.
                 self.flush(from)?;
                 let summary = self.nodes[to].replica.summary();
-                let items: Vec<Item> = {
-                    let sender = &self.nodes[from].replica;
-                    let all = sender.items_for(&summary);
-                    match limit {
-                        Some(n) => all.take(*n).collect(),
-                        None => all.collect(),
+                let chunks: Vec<Chunk> = {
+                    let sender = &mut self.nodes.get_mut(from).expect("checked").replica;
+                    let mut session = SessionSender::new(summary.clone());
+                    let mut chunks = Vec::new();
+                    while limit.is_none_or(|n| chunks.len() < n) {
+                        match session.next_chunk(sender, SIM_CHUNKS) {
+                            Some(c) => chunks.push(c),
+                            None => break,
+                        }
                     }
+                    chunks
                 };
-                self.last_session
-                    .insert((from.clone(), to.clone()), (summary.clone(), items.clone()));
+                // The sender queues nothing by sending, but stay general.
+                self.collect(from);
+                self.last_session.insert(
+                    (from.clone(), to.clone()),
+                    (summary.clone(), chunks.clone()),
+                );
                 let receiver = self.node_mut(to).map_err(input)?;
-                receiver
-                    .replica
-                    .receive_session(&summary, items)
-                    .map_err(|e| {
-                        (
-                            format!("sync {from} {to}: protocol error at {to}: {e}"),
-                            true,
-                        )
-                    })?;
+                let result = receiver.replica.receive_session(&summary, chunks);
+                // What was applied before an error stays applied: persist it.
                 self.collect(to);
+                result.map_err(|e| {
+                    (
+                        format!("sync {from} {to}: protocol error at {to}: {e}"),
+                        true,
+                    )
+                })?;
             }
             Command::Redeliver { from, to } => {
                 self.node_mut(from).map_err(input)?;
-                let Some((summary, items)) =
+                let Some((summary, chunks)) =
                     self.last_session.get(&(from.clone(), to.clone())).cloned()
                 else {
                     return Ok(());
@@ -327,9 +394,15 @@ impl World {
                 let receiver = self.node_mut(to).map_err(input)?;
                 // Old items are already held (ignored), or still missing and
                 // in order; a receiver that lost writes since refuses the
-                // whole stale session. Either way it stays valid.
-                match receiver.replica.receive_session(&summary, items) {
-                    Ok(_) | Err(ProtocolError::StaleSession { .. }) => {}
+                // whole stale session, and one that lost (or finished) the
+                // full-state transfer a part continues refuses the part.
+                // Either way it stays valid.
+                let result = receiver.replica.receive_session(&summary, chunks);
+                self.collect(to);
+                match result {
+                    Ok(_)
+                    | Err(ProtocolError::StaleSession { .. })
+                    | Err(ProtocolError::SnapshotGap { .. }) => {}
                     Err(e) => {
                         return Err((
                             format!("redeliver {from} {to}: protocol error at {to}: {e}"),
@@ -337,7 +410,6 @@ impl World {
                         ));
                     }
                 }
-                self.collect(to);
             }
             Command::Commit(id) => {
                 let node = self.node_mut(id).map_err(input)?;
@@ -349,20 +421,119 @@ impl World {
             Command::Crash(id) => {
                 let node = self.node_mut(id).map_err(input)?;
                 node.disk.pending.clear();
+                node.disk.pending_checkpoint = None;
                 let role = node.replica.role();
-                node.replica = Replica::recover(id.clone(), role, node.disk.durable.clone())
-                    .map_err(|e| (format!("crash {id}: recovery failed: {e}"), true))?;
+                let retention = node.replica.retention();
+                node.replica = Replica::restore(
+                    id.clone(),
+                    role,
+                    retention,
+                    node.disk.checkpoint.as_deref(),
+                    node.disk.durable.clone(),
+                )
+                .map_err(|e| (format!("crash {id}: recovery failed: {e}"), true))?;
+                node.checkpoint = node.disk.checkpoint.clone();
                 self.collect(id);
+            }
+            Command::Truncate(id, keep) => {
+                let node = self.node_mut(id).map_err(input)?;
+                node.replica.checkpoint(Some(*keep));
+                self.collect(id);
+                // The operator's truncation returns once it is durable.
+                self.flush(id)?;
+            }
+            Command::Retain(id, writes) => {
+                let node = self.node_mut(id).map_err(input)?;
+                node.replica.set_retention(sim_retention(*writes));
+            }
+            Command::Export {
+                from,
+                to,
+                name,
+                max_bytes,
+            } => {
+                self.node_mut(from).map_err(input)?;
+                self.node_mut(to).map_err(input)?;
+                if from == to {
+                    return Err(input(format!(
+                        "export {from} {to}: a server cannot export to itself"
+                    )));
+                }
+                if self.bundles.contains_key(name) {
+                    return Err(input(format!(
+                        "export {from} {to} {name}: bundle {name} was already exported"
+                    )));
+                }
+                // Nothing leaves the sender before it is durable.
+                self.flush(from)?;
+                let base = self.nodes[to].replica.summary();
+                let sender = &mut self.nodes.get_mut(from).expect("checked").replica;
+                let files = bundle::export(sender, base, *max_bytes, SIM_CHUNKS);
+                self.collect(from);
+                self.bundles.insert(name.clone(), files);
+            }
+            Command::Import { name, part, to } => {
+                self.node_mut(to).map_err(input)?;
+                let Some(files) = self.bundles.get(name) else {
+                    return Err(input(format!(
+                        "import {name}: no bundle {name} was exported"
+                    )));
+                };
+                let files: Vec<Vec<u8>> = match part {
+                    None => files.clone(),
+                    Some(i) => match files.get(i.wrapping_sub(1)) {
+                        Some(f) => vec![f.clone()],
+                        None => {
+                            return Err(input(format!(
+                                "import-part {name} {i}: bundle {name} has {} file(s), numbered from 1",
+                                files.len()
+                            )));
+                        }
+                    },
+                };
+                for file in files {
+                    let b = bundle::decode(&file).map_err(|e| {
+                        (
+                            format!("import {name} {to}: bundle does not decode: {e}"),
+                            true,
+                        )
+                    })?;
+                    let node = self.nodes.get_mut(to).expect("checked");
+                    let result = node.replica.import_bundle(&b);
+                    self.collect(to);
+                    match result {
+                        // Out of order, late, or for a state this server
+                        // lost in a crash: refused whole, harmlessly.
+                        Ok(_) | Err(ImportError::Stale { .. }) => {}
+                        Err(e) => {
+                            return Err((
+                                format!("import {name} {to}: part {} refused: {e}", b.part),
+                                true,
+                            ));
+                        }
+                    }
+                }
             }
             Command::Show => on_show(self.snapshot()),
             Command::ExpectConverged => {
                 check::converged(self).map_err(|m| (m, true))?;
+                if let Some(checker) = &self.checker {
+                    checker
+                        .all_acknowledged(self.replicas())
+                        .map_err(|m| (m, true))?;
+                }
             }
         }
         if let Some(checker) = self.checker.as_mut() {
             let affected: Vec<&ServerId> = match command {
-                Command::Write(s, _) | Command::Commit(s) | Command::Crash(s) => vec![s],
-                Command::Sync { to, .. } | Command::Redeliver { to, .. } => vec![to],
+                Command::Write(s, _)
+                | Command::Commit(s)
+                | Command::Crash(s)
+                | Command::Truncate(s, _) => vec![s],
+                Command::Sync { from, to, .. } | Command::Export { from, to, .. } => {
+                    vec![from, to]
+                }
+                Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to],
                 _ => vec![],
             };
             for id in affected {
@@ -389,9 +560,20 @@ impl World {
             let role = Role::Primary {
                 autocommit: self.autocommit,
             };
-            let items = node.disk.durable.iter().chain(&node.disk.pending).cloned();
-            node.replica = Replica::recover(p.clone(), role, items.collect::<Vec<_>>())
-                .expect("a replica's own items replay");
+            let retention = node.replica.retention();
+            let checkpoint = node.disk.newest_checkpoint().cloned();
+            let items: Vec<Item> = node
+                .disk
+                .durable
+                .iter()
+                .chain(&node.disk.pending)
+                .filter(|i| checkpoint.as_ref().is_none_or(|c| !c.covers(i)))
+                .cloned()
+                .collect();
+            node.replica =
+                Replica::restore(p.clone(), role, retention, checkpoint.as_deref(), items)
+                    .expect("a replica's own items replay");
+            node.checkpoint = checkpoint;
         }
     }
 
@@ -400,6 +582,10 @@ impl World {
         let node = self.nodes.get_mut(id).expect("caller checked");
         let items = node.replica.take_persist();
         node.disk.pending.extend(items);
+        if let Some(cp) = node.replica.take_checkpoint() {
+            node.disk.pending_checkpoint = Some(cp.clone());
+            node.checkpoint = Some(cp);
+        }
     }
 
     /// fsync: pending items become durable.
@@ -412,6 +598,12 @@ impl World {
                 .map_err(|m| (m, true))?;
         }
         node.disk.durable.extend(flushed);
+        if let Some(cp) = node.disk.pending_checkpoint.take() {
+            // The new checkpoint replaces the old one, and the items it
+            // covers go, in one atomic step.
+            node.disk.durable.retain(|i| !cp.covers(i));
+            node.disk.checkpoint = Some(cp);
+        }
         Ok(())
     }
 
@@ -441,6 +633,12 @@ impl World {
                     outcomes: r.log().map(|(_, w)| r.outcome(&w.id)).collect(),
                     db: pairs(View::Full),
                     committed_db: pairs(View::Committed),
+                    osn: r.osn(),
+                    omitted: self
+                        .order
+                        .iter()
+                        .map(|s| (s.clone(), r.omitted().get(s)))
+                        .collect(),
                 }
             })
             .collect();
@@ -450,6 +648,11 @@ impl World {
     /// Every server's replica, in `servers` order.
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
         self.order.iter().map(|id| &self.nodes[id].replica)
+    }
+
+    /// Every server's node, in `servers` order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.order.iter().map(|id| &self.nodes[id])
     }
 
     /// The primary, if one was named.

@@ -1,6 +1,7 @@
 //! Causality ([P97 §4.2], the causal-accept-order): if `w2` was accepted at
 //! a server that already held `w1`, then `w1` precedes `w2` in every server's
-//! log, and no server holds `w2` without `w1`.
+//! log, and no server holds `w2` without `w1` (or `w1` was committed and
+//! discarded by truncation, [P97 §3.3], and so precedes the whole log).
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,11 @@ pub fn causality(replica: &Replica, deps: &BTreeMap<WriteId, VersionVector>) -> 
     for (w2, pos2) in &position {
         let Some(dep) = deps.get(w2) else { continue };
         for (server, stamp) in dep.iter() {
+            if replica.omitted().get(server) >= stamp {
+                // Discarded by truncation ([P97 §3.3]): it was committed, and
+                // so precedes every write still in the log.
+                continue;
+            }
             // A vector entry is the stamp of a real write: <stamp, server> is
             // the latest write of `server` that w2 depends on. It must be
             // held here, before w2.

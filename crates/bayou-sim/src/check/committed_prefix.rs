@@ -1,30 +1,63 @@
-//! Committed prefix ([T95 §6]; [P97 §3.1]): the primary alone commits, in
-//! one order, so every server's committed sequence is a prefix of the
-//! primary's. (That a durable CSN never changes and never names two writes is
-//! checked as items become durable, in [`super::Checker::record_durable`].)
+//! Committed prefix ([T95 §6]; [P97 §3.1, §3.3]): the primary alone commits,
+//! in one order, so every server's committed sequence is a prefix of the
+//! primary's. Truncated logs retain only a suffix of it, so the check
+//! compares the CSNs both logs retain, and every server's commit vector
+//! against the record of every CSN made durable anywhere. (That a durable
+//! CSN never changes and never names two writes is checked as items become
+//! durable, in [`super::Checker::record_durable`].)
 
-use bayou_core::{Csn, Replica, format_entry};
+use std::collections::BTreeMap;
 
-/// The server's committed writes are a prefix of the primary's ([T95 §6]).
+use bayou_core::{Csn, Replica, WriteId, format_entry};
+
+/// The server's committed writes are a prefix of the primary's, compared
+/// where both logs retain them ([T95 §6]).
 pub fn committed_prefix(replica: &Replica, primary: &Replica) -> Result<(), String> {
-    let mine = replica.committed();
-    let theirs = primary.committed();
-    let ok = mine.len() <= theirs.len() && mine.iter().zip(theirs).all(|(a, b)| a.id == b.id);
+    let theirs: Vec<_> = primary.committed().collect();
+    let posn = primary.osn();
+    let ok = replica.csn() <= primary.csn()
+        && replica
+            .committed()
+            .filter(|(c, _)| *c > posn)
+            .all(|(c, w)| theirs[(c - posn - 1) as usize].1.id == w.id);
     if !ok {
-        let show = |ws: &[bayou_core::Write]| {
+        let show = |ws: Vec<(Csn, &bayou_core::Write)>| {
             ws.iter()
-                .enumerate()
-                .map(|(i, w)| format_entry(Some(i as Csn + 1), w))
+                .map(|(c, w)| format_entry(Some(*c), w))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         return Err(format!(
-            "committed prefix violated: {} has [{}], primary {} has [{}]",
+            "committed prefix violated: {} has [{}] (CSN {}), primary {} has [{}] (CSN {})",
             replica.id(),
-            show(mine),
+            show(replica.committed().collect()),
+            replica.csn(),
             primary.id(),
-            show(theirs)
+            show(theirs),
+            primary.csn()
         ));
+    }
+    Ok(())
+}
+
+/// The server's commit vector covers exactly the writes durably committed
+/// anywhere with a CSN up to its own ([P97 §3.3]): truncation and full-state
+/// transfers keep the committed order whole even where the log is gone.
+pub fn commit_vector_agrees(
+    replica: &Replica,
+    write_of: &BTreeMap<Csn, WriteId>,
+) -> Result<(), String> {
+    for (&csn, id) in write_of {
+        let covered = replica.commit_vv().covers(id);
+        if covered != (csn <= replica.csn()) {
+            return Err(format!(
+                "committed prefix violated at {}: CSN {csn} is {id}, but at CSN {} its commit vector {:?} {} it",
+                replica.id(),
+                replica.csn(),
+                replica.commit_vv(),
+                if covered { "covers" } else { "does not cover" }
+            ));
+        }
     }
     Ok(())
 }

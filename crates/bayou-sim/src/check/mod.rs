@@ -2,16 +2,26 @@
 //! paper section it comes from.
 //!
 //! * **Eventual consistency** ([T95 §1, §5]; [P97 §4.2]): once every pair of
-//!   servers has synced, all servers hold the same log, version vector and
-//!   database. See [`converged`].
-//! * **Committed prefix** ([T95 §6]; [P97 §3.1]): a write's CSN never changes
-//!   once it is durable anywhere, no CSN names two writes, and every server's
-//!   committed sequence is a prefix of the primary's.
+//!   servers has synced, all servers hold the same CSN, version vector,
+//!   database (both views), and log where both retain it. See [`converged`].
+//! * **Committed prefix** ([T95 §6]; [P97 §3.1, §3.3]): a write's CSN never
+//!   changes once it is durable anywhere, no CSN names two writes, every
+//!   server's committed sequence is a prefix of the primary's where both
+//!   retain it, and every commit vector covers exactly the CSNs up to its
+//!   server's.
 //! * **Causality** ([P97 §4.2], the causal-accept-order): if `w2` was accepted
 //!   at a server that already held `w1`, then `w1` precedes `w2` in every
 //!   server's log, and no server holds `w2` without `w1`.
-//! * **Log truth** ([T95 §5, §7]): each view equals a fresh execution of the
-//!   log in order, so rollback and redo never drift.
+//! * **Log truth** ([T95 §5, §7]; [P97 §3.3]): each view equals the server's
+//!   last checkpoint plus a fresh execution of the retained log in order, so
+//!   rollback, redo, truncation and installs never drift.
+//! * **Executed once** ([P97 §3.3]; [T95 §7]): no write covered by the
+//!   omitted vector `O` is still in the log, none appears twice, and the
+//!   commit vector covers exactly the committed ones, so no write is
+//!   executed twice after a truncation or a full-state transfer.
+//! * **No acknowledged write lost** ([T95 §6]; [P97 §3]): a write the client
+//!   saw acknowledged stays covered by its server's version vector across
+//!   crashes, and after healing by every server's.
 //! * **One booking per slot** ([T95 §2.1]): in both views, every scheduled
 //!   meeting holds each of its hours and every booked hour belongs to a
 //!   meeting covering it (the meeting-room workload).
@@ -19,6 +29,8 @@
 mod causality;
 mod committed_prefix;
 mod convergence;
+mod durability;
+mod executed_once;
 mod log_truth;
 mod schedule;
 
@@ -27,8 +39,10 @@ use std::collections::BTreeMap;
 use bayou_core::{Csn, Item, ServerId, VersionVector, WriteId};
 
 pub use causality::causality;
-pub use committed_prefix::committed_prefix;
+pub use committed_prefix::{commit_vector_agrees, committed_prefix};
 pub use convergence::converged;
+pub use durability::acknowledged_kept;
+pub use executed_once::executed_once;
 pub use log_truth::log_is_truth;
 pub use schedule::schedule;
 
@@ -44,12 +58,31 @@ pub struct Checker {
     /// For each client write, the version vector of its server just before
     /// it accepted the write: the writes it causally follows.
     deps: BTreeMap<WriteId, VersionVector>,
+    /// Per server, the client writes it acknowledged (durable when acked).
+    acked: BTreeMap<ServerId, Vec<WriteId>>,
 }
 
 impl Checker {
-    /// Records a client write and what its server held when accepting it.
+    /// Records a client write, acknowledged (durable at its server), and
+    /// what its server held when accepting it.
     pub fn record_write(&mut self, id: WriteId, deps: VersionVector) {
+        self.acked
+            .entry(id.server.clone())
+            .or_default()
+            .push(id.clone());
         self.deps.insert(id, deps);
+    }
+
+    /// Every replica holds every acknowledged write: after healing
+    /// ([T95 §6], [`acknowledged_kept`]).
+    pub fn all_acknowledged<'a>(
+        &self,
+        replicas: impl IntoIterator<Item = &'a bayou_core::Replica>,
+    ) -> Result<(), String> {
+        for r in replicas {
+            acknowledged_kept(r, self.acked.values().flatten())?;
+        }
+        Ok(())
     }
 
     /// Records items that became durable at `server`; fails if a commit
@@ -91,10 +124,14 @@ impl Checker {
         nodes: &BTreeMap<ServerId, Node>,
         primary: Option<&ServerId>,
     ) -> Result<(), String> {
-        let replica = &nodes[server].replica;
-        log_is_truth(replica)?;
+        let node = &nodes[server];
+        let replica = &node.replica;
+        log_is_truth(replica, node.checkpoint.as_deref())?;
+        executed_once(replica)?;
         schedule(replica)?;
         causality(replica, &self.deps)?;
+        acknowledged_kept(replica, self.acked.get(server).into_iter().flatten())?;
+        commit_vector_agrees(replica, &self.write_of)?;
         if let Some(p) = primary {
             let primary = &nodes[p].replica;
             for node in nodes.values() {
