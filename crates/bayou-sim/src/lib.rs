@@ -19,4 +19,4 @@ pub mod scenario;
 pub mod world;
 
 pub use scenario::{Command, Line, ParseError, parse};
-pub use world::{RunError, Snapshot, World};
+pub use world::{Coverage, RunError, Snapshot, World};

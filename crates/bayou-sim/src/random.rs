@@ -3,9 +3,14 @@
 //!
 //! One seed determines everything: the number of servers (3–7) and their ids,
 //! which is primary and whether it commits on receipt, each server's clock
-//! skew, and a sequence of client writes, one-way syncs in random order,
-//! sessions cut off part-way, late duplicates of old sessions, commits and
-//! crashes. A healing phase follows in
+//! skew, each server's retention policy, and a sequence of client writes,
+//! one-way syncs in random order, sessions cut off part-way (in a log
+//! transfer or in a full-state transfer, [P97 §3.3]), late duplicates of old
+//! sessions, commits, crashes (also right after a cut session, of its sender
+//! or its receiver), truncations keeping 0–5 committed writes, and bundles
+//! ([P97 §4.1]) exported for one server's state, possibly split into several
+//! files, and imported later at random servers: delayed, duplicated, out of
+//! order. A healing phase follows in
 //! which every ordered pair of servers syncs, the primary commits, and every
 //! pair syncs again; the run then demands convergence. A run is a scenario
 //! file, so a failing seed is reproduced by `bayou sim --check` on the file
@@ -15,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::scenario::{self, Command, Line};
-use crate::world::{RunError, World};
+use crate::world::{Coverage, RunError, World};
 
 /// What the clients write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +80,13 @@ pub fn generate(seed: u64, params: Params) -> String {
     // some clocks are stuck (never advance), like the slides' servers.
     let skew: Vec<i64> = (0..n).map(|_| rng.random_range(-20..=20)).collect();
     let stuck: Vec<bool> = (0..n).map(|_| rng.random_bool(0.2)).collect();
+    // Some servers truncate automatically: keep at most 0-5 committed writes.
+    for id in &ids {
+        if rng.random_bool(0.3) {
+            out.push(format!("retain {id} {}", rng.random_range(0..=5)));
+        }
+    }
+    let mut bundles = 0;
     let keys = ["X", "Y", "Z", "K1", "K2"];
     let steps = rng.random_range(params.max_steps / 4..=params.max_steps);
     let mut now: i64 = 0;
@@ -83,6 +95,53 @@ pub fn generate(seed: u64, params: Params) -> String {
         now += rng.random_range(0..4);
         let s = rng.random_range(0..n);
         let roll = rng.random_range(0..100);
+        let other = |rng: &mut ChaCha8Rng| {
+            let mut r = rng.random_range(0..n - 1);
+            if r >= s {
+                r += 1;
+            }
+            r
+        };
+        if roll >= 80 {
+            // Truncation and bundles, then the old mix below 80.
+            let roll = rng.random_range(0..100);
+            if roll < 30 {
+                out.push(format!("truncate {} {}", ids[s], rng.random_range(0..=5)));
+            } else if roll < 35 {
+                out.push(format!("retain {} {}", ids[s], rng.random_range(0..=5)));
+            } else if roll < 55 {
+                bundles += 1;
+                let r = other(&mut rng);
+                let max = [80, 300, 1000, 1 << 20][rng.random_range(0..4)];
+                out.push(format!("export {} {} b{bundles} {max}", ids[s], ids[r]));
+            } else if roll < 80 {
+                if bundles > 0 {
+                    // A bundle carried late to any server; sometimes only
+                    // one of its files (a later one first: out of order).
+                    let b = rng.random_range(1..=bundles);
+                    if rng.random_bool(0.25) {
+                        let part = rng.random_range(1..=3);
+                        out.push(format!("import-part b{b} {part} {}", ids[s]));
+                    } else {
+                        out.push(format!("import b{b} {}", ids[s]));
+                    }
+                }
+            } else {
+                // A crash during a transfer: a session cut part-way, then
+                // its receiver or its sender crashes.
+                let r = other(&mut rng);
+                out.push(format!(
+                    "sync {} {} {}",
+                    ids[s],
+                    ids[r],
+                    rng.random_range(0..8)
+                ));
+                let victim = if rng.random_bool(0.5) { r } else { s };
+                out.push(format!("crash {}", ids[victim]));
+            }
+            continue;
+        }
+        let roll = roll * 100 / 80;
         if roll < 40 {
             if !stuck[s] {
                 out.push(format!("clock {} {}", ids[s], (now + skew[s]).max(0)));
@@ -189,6 +248,11 @@ impl std::fmt::Display for Failure {
 /// Runs the scenario of `seed` with every invariant checked, and requires
 /// that everything committed in the end.
 pub fn run_seed(seed: u64, params: Params) -> Result<(), Box<Failure>> {
+    run_seed_with_coverage(seed, params).map(|_| ())
+}
+
+/// [`run_seed`], also returning what the run exercised.
+pub fn run_seed_with_coverage(seed: u64, params: Params) -> Result<Coverage, Box<Failure>> {
     let scenario = generate(seed, params);
     let fail = |error: RunError| {
         Box::new(Failure {
@@ -225,5 +289,5 @@ pub fn run_seed(seed: u64, params: Params) -> Result<(), Box<Failure>> {
         lines.last().map(|l| &l.command),
         Some(Command::ExpectConverged)
     ));
-    Ok(())
+    Ok(*world.coverage())
 }

@@ -29,7 +29,8 @@
 //! export A B F 300     # ... split into files of about 300 bytes each
 //! import F C           # every file of F is imported at C, in order; a file
 //!                      # C is not ready for is refused, harmlessly
-//! import-part F 2 C    # only F's second file, e.g. out of order
+//! import-part F 2 C    # only F's second file, e.g. out of order (nothing
+//!                      # arrives if the export wrote fewer files)
 //! show                 # print every server's state
 //! expect-converged     # fail unless all servers hold the same log, vv and db
 //! ```

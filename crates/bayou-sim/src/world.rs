@@ -230,6 +230,49 @@ pub struct World {
     last_session: BTreeMap<(ServerId, ServerId), (Summary, Vec<Chunk>)>,
     /// Bundles exported and not forgotten: each a list of files, in order.
     bundles: BTreeMap<String, Vec<Vec<u8>>>,
+    coverage: Coverage,
+}
+
+/// How often a run exercised the paths truncation added: lets tests show
+/// that random runs really reach them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Checkpoints issued (taken, automatic, or installed).
+    pub checkpoints: u64,
+    /// Checkpoints that discarded committed writes (the OSN moved).
+    pub truncations: u64,
+    /// Full-state transfer parts sent by `sync`.
+    pub snapshot_parts: u64,
+    /// `sync`s cut off inside a full-state transfer.
+    pub cut_transfers: u64,
+    /// `sync`s that resumed a cut full-state transfer.
+    pub resumed_transfers: u64,
+    /// Full-state transfers installed (by sync, redelivery or bundle).
+    pub installs: u64,
+    /// Crashes recovered from a durable checkpoint.
+    pub restores_from_checkpoint: u64,
+    /// Bundle files imported.
+    pub bundle_files_applied: u64,
+    /// Bundle files refused as stale (out of order, late, or lost base).
+    pub bundle_files_stale: u64,
+    /// Late duplicate sessions refused (stale, or a snapshot gap).
+    pub redeliveries_refused: u64,
+}
+
+impl Coverage {
+    /// Adds another run's counts.
+    pub fn add(&mut self, o: &Coverage) {
+        self.checkpoints += o.checkpoints;
+        self.truncations += o.truncations;
+        self.snapshot_parts += o.snapshot_parts;
+        self.cut_transfers += o.cut_transfers;
+        self.resumed_transfers += o.resumed_transfers;
+        self.installs += o.installs;
+        self.restores_from_checkpoint += o.restores_from_checkpoint;
+        self.bundle_files_applied += o.bundle_files_applied;
+        self.bundle_files_stale += o.bundle_files_stale;
+        self.redeliveries_refused += o.redeliveries_refused;
+    }
 }
 
 /// The chunks of a simulated session: one item, or one database entry of a
@@ -355,6 +398,9 @@ impl World {
                 // Nothing leaves the sender before it is durable.
                 self.flush(from)?;
                 let summary = self.nodes[to].replica.summary();
+                if summary.resume.is_some() {
+                    self.coverage.resumed_transfers += 1;
+                }
                 let chunks: Vec<Chunk> = {
                     let sender = &mut self.nodes.get_mut(from).expect("checked").replica;
                     let mut session = SessionSender::new(summary.clone());
@@ -365,8 +411,15 @@ impl World {
                             None => break,
                         }
                     }
+                    if session.in_snapshot() {
+                        self.coverage.cut_transfers += 1;
+                    }
                     chunks
                 };
+                self.coverage.snapshot_parts += chunks
+                    .iter()
+                    .filter(|c| matches!(c, Chunk::Snapshot(_)))
+                    .count() as u64;
                 // The sender queues nothing by sending, but stay general.
                 self.collect(from);
                 self.last_session.insert(
@@ -377,6 +430,9 @@ impl World {
                 let result = receiver.replica.receive_session(&summary, chunks);
                 // What was applied before an error stays applied: persist it.
                 self.collect(to);
+                if result.as_ref().is_ok_and(|r| r.installed) {
+                    self.coverage.installs += 1;
+                }
                 result.map_err(|e| {
                     (
                         format!("sync {from} {to}: protocol error at {to}: {e}"),
@@ -400,9 +456,11 @@ impl World {
                 let result = receiver.replica.receive_session(&summary, chunks);
                 self.collect(to);
                 match result {
-                    Ok(_)
-                    | Err(ProtocolError::StaleSession { .. })
-                    | Err(ProtocolError::SnapshotGap { .. }) => {}
+                    Ok(r) => self.coverage.installs += u64::from(r.installed),
+                    Err(ProtocolError::StaleSession { .. })
+                    | Err(ProtocolError::SnapshotGap { .. }) => {
+                        self.coverage.redeliveries_refused += 1
+                    }
                     Err(e) => {
                         return Err((
                             format!("redeliver {from} {to}: protocol error at {to}: {e}"),
@@ -433,6 +491,7 @@ impl World {
                 )
                 .map_err(|e| (format!("crash {id}: recovery failed: {e}"), true))?;
                 node.checkpoint = node.disk.checkpoint.clone();
+                self.coverage.restores_from_checkpoint += u64::from(node.checkpoint.is_some());
                 self.collect(id);
             }
             Command::Truncate(id, keep) => {
@@ -481,15 +540,8 @@ impl World {
                 };
                 let files: Vec<Vec<u8>> = match part {
                     None => files.clone(),
-                    Some(i) => match files.get(i.wrapping_sub(1)) {
-                        Some(f) => vec![f.clone()],
-                        None => {
-                            return Err(input(format!(
-                                "import-part {name} {i}: bundle {name} has {} file(s), numbered from 1",
-                                files.len()
-                            )));
-                        }
-                    },
+                    // A file the export did not write never arrives.
+                    Some(i) => files.get(i.wrapping_sub(1)).cloned().into_iter().collect(),
                 };
                 for file in files {
                     let b = bundle::decode(&file).map_err(|e| {
@@ -504,7 +556,11 @@ impl World {
                     match result {
                         // Out of order, late, or for a state this server
                         // lost in a crash: refused whole, harmlessly.
-                        Ok(_) | Err(ImportError::Stale { .. }) => {}
+                        Ok(r) => {
+                            self.coverage.bundle_files_applied += 1;
+                            self.coverage.installs += u64::from(r.installed);
+                        }
+                        Err(ImportError::Stale { .. }) => self.coverage.bundle_files_stale += 1,
                         Err(e) => {
                             return Err((
                                 format!("import {name} {to}: part {} refused: {e}", b.part),
@@ -583,6 +639,9 @@ impl World {
         let items = node.replica.take_persist();
         node.disk.pending.extend(items);
         if let Some(cp) = node.replica.take_checkpoint() {
+            self.coverage.checkpoints += 1;
+            let before = node.checkpoint.as_ref().map_or(0, |c| c.osn);
+            self.coverage.truncations += u64::from(cp.osn > before);
             node.disk.pending_checkpoint = Some(cp.clone());
             node.checkpoint = Some(cp);
         }
@@ -653,6 +712,11 @@ impl World {
     /// Every server's node, in `servers` order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.order.iter().map(|id| &self.nodes[id])
+    }
+
+    /// What the run exercised so far.
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
     }
 
     /// The primary, if one was named.

@@ -1,25 +1,33 @@
-//! Randomised simulation: thousands of seeded runs with clock skew, cut-off
-//! sessions, commits and crashes, then healing; every invariant of
-//! `bayou_sim::check` is verified after each step. A failure prints the seed
-//! and a scenario file that reproduces it.
+//! Randomised simulation: ten thousand seeded runs with clock skew, cut-off
+//! sessions, commits, crashes, log truncation with random retention,
+//! full-state transfers (cut off, resumed, crashed during), and bundles
+//! carried between servers late, twice and out of order, then healing;
+//! every invariant of `bayou_sim::check` is verified after each step. A
+//! failure prints the seed and a scenario file that reproduces it.
 //!
 //! More seeds: `BAYOU_SEEDS=100000 cargo test --release -p bayou-sim --test random_runs`,
 //! or `bayou random --seeds 100000 --start 0`.
 
-use bayou_sim::random::{Params, generate, run_seed};
+use bayou_sim::Coverage;
+use bayou_sim::random::{Params, generate, run_seed, run_seed_with_coverage};
 
 #[test]
 fn random_runs_satisfy_every_invariant() {
     let seeds: u64 = std::env::var("BAYOU_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(10_000);
     let start: u64 = std::env::var("BAYOU_SEED_START")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let mut coverage = Coverage::default();
     for seed in start..start + seeds {
-        if let Err(failure) = run_seed(seed, Params::default()) {
+        let result = run_seed_with_coverage(seed, Params::default());
+        if let Ok(c) = &result {
+            coverage.add(c);
+        }
+        if let Err(failure) = result {
             let dir = std::env::temp_dir().join("bayou-sim-failures");
             let _ = std::fs::create_dir_all(&dir);
             let file = dir.join(format!("seed-{seed}.bayou"));
@@ -29,6 +37,24 @@ fn random_runs_satisfy_every_invariant() {
                 file.display(),
                 file.display()
             );
+        }
+    }
+    eprintln!("{seeds} seeds from {start}: {coverage:?}");
+    if seeds >= 1000 {
+        // The mix really reaches the paths truncation added.
+        let c = coverage;
+        for (what, n) in [
+            ("truncations", c.truncations),
+            ("full-state transfer parts", c.snapshot_parts),
+            ("transfers cut off", c.cut_transfers),
+            ("transfers resumed", c.resumed_transfers),
+            ("installs", c.installs),
+            ("restores from a checkpoint", c.restores_from_checkpoint),
+            ("bundle files imported", c.bundle_files_applied),
+            ("stale bundle files refused", c.bundle_files_stale),
+            ("late sessions refused", c.redeliveries_refused),
+        ] {
+            assert!(n > 0, "no {what} in {seeds} seeds: {c:?}");
         }
     }
 }
