@@ -56,7 +56,7 @@ pub enum AppCmd {
     },
 }
 
-fn connect(server: &str) -> anyhow::Result<redis::Connection> {
+pub(crate) fn connect(server: &str) -> anyhow::Result<redis::Connection> {
     let client = redis::Client::open(format!("redis://{server}/"))
         .with_context(|| format!("bad server address {server:?}"))?;
     client

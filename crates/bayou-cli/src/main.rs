@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod app;
+mod bundle;
 
 use bayou_node::cli::{ClusterArgs, ServeArgs};
 use bayou_sim::random::{self, Params, Workload};
@@ -38,6 +39,12 @@ enum Cmd {
     App {
         #[command(subcommand)]
         command: app::AppCmd,
+    },
+    /// Anti-entropy over files: export what a replica lacks, carry the
+    /// files, import them.
+    Bundle {
+        #[command(subcommand)]
+        command: bundle::BundleCmd,
     },
     /// Run a scenario file (see examples/) and print each `show`.
     Sim {
@@ -114,6 +121,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::App { command } => {
             app::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bundle { command } => {
+            bundle::run(command)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sim {

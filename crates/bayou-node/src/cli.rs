@@ -60,6 +60,14 @@ pub struct Tuning {
     /// Time limit to connect to a peer, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     pub connect_timeout_ms: u64,
+    /// Keep at most this many committed writes in the log; older ones are
+    /// discarded at the next checkpoint, and a replica that still lacks
+    /// them catches up by full-state transfer.
+    #[arg(long, default_value_t = bayou_core::Retention::default().writes)]
+    pub retain_writes: u64,
+    /// Keep at most about this many bytes of committed writes in the log.
+    #[arg(long, default_value_t = bayou_core::Retention::default().bytes)]
+    pub retain_bytes: u64,
     /// Threads for networking and the replica: 0 for one per core, 1 for a
     /// single-threaded runtime. Storage always has a thread of its own.
     #[arg(long, default_value_t = 0)]
@@ -98,6 +106,11 @@ impl Tuning {
         c.items_per_frame = self.items_per_frame.max(1);
         c.session_timeout_ms = self.session_timeout_ms;
         c.connect_timeout_ms = self.connect_timeout_ms;
+        c.retention = bayou_core::Retention {
+            writes: self.retain_writes,
+            bytes: self.retain_bytes,
+            ..bayou_core::Retention::default()
+        };
     }
 }
 

@@ -27,9 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bayou_core::bundle::{self, ImportError};
 use bayou_core::{
-    Csn, Item, Op, ProtocolError, ReceiveReport, Replica, Role, ServerId, Summary, View,
-    format_entry_with_outcome,
+    Chunk, ChunkLimits, Op, ProtocolError, ReceiveReport, Replica, Retention, Role, ServerId,
+    SessionSender, Summary, View, format_entry_with_outcome,
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
@@ -37,16 +38,6 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use resp_server::Reply;
-
-/// The fewest commits between two checkpoints of the committed database.
-pub const CHECKPOINT_EVERY: u64 = 4096;
-
-/// Commits between two checkpoints: at least [`CHECKPOINT_EVERY`], and
-/// twice the committed database's size, so that rewriting the checkpoint
-/// costs at most about one row per commit.
-fn checkpoint_every(replica: &Replica) -> u64 {
-    CHECKPOINT_EVERY.max(2 * replica.db(View::Committed).len() as u64)
-}
 
 /// How a replica reads its physical clock for accept-stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +63,14 @@ pub(crate) enum Query {
     /// `BAYOU.SCAN prefix view`.
     Scan(Bytes, View),
     DbSize,
+    /// `BAYOU.TRUNCATE [KEEP n]`.
+    Truncate(Option<u64>),
+    /// `BAYOU.SUMMARY`: this replica's summary, encoded for `BAYOU.EXPORT`.
+    Summary,
+    /// `BAYOU.EXPORT [summary] [MAXBYTES n]`: bundle files.
+    Export(Summary, usize),
+    /// `BAYOU.IMPORT file`.
+    Import(Bytes),
     Log,
     Vv,
     Status,
@@ -124,6 +123,8 @@ pub struct Config {
     pub session_timeout_ms: u64,
     /// Time limit to connect to a peer, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// How much committed history the log keeps.
+    pub retention: Retention,
 }
 
 impl Config {
@@ -141,6 +142,7 @@ impl Config {
             items_per_frame: 1024,
             session_timeout_ms: 60_000,
             connect_timeout_ms: 1_000,
+            retention: Retention::default(),
         }
     }
 
@@ -175,23 +177,23 @@ impl Node {
     /// Opens the data directory, recovers the replica and starts its storage
     /// thread.
     pub fn start(config: Config) -> Result<(Arc<Node>, std::thread::JoinHandle<()>), StoreError> {
+        let started = std::time::Instant::now();
         let mut store = RedbStore::open(&config.data_dir, &config.id)?;
         let role = config.role();
-        let (mut replica, loaded) = bayou_store::recover(&store, role)?;
-        let mut checkpoint_csn = loaded.checkpoint_csn;
+        let mut replica = bayou_store::recover(&mut store, role, config.retention)?;
         // Persist what recovery itself produced before anything else.
-        let every = checkpoint_every(&replica);
-        if let Some(batch) =
-            bayou_store::take_batch(&mut replica, &mut checkpoint_csn, every, false)
-        {
+        if let Some(batch) = bayou_store::take_batch(&mut replica) {
             store.append(&batch)?;
         }
         info!(
             id = %config.id,
             dir = %config.data_dir.display(),
-            log = store.log_len(),
+            log_records = store.retained_records(),
             csn = replica.csn(),
+            osn = replica.osn(),
             tentative = replica.tentative_len(),
+            keys = replica.db(View::Full).len(),
+            ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
         let (durable_tx, durable_rx) = watch::channel(0u64);
@@ -201,7 +203,6 @@ impl Node {
             config,
             core: Mutex::new(Core {
                 replica,
-                checkpoint_csn,
                 issued: 0,
                 batches: Some(batch_tx),
                 clock,
@@ -241,7 +242,7 @@ impl Node {
             return Err(self.gone());
         }
         let t = f(&mut core);
-        let barrier = core.persist(false).ok_or_else(|| self.gone())?;
+        let barrier = core.persist().ok_or_else(|| self.gone())?;
         Ok((t, barrier))
     }
 
@@ -276,37 +277,26 @@ impl Node {
         Ok(s)
     }
 
-    /// The next items for a receiver with `summary`, durable here, and
-    /// whether more follow.
-    pub async fn items(
+    /// The next chunk of `session`, once what it reflects is durable here;
+    /// `None` when the receiver lacks nothing more.
+    pub async fn next_chunk(
         &self,
-        summary: Summary,
-        max_items: usize,
-        max_bytes: usize,
-    ) -> Result<(Vec<Item>, bool), Gone> {
-        let ((items, more), barrier) = self.with_core(|core| {
-            let mut items = Vec::new();
-            let mut bytes = 0;
-            let mut iter = core.replica.items_for(&summary).peekable();
-            while items.len() < max_items && bytes < max_bytes {
-                let Some(item) = iter.next() else { break };
-                bytes += item_size(&item);
-                items.push(item);
-            }
-            let more = iter.peek().is_some();
-            (items, more)
-        })?;
+        session: &mut SessionSender,
+        limits: ChunkLimits,
+    ) -> Result<Option<Chunk>, Gone> {
+        let (chunk, barrier) =
+            self.with_core(|core| session.next_chunk(&mut core.replica, limits))?;
         self.wait_durable(barrier).await?;
-        Ok((items, more))
+        Ok(chunk)
     }
 
-    /// Applies received items; returns the result with the barrier to wait
-    /// for before acknowledging them.
+    /// Applies a received chunk; returns the result with the barrier to
+    /// wait for before acknowledging it.
     pub async fn receive(
         &self,
-        items: Vec<Item>,
+        chunk: Chunk,
     ) -> Result<(Result<ReceiveReport, ProtocolError>, u64), Gone> {
-        self.with_core(|core| core.replica.receive(items))
+        self.with_core(|core| core.replica.receive_chunk(chunk))
     }
 
     /// Persists what is pending (with a fresh checkpoint) and stops the
@@ -314,7 +304,9 @@ impl Node {
     pub async fn shutdown(&self) {
         let barrier = {
             let mut core = self.core.lock().expect("replica lock");
-            let barrier = core.persist(true);
+            // A final checkpoint, so the next start replays little.
+            core.replica.checkpoint(None);
+            let barrier = core.persist();
             // Dropping the sender lets the storage thread finish and exit.
             core.batches = None;
             barrier
@@ -352,7 +344,6 @@ fn storage_thread(
 #[derive(Debug)]
 struct Core {
     replica: Replica,
-    checkpoint_csn: Csn,
     /// The number of the last batch handed to storage.
     issued: u64,
     /// `None` once shut down.
@@ -363,14 +354,8 @@ struct Core {
 impl Core {
     /// Hands what the replica queued to storage; returns the barrier, or
     /// `None` if storage is gone.
-    fn persist(&mut self, force_checkpoint: bool) -> Option<u64> {
-        let every = checkpoint_every(&self.replica);
-        if let Some(batch) = bayou_store::take_batch(
-            &mut self.replica,
-            &mut self.checkpoint_csn,
-            every,
-            force_checkpoint,
-        ) {
+    fn persist(&mut self) -> Option<u64> {
+        if let Some(batch) = bayou_store::take_batch(&mut self.replica) {
             self.issued += 1;
             self.batches.as_ref()?.send((self.issued, batch)).ok()?;
         }
@@ -434,6 +419,44 @@ impl Core {
                     .collect(),
             ),
             Query::DbSize => Reply::Int(self.replica.db(View::Full).len() as i64),
+            Query::Truncate(keep) => {
+                let discarded = self.replica.checkpoint(keep);
+                info!(id = %node.config.id, discarded, osn = self.replica.osn(), "BAYOU.TRUNCATE");
+                Reply::Array(vec![
+                    Reply::text("discarded"),
+                    Reply::Int(discarded as i64),
+                    Reply::text("osn"),
+                    Reply::Int(self.replica.osn() as i64),
+                    Reply::text("retained_writes"),
+                    Reply::Int(self.replica.retained_len() as i64),
+                ])
+            }
+            Query::Summary => Reply::bulk(encode_summary(&self.replica.summary())),
+            Query::Export(base, max_bytes) => Reply::Array(
+                bundle::export(&mut self.replica, base, max_bytes, ChunkLimits::default())
+                    .into_iter()
+                    .map(Reply::bulk)
+                    .collect(),
+            ),
+            Query::Import(file) => {
+                let result = bundle::decode(&file)
+                    .map_err(ImportError::from)
+                    .and_then(|b| self.replica.import_bundle(&b));
+                match result {
+                    Ok(r) => {
+                        info!(id = %node.config.id, new_writes = r.new_writes, commits = r.commits, installed = r.installed, "BAYOU.IMPORT");
+                        Reply::Array(vec![
+                            Reply::text("new_writes"),
+                            Reply::Int(r.new_writes as i64),
+                            Reply::text("commits"),
+                            Reply::Int(r.commits as i64),
+                            Reply::text("installed_snapshot"),
+                            Reply::Int(r.installed as i64),
+                        ])
+                    }
+                    Err(e) => Reply::err(format!("bundle refused, nothing changed: {e}")),
+                }
+            }
             Query::Log => Reply::Array(
                 self.replica
                     .log()
@@ -494,6 +517,28 @@ impl Core {
             ("tentative", Reply::Int(r.tentative_len() as i64)),
             ("logical_clock", Reply::Int(r.logical_clock() as i64)),
             ("keys", Reply::Int(r.db(View::Full).len() as i64)),
+            ("osn", Reply::Int(r.osn() as i64)),
+            (
+                "omitted",
+                Reply::text(
+                    r.omitted()
+                        .iter()
+                        .map(|(s, t)| format!("{s}:{t}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+            ),
+            ("retained_writes", Reply::Int(r.retained_len() as i64)),
+            ("retained_bytes", Reply::Int(r.retained_bytes() as i64)),
+            ("checkpoint_csn", Reply::Int(r.checkpoint_csn() as i64)),
+            (
+                "retain_writes",
+                Reply::Int(r.retention().writes.min(i64::MAX as u64) as i64),
+            ),
+            (
+                "retain_bytes",
+                Reply::Int(r.retention().bytes.min(i64::MAX as u64) as i64),
+            ),
             (
                 "vv",
                 Reply::text(
@@ -543,17 +588,20 @@ impl Core {
     }
 }
 
-/// A rough size of an item on the wire, to bound frames.
-pub(crate) fn item_size(item: &Item) -> usize {
-    match item {
-        Item::Write { write, .. } => {
-            let op = match &write.op {
-                Op::Put { key, value } => key.len() + value.len(),
-                Op::Delete { key } => key.len(),
-                Op::Bayou(w) => w.to_json().len(),
-            };
-            op + write.id.server.as_str().len() + 24
-        }
-        Item::Commit { id, .. } => id.server.as_str().len() + 24,
+/// The prefix of an encoded summary (`BAYOU.SUMMARY`).
+const SUMMARY_MAGIC: &[u8; 8] = b"BAYOUSUM";
+
+/// Encodes a replica's summary for `BAYOU.EXPORT`.
+pub fn encode_summary(summary: &Summary) -> Vec<u8> {
+    let mut out = SUMMARY_MAGIC.to_vec();
+    out.extend(postcard::to_stdvec(summary).expect("postcard encodes plain data"));
+    out
+}
+
+/// Decodes what `BAYOU.SUMMARY` returned.
+pub fn decode_summary(bytes: &[u8]) -> Result<Summary, String> {
+    match bytes.strip_prefix(SUMMARY_MAGIC) {
+        Some(body) => postcard::from_bytes(body).map_err(|e| format!("bad summary: {e}")),
+        None => Err("not a Bayou summary (use the output of BAYOU.SUMMARY)".into()),
     }
 }

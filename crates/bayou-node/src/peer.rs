@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bayou_core::{Item, ServerId, Summary};
+use bayou_core::{ChunkLimits, ServerId, SessionSender, Summary};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -222,58 +222,55 @@ impl<'a> Conn<'a> {
     }
 
     /// Streams what a receiver with `summary` lacks, then `End`.
-    async fn send_items(&mut self, mut summary: Summary) -> Result<u64, SessionError> {
-        let per_frame = self.node.config.items_per_frame;
-        let max_bytes = self.node.config.max_frame_bytes / 2;
+    async fn send_items(&mut self, summary: Summary) -> Result<u64, SessionError> {
+        let limits = ChunkLimits {
+            items: self.node.config.items_per_frame,
+            bytes: self.node.config.max_frame_bytes / 2,
+        };
+        let mut session = SessionSender::new(summary);
         let mut sent = 0;
         loop {
             if self.node.is_offline() {
                 self.refuse("sender went offline").await;
                 return Err(SessionError::Offline);
             }
-            let (items, more) = self
-                .node
-                .items(summary.clone(), per_frame, max_bytes)
-                .await?;
-            for item in &items {
-                advance(&mut summary, item);
-            }
-            if !items.is_empty() {
-                sent += items.len() as u64;
-                self.node
-                    .counters
-                    .items_sent
-                    .fetch_add(items.len() as u64, Ordering::Relaxed);
-                self.send(&Msg::Items { items }).await?;
-            }
-            if !more {
+            let Some(chunk) = self.node.next_chunk(&mut session, limits).await? else {
                 break;
-            }
+            };
+            sent += chunk.len() as u64;
+            self.node
+                .counters
+                .items_sent
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.send(&Msg::Chunk { chunk }).await?;
         }
         self.send(&Msg::End).await?;
         Ok(sent)
     }
 
-    /// Applies `Items` until `End`, then waits until they are durable.
+    /// Applies chunks until `End`, then waits until they are durable.
     /// Returns (new writes, new commits).
     async fn receive_items(&mut self) -> Result<(u64, u64), SessionError> {
         let (mut writes, mut commits, mut barrier) = (0, 0, 0);
         loop {
             match self.recv().await? {
-                Msg::Items { items } => {
+                Msg::Chunk { chunk } => {
                     self.node
                         .counters
                         .items_received
-                        .fetch_add(items.len() as u64, Ordering::Relaxed);
-                    let (result, b) = self.node.receive(items).await?;
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    let (result, b) = self.node.receive(chunk).await?;
                     barrier = b;
                     match result {
                         Ok(r) => {
                             writes += r.new_writes as u64;
                             commits += r.commits as u64;
+                            if r.installed {
+                                info!(id = %self.node.config.id, peer = %self.peer, "installed a full-state transfer");
+                            }
                         }
                         Err(e) => {
-                            let message = format!("refused an item: {e}");
+                            let message = format!("refused a chunk: {e}");
                             self.refuse(&message).await;
                             return Err(self.protocol(message));
                         }
@@ -290,20 +287,6 @@ impl<'a> Conn<'a> {
                 }
             }
         }
-    }
-}
-
-/// Moves `summary` past `item`, as the receiver's state moves when it
-/// applies it: the next items for the new summary continue the session.
-pub fn advance(summary: &mut Summary, item: &Item) {
-    match item {
-        Item::Write { write, csn } => {
-            summary.vv.advance(&write.id);
-            if let Some(c) = csn {
-                summary.csn = summary.csn.max(*c);
-            }
-        }
-        Item::Commit { csn, .. } => summary.csn = summary.csn.max(*csn),
     }
 }
 
@@ -527,29 +510,26 @@ fn next(state: &mut u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::advance;
-    use bayou_core::{Item, Op, Replica, Role, ServerId, Summary};
+    use bayou_core::{ChunkLimits, Op, Replica, Role, ServerId, SessionSender};
 
     fn sid(s: &str) -> ServerId {
         ServerId::new(s).unwrap()
     }
 
     /// Sends what `to` lacks from `from` in chunks of `chunk` items, the way
-    /// a session does: the sender advances the receiver's summary itself.
-    fn chunked(from: &Replica, to: &mut Replica, chunk: usize) -> usize {
-        let mut summary: Summary = to.summary();
+    /// a session over TCP does.
+    fn chunked(from: &mut Replica, to: &mut Replica, chunk: usize) -> usize {
+        let mut session = SessionSender::new(to.summary());
+        let limits = ChunkLimits {
+            items: chunk,
+            bytes: 1 << 20,
+        };
         let mut frames = 0;
-        loop {
-            let items: Vec<Item> = from.items_for(&summary).take(chunk).collect();
-            if items.is_empty() {
-                return frames;
-            }
-            for i in &items {
-                advance(&mut summary, i);
-            }
-            to.receive(items).unwrap();
+        while let Some(c) = session.next_chunk(from, limits) {
+            to.receive_chunk(c).unwrap();
             frames += 1;
         }
+        frames
     }
 
     #[test]
@@ -573,12 +553,11 @@ mod tests {
         a.client_write(100, Op::delete(vec![b'a', 0]));
         for chunk in 1..8 {
             for (sender, receiver) in [(&p, &b), (&a, &b), (&a, &p)] {
+                let mut sender = sender.clone();
                 let mut whole = receiver.clone();
-                whole
-                    .receive(sender.items_for(&whole.summary()).collect::<Vec<_>>())
-                    .unwrap();
+                chunked(&mut sender, &mut whole, usize::MAX);
                 let mut parts = receiver.clone();
-                let frames = chunked(sender, &mut parts, chunk);
+                let frames = chunked(&mut sender, &mut parts, chunk);
                 assert!(frames >= 1);
                 assert_eq!(
                     parts.log().collect::<Vec<_>>(),

@@ -192,6 +192,9 @@ async fn sync(node: &Node, peer: &str) -> Reply {
     }
 }
 
+/// The default size limit of one bundle file from `BAYOU.EXPORT`.
+const DEFAULT_BUNDLE_BYTES: usize = 64 << 20;
+
 /// A command's name, arity (negative: at least) and flags, for `COMMAND`.
 const COMMANDS: &[(&str, i64, &[&str], i64, i64)] = &[
     ("ping", -1, &["fast"], 0, 0),
@@ -219,6 +222,10 @@ const COMMANDS: &[(&str, i64, &[&str], i64, i64)] = &[
     ("bayou.offline", 1, &["admin", "fast"], 0, 0),
     ("bayou.online", 1, &["admin", "fast"], 0, 0),
     ("bayou.status", 1, &["readonly", "fast"], 0, 0),
+    ("bayou.truncate", -1, &["admin"], 0, 0),
+    ("bayou.summary", 1, &["readonly", "fast"], 0, 0),
+    ("bayou.export", -1, &["readonly"], 0, 0),
+    ("bayou.import", 2, &["write", "denyoom"], 0, 0),
 ];
 
 /// Settings `CONFIG GET` reports. `appendonly`/`appendfsync` describe what
@@ -382,6 +389,41 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
             q(Query::Scan(args[1].clone(), view))
         }
         "bayou.vv" => q(Query::Vv),
+        "bayou.truncate" => match (n, args.get(1).map(|a| lower(a)).as_deref()) {
+            (1, _) => q(Query::Truncate(None)),
+            (3, Some("keep")) => match std::str::from_utf8(&args[2]).ok().and_then(|t| t.parse().ok()) {
+                Some(keep) => q(Query::Truncate(Some(keep))),
+                None => Action::Now(Reply::err("value is not an integer or out of range")),
+            },
+            _ => Action::Now(Reply::err("syntax error: BAYOU.TRUNCATE [KEEP n]")),
+        },
+        "bayou.summary" => q(Query::Summary),
+        "bayou.export" => {
+            let mut base = bayou_core::Summary::default();
+            let mut max_bytes = DEFAULT_BUNDLE_BYTES;
+            let mut i = 1;
+            while i < n {
+                if lower(&args[i]) == "maxbytes" && i + 1 < n {
+                    match std::str::from_utf8(&args[i + 1]).ok().and_then(|t| t.parse::<usize>().ok()) {
+                        Some(m) if m >= 1024 => max_bytes = m,
+                        _ => return Action::Now(Reply::err("MAXBYTES must be an integer of at least 1024")),
+                    }
+                    i += 2;
+                } else {
+                    match crate::node::decode_summary(&args[i]) {
+                        Ok(s) => base = s,
+                        Err(e) => {
+                            return Action::Now(Reply::err(format!(
+                                "syntax error: BAYOU.EXPORT [summary] [MAXBYTES n]: {e}"
+                            )));
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            q(Query::Export(base, max_bytes))
+        }
+        "bayou.import" => q(Query::Import(args[1].clone())),
         "bayou.status" => q(Query::Status),
         "bayou.sync" => Action::Sync(String::from_utf8_lossy(&args[1]).into_owned()),
         "bayou.offline" => {

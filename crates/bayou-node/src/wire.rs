@@ -20,19 +20,22 @@
 //! R -> I  Welcome { from: R }
 //! I -> R  PushOffer                          R receives from I ([P97 Fig. 2])
 //! R -> I  Pull { summary of R }
-//! I -> R  Items { .. } * , End
+//! I -> R  Chunk { .. } * , End
 //! R -> I  Ack { new_writes, commits }        sent once R's writes are durable
 //! I -> R  Pull { summary of I }              then I receives from R
-//! R -> I  Items { .. } * , End
+//! R -> I  Chunk { .. } * , End
 //! ```
 //!
 //! Push comes first so that when R is the primary, the commits of I's writes
 //! come back in the same session.
 //!
-//! Items travel in the sender's log order, so any prefix is a valid
-//! interrupted session and a receiver keeps what it got.
+//! The chunks are those of `bayou_core::SessionSender`: a full-state
+//! transfer first when the receiver is behind the sender's truncation point
+//! (its summary says how far a cut transfer got, so the next session
+//! resumes it), then items in the sender's log order, so any prefix is a
+//! valid interrupted session and a receiver keeps what it got.
 
-use bayou_core::{Item, ServerId, Summary};
+use bayou_core::{Chunk, ServerId, Summary};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +43,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: &[u8; 8] = b"\0BAYOUAE";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
@@ -66,10 +69,11 @@ pub enum Msg {
         /// The receiver's version vector and CSN.
         summary: Summary,
     },
-    /// A chunk of anti-entropy items, in the sender's log order.
-    Items {
-        /// The items.
-        items: Vec<Item>,
+    /// A chunk of the session: items in the sender's log order, or a part
+    /// of a full-state transfer.
+    Chunk {
+        /// The chunk.
+        chunk: Chunk,
     },
     /// The sender has sent everything the receiver lacked.
     End,
@@ -134,7 +138,7 @@ pub fn decode(payload: &[u8]) -> Result<Msg, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bayou_core::{Op, Write, WriteId};
+    use bayou_core::{Item, Op, SnapshotPart, VersionVector, Write, WriteId};
 
     #[test]
     fn messages_round_trip() {
@@ -147,14 +151,23 @@ mod tests {
             Msg::Pull {
                 summary: Summary::default(),
             },
-            Msg::Items {
-                items: vec![Item::Write {
+            Msg::Chunk {
+                chunk: Chunk::Items(vec![Item::Write {
                     write: Write {
                         id: WriteId::new(5, a),
                         op: Op::put("Z", "8"),
                     },
                     csn: Some(3),
-                }],
+                }]),
+            },
+            Msg::Chunk {
+                chunk: Chunk::Snapshot(SnapshotPart {
+                    csn: 7,
+                    vv: VersionVector::new(),
+                    after: Some("k".into()),
+                    entries: vec![("l".into(), "v".into())],
+                    last: false,
+                }),
             },
             Msg::End,
             Msg::Ack {
@@ -169,11 +182,11 @@ mod tests {
 
     #[test]
     fn another_version_is_refused_before_decoding() {
-        let payload = encode_with_version(&Msg::End, 2);
-        assert!(matches!(decode(&payload), Err(WireError::Version(2))));
+        let payload = encode_with_version(&Msg::End, PROTOCOL_VERSION + 1);
+        assert!(matches!(decode(&payload), Err(WireError::Version(v)) if v == PROTOCOL_VERSION + 1));
         assert!(matches!(decode(&[0]), Err(WireError::Short(1))));
         assert!(matches!(
-            decode(&[0, 1, 200, 200, 200]),
+            decode(&[0, PROTOCOL_VERSION as u8, 200, 200, 200]),
             Err(WireError::Decode(_))
         ));
     }
@@ -181,7 +194,7 @@ mod tests {
     #[test]
     fn an_invalid_server_id_does_not_decode() {
         // A Hello whose id holds a space: ServerId validates on decode.
-        let mut payload = vec![0, 1, 0, 3];
+        let mut payload = vec![0, PROTOCOL_VERSION as u8, 0, 3];
         payload.extend_from_slice(b"a b");
         payload.extend_from_slice(&[1, b'B']);
         assert!(matches!(decode(&payload), Err(WireError::Decode(_))));

@@ -124,7 +124,7 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
     read_to_close(&mut s);
     check_alive(&mut good);
 
-    // A peer speaking protocol version 2.
+    // A peer speaking the next protocol version.
     let mut s = raw(p.port);
     s.write_all(MAGIC).unwrap();
     let hello = Msg::Hello {
@@ -140,7 +140,7 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
     match &msgs[..] {
         [Msg::Error { message, version }] => {
             assert_eq!(*version, PROTOCOL_VERSION);
-            assert!(message.contains("version 2"), "{message}");
+            assert!(message.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{message}");
         }
         other => panic!("expected one Error, got {other:?}"),
     }
@@ -166,8 +166,10 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
         id: WriteId::new(99, ServerId::new("A").unwrap()),
         csn: 2,
     };
-    s.write_all(&frame(&wire::encode(&Msg::Items { items: vec![bogus] })))
-        .unwrap();
+    s.write_all(&frame(&wire::encode(&Msg::Chunk {
+        chunk: bayou_core::Chunk::Items(vec![bogus]),
+    })))
+    .unwrap();
     s.write_all(&frame(&wire::encode(&Msg::End))).unwrap();
     let msgs = frames(&read_to_close(&mut s));
     assert!(

@@ -19,12 +19,16 @@
 //!   durable. Replaying them through [`Replica::recover`] rebuilds the replica
 //!   (log, version vector, CSN, logical clock, both views).
 //! * `meta`: `state -> record` holding the version vector, the CSN and the
-//!   logical clock as of the last batch, and `checkpoint_csn -> u64`.
+//!   logical clock as of the last batch, and `checkpoint -> record` with the
+//!   checkpoint's CSN and commit vector and the truncation point (OSN and
+//!   omitted vector `O`, [P97 §3.3]).
 //! * `checkpoint`: `key -> value`, the committed database after the first
-//!   `checkpoint_csn` committed writes (the Tuple Store checkpoint of
-//!   [T95 §7]: it reflects a prefix of the committed writes). The driver
-//!   replaces it every so many commits and at shutdown ([`take_batch`]), in
-//!   the same transaction as the batch it rides with.
+//!   `csn` committed writes (the Tuple Store checkpoint of [T95 §7]). The
+//!   core decides when to take one (`bayou_core::Retention`); the store
+//!   replaces the table, and deletes the log items of every write the new
+//!   `O` covers, in the same transaction as the batch it rides with. So the
+//!   file holds the live data plus the retained log, never the whole
+//!   history.
 //!
 //! Every record carries a one-byte version in front of its postcard encoding.
 //!
@@ -38,25 +42,28 @@
 //!
 //! # Recovery
 //!
-//! [`recover`] replays the log, then checks the result against the stored
-//! state and the checkpoint; any disagreement is reported as corruption.
-//! The log is never truncated (the core does not implement the omitted-prefix
-//! vector of [P97 §3.3]), so the checkpoint is a cross-check today and the
-//! starting point of recovery once truncation exists.
+//! [`recover`] loads the checkpoint and replays the retained log on top
+//! (`bayou_core::Replica::restore`), then checks the result against the
+//! stored state; any disagreement is reported as corruption. Restart time
+//! follows the live data and the retention window.
 
 #![warn(missing_docs, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use bayou_core::{Csn, Item, ProtocolError, Replica, Role, ServerId, Stamp, VersionVector};
+use bayou_core::{
+    Checkpoint, Csn, Db, Item, ProtocolError, Replica, Retention, Role, ServerId, Snapshot, Stamp,
+    VersionVector, WriteId,
+};
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The name of the database file inside a data directory.
 pub const DB_FILE: &str = "bayou.redb";
@@ -92,13 +99,13 @@ impl State {
     }
 }
 
-/// A snapshot of the committed database after the first `csn` commits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// How many committed writes it reflects.
-    pub csn: Csn,
-    /// Every key and value, in key order.
-    pub entries: Vec<(Bytes, Bytes)>,
+/// The checkpoint's small fields, stored in `meta` beside its table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CheckpointMeta {
+    csn: Csn,
+    vv: VersionVector,
+    osn: Csn,
+    omitted: VersionVector,
 }
 
 /// One unit of durability: everything to write in one transaction.
@@ -108,8 +115,9 @@ pub struct Batch {
     pub items: Vec<Item>,
     /// The replica's state after the items.
     pub state: State,
-    /// A new checkpoint to replace the stored one, if any.
-    pub checkpoint: Option<Checkpoint>,
+    /// A new checkpoint to replace the stored one, from
+    /// [`Replica::take_checkpoint`].
+    pub checkpoint: Option<Arc<Checkpoint>>,
 }
 
 impl Batch {
@@ -126,14 +134,12 @@ impl Batch {
 /// Everything a data directory holds, as read at start-up.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
-    /// The log items in the order they were made durable.
+    /// The retained log items in the order they were made durable.
     pub items: Vec<Item>,
     /// The state stored with the last batch (`None` in a new directory).
     pub state: Option<State>,
-    /// The committed database checkpoint.
-    pub checkpoint: BTreeMap<Bytes, Bytes>,
-    /// How many committed writes the checkpoint reflects.
-    pub checkpoint_csn: Csn,
+    /// The last checkpoint (`None` until the first).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// Why storage failed. Every variant is fatal for the replica: the driver
@@ -215,7 +221,7 @@ pub trait Storage: Send {
     fn server(&self) -> &ServerId;
 
     /// Reads everything stored.
-    fn load(&self) -> Result<Loaded, StoreError>;
+    fn load(&mut self) -> Result<Loaded, StoreError>;
 
     /// Writes `batch` in one transaction. When this returns `Ok`, the batch is
     /// durable; on `Err`, nothing of it may be assumed durable.
@@ -228,7 +234,9 @@ pub struct RedbStore {
     path: PathBuf,
     server: ServerId,
     next_seq: u64,
-    checkpoint_csn: Csn,
+    /// The write each stored log item concerns, by sequence number, so a
+    /// checkpoint can delete the items it covers without reading them.
+    index: BTreeMap<u64, WriteId>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -304,25 +312,16 @@ impl RedbStore {
             Some((k, _)) => k.value() + 1,
             None => 0,
         };
-        let meta = tx
-            .open_table(META)
+        tx.open_table(META)
             .map_err(|e| corrupt(format!("no meta table ({e})")))?;
-        let checkpoint_csn = match meta.get("checkpoint_csn").map_err(db_err)? {
-            Some(v) => u64::from_le_bytes(
-                v.value()
-                    .try_into()
-                    .map_err(|_| corrupt("checkpoint_csn is not 8 bytes".into()))?,
-            ),
-            None => 0,
-        };
-        drop((log, meta));
+        drop(log);
         drop(tx);
         Ok(RedbStore {
             db,
             path,
             server: server.clone(),
             next_seq,
-            checkpoint_csn,
+            index: BTreeMap::new(),
         })
     }
 
@@ -331,9 +330,15 @@ impl RedbStore {
         &self.path
     }
 
-    /// How many log records are stored.
+    /// The sequence number the next log record gets (records below it
+    /// were written, some since deleted by checkpoints).
     pub fn log_len(&self) -> u64 {
         self.next_seq
+    }
+
+    /// How many log records are stored now.
+    pub fn retained_records(&self) -> usize {
+        self.index.len()
     }
 
     fn corrupt(&self, reason: String) -> StoreError {
@@ -410,23 +415,23 @@ impl Storage for RedbStore {
         &self.server
     }
 
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&mut self) -> Result<Loaded, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let log = tx.open_table(LOG).map_err(db_err)?;
-        let mut items = Vec::with_capacity(self.next_seq as usize);
-        for (expected, entry) in log.iter().map_err(db_err)?.enumerate() {
+        let mut items = Vec::new();
+        self.index.clear();
+        let mut previous: Option<u64> = None;
+        for entry in log.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
-            if k.value() != expected as u64 {
-                return Err(self.corrupt(format!(
-                    "log record {} follows {}",
-                    k.value(),
-                    expected as i64 - 1
-                )));
+            let seq = k.value();
+            if previous.is_some_and(|p| p >= seq) {
+                return Err(self.corrupt(format!("log record {seq} follows {previous:?}")));
             }
-            items.push(
-                decode(v.value())
-                    .map_err(|e| self.corrupt(format!("log record {}: {e}", k.value())))?,
-            );
+            previous = Some(seq);
+            let item: Item =
+                decode(v.value()).map_err(|e| self.corrupt(format!("log record {seq}: {e}")))?;
+            self.index.insert(seq, item_write(&item).clone());
+            items.push(item);
         }
         let meta = tx.open_table(META).map_err(db_err)?;
         let state = match meta.get("state").map_err(db_err)? {
@@ -435,51 +440,88 @@ impl Storage for RedbStore {
             }
             None => None,
         };
-        let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
-        let mut checkpoint = BTreeMap::new();
-        for entry in cp.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            checkpoint.insert(
-                Bytes::copy_from_slice(k.value()),
-                Bytes::copy_from_slice(v.value()),
-            );
-        }
+        let meta_cp: Option<CheckpointMeta> = match meta.get("checkpoint").map_err(db_err)? {
+            Some(v) => Some(
+                decode(v.value()).map_err(|e| self.corrupt(format!("checkpoint record: {e}")))?,
+            ),
+            None => None,
+        };
+        let checkpoint = match meta_cp {
+            None => None,
+            Some(m) => {
+                let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
+                let mut db = Db::new();
+                for entry in cp.iter().map_err(db_err)? {
+                    let (k, v) = entry.map_err(db_err)?;
+                    db.insert(
+                        Bytes::copy_from_slice(k.value()),
+                        Bytes::copy_from_slice(v.value()),
+                    );
+                }
+                Some(Checkpoint {
+                    snapshot: Snapshot {
+                        csn: m.csn,
+                        vv: m.vv,
+                        db: Arc::new(db),
+                    },
+                    osn: m.osn,
+                    omitted: m.omitted,
+                })
+            }
+        };
         Ok(Loaded {
             items,
             state,
             checkpoint,
-            checkpoint_csn: self.checkpoint_csn,
         })
     }
 
     fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
         if let Some(cp) = &batch.checkpoint
-            && cp.csn > batch.state.csn
+            && cp.snapshot.csn > batch.state.csn
         {
             return Err(StoreError::BadBatch {
-                checkpoint_csn: cp.csn,
+                checkpoint_csn: cp.snapshot.csn,
                 state_csn: batch.state.csn,
             });
         }
         let tx = self.db.begin_write().map_err(db_err)?;
+        let mut index = self.index.clone();
         {
             let mut log = tx.open_table(LOG).map_err(db_err)?;
             for (i, item) in batch.items.iter().enumerate() {
-                log.insert(self.next_seq + i as u64, encode(item).as_slice())
-                    .map_err(db_err)?;
+                let seq = self.next_seq + i as u64;
+                log.insert(seq, encode(item).as_slice()).map_err(db_err)?;
+                index.insert(seq, item_write(item).clone());
             }
             let mut meta = tx.open_table(META).map_err(db_err)?;
             meta.insert("state", encode(&batch.state).as_slice())
                 .map_err(db_err)?;
             if let Some(cp) = &batch.checkpoint {
-                meta.insert("checkpoint_csn", &cp.csn.to_le_bytes()[..])
+                let m = CheckpointMeta {
+                    csn: cp.snapshot.csn,
+                    vv: cp.snapshot.vv.clone(),
+                    osn: cp.osn,
+                    omitted: cp.omitted.clone(),
+                };
+                meta.insert("checkpoint", encode(&m).as_slice())
                     .map_err(db_err)?;
+                // The items of discarded writes go with the checkpoint.
+                let covered: Vec<u64> = index
+                    .iter()
+                    .filter(|(_, id)| cp.omitted.covers(id))
+                    .map(|(&seq, _)| seq)
+                    .collect();
+                for seq in covered {
+                    log.remove(seq).map_err(db_err)?;
+                    index.remove(&seq);
+                }
             }
         }
         if let Some(cp) = &batch.checkpoint {
             tx.delete_table(CHECKPOINT).map_err(db_err)?;
             let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
-            for (k, v) in &cp.entries {
+            for (k, v) in cp.snapshot.db.iter() {
                 table.insert(&k[..], &v[..]).map_err(db_err)?;
             }
         }
@@ -487,59 +529,55 @@ impl Storage for RedbStore {
         // transaction is fsynced.
         tx.commit().map_err(db_err)?;
         self.next_seq += batch.items.len() as u64;
-        if let Some(cp) = &batch.checkpoint {
-            self.checkpoint_csn = cp.csn;
-        }
+        self.index = index;
         Ok(())
     }
 }
 
-/// Drains `replica`'s persistence queue into a [`Batch`], or `None` when
-/// there is nothing to persist. The batch carries a new checkpoint of the
-/// committed database when `force` is set or at least `every` writes
-/// committed since `*checkpoint_csn`, which then moves.
-pub fn take_batch(
-    replica: &mut Replica,
-    checkpoint_csn: &mut Csn,
-    every: u64,
-    force: bool,
-) -> Option<Batch> {
-    let due = replica.csn() > *checkpoint_csn
-        && (force || replica.csn() - *checkpoint_csn >= every.max(1));
-    if !replica.has_unpersisted() && !due {
+/// The write a log item concerns.
+fn item_write(item: &Item) -> &WriteId {
+    match item {
+        Item::Write { write, .. } => &write.id,
+        Item::Commit { id, .. } => id,
+    }
+}
+
+/// Drains `replica`'s persistence queue (items and checkpoint) into a
+/// [`Batch`], or `None` when there is nothing to persist.
+pub fn take_batch(replica: &mut Replica) -> Option<Batch> {
+    if !replica.has_unpersisted() {
         return None;
     }
-    let checkpoint = due.then(|| {
-        *checkpoint_csn = replica.csn();
-        Checkpoint {
-            csn: replica.csn(),
-            entries: replica
-                .db(bayou_core::View::Committed)
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
-    });
     Some(Batch {
         items: replica.take_persist(),
+        checkpoint: replica.take_checkpoint(),
         state: State::of(replica),
-        checkpoint,
     })
 }
 
-/// Rebuilds replica `id` from `store`, and checks the result against the
-/// stored state and checkpoint. Commits the recovery itself produced (a
-/// primary commits writes it persisted but had not committed) are left in the
-/// replica's persistence queue; the caller must persist them first.
-pub fn recover(store: &dyn Storage, role: Role) -> Result<(Replica, Loaded), StoreError> {
+/// Rebuilds replica `id` from `store` (its checkpoint, then its retained
+/// log), and checks the result against the stored state. Commits the
+/// recovery itself produced (a primary commits writes it persisted but had
+/// not committed) are left in the replica's persistence queue; the caller
+/// must persist them first.
+pub fn recover(
+    store: &mut dyn Storage,
+    role: Role,
+    retention: Retention,
+) -> Result<Replica, StoreError> {
     let id = store.server().clone();
     let loaded = store.load()?;
     let path = PathBuf::from(format!("data directory of {id}"));
-    let replica = Replica::recover(id, role, loaded.items.iter().cloned()).map_err(|source| {
-        StoreError::InvalidHistory {
-            path: path.clone(),
-            source,
-        }
+    let replica = Replica::restore(
+        id,
+        role,
+        retention,
+        loaded.checkpoint.as_ref(),
+        loaded.items.iter().cloned(),
+    )
+    .map_err(|source| StoreError::InvalidHistory {
+        path: path.clone(),
+        source,
     })?;
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.clone(),
@@ -568,25 +606,10 @@ pub fn recover(store: &dyn Storage, role: Role) -> Result<(Replica, Loaded), Sto
                 replica.logical_clock()
             )));
         }
-    } else if !loaded.items.is_empty() {
+    } else if !loaded.items.is_empty() || loaded.checkpoint.is_some() {
         return Err(corrupt("log records but no state record".into()));
     }
-    // The checkpoint must equal the committed view after its CSN.
-    let mut db = bayou_core::Db::new();
-    for w in replica
-        .committed()
-        .iter()
-        .take(loaded.checkpoint_csn as usize)
-    {
-        let _ = db.execute(&w.op);
-    }
-    if loaded.checkpoint_csn > replica.csn() || db.as_map() != &loaded.checkpoint {
-        return Err(corrupt(format!(
-            "the checkpoint at CSN {} does not match the log",
-            loaded.checkpoint_csn
-        )));
-    }
-    Ok((replica, loaded))
+    Ok(replica)
 }
 
 #[cfg(test)]

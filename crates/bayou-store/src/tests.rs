@@ -6,8 +6,8 @@ fn sid(s: &str) -> ServerId {
 }
 
 /// Applies every pending change of `r` to `store`.
-fn persist(r: &mut Replica, csn: &mut Csn, store: &mut RedbStore) {
-    if let Some(b) = take_batch(r, csn, 1, false) {
+fn persist(r: &mut Replica, store: &mut RedbStore) {
+    if let Some(b) = take_batch(r) {
         store.append(&b).unwrap();
     }
 }
@@ -15,10 +15,10 @@ fn persist(r: &mut Replica, csn: &mut Csn, store: &mut RedbStore) {
 #[test]
 fn new_directory_recovers_to_an_empty_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open(dir.path(), &sid("A")).unwrap();
-    let (r, loaded) = recover(&store, Role::Secondary).unwrap();
+    let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
+    let r = recover(&mut store, Role::Secondary, Retention::default()).unwrap();
     assert_eq!(r.log().count(), 0);
-    assert!(loaded.state.is_none());
+    assert!(store.load().unwrap().state.is_none());
 }
 
 #[test]
@@ -31,22 +31,21 @@ fn appended_items_survive_reopen_with_state_and_checkpoint() {
     b.client_write(6, Op::put("Y", "1"));
     {
         let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
-        let mut csn = 0;
         p.client_write(1, Op::put("X", "1"));
-        persist(&mut p, &mut csn, &mut store);
+        persist(&mut p, &mut store);
         let items: Vec<Item> = b.items_for(&p.summary()).collect();
         p.receive(items).unwrap();
         p.client_write(10, Op::delete("X"));
-        persist(&mut p, &mut csn, &mut store);
+        persist(&mut p, &mut store);
         assert_eq!(store.log_len(), 8); // 4 writes, 4 commits
     }
-    let store = RedbStore::open(dir.path(), &sid("P")).unwrap();
-    let (r, loaded) = recover(&store, role).unwrap();
+    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let r = recover(&mut store, role, Retention::KEEP_ALL).unwrap();
+    let loaded = store.load().unwrap();
     assert_eq!(r.log().collect::<Vec<_>>(), p.log().collect::<Vec<_>>());
     assert_eq!(r.vv(), p.vv());
     assert_eq!(r.csn(), 4);
-    assert_eq!(loaded.checkpoint_csn, 4);
-    assert_eq!(&loaded.checkpoint, p.db(View::Committed).as_map());
+    assert!(loaded.checkpoint.is_none(), "4 commits: no checkpoint due yet");
     assert_eq!(r.get(b"Z", View::Committed).unwrap(), "8");
     assert!(r.get(b"X", View::Committed).is_none());
     assert_eq!(loaded.state.unwrap(), State::of(&p));
@@ -57,21 +56,23 @@ fn a_tentative_replica_keeps_an_empty_checkpoint_until_commits_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
     let mut a = Replica::new(sid("A"), Role::Secondary);
-    let mut csn = 0;
     a.client_write(3, Op::put("K", "v"));
-    persist(&mut a, &mut csn, &mut store);
+    persist(&mut a, &mut store);
     let loaded = store.load().unwrap();
-    assert!(loaded.checkpoint.is_empty());
+    assert!(loaded.checkpoint.is_none());
     // The primary commits it; A learns by anti-entropy.
     let mut p = Replica::new(sid("P"), Role::Primary { autocommit: true });
     p.receive(a.items_for(&p.summary()).collect::<Vec<_>>())
         .unwrap();
     let s: Summary = a.summary();
     a.receive(p.items_for(&s).collect::<Vec<_>>()).unwrap();
-    persist(&mut a, &mut csn, &mut store);
+    a.checkpoint(Some(0));
+    persist(&mut a, &mut store);
     let loaded = store.load().unwrap();
-    assert_eq!(loaded.checkpoint_csn, 1);
-    assert_eq!(loaded.checkpoint.get(&b"K"[..]).unwrap(), "v");
+    let cp = loaded.checkpoint.unwrap();
+    assert_eq!((cp.snapshot.csn, cp.osn), (1, 1));
+    assert_eq!(cp.snapshot.db.get(b"K").unwrap(), "v");
+    assert!(loaded.items.is_empty(), "the write and its commit were discarded");
 }
 
 #[test]
@@ -145,9 +146,8 @@ fn a_tampered_log_record_is_reported_as_corruption() {
     {
         let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
         let mut a = Replica::new(sid("A"), Role::Secondary);
-        let mut csn = 0;
         a.client_write(3, Op::put("K", "v"));
-        persist(&mut a, &mut csn, &mut store);
+        persist(&mut a, &mut store);
     }
     {
         let db = Database::open(dir.path().join(DB_FILE)).unwrap();
@@ -158,33 +158,33 @@ fn a_tampered_log_record_is_reported_as_corruption() {
             .unwrap();
         tx.commit().unwrap();
     }
-    let store = RedbStore::open(dir.path(), &sid("A")).unwrap();
-    let err = recover(&store, Role::Secondary).unwrap_err();
+    let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
+    let err = recover(&mut store, Role::Secondary, Retention::default()).unwrap_err();
     assert!(err.to_string().contains("log record 0"), "{err}");
 }
 
 #[test]
-fn a_checkpoint_that_disagrees_with_the_log_is_reported() {
+fn a_damaged_checkpoint_record_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let role = Role::Primary { autocommit: true };
     {
         let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
         let mut p = Replica::new(sid("P"), role);
-        let mut csn = 0;
         p.client_write(3, Op::put("K", "v"));
-        persist(&mut p, &mut csn, &mut store);
+        p.checkpoint(None);
+        persist(&mut p, &mut store);
     }
     {
         let db = Database::open(dir.path().join(DB_FILE)).unwrap();
         let tx = db.begin_write().unwrap();
-        tx.open_table(CHECKPOINT)
+        tx.open_table(META)
             .unwrap()
-            .insert(&b"K"[..], &b"other"[..])
+            .insert("checkpoint", &[RECORD_VERSION, 0xff][..])
             .unwrap();
         tx.commit().unwrap();
     }
-    let store = RedbStore::open(dir.path(), &sid("P")).unwrap();
-    let err = recover(&store, role).unwrap_err();
+    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let err = recover(&mut store, role, Retention::default()).unwrap_err();
     assert!(err.to_string().contains("checkpoint"), "{err}");
 }
 
@@ -195,10 +195,15 @@ fn a_checkpoint_ahead_of_the_state_is_rejected() {
     let batch = Batch {
         items: vec![],
         state: State::default(),
-        checkpoint: Some(Checkpoint {
-            csn: 3,
-            entries: vec![],
-        }),
+        checkpoint: Some(Arc::new(Checkpoint {
+            snapshot: Snapshot {
+                csn: 3,
+                vv: VersionVector::new(),
+                db: Arc::new(Db::new()),
+            },
+            osn: 0,
+            omitted: VersionVector::new(),
+        })),
     };
     assert!(matches!(
         store.append(&batch),
@@ -208,33 +213,38 @@ fn a_checkpoint_ahead_of_the_state_is_rejected() {
 }
 
 #[test]
-fn checkpoints_are_taken_every_so_many_commits_and_when_forced() {
+fn truncation_keeps_the_store_to_the_live_data_and_the_retained_window() {
+    // [P97 §3.3]: 1,500 writes over 10 keys, retain 100: the file holds
+    // the checkpoint (10 keys) and at most 100 + one interval of items, and
+    // a restart rebuilds exactly the same replica.
     let dir = tempfile::tempdir().unwrap();
     let role = Role::Primary { autocommit: true };
+    let retention = Retention {
+        writes: 100,
+        bytes: u64::MAX,
+        checkpoint_every: 200,
+    };
     let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
     let mut p = Replica::new(sid("P"), role);
-    let mut cp = 0;
-    for i in 0..5u8 {
-        p.client_write(1, Op::put(vec![b'k', i], vec![i]));
-        let b = take_batch(&mut p, &mut cp, 3, false).unwrap();
-        store.append(&b).unwrap();
+    p.set_retention(retention);
+    for i in 0..1_500u32 {
+        p.client_write(1, Op::put(format!("k{}", i % 10), i.to_string()));
+        persist(&mut p, &mut store);
     }
-    // Commits 1..=3 made a checkpoint at 3; 4 and 5 did not reach the next.
-    let loaded = store.load().unwrap();
-    assert_eq!(loaded.checkpoint_csn, 3);
-    assert_eq!(loaded.checkpoint.len(), 3);
-    assert!(take_batch(&mut p, &mut cp, 3, false).is_none());
-    let b = take_batch(&mut p, &mut cp, 3, true).unwrap();
-    assert!(b.items.is_empty());
-    store.append(&b).unwrap();
-    let loaded = store.load().unwrap();
-    assert_eq!(loaded.checkpoint_csn, 5);
-    assert_eq!(&loaded.checkpoint, p.db(View::Committed).as_map());
-    assert!(take_batch(&mut p, &mut cp, 3, true).is_none());
+    // Each write is two items (write, commit); at most 300 writes retained.
+    assert!(store.retained_records() <= 600, "{}", store.retained_records());
+    assert!(p.retained_len() <= 300);
+    assert_eq!(p.osn() + p.retained_len() as u64, 1_500);
+    assert!(p.osn() >= 1_200);
     drop(store);
-    let store = RedbStore::open(dir.path(), &sid("P")).unwrap();
-    let (r, _) = recover(&store, role).unwrap();
+    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let r = recover(&mut store, role, retention).unwrap();
+    assert_eq!(r.csn(), 1_500);
+    assert_eq!(r.osn(), p.osn());
+    assert_eq!(r.vv(), p.vv());
     assert_eq!(r.db(View::Committed), p.db(View::Committed));
+    assert_eq!(r.db(View::Full), p.db(View::Full));
+    assert_eq!(r.log().collect::<Vec<_>>(), p.log().collect::<Vec<_>>());
 }
 
 #[test]
