@@ -110,8 +110,7 @@ pub fn run(cmd: BundleCmd) -> anyhow::Result<()> {
                                 other => format!("{other:?}"),
                             })
                             .collect();
-                        let pairs: Vec<String> =
-                            text.chunks(2).map(|kv| kv.join("=")).collect();
+                        let pairs: Vec<String> = text.chunks(2).map(|kv| kv.join("=")).collect();
                         println!("{}: imported ({})", path.display(), pairs.join(", "));
                     }
                     Err(e) => bail!("{}: {e}", path.display()),

@@ -68,6 +68,11 @@ pub struct Tuning {
     /// Keep at most about this many bytes of committed writes in the log.
     #[arg(long, default_value_t = bayou_core::Retention::default().bytes)]
     pub retain_bytes: u64,
+    /// Take a checkpoint of the committed database (and truncate the log)
+    /// once this many writes committed since the last one, or the
+    /// database's key count if that is larger.
+    #[arg(long, default_value_t = bayou_core::Retention::default().checkpoint_every)]
+    pub checkpoint_every: u64,
     /// Threads for networking and the replica: 0 for one per core, 1 for a
     /// single-threaded runtime. Storage always has a thread of its own.
     #[arg(long, default_value_t = 0)]
@@ -109,7 +114,7 @@ impl Tuning {
         c.retention = bayou_core::Retention {
             writes: self.retain_writes,
             bytes: self.retain_bytes,
-            ..bayou_core::Retention::default()
+            checkpoint_every: self.checkpoint_every.max(1),
         };
     }
 }

@@ -391,7 +391,10 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
         "bayou.vv" => q(Query::Vv),
         "bayou.truncate" => match (n, args.get(1).map(|a| lower(a)).as_deref()) {
             (1, _) => q(Query::Truncate(None)),
-            (3, Some("keep")) => match std::str::from_utf8(&args[2]).ok().and_then(|t| t.parse().ok()) {
+            (3, Some("keep")) => match std::str::from_utf8(&args[2])
+                .ok()
+                .and_then(|t| t.parse().ok())
+            {
                 Some(keep) => q(Query::Truncate(Some(keep))),
                 None => Action::Now(Reply::err("value is not an integer or out of range")),
             },
@@ -404,9 +407,16 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
             let mut i = 1;
             while i < n {
                 if lower(&args[i]) == "maxbytes" && i + 1 < n {
-                    match std::str::from_utf8(&args[i + 1]).ok().and_then(|t| t.parse::<usize>().ok()) {
+                    match std::str::from_utf8(&args[i + 1])
+                        .ok()
+                        .and_then(|t| t.parse::<usize>().ok())
+                    {
                         Some(m) if m >= 1024 => max_bytes = m,
-                        _ => return Action::Now(Reply::err("MAXBYTES must be an integer of at least 1024")),
+                        _ => {
+                            return Action::Now(Reply::err(
+                                "MAXBYTES must be an integer of at least 1024",
+                            ));
+                        }
                     }
                     i += 2;
                 } else {

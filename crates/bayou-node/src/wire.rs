@@ -183,7 +183,9 @@ mod tests {
     #[test]
     fn another_version_is_refused_before_decoding() {
         let payload = encode_with_version(&Msg::End, PROTOCOL_VERSION + 1);
-        assert!(matches!(decode(&payload), Err(WireError::Version(v)) if v == PROTOCOL_VERSION + 1));
+        assert!(
+            matches!(decode(&payload), Err(WireError::Version(v)) if v == PROTOCOL_VERSION + 1)
+        );
         assert!(matches!(decode(&[0]), Err(WireError::Short(1))));
         assert!(matches!(
             decode(&[0, PROTOCOL_VERSION as u8, 200, 200, 200]),

@@ -140,7 +140,10 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
     match &msgs[..] {
         [Msg::Error { message, version }] => {
             assert_eq!(*version, PROTOCOL_VERSION);
-            assert!(message.contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{message}");
+            assert!(
+                message.contains(&format!("version {}", PROTOCOL_VERSION + 1)),
+                "{message}"
+            );
         }
         other => panic!("expected one Error, got {other:?}"),
     }

@@ -45,7 +45,10 @@ fn appended_items_survive_reopen_with_state_and_checkpoint() {
     assert_eq!(r.log().collect::<Vec<_>>(), p.log().collect::<Vec<_>>());
     assert_eq!(r.vv(), p.vv());
     assert_eq!(r.csn(), 4);
-    assert!(loaded.checkpoint.is_none(), "4 commits: no checkpoint due yet");
+    assert!(
+        loaded.checkpoint.is_none(),
+        "4 commits: no checkpoint due yet"
+    );
     assert_eq!(r.get(b"Z", View::Committed).unwrap(), "8");
     assert!(r.get(b"X", View::Committed).is_none());
     assert_eq!(loaded.state.unwrap(), State::of(&p));
@@ -72,7 +75,10 @@ fn a_tentative_replica_keeps_an_empty_checkpoint_until_commits_arrive() {
     let cp = loaded.checkpoint.unwrap();
     assert_eq!((cp.snapshot.csn, cp.osn), (1, 1));
     assert_eq!(cp.snapshot.db.get(b"K").unwrap(), "v");
-    assert!(loaded.items.is_empty(), "the write and its commit were discarded");
+    assert!(
+        loaded.items.is_empty(),
+        "the write and its commit were discarded"
+    );
 }
 
 #[test]
@@ -232,7 +238,11 @@ fn truncation_keeps_the_store_to_the_live_data_and_the_retained_window() {
         persist(&mut p, &mut store);
     }
     // Each write is two items (write, commit); at most 300 writes retained.
-    assert!(store.retained_records() <= 600, "{}", store.retained_records());
+    assert!(
+        store.retained_records() <= 600,
+        "{}",
+        store.retained_records()
+    );
     assert!(p.retained_len() <= 300);
     assert_eq!(p.osn() + p.retained_len() as u64, 1_500);
     assert!(p.osn() >= 1_200);
