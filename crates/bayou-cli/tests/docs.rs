@@ -11,7 +11,10 @@ use doc_blocks::{console_commands, matches, split_words};
 fn documented_bayou_commands_print_what_the_docs_show() {
     let ran = doc_blocks::check("bayou", env!("CARGO_BIN_EXE_bayou"));
     // The walk-through, its JSON form and the random runs at least.
-    assert!(ran >= 3, "only {ran} `bayou` commands found in console blocks");
+    assert!(
+        ran >= 3,
+        "only {ran} `bayou` commands found in console blocks"
+    );
 }
 
 fn lines(s: &str) -> Vec<String> {

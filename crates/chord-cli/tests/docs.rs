@@ -10,5 +10,8 @@ mod doc_blocks;
 fn documented_chord_commands_print_what_the_docs_show() {
     let ran = doc_blocks::check("chord", env!("CARGO_BIN_EXE_chord"));
     // The lecture's finger table and lookup at least.
-    assert!(ran >= 2, "only {ran} `chord` commands found in console blocks");
+    assert!(
+        ran >= 2,
+        "only {ran} `chord` commands found in console blocks"
+    );
 }

@@ -187,7 +187,11 @@ pub fn check(program: &str, exe: &str) -> usize {
     let root = root();
     let mut shown = Vec::new();
     for page in pages(&root) {
-        let name = page.strip_prefix(&root).unwrap_or(&page).display().to_string();
+        let name = page
+            .strip_prefix(&root)
+            .unwrap_or(&page)
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(&page).expect("read a page");
         shown.extend(console_commands(&name, &text).unwrap_or_else(|e| panic!("{e}")));
     }
