@@ -4,8 +4,9 @@
 //! * [`world`]: runs scenarios over in-process servers with simulated disks,
 //!   and renders `show` as text in the slides' notation or as JSON.
 //! * [`check`]: the invariants, each citing the paper section it comes from.
-//! * [`random`]: seeded random runs with crashes and cut-off sessions, then
-//!   healing, checked by [`check`].
+//! * [`random`]: seeded random runs with crashes, cut-off sessions, log
+//!   truncation, full-state transfers and bundles carried between servers,
+//!   then healing, checked by [`check`].
 //! * [`render`]: servers side by side as on the slides, as text or SVG.
 //!
 //! Everything is deterministic: the same scenario or seed gives the same run.
