@@ -90,6 +90,29 @@ pub struct Node {
     /// committed view is this checkpoint's database plus the retained
     /// committed writes after it.
     pub checkpoint: Option<Arc<Checkpoint>>,
+    /// How many CSNs this replica holds without having executed their
+    /// writes on its committed view since it started: those its recovery
+    /// checkpoint reflects and those full-state transfers installed. With
+    /// the commits it executed ([`bayou_core::Stats`]) they make up its CSN
+    /// exactly: no committed write executed twice, none skipped.
+    pub unexecuted: Csn,
+}
+
+impl Node {
+    /// Notes what a session (or bundle) of `chunks` did, given the CSN
+    /// before it: an install jumps to the snapshot's CSN unexecuted.
+    fn received(&mut self, csn_before: Csn, chunks: &[Chunk], installed: bool) {
+        if !installed {
+            return;
+        }
+        let installed_csn = chunks.iter().rev().find_map(|c| match c {
+            Chunk::Snapshot(p) if p.last => Some(p.csn),
+            _ => None,
+        });
+        if let Some(csn) = installed_csn {
+            self.unexecuted += csn.saturating_sub(csn_before);
+        }
+    }
 }
 
 /// Output of a `show`: the state of every server, in `servers` order.
@@ -353,6 +376,7 @@ impl World {
                             disk: Disk::default(),
                             clock: 0,
                             checkpoint: None,
+                            unexecuted: 0,
                         },
                     );
                 }
@@ -430,7 +454,9 @@ impl World {
                     (summary.clone(), chunks.clone()),
                 );
                 let receiver = self.node_mut(to).map_err(input)?;
-                let result = receiver.replica.receive_session(&summary, chunks);
+                let before = receiver.replica.csn();
+                let result = receiver.replica.receive_session(&summary, chunks.clone());
+                receiver.received(before, &chunks, result.as_ref().is_ok_and(|r| r.installed));
                 // What was applied before an error stays applied: persist it.
                 self.collect(to);
                 if result.as_ref().is_ok_and(|r| r.installed) {
@@ -456,7 +482,9 @@ impl World {
                 // whole stale session, and one that lost (or finished) the
                 // full-state transfer a part continues refuses the part.
                 // Either way it stays valid.
-                let result = receiver.replica.receive_session(&summary, chunks);
+                let before = receiver.replica.csn();
+                let result = receiver.replica.receive_session(&summary, chunks.clone());
+                receiver.received(before, &chunks, result.as_ref().is_ok_and(|r| r.installed));
                 self.collect(to);
                 match result {
                     Ok(r) => self.coverage.installs += u64::from(r.installed),
@@ -494,6 +522,7 @@ impl World {
                 )
                 .map_err(|e| (format!("crash {id}: recovery failed: {e}"), true))?;
                 node.checkpoint = node.disk.checkpoint.clone();
+                node.unexecuted = node.checkpoint.as_ref().map_or(0, |c| c.snapshot.csn);
                 self.coverage.restores_from_checkpoint += u64::from(node.checkpoint.is_some());
                 self.collect(id);
             }
@@ -554,7 +583,13 @@ impl World {
                         )
                     })?;
                     let node = self.nodes.get_mut(to).expect("checked");
+                    let before = node.replica.csn();
                     let result = node.replica.import_bundle(&b);
+                    node.received(
+                        before,
+                        &b.chunks,
+                        result.as_ref().is_ok_and(|r| r.installed),
+                    );
                     self.collect(to);
                     match result {
                         // Out of order, late, or for a state this server
@@ -632,6 +667,7 @@ impl World {
             node.replica =
                 Replica::restore(p.clone(), role, retention, checkpoint.as_deref(), items)
                     .expect("a replica's own items replay");
+            node.unexecuted = checkpoint.as_ref().map_or(0, |c| c.snapshot.csn);
             node.checkpoint = checkpoint;
         }
     }

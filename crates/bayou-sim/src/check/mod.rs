@@ -127,7 +127,7 @@ impl Checker {
         let node = &nodes[server];
         let replica = &node.replica;
         log_is_truth(replica, node.checkpoint.as_deref())?;
-        executed_once(replica)?;
+        executed_once(replica, node.unexecuted)?;
         schedule(replica)?;
         causality(replica, &self.deps)?;
         acknowledged_kept(replica, self.acked.get(server).into_iter().flatten())?;
