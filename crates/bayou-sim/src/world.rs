@@ -226,7 +226,21 @@ impl Snapshot {
                     s.db.iter()
                         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                         .collect();
-                json!({"server": s.server.as_str(), "vv": vv, "log": log, "db": db})
+                {
+                    let mut server =
+                        json!({"server": s.server.as_str(), "vv": vv, "log": log, "db": db});
+                    // Only after a truncation, so untruncated runs print as before.
+                    if let (true, Some(map)) = (s.osn > 0, server.as_object_mut()) {
+                        let o: Map<String, Value> = s
+                            .omitted
+                            .iter()
+                            .map(|(id, t)| (id.to_string(), json!(t)))
+                            .collect();
+                        map.insert("osn".into(), json!(s.osn));
+                        map.insert("omitted".into(), Value::Object(o));
+                    }
+                    server
+                }
             })
             .collect();
         json!({ "servers": servers }).to_string()
