@@ -361,6 +361,10 @@ pub struct Replica {
     /// During recovery: committed writes up to this CSN are already in the
     /// checkpoint's database and are not executed again.
     replayed_upto: Csn,
+    /// Keys of the committed database changed since the last checkpoint
+    /// issued; `None` when the next checkpoint must write the whole
+    /// database (none issued since this replica started, or an install).
+    dirty: Option<BTreeSet<bytes::Bytes>>,
     /// The snapshot last sent in a full-state transfer, kept so a cut
     /// transfer can resume; dropped at the next checkpoint.
     snapshot_cache: Option<Arc<Snapshot>>,
@@ -434,6 +438,7 @@ impl Replica {
             checkpoint_csn: 0,
             to_checkpoint: None,
             replayed_upto: 0,
+            dirty: None,
             snapshot_cache: None,
             incoming: None,
             tentative: BTreeMap::new(),
@@ -482,6 +487,9 @@ impl Replica {
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
         }
+        // The store holds the checkpoint's database (or nothing): track the
+        // changes the replay makes to it, for the next checkpoint.
+        r.dirty = Some(BTreeSet::new());
         r.apply_items(items, Source::Disk)?;
         if r.csn() < r.replayed_upto {
             return Err(ProtocolError::CommitGap {
@@ -984,6 +992,7 @@ impl Replica {
             },
             osn: self.osn,
             omitted: self.omitted.clone(),
+            changed: self.dirty.replace(BTreeSet::new()),
         }));
         discarded
     }
@@ -1120,7 +1129,9 @@ impl Replica {
             },
             osn: st.csn,
             omitted: st.vv,
+            changed: None,
         }));
+        self.dirty = Some(BTreeSet::new());
         // Tentative writes are redone at the end of the batch (settle).
         self.settle(Source::Peer);
         Ok(())
@@ -1178,7 +1189,8 @@ impl Replica {
         }
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
-        let (_, outcome) = self.committed_db.execute(op);
+        let (undo, outcome) = self.committed_db.execute(op);
+        note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
@@ -1200,7 +1212,8 @@ impl Replica {
         }
         self.undo_all();
         self.full_db.execute(&write.op);
-        let (_, outcome) = self.committed_db.execute(&write.op);
+        let (undo, outcome) = self.committed_db.execute(&write.op);
+        note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
@@ -1246,6 +1259,13 @@ impl Replica {
             self.executed.push_back((id.clone(), undo));
             self.stats.tentative_executions += 1;
         }
+    }
+}
+
+/// Records the keys a committed write changed, for the next checkpoint.
+fn note_dirty(dirty: &mut Option<BTreeSet<bytes::Bytes>>, undo: &Undo) {
+    if let Some(set) = dirty {
+        set.extend(undo.keys().cloned());
     }
 }
 
