@@ -1041,6 +1041,14 @@ impl Replica {
         if self.is_primary() {
             return Err(ProtocolError::ForeignCommit(part.csn));
         }
+        let ordered = part.entries.windows(2).all(|w| w[0].0 < w[1].0)
+            && match (&part.after, part.entries.first()) {
+                (Some(a), Some((k, _))) => a < k,
+                _ => true,
+            };
+        if !ordered {
+            return Err(ProtocolError::SnapshotOrder(part.csn));
+        }
         let continues = match &self.incoming {
             Some(st) => st.csn == part.csn && part.after <= st.last,
             None => false,
@@ -1065,9 +1073,6 @@ impl Replica {
         let st = self.incoming.as_mut().expect("staged above");
         for (k, v) in part.entries {
             if st.last.as_ref().is_some_and(|last| k <= *last) {
-                if part.after.as_ref().is_some_and(|a| k <= *a) {
-                    return Err(ProtocolError::SnapshotOrder(part.csn));
-                }
                 // Already staged by an earlier copy of this part.
                 report.duplicates += 1;
                 continue;
