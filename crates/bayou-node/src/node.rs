@@ -422,13 +422,10 @@ impl Core {
             Query::Truncate(keep) => {
                 let discarded = self.replica.checkpoint(keep);
                 info!(id = %node.config.id, discarded, osn = self.replica.osn(), "BAYOU.TRUNCATE");
-                Reply::Array(vec![
-                    Reply::text("discarded"),
-                    Reply::Int(discarded as i64),
-                    Reply::text("osn"),
-                    Reply::Int(self.replica.osn() as i64),
-                    Reply::text("retained_writes"),
-                    Reply::Int(self.replica.retained_len() as i64),
+                int_fields(&[
+                    ("discarded", discarded as i64),
+                    ("osn", self.replica.osn() as i64),
+                    ("retained_writes", self.replica.retained_len() as i64),
                 ])
             }
             Query::Summary => Reply::bulk(encode_summary(&self.replica.summary())),
@@ -445,13 +442,10 @@ impl Core {
                 match result {
                     Ok(r) => {
                         info!(id = %node.config.id, new_writes = r.new_writes, commits = r.commits, installed = r.installed, "BAYOU.IMPORT");
-                        Reply::Array(vec![
-                            Reply::text("new_writes"),
-                            Reply::Int(r.new_writes as i64),
-                            Reply::text("commits"),
-                            Reply::Int(r.commits as i64),
-                            Reply::text("installed_snapshot"),
-                            Reply::Int(r.installed as i64),
+                        int_fields(&[
+                            ("new_writes", r.new_writes as i64),
+                            ("commits", r.commits as i64),
+                            ("installed_snapshot", r.installed as i64),
                         ])
                     }
                     Err(e) => Reply::err(format!("bundle refused, nothing changed: {e}")),
@@ -518,16 +512,7 @@ impl Core {
             ("logical_clock", Reply::Int(r.logical_clock() as i64)),
             ("keys", Reply::Int(r.db(View::Full).len() as i64)),
             ("osn", Reply::Int(r.osn() as i64)),
-            (
-                "omitted",
-                Reply::text(
-                    r.omitted()
-                        .iter()
-                        .map(|(s, t)| format!("{s}:{t}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-            ),
+            ("omitted", Reply::text(vv_text(r.omitted()))),
             ("retained_writes", Reply::Int(r.retained_len() as i64)),
             ("retained_bytes", Reply::Int(r.retained_bytes() as i64)),
             ("checkpoint_csn", Reply::Int(r.checkpoint_csn() as i64)),
@@ -539,16 +524,7 @@ impl Core {
                 "retain_bytes",
                 Reply::Int(r.retention().bytes.min(i64::MAX as u64) as i64),
             ),
-            (
-                "vv",
-                Reply::text(
-                    r.vv()
-                        .iter()
-                        .map(|(s, t)| format!("{s}:{t}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-            ),
+            ("vv", Reply::text(vv_text(r.vv()))),
         ];
         {
             let c = &node.counters;
@@ -586,6 +562,24 @@ impl Core {
         }
         out
     }
+}
+
+/// A flat array of names and integers, as `BAYOU.STATUS` and friends reply.
+pub(crate) fn int_fields(fields: &[(&str, i64)]) -> Reply {
+    Reply::Array(
+        fields
+            .iter()
+            .flat_map(|&(k, v)| [Reply::text(k), Reply::Int(v)])
+            .collect(),
+    )
+}
+
+/// A version vector as `A:12,B:13`.
+fn vv_text(vv: &bayou_core::VersionVector) -> String {
+    vv.iter()
+        .map(|(s, t)| format!("{s}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The prefix of an encoded summary (`BAYOU.SUMMARY`).
