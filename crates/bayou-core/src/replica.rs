@@ -248,6 +248,15 @@ pub enum ProtocolError {
         /// What this replica has staged.
         staged: String,
     },
+    /// A checkpoint that reflects more commits than the durable log holds:
+    /// the store lost log records the checkpoint depends on.
+    #[error("the checkpoint reflects {checkpoint} commits but the log replays only to CSN {log}")]
+    CheckpointAhead {
+        /// The checkpoint's CSN.
+        checkpoint: Csn,
+        /// The CSN the retained log reaches.
+        log: Csn,
+    },
     /// A snapshot whose keys are not in strictly increasing order.
     #[error("snapshot part at CSN {0} has keys out of order")]
     SnapshotOrder(Csn),
@@ -492,10 +501,9 @@ impl Replica {
         r.dirty = Some(BTreeSet::new());
         r.apply_items(items, Source::Disk)?;
         if r.csn() < r.replayed_upto {
-            return Err(ProtocolError::CommitGap {
-                id: WriteId::new(0, r.id.clone()),
-                expected: r.csn() + 1,
-                got: r.replayed_upto,
+            return Err(ProtocolError::CheckpointAhead {
+                checkpoint: r.replayed_upto,
+                log: r.csn(),
             });
         }
         r.replayed_upto = 0;
@@ -674,9 +682,11 @@ impl Replica {
     }
 
     /// Takes the checkpoint to make durable, if one was taken since the
-    /// last call. It must become durable together with the items taken
-    /// with it, and replaces any earlier checkpoint: the store keeps its
-    /// snapshot, `O` and OSN, and drops the stored items it covers
+    /// last call (several taken meanwhile come folded into one,
+    /// [`Checkpoint::merge`]). It must become durable together with the
+    /// items taken with it, and replaces the stored checkpoint: the store
+    /// keeps its snapshot (all of it, or the keys listed as changed), `O`
+    /// and OSN, and drops the stored items it covers
     /// ([`Checkpoint::covers`]). Items and checkpoint may be applied in
     /// either order, since an item the checkpoint covers is never queued
     /// after it.
@@ -984,7 +994,8 @@ impl Replica {
         {
             self.snapshot_cache = None;
         }
-        self.to_checkpoint = Some(Arc::new(Checkpoint {
+        let changed = self.dirty.replace(BTreeSet::new());
+        self.queue_checkpoint(Checkpoint {
             snapshot: Snapshot {
                 csn: self.csn(),
                 vv: self.commit_vv.clone(),
@@ -992,9 +1003,21 @@ impl Replica {
             },
             osn: self.osn,
             omitted: self.omitted.clone(),
-            changed: self.dirty.replace(BTreeSet::new()),
-        }));
+            changed,
+        });
         discarded
+    }
+
+    /// Queues a checkpoint for the driver. One not yet taken is folded in,
+    /// never replaced: its changed keys (or its "write everything") are not
+    /// in the new one's, and a store that writes only the listed keys would
+    /// otherwise miss them.
+    fn queue_checkpoint(&mut self, checkpoint: Checkpoint) {
+        let checkpoint = match self.to_checkpoint.take() {
+            Some(earlier) => earlier.merge(&checkpoint),
+            None => checkpoint,
+        };
+        self.to_checkpoint = Some(Arc::new(checkpoint));
     }
 
     /// The snapshot a full-state transfer sends, and the key to continue
@@ -1126,7 +1149,7 @@ impl Replica {
         self.full_db = self.committed_db.clone();
         self.checkpoint_csn = st.csn;
         self.snapshot_cache = None;
-        self.to_checkpoint = Some(Arc::new(Checkpoint {
+        self.queue_checkpoint(Checkpoint {
             snapshot: Snapshot {
                 csn: st.csn,
                 vv: st.vv.clone(),
@@ -1135,7 +1158,7 @@ impl Replica {
             osn: st.csn,
             omitted: st.vv,
             changed: None,
-        }));
+        });
         self.dirty = Some(BTreeSet::new());
         // Tentative writes are redone at the end of the batch (settle).
         self.settle(Source::Peer);

@@ -253,7 +253,7 @@ pub fn run_seed(seed: u64, params: Params) -> Result<(), Box<Failure>> {
 
 /// [`run_seed`], also returning what the run exercised.
 pub fn run_seed_with_coverage(seed: u64, params: Params) -> Result<Coverage, Box<Failure>> {
-    run_seed_with(seed, params, false)
+    run_seed_with(seed, params, true)
 }
 
 /// [`run_seed_with_coverage`], with disks that write checkpoints

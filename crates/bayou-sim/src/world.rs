@@ -352,17 +352,17 @@ impl World {
     pub fn new(checks: bool) -> World {
         World {
             checker: checks.then(Checker::default),
+            incremental: true,
             ..World::default()
         }
     }
 
-    /// Makes the disks write each checkpoint incrementally, only the keys
+    /// Whether the disks write each checkpoint incrementally, only the keys
     /// it lists as changed ([`Checkpoint::changed`]), as `bayou-store`
-    /// does, and check that the result is the checkpoint's database. Off by
-    /// default until bayou-core folds a checkpoint not yet taken into the
-    /// next one instead of overwriting it (which loses its changed keys
-    /// when two automatic checkpoints fall in one session or bundle); the
-    /// ignored tests in `tests/incremental_checkpoints.rs` reproduce it.
+    /// does (the default), checking that the result is the checkpoint's
+    /// database; or write the whole database every time. Incremental disks
+    /// found that bayou-core replaced a checkpoint not yet taken instead of
+    /// folding it into the next one (`tests/incremental_checkpoints.rs`).
     pub fn set_incremental_checkpoints(&mut self, on: bool) {
         self.incremental = on;
     }
