@@ -26,6 +26,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod data;
 mod fingers;
 pub mod host;
 pub mod id;

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod data_sim;
 pub mod experiments;
 pub mod sim;
 
