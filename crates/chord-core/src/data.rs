@@ -37,7 +37,7 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::Id;
+use crate::id::{Id, IdSpace};
 use crate::interval::in_open_closed;
 use crate::node::{NodeRef, Time};
 
@@ -202,6 +202,9 @@ pub fn replica_targets<A: Clone + Ord>(me: &A, succs: &[NodeRef<A>], copies: usi
 /// Tunables of the data plane.
 #[derive(Clone, Debug)]
 pub struct DataConfig {
+    /// The identifier ring: a record is accepted only under the id its name
+    /// hashes to, so no peer can file a record where reads would not find it.
+    pub space: IdSpace,
     /// `k`: copies of every key in total (owner included), on distinct processes.
     pub copies: usize,
     /// Anti-entropy period (ms).
@@ -221,9 +224,12 @@ pub struct DataConfig {
     pub tombstone_grace_ms: u64,
 }
 
-impl Default for DataConfig {
-    fn default() -> Self {
+impl DataConfig {
+    /// Defaults for a ring: 3 copies, anti-entropy every second, reads hedged
+    /// after 150 ms, tombstones purged after 10 minutes.
+    pub fn new(space: IdSpace) -> Self {
         DataConfig {
+            space,
             copies: 3,
             sync_ms: 1000,
             request_timeout_ms: 1000,
@@ -231,7 +237,7 @@ impl Default for DataConfig {
             write_try_ms: 1000,
             op_timeout_ms: 10_000,
             retry_ms: 50,
-            tombstone_grace_ms: 60_000,
+            tombstone_grace_ms: 600_000,
         }
     }
 }
@@ -1252,8 +1258,14 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
 
     // ----- owner writes -----------------------------------------------------
 
+    /// Whether `rec` sits under the id of its own name.
+    fn valid(&self, key: Id, rec: &Record) -> bool {
+        self.cfg.space.hash(&rec.name) == key
+    }
+
     fn owner_write(&mut self, from: A, req: u64, key: Id, record: Record) {
-        let Some(vnode) = self.serving_owner(key) else {
+        let serving = self.serving_owner(key).filter(|_| self.valid(key, &record));
+        let Some(vnode) = serving else {
             self.send(
                 from,
                 DataMsg::WriteReply {
@@ -1623,7 +1635,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
 
     fn merge_all(&mut self, records: Vec<(Id, Record)>) {
         for (k, r) in records {
-            if r.newer_than(self.store.get(k).as_ref()) {
+            if self.valid(k, &r) && r.newer_than(self.store.get(k).as_ref()) {
                 self.store.put(k, r);
                 self.dirty = true;
             }

@@ -239,6 +239,7 @@ impl DataSim {
         ring_cfg.rpc_timeout_ms = 150;
         ring_cfg.failure_strikes = 2;
         let data_cfg = DataConfig {
+            space,
             copies: cfg.copies,
             sync_ms: 150,
             request_timeout_ms: 150,
