@@ -507,8 +507,9 @@ struct ClientOp<A> {
     cands: Vec<A>,
     /// How many of `cands` have been asked.
     asked: usize,
-    /// Replies received in this attempt.
+    /// Replies received in this attempt, and from which candidates.
     answered: usize,
+    answered_idx: BTreeSet<usize>,
     /// Newest copy seen in this attempt, and whether any reply arrived.
     best: Option<Record>,
     any: bool,
@@ -542,7 +543,7 @@ struct Round {
 
 #[derive(Clone, Debug)]
 enum Pending<A> {
-    ClientRead { op: u64, attempt: u64 },
+    ClientRead { op: u64, attempt: u64, idx: usize },
     ClientWrite { op: u64, attempt: u64 },
     Check { op: u64 },
     HandBack { versions: Vec<(Id, Version)> },
@@ -762,6 +763,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 cands: Vec::new(),
                 asked: 0,
                 answered: 0,
+                answered_idx: BTreeSet::new(),
                 best: None,
                 any: false,
                 attempt: 0,
@@ -795,6 +797,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         }
         o.asked = 0;
         o.answered = 0;
+        o.answered_idx.clear();
         o.best = None;
         o.any = false;
         o.reqs.clear();
@@ -820,11 +823,15 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         let from = o.asked;
         let to_ask: Vec<A> = o.cands.iter().skip(from).take(n).cloned().collect();
         let kind = o.kind.clone();
-        for to in to_ask {
+        for (i, to) in to_ask.into_iter().enumerate() {
             let req = self.fresh();
             let (pending, msg) = match &kind {
                 OpKind::Read => (
-                    Pending::ClientRead { op, attempt },
+                    Pending::ClientRead {
+                        op,
+                        attempt,
+                        idx: from + i,
+                    },
                     DataMsg::Read { req, key },
                 ),
                 OpKind::Write(r) => (
@@ -1054,6 +1061,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 cands: Vec::new(),
                 asked: 0,
                 answered: 0,
+                answered_idx: BTreeSet::new(),
                 best: None,
                 any: false,
                 attempt: 0,
@@ -1104,7 +1112,8 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 self.send_durable(from, DataMsg::ReadReply { req, role, record });
             }
             DataMsg::ReadReply { req, role, record } => {
-                let Some(Pending::ClientRead { op, attempt }) = self.pending.remove(&req) else {
+                let Some(Pending::ClientRead { op, attempt, idx }) = self.pending.remove(&req)
+                else {
                     return;
                 };
                 let Some(o) = self.ops.get_mut(&op) else {
@@ -1115,6 +1124,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 }
                 o.reqs.remove(&req);
                 o.answered += 1;
+                o.answered_idx.insert(idx);
                 o.any = true;
                 if let Some(r) = record
                     && r.newer_than(o.best.as_ref())
@@ -1131,8 +1141,18 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     // The first candidate does not serve the key: ask the rest now.
                     let n = o.cands.len() - o.asked;
                     self.ask_next(op, n);
-                } else if o.answered == o.cands.len() {
+                } else if o.answered == o.cands.len()
+                    || (o.asked == o.cands.len()
+                        && (1..o.cands.len()).all(|i| o.answered_idx.contains(&i)))
+                {
+                    // Every candidate answered, or every one but the first
+                    // (the owner, silent past `read_try_ms`): a write is
+                    // acknowledged only once all of them hold it, so the
+                    // newest of their copies is the last acknowledged write.
                     let best = o.best.clone();
+                    if o.asked > 1 {
+                        self.stats.hedged_reads += 1;
+                    }
                     self.finish_read(op, Ok(best));
                 }
             }
