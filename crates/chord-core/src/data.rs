@@ -305,6 +305,10 @@ pub enum DataMsg {
         req: u64,
         /// Records.
         records: Vec<(Id, Record)>,
+        /// How many drop instructions the sender had sent the receiver: a
+        /// drop instruction with a higher count was decided after this
+        /// message, so it does not apply to these records.
+        epoch: u64,
     },
     /// The records of a [`DataMsg::Replicate`] are durable here.
     ReplicateAck {
@@ -352,6 +356,8 @@ pub enum DataMsg {
         lo: Id,
         /// Inclusive upper end.
         hi: Id,
+        /// The sender's count of drop instructions to the receiver, this one included.
+        epoch: u64,
     },
     /// A holder of a copy of `key` that does not own it asks the owner whether
     /// it is still in the replica set.
@@ -369,6 +375,8 @@ pub enum DataMsg {
         req: u64,
         /// The range to drop, if any.
         drop: Option<(Id, Id)>,
+        /// As in [`DataMsg::Drop`].
+        epoch: u64,
     },
     /// A surplus holder returns its copies to the owner before dropping them
     /// (answered with [`DataMsg::ReplicateAck`]).
@@ -543,14 +551,38 @@ struct Round {
 
 #[derive(Clone, Debug)]
 enum Pending<A> {
-    ClientRead { op: u64, attempt: u64, idx: usize },
-    ClientWrite { op: u64, attempt: u64 },
-    Check { op: u64 },
-    HandBack { versions: Vec<(Id, Version)> },
-    OwnerRep { wid: u64, to: A },
-    Digest { round: u64, to: A },
-    Fetch { round: u64 },
-    Push { round: u64 },
+    ClientRead {
+        op: u64,
+        attempt: u64,
+        idx: usize,
+    },
+    ClientWrite {
+        op: u64,
+        attempt: u64,
+    },
+    Check {
+        op: u64,
+    },
+    HandBack {
+        versions: Vec<(Id, Version)>,
+        owner: A,
+        epoch: u64,
+    },
+    OwnerRep {
+        wid: u64,
+        to: A,
+        drops: u64,
+    },
+    Digest {
+        round: u64,
+        to: A,
+    },
+    Fetch {
+        round: u64,
+    },
+    Push {
+        round: u64,
+    },
     Handoff,
 }
 
@@ -594,6 +626,12 @@ pub struct DataPlane<A, S> {
     /// confirmed every target (surplus copies elsewhere may then be dropped).
     confirmed: BTreeMap<Id, (Id, Vec<A>)>,
     check_cursor: Id,
+    /// How many times each process was told to drop copies.
+    drops_sent: BTreeMap<A, u64>,
+    /// Per key: the last process that replicated it here, with its drop
+    /// epoch for us at the time.
+    replicated_epoch: BTreeMap<Id, (A, u64)>,
+    epoch_base: u64,
 }
 
 impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
@@ -625,6 +663,9 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             stats: DataStats::default(),
             confirmed: BTreeMap::new(),
             check_cursor: Id::from_u64(0),
+            drops_sent: BTreeMap::new(),
+            replicated_epoch: BTreeMap::new(),
+            epoch_base: id_base,
         }
     }
 
@@ -921,7 +962,15 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             self.pending.insert(req, Pending::Handoff);
             st.waiting.insert(req);
             self.stats.records_pushed += records.len() as u64;
-            self.send(succ.addr, DataMsg::Replicate { req, records });
+            let epoch = self.epoch_of(&succ.addr);
+            self.send(
+                succ.addr,
+                DataMsg::Replicate {
+                    req,
+                    records,
+                    epoch,
+                },
+            );
         }
         self.ready.clear();
         self.leave = Some(st);
@@ -1169,7 +1218,22 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     WriteOutcome::Refused => self.reroute(op),
                 }
             }
-            DataMsg::Replicate { req, records } => {
+            DataMsg::Replicate {
+                req,
+                records,
+                epoch,
+            } => {
+                // The sender counts on these copies unless it told us to drop
+                // them after sending this.
+                for (k, _) in &records {
+                    let e = self
+                        .replicated_epoch
+                        .entry(*k)
+                        .or_insert((from.clone(), epoch));
+                    if e.0 != from || e.1 < epoch {
+                        *e = (from.clone(), epoch);
+                    }
+                }
                 self.merge_all(records);
                 self.send_durable(from, DataMsg::ReplicateAck { req });
             }
@@ -1179,14 +1243,23 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 self.send_durable(from, DataMsg::ReplicateAck { req });
             }
             DataMsg::ReplicateAck { req } => match self.pending.remove(&req) {
-                Some(Pending::OwnerRep { wid, to }) => {
-                    if let Some(w) = self.writes.get_mut(&wid) {
+                Some(Pending::OwnerRep { wid, to, drops }) => {
+                    // An acknowledgement sent before the process was told to
+                    // drop its copies may arrive after: it no longer counts.
+                    let current = self.epoch_of(&to);
+                    if drops == current
+                        && let Some(w) = self.writes.get_mut(&wid)
+                    {
                         w.acked.insert(to);
                     }
                     self.check_write(wid);
                 }
                 Some(Pending::Push { round }) => self.round_reply(round, req),
-                Some(Pending::HandBack { versions }) => self.handed_back(versions),
+                Some(Pending::HandBack {
+                    versions,
+                    owner,
+                    epoch,
+                }) => self.handed_back(versions, owner, epoch),
                 Some(Pending::Handoff) => {
                     if let Some(l) = &mut self.leave {
                         l.waiting.remove(&req);
@@ -1239,7 +1312,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 }
                 self.round_reply(round, req);
             }
-            DataMsg::Drop { lo, hi } => self.drop_range(from, lo, hi),
+            DataMsg::Drop { lo, hi, epoch } => self.drop_range(from, lo, hi, epoch),
             DataMsg::Needed { req, key } => {
                 let drop = self.serving_owner(key).and_then(|v| {
                     let view = self.views.iter().find(|x| x.id == v)?;
@@ -1248,15 +1321,19 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     let confirmed = self.confirmed.get(&v) == Some(&(lo, targets.clone()));
                     (confirmed && from != self.addr && !targets.contains(&from)).then_some((lo, v))
                 });
-                self.send(from, DataMsg::NeededReply { req, drop });
+                if drop.is_some() {
+                    self.forget_acks(&from);
+                }
+                let epoch = self.epoch_of(&from);
+                self.send(from, DataMsg::NeededReply { req, drop, epoch });
             }
-            DataMsg::NeededReply { req, drop } => {
+            DataMsg::NeededReply { req, drop, epoch } => {
                 let Some(Pending::Check { op }) = self.pending.remove(&req) else {
                     return;
                 };
                 self.finish_check(op);
                 if let Some((lo, hi)) = drop {
-                    self.drop_range(from, lo, hi);
+                    self.drop_range(from, lo, hi, epoch);
                 }
             }
             DataMsg::Purge { ids } => {
@@ -1327,11 +1404,13 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
 
     fn replicate_write(&mut self, wid: u64, to: A, key: Id, rec: Record) {
         let req = self.fresh();
+        let drops = self.epoch_of(&to);
         self.pending.insert(
             req,
             Pending::OwnerRep {
                 wid,
                 to: to.clone(),
+                drops,
             },
         );
         self.send(
@@ -1339,6 +1418,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             DataMsg::Replicate {
                 req,
                 records: vec![(key, rec)],
+                epoch: drops,
             },
         );
     }
@@ -1368,6 +1448,22 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             }
         }
         self.set_timer(DataTimer::OwnerWrite(wid), self.now + self.cfg.write_try_ms);
+    }
+
+    /// A process told to drop its copies no longer counts as holding the
+    /// writes it acknowledged: if it becomes a replica target again, they
+    /// are sent to it again before any acknowledgement.
+    /// Drop epochs start at this incarnation's `id_base`, so they grow
+    /// across restarts too.
+    fn epoch_of(&self, who: &A) -> u64 {
+        self.epoch_base + self.drops_sent.get(who).copied().unwrap_or(0)
+    }
+
+    fn forget_acks(&mut self, who: &A) {
+        *self.drops_sent.entry(who.clone()).or_default() += 1;
+        for w in self.writes.values_mut() {
+            w.acked.remove(who);
+        }
     }
 
     /// Replies to the coordinator once the owner's copy is durable and every
@@ -1502,7 +1598,15 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 .waiting
                 .insert(req);
             self.stats.records_pushed += push.len() as u64;
-            self.send(to, DataMsg::Replicate { req, records: push });
+            let epoch = self.epoch_of(&to);
+            self.send(
+                to,
+                DataMsg::Replicate {
+                    req,
+                    records: push,
+                    epoch,
+                },
+            );
         }
     }
 
@@ -1538,10 +1642,23 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         // Garbage collection: the processes past the replica set drop the range.
         let mut seen: BTreeSet<A> = targets.iter().cloned().collect();
         seen.insert(self.addr.clone());
-        for s in &v.succs {
-            if seen.insert(s.addr.clone()) {
-                self.send(s.addr.clone(), DataMsg::Drop { lo: r.lo, hi: r.hi });
-            }
+        let surplus: Vec<A> = v
+            .succs
+            .iter()
+            .filter(|s| seen.insert(s.addr.clone()))
+            .map(|s| s.addr.clone())
+            .collect();
+        for s in surplus {
+            self.forget_acks(&s);
+            let epoch = self.epoch_of(&s);
+            self.send(
+                s,
+                DataMsg::Drop {
+                    lo: r.lo,
+                    hi: r.hi,
+                    epoch,
+                },
+            );
         }
         // Tombstones every replica holds, past the grace period.
         let purge: Vec<(Id, Version)> = self
@@ -1581,7 +1698,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
     /// than the owner's (written in a ring that a partition split off), and
     /// the owner keeps the newer of the two. Each copy is removed once the
     /// owner acknowledged it, unless it changed meanwhile.
-    fn drop_range(&mut self, owner: A, lo: Id, hi: Id) {
+    fn drop_range(&mut self, owner: A, lo: Id, hi: Id, epoch: u64) {
         // Never drop while unsure of our own ranges.
         let Some(keep) = self.own_ranges() else {
             return;
@@ -1597,16 +1714,27 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         }
         let versions = records.iter().map(|(k, r)| (*k, r.version)).collect();
         let req = self.fresh();
-        self.pending.insert(req, Pending::HandBack { versions });
+        self.pending.insert(
+            req,
+            Pending::HandBack {
+                versions,
+                owner: owner.clone(),
+                epoch,
+            },
+        );
         self.send(owner, DataMsg::HandBack { req, records });
     }
 
-    fn handed_back(&mut self, versions: Vec<(Id, Version)>) {
+    fn handed_back(&mut self, versions: Vec<(Id, Version)>, owner: A, epoch: u64) {
         let Some(keep) = self.own_ranges() else {
             return;
         };
         for (k, v) in versions {
             if !keep.iter().any(|(a, b)| in_open_closed(&k, a, b))
+                && self
+                    .replicated_epoch
+                    .get(&k)
+                    .is_none_or(|(a, e)| *a != owner || *e < epoch)
                 && self.store.get(k).is_some_and(|r| r.version == v)
             {
                 self.store.remove(k);

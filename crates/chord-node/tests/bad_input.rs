@@ -56,6 +56,7 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
     let valid = wire::encode(&Body::Data {
         from: nowhere,
         msg: DataMsg::Replicate {
+            epoch: 0,
             req: 1,
             records: vec![(
                 x,
@@ -137,6 +138,7 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
     let forged = wire::encode(&Body::Data {
         from: nowhere,
         msg: DataMsg::Replicate {
+            epoch: 0,
             req: 9,
             records: vec![(
                 evil,
