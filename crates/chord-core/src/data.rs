@@ -1857,3 +1857,144 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, addr: u32) -> NodeRef<u32> {
+        NodeRef {
+            id: Id::from_u64(id),
+            addr,
+        }
+    }
+
+    /// A name whose id (8-bit ring) lies in `(lo, hi]`.
+    fn name_in(space: IdSpace, lo: u64, hi: u64, skip: usize) -> (Id, Vec<u8>) {
+        (0..)
+            .map(|i| format!("k{i}").into_bytes())
+            .map(|n| (space.hash(&n), n))
+            .filter(|(k, _)| in_open_closed(k, &Id::from_u64(lo), &Id::from_u64(hi)))
+            .nth(skip)
+            .expect("some name hashes there")
+    }
+
+    fn sends(p: &mut DataPlane<u32, MemStore>) -> Vec<(u32, DataMsg)> {
+        let mut out = Vec::new();
+        while let Some(c) = p.poll_command() {
+            if let DataCommand::Send { to, msg } = c {
+                out.push((to, msg));
+            }
+        }
+        out
+    }
+
+    /// An owner (id 100, range (50, 100], replicas at processes 2 and 3)
+    /// whose anti-entropy round confirmed both replicas.
+    fn confirmed_owner(space: IdSpace, now: Time) -> DataPlane<u32, MemStore> {
+        let mut cfg = DataConfig::new(space);
+        cfg.tombstone_grace_ms = 1000;
+        let mut p = DataPlane::new(cfg, 1u32, MemStore::new(), 1);
+        p.set_view(
+            now,
+            vec![VnodeView {
+                id: Id::from_u64(100),
+                pred: Some(node(50, 0)),
+                succs: vec![node(200, 2), node(300, 3), node(400, 4)],
+                joined: true,
+            }],
+        );
+        p.handle_timer(now, DataTimer::Sync);
+        for (to, msg) in sends(&mut p) {
+            if let DataMsg::Digest { req, .. } = msg {
+                p.handle_message(
+                    now,
+                    to,
+                    DataMsg::DigestReply {
+                        req,
+                        versions: None,
+                    },
+                );
+            }
+        }
+        assert!(p.is_ready(Id::from_u64(100)), "round confirmed");
+        p
+    }
+
+    fn record(name: &[u8], value: Option<&[u8]>, stamp_ms: u64) -> Record {
+        Record {
+            name: name.to_vec(),
+            value: value.map(|v| v.to_vec()),
+            version: Version {
+                stamp: stamp_ms * 1000,
+                writer: Id::from_u64(7),
+            },
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_highest_version_whatever_the_order() {
+        let a = record(b"k", Some(b"1"), 5);
+        let b = record(b"k", None, 6);
+        assert!(b.newer_than(Some(&a)));
+        assert!(!a.newer_than(Some(&b)));
+        assert!(!a.newer_than(Some(&a)), "a repeated record changes nothing");
+        assert!(a.newer_than(None));
+    }
+
+    #[test]
+    fn replica_targets_are_the_first_other_processes_k_minus_one_of_them() {
+        let succs = vec![node(2, 1), node(3, 2), node(4, 2), node(5, 3), node(6, 4)];
+        assert_eq!(replica_targets(&1, &succs, 3), vec![2, 3]);
+        assert_eq!(replica_targets(&1, &succs, 1), Vec::<u32>::new());
+        assert_eq!(replica_targets(&9, &succs, 9), vec![1, 2, 3, 4]);
+    }
+
+    /// The resurrection guard: a surplus copy older than the grace period,
+    /// for a key the owner does not hold in a range it has confirmed, is a
+    /// copy that missed a purged delete, and is refused; a recent one (a write
+    /// from a ring a partition split off) is kept.
+    #[test]
+    fn an_owner_refuses_an_old_handed_back_copy_of_a_key_it_no_longer_holds() {
+        let space = IdSpace::new(8).unwrap();
+        let now = 100_000;
+        let mut p = confirmed_owner(space, now);
+        let (old_k, old_n) = name_in(space, 50, 100, 0);
+        let (new_k, new_n) = name_in(space, 50, 100, 1);
+        p.handle_message(
+            now,
+            4,
+            DataMsg::HandBack {
+                req: 1,
+                records: vec![
+                    (old_k, record(&old_n, Some(b"stale"), now - 5_000)),
+                    (new_k, record(&new_n, Some(b"fresh"), now - 10)),
+                ],
+            },
+        );
+        assert_eq!(p.store().get(old_k), None, "a purged delete came back");
+        assert_eq!(
+            p.store().get(new_k).and_then(|r| r.value),
+            Some(b"fresh".to_vec())
+        );
+    }
+
+    /// A record filed under an id that is not the hash of its name is
+    /// ignored, whatever its version.
+    #[test]
+    fn a_record_under_the_wrong_id_is_never_stored() {
+        let space = IdSpace::new(8).unwrap();
+        let mut p = confirmed_owner(space, 10);
+        let (k, _) = name_in(space, 50, 100, 0);
+        p.handle_message(
+            10,
+            2,
+            DataMsg::Replicate {
+                req: 1,
+                records: vec![(k, record(b"not-k", Some(b"x"), u64::MAX / 2000))],
+                epoch: 0,
+            },
+        );
+        assert_eq!(p.store().get(k), None);
+    }
+}
