@@ -7,6 +7,7 @@
 //! chord sim load-balance --nodes N --keys K --virtual V --seed S [--runs 1] [--bits 160] [--json]
 //! chord sim failures    --nodes N --keys K --fail P --successors R --seed S [--replicas R] [--lookups 10000] [--bits 160] [--json]
 //! chord sim churn       --nodes N --rate R --seed S [--duration-s 7200] [--runs 1] [--successors 8] [--bits 160] [--json]
+//! chord sim data        [--seeds 1000] [--from 0] [--nodes 5] [--copies 3] [--keys 6] [--fault-ms 3000] [--no-faults] [--json]
 //! chord plots [--out docs/chord] [--quick]
 //! chord serve   --listen 127.0.0.1:8001 [--join 127.0.0.1:8000] --data-dir ./n1 [--successors 8] [--replicas 3] [--virtual 1] [--id ID]
 //! chord cluster --nodes 8 [--base-port 8000] [--data-dir DIR]
@@ -57,6 +58,9 @@ enum SimCmd {
     LoadBalance(LoadBalanceArgs),
     /// Lookups after a fraction of nodes fails at once (SIGCOMM Fig. 11).
     Failures(FailuresArgs),
+    /// The data plane under faults (loss, duplication, partitions, crashes
+    /// that lose unsynced data, joins, leaves), with its checkers.
+    Data(DataArgs),
     /// Lookup failures while nodes join and fail (SIGCOMM Fig. 12).
     Churn(ChurnArgs),
 }
@@ -187,6 +191,49 @@ struct FailuresArgs {
     bits: u32,
     #[command(flatten)]
     out: JsonFlag,
+}
+
+#[derive(Args, Debug)]
+struct DataArgs {
+    /// Number of seeds to run.
+    #[arg(long, default_value_t = 1000)]
+    seeds: u64,
+    /// First seed (seeds run from here upwards; a failing seed replays alone
+    /// with `--from SEED --seeds 1`).
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Processes at the start.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Copies of every key (k).
+    #[arg(long, default_value_t = 3)]
+    copies: usize,
+    /// Keys, one sequential client each.
+    #[arg(long, default_value_t = 6)]
+    keys: usize,
+    /// Length of the fault phase in simulated ms.
+    #[arg(long, default_value_t = 3000)]
+    fault_ms: u64,
+    /// Run without faults.
+    #[arg(long)]
+    no_faults: bool,
+    #[command(flatten)]
+    out: JsonFlag,
+}
+
+#[derive(serde::Serialize, Default)]
+struct DataSummary {
+    seeds: u64,
+    violations: Vec<String>,
+    writes_acked: u64,
+    reads_done: u64,
+    crashes: u64,
+    joins: u64,
+    leaves: u64,
+    power_cuts: u64,
+    partitions: u64,
+    operator_restarts: u64,
+    tombstones_purged: u64,
 }
 
 #[derive(Args, Debug)]
@@ -376,6 +423,67 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "failed lookups {:.4} ({} timeouts), lost keys {:.6}, mean hops of good lookups {:.2}",
                 r.failed_lookup_fraction, d.lookup_errors, r.lost_key_fraction, d.mean_hops
             );
+            Ok(())
+        }
+        Cmd::Sim(SimCmd::Data(a)) => {
+            use chord_sim::data_sim::{DataSimConfig, run_seed};
+            if a.copies == 0 || a.nodes < a.copies || a.keys == 0 {
+                bail!("need --copies >= 1, --nodes >= --copies and --keys >= 1");
+            }
+            let cfg = DataSimConfig {
+                nodes: a.nodes,
+                copies: a.copies,
+                keys: a.keys,
+                fault_ms: a.fault_ms,
+                faults: !a.no_faults,
+            };
+            let mut sum = DataSummary {
+                seeds: a.seeds,
+                ..DataSummary::default()
+            };
+            for seed in a.from..a.from + a.seeds {
+                match run_seed(&cfg, seed) {
+                    Ok(r) => {
+                        sum.writes_acked += r.writes_acked;
+                        sum.reads_done += r.reads_done;
+                        sum.crashes += r.crashes;
+                        sum.joins += r.joins;
+                        sum.leaves += r.leaves;
+                        sum.power_cuts += r.power_cut as u64;
+                        sum.partitions += r.partitioned as u64;
+                        sum.operator_restarts += r.operator_restarts;
+                        sum.tombstones_purged += r.purged;
+                    }
+                    Err(e) => sum.violations.push(e),
+                }
+            }
+            if a.out.json {
+                print_json(&sum)?;
+            } else {
+                println!(
+                    "{} seeds from {}: {} violations; {} writes acknowledged, {} reads, {} crashes, \
+                     {} joins, {} leaves, {} power cuts, {} partitions, {} operator restarts, \
+                     {} tombstones purged",
+                    a.seeds,
+                    a.from,
+                    sum.violations.len(),
+                    sum.writes_acked,
+                    sum.reads_done,
+                    sum.crashes,
+                    sum.joins,
+                    sum.leaves,
+                    sum.power_cuts,
+                    sum.partitions,
+                    sum.operator_restarts,
+                    sum.tombstones_purged
+                );
+                for v in &sum.violations {
+                    println!("{v}");
+                }
+            }
+            if !sum.violations.is_empty() {
+                bail!("{} seeds violated a checker", sum.violations.len());
+            }
             Ok(())
         }
         Cmd::Sim(SimCmd::Churn(a)) => {

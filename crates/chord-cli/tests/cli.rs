@@ -146,3 +146,18 @@ fn bad_arguments_fail_with_a_message_not_a_panic() {
         assert!(err.contains("error"), "{args}: no message: {err}");
     }
 }
+
+/// `chord sim data` runs the data-plane simulation with its checkers and
+/// reports what it did; a bad configuration is an error, not a panic.
+#[test]
+fn sim_data_runs_seeds_with_faults_and_reports_no_violation() {
+    let (code, out, err) = chord("sim data --seeds 5 --from 40 --json");
+    assert_eq!(code, 0, "{err}");
+    let j = last_json(&out);
+    assert_eq!(j["seeds"], 5);
+    assert_eq!(j["violations"].as_array().unwrap().len(), 0);
+    assert!(j["writes_acked"].as_u64().unwrap() > 0);
+    let (code, _, err) = chord("sim data --seeds 1 --nodes 2 --copies 3");
+    assert_ne!(code, 0);
+    assert!(err.contains("--copies"), "{err}");
+}

@@ -16,16 +16,23 @@
 //!   truth and by the simulator for experiments with up to `10^6` nodes;
 //! * [`node`]: one Chord (virtual) node as a message-driven state machine: create,
 //!   join, stabilize / rectify, fix_fingers, check_predecessor, successor lists,
-//!   voluntary leave, failure handling, iterative and recursive lookups, and key
-//!   storage with transfer and replication;
-//! * [`host`]: many virtual nodes behind one address, as a process hosts them.
+//!   voluntary leave, failure handling, iterative and recursive lookups (and an
+//!   older in-memory key store that only the SIGCOMM experiments still use);
+//! * [`host`]: many virtual nodes behind one address, as a process hosts them;
+//! * [`data`]: the data plane of one process: ownership, replica sets
+//!   (`k` copies in total), versioned records and their merge, durable write
+//!   acknowledgement, reads that fall back to replicas, digest anti-entropy,
+//!   hand-off on join and leave, re-replication, garbage collection and
+//!   tombstone purge, over storage behind the [`data::KeyStore`] trait.
 //!
-//! A driver (the simulator today, a tokio TCP runtime later) feeds a
-//! [`node::Node`] with `handle_*` calls carrying the current time and drains the
-//! resulting [`node::Command`]s (`Send`, `SetTimer`, completions).
+//! Drivers (the simulator `chord-sim` and the network node `chord-node`) feed
+//! a [`node::Node`] or [`data::DataPlane`] with calls carrying the current
+//! time and drain the resulting commands (`Send`, `SetTimer`, `Persist`,
+//! completions).
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod data;
 mod fingers;
 pub mod host;
 pub mod id;

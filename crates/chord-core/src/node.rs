@@ -153,6 +153,10 @@ pub enum Step<A> {
     Done {
         /// `successor(key)` as the asked node sees it.
         owner: NodeRef<A>,
+        /// The asked node's successor list, `owner` first: the nodes that
+        /// hold the key's replicas (SIGCOMM §5.2), so a reader can fall back
+        /// to them without another lookup.
+        succs: Vec<NodeRef<A>>,
     },
     /// Ask one of these next, best (closest preceding the key) first.
     Next {
@@ -230,6 +234,8 @@ pub enum Message<A, V> {
         owner: NodeRef<A>,
         /// Every node visited, origin first, owner last.
         path: Vec<NodeRef<A>>,
+        /// The successor list of the node that found the owner, owner first.
+        succs: Vec<NodeRef<A>>,
     },
     /// Key transfer or replication: store these entries (acknowledged, and
     /// resent until acknowledged or the receiver is presumed dead).
@@ -318,6 +324,9 @@ pub struct LookupOutcome<A> {
     pub owner: NodeRef<A>,
     /// Every node visited, origin first and owner last; hops = `path.len() - 1`.
     pub path: Vec<NodeRef<A>>,
+    /// The owner followed by its successors, as the node that found the owner
+    /// knows them (its own successor list): where the key's replicas live.
+    pub succs: Vec<NodeRef<A>>,
 }
 
 /// Why an operation did not complete.
@@ -830,6 +839,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                             lookup,
                             owner: succ,
                             path,
+                            succs: self.succ_list(),
                         },
                     );
                 } else if path.len() as u32 <= self.cfg.max_lookup_hops {
@@ -849,9 +859,11 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 lookup,
                 owner,
                 path,
+                succs,
             } => {
                 if self.lookups.contains_key(&lookup) {
-                    self.finish_lookup(now, lookup, Ok(LookupOutcome { owner, path }));
+                    let outcome = LookupOutcome { owner, path, succs };
+                    self.finish_lookup(now, lookup, Ok(outcome));
                 }
             }
             Message::StoreKeys { req, entries } => {
@@ -1482,10 +1494,22 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             .collect()
     }
 
+    /// The successor list, or this node alone when it has none.
+    fn succ_list(&self) -> Vec<NodeRef<A>> {
+        if self.succs.is_empty() {
+            vec![self.me.clone()]
+        } else {
+            self.succs.clone()
+        }
+    }
+
     fn step(&self, key: Id) -> Step<A> {
         let succ = self.successor();
         if in_open_closed(&key, &self.me.id, &succ.id) {
-            Step::Done { owner: succ }
+            Step::Done {
+                owner: succ,
+                succs: self.succ_list(),
+            }
         } else {
             let mut candidates = self.candidates(key);
             if candidates.is_empty() {
@@ -1514,15 +1538,19 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             let path = st.path.clone();
             self.lookups.insert(id, st);
             let owner = self.me.clone();
-            self.finish_lookup(now, id, Ok(LookupOutcome { owner, path }));
+            let mut succs = vec![owner.clone()];
+            succs.extend(self.succs.iter().filter(|s| s.id != owner.id).cloned());
+            let outcome = LookupOutcome { owner, path, succs };
+            self.finish_lookup(now, id, Ok(outcome));
             return id;
         }
         match self.step(key) {
-            Step::Done { owner } => {
+            Step::Done { owner, succs } => {
                 st.path.push(owner.clone());
                 let path = st.path.clone();
                 self.lookups.insert(id, st);
-                self.finish_lookup(now, id, Ok(LookupOutcome { owner, path }));
+                let outcome = LookupOutcome { owner, path, succs };
+                self.finish_lookup(now, id, Ok(outcome));
             }
             Step::Next { mut candidates } => {
                 let first = candidates.remove(0);
@@ -1606,12 +1634,13 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         };
         st.path.push(from.clone());
         match step {
-            Step::Done { owner } => {
+            Step::Done { owner, succs } => {
                 if owner.id != from.id {
                     st.path.push(owner.clone());
                 }
                 let path = std::mem::take(&mut st.path);
-                self.finish_lookup(now, lookup, Ok(LookupOutcome { owner, path }));
+                let outcome = LookupOutcome { owner, path, succs };
+                self.finish_lookup(now, lookup, Ok(outcome));
             }
             Step::Next { mut candidates } => {
                 candidates.retain(|c| !st.path.iter().any(|p| p.id == c.id));
@@ -1827,7 +1856,8 @@ mod tests {
                 key: space().id(100),
                 result: Ok(LookupOutcome {
                     owner: r(5),
-                    path: vec![r(5)]
+                    path: vec![r(5)],
+                    succs: vec![r(5)]
                 })
             }]
         );
@@ -2025,7 +2055,10 @@ mod tests {
                 90,
                 Message::StepReply {
                     req: 7,
-                    step: Step::Done { owner: r(60) }
+                    step: Step::Done {
+                        owner: r(60),
+                        succs: n.successors().to_vec()
+                    }
                 }
             )]
         );

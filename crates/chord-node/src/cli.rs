@@ -3,18 +3,19 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chord_core::node::LookupMode;
 use chord_core::{Id, IdSpace, NodeRef, VirtualHost};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use crate::node::{CoreEvent, NodeConfig, RingView, Shared, run_core, set_ready};
-use crate::store::{RedbStore, StoreHandle, hex};
+use crate::data::DataEvent;
+use crate::node::{CoreEvent, NodeConfig, RingView, Shared, run_core};
+use crate::store::{Persister, RedbKeyStore, RedbStore, hex};
 use crate::transport::Peers;
 use crate::{data, server};
 
@@ -57,6 +58,14 @@ pub struct Tuning {
     /// Anti-entropy period in ms (replica repair, join hand-off, garbage collection).
     #[arg(long, default_value_t = 1000)]
     pub sync_ms: u64,
+    /// A read asks the key's other replicas after this many ms without an
+    /// answer from the owner (hedged read).
+    #[arg(long, default_value_t = 100)]
+    pub read_try_ms: u64,
+    /// Deletes are purged this many ms after they reached every replica; a
+    /// node down longer than this restarts with an empty store.
+    #[arg(long, default_value_t = 600_000)]
+    pub tombstone_grace_ms: u64,
     /// How client requests find a key's owner.
     #[arg(long, value_enum, default_value_t = LookupArg::Recursive)]
     pub lookup: LookupArg,
@@ -136,7 +145,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if !(1..=64).contains(&t.virtual_nodes) {
         bail!("--virtual must be between 1 and 64");
     }
-    if t.rpc_timeout_ms == 0 || t.stabilize_ms == 0 || t.sync_ms == 0 {
+    if t.rpc_timeout_ms == 0 || t.stabilize_ms == 0 || t.sync_ms == 0 || t.read_try_ms == 0 {
         bail!("periods and timeouts must be positive");
     }
     if t.max_frame_bytes < 1024 {
@@ -151,6 +160,8 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.rpc_timeout_ms = t.rpc_timeout_ms;
     c.failure_strikes = t.failure_strikes;
     c.sync_ms = t.sync_ms;
+    c.read_try_ms = t.read_try_ms;
+    c.tombstone_grace_ms = t.tombstone_grace_ms;
     c.lookup_mode = match t.lookup {
         LookupArg::Iterative => LookupMode::Iterative,
         LookupArg::Recursive => LookupMode::Recursive,
@@ -197,7 +208,24 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
+    let records = store
+        .load_for_start(cfg.tombstone_grace_ms)
+        .with_context(|| format!("reading {}", cfg.data_dir.display()))?;
     let (core_tx, core_rx) = mpsc::unbounded_channel();
+    let (data_tx, data_rx) = mpsc::unbounded_channel();
+    let persisted = data_tx.clone();
+    let persister = Persister::spawn(store, move |token| {
+        let _ = persisted.send(DataEvent::Persisted { token });
+    });
+    // Request ids of this incarnation start at the wall clock in µs, so late
+    // answers to a previous run of this node match nothing.
+    let id_base = crate::store::wall_clock_ms().saturating_mul(1000);
+    let plane = chord_core::data::DataPlane::new(
+        cfg.data_config(space),
+        cfg.listen,
+        RedbKeyStore::new(records),
+        id_base,
+    );
     let (shutdown, _) = watch::channel(false);
     let seed = u64::from_be_bytes(ids[0].to_be_bytes()[12..20].try_into().expect("8 bytes"));
     let host = VirtualHost::new(&cfg.core_config(space), cfg.listen, &ids, seed);
@@ -210,23 +238,19 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         space,
         view: RwLock::new(Arc::new(RingView::default())),
         core: core_tx,
-        store: StoreHandle::spawn(store),
-        ready: Mutex::new(Default::default()),
-        leaving: Default::default(),
-        ring_changed: Notify::new(),
+        data: data_tx,
         shutdown,
         counters: Default::default(),
         started: Instant::now(),
     });
     let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
     tokio::spawn(server::accept_loop(shared.clone(), listener));
-    tokio::spawn(data::sync_loop(shared.clone()));
+    tokio::spawn(data::run_data(shared.clone(), plane, persister, data_rx));
     let me = cfg.listen;
     match cfg.join {
         None => {
-            // The first virtual node creates the ring and owns everything, so
-            // it is ready at once; the others join through it.
-            set_ready(&shared, ids[0]);
+            // The first virtual node creates the ring and owns everything (the
+            // data plane serves at once); the others join through it.
             let _ = shared.core.send(CoreEvent::Create { vnode: ids[0] });
             for v in &ids[1..] {
                 let bootstrap = NodeRef {
@@ -327,6 +351,10 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             t.failure_strikes.to_string(),
             "--sync-ms".into(),
             t.sync_ms.to_string(),
+            "--read-try-ms".into(),
+            t.read_try_ms.to_string(),
+            "--tombstone-grace-ms".into(),
+            t.tombstone_grace_ms.to_string(),
             "--op-timeout-ms".into(),
             t.op_timeout_ms.to_string(),
             "--max-frame-bytes".into(),

@@ -8,14 +8,19 @@
 //! * [`node`]: configuration, shared state and the core task that runs the
 //!   Chord state machines (stabilize, fix_fingers, check_predecessor, lookups,
 //!   join, leave) on real timers and sockets;
-//! * [`store`]: durable storage behind the [`store::Storage`] trait (redb);
-//! * [`data`]: ownership, request routing, replication, hand-off, repair and
-//!   garbage collection of keys;
+//! * [`data`]: the task that runs chord-core's data plane
+//!   ([`chord_core::data::DataPlane`]: ownership, replica sets, records and
+//!   their merge, durable acknowledgements, hedged reads, anti-entropy,
+//!   hand-off, garbage collection, tombstone purge) on real timers, sockets
+//!   and the store;
+//! * [`store`]: redb under the plane's `KeyStore` trait, and the group-commit
+//!   thread that makes the plane's changes durable;
 //! * [`server`]: the listener, peer connections and the RESP commands;
 //! * [`cli`]: `chord serve` and `chord cluster`.
 //!
-//! The protocol decisions (who is whose successor, where a lookup goes) are
-//! chord-core's; this crate moves bytes, keeps time, and stores keys.
+//! The protocol decisions (who is whose successor, where a lookup goes, who
+//! owns a key, where its copies live, which record wins) are chord-core's;
+//! this crate moves bytes, keeps time, and writes records to disk.
 
 #![warn(missing_docs)]
 

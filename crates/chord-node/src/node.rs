@@ -8,24 +8,24 @@
 //! `Send` goes to the peer transport (or straight back into the loop for a
 //! virtual node of this process), `SetTimer` into the heap, `LookupDone` to the
 //! waiting client. After each input it republishes the ring view (predecessor
-//! and successor list of each virtual node) that the storage layer reads when
-//! it decides ownership and replica sets.
+//! and successor list of each virtual node) and hands it to the data task
+//! ([`crate::data`]), whose chord-core data plane decides ownership and
+//! replica sets from it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chord_core::interval::in_open_closed;
 use chord_core::node::{Command, LookupMode, LookupOutcome, OpError, Stats};
 use chord_core::{Config, Id, IdSpace, NodeRef, Timer, VirtualHost};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::store::StoreHandle;
+use crate::data::DataEvent;
 use crate::transport::Peers;
 use crate::wire::{Body, CoreMsg, Request, Response};
 
@@ -61,6 +61,12 @@ pub struct NodeConfig {
     pub failure_strikes: u32,
     /// Anti-entropy period (replica repair, hand-off, garbage collection).
     pub sync_ms: u64,
+    /// A read asks the key's other replicas after this long without an
+    /// answer from the owner.
+    pub read_try_ms: u64,
+    /// Tombstones older than this are purged once every replica holds them;
+    /// a node down longer than this restarts with an empty store.
+    pub tombstone_grace_ms: u64,
     /// How client operations look up owners.
     pub lookup_mode: LookupMode,
     /// A client operation gives up after this long (ring reconfiguring).
@@ -86,6 +92,8 @@ impl NodeConfig {
             rpc_timeout_ms: 1000,
             failure_strikes: 2,
             sync_ms: 1000,
+            read_try_ms: 100,
+            tombstone_grace_ms: 600_000,
             lookup_mode: LookupMode::Recursive,
             op_timeout_ms: 10_000,
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
@@ -106,11 +114,27 @@ impl NodeConfig {
         }
     }
 
+    /// The data-plane configuration these settings imply.
+    pub fn data_config(&self, space: IdSpace) -> chord_core::data::DataConfig {
+        chord_core::data::DataConfig {
+            space,
+            copies: self.replicas.max(1),
+            sync_ms: self.sync_ms.max(10),
+            request_timeout_ms: self.rpc_timeout_ms.max(1),
+            read_try_ms: self.read_try_ms.max(1),
+            write_try_ms: (2 * self.rpc_timeout_ms).max(1),
+            op_timeout_ms: self.op_timeout_ms.max(1),
+            retry_ms: 20,
+            tombstone_grace_ms: self.tombstone_grace_ms,
+        }
+    }
+
     /// The chord-core configuration these settings imply.
     pub fn core_config(&self, space: IdSpace) -> Config {
         let mut c = Config::new(space);
         c.successors = self.successors.max(1);
-        // The driver stores keys itself (durably); the core's in-memory store stays empty.
+        // Keys live in the data plane (chord_core::data); the ring core's own
+        // in-memory store stays empty.
         c.replicas = 0;
         c.stabilize_ms_min = (self.stabilize_ms / 2).max(1);
         c.stabilize_ms_max = (self.stabilize_ms * 3 / 2).max(c.stabilize_ms_min);
@@ -122,7 +146,7 @@ impl NodeConfig {
     }
 }
 
-/// One virtual node as the storage layer sees it.
+/// One virtual node's ring state, as `CHORD.*` commands show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VnodeView {
     /// Its id.
@@ -142,50 +166,7 @@ pub struct RingView {
     pub vnodes: Vec<VnodeView>,
 }
 
-/// Who answers for a key here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    /// This virtual node owns it.
-    Owned(Id),
-    /// A virtual node whose predecessor is unknown may own it: wait.
-    Unsure,
-    /// Another process owns it.
-    NotMine,
-}
-
 impl RingView {
-    /// Which local virtual node owns `key`: `key ∈ (pred, n]`; a lone node owns everything.
-    pub fn ownership(&self, key: Id) -> Ownership {
-        let mut unsure = false;
-        for v in self.vnodes.iter().filter(|v| v.joined) {
-            match &v.pred {
-                Some(p) if in_open_closed(&key, &p.id, &v.id) => return Ownership::Owned(v.id),
-                Some(_) => {}
-                None if v.succs.is_empty() => return Ownership::Owned(v.id),
-                None => unsure = true,
-            }
-        }
-        if unsure {
-            Ownership::Unsure
-        } else {
-            Ownership::NotMine
-        }
-    }
-
-    /// The `(pred, n]` ranges this process owns, or `None` if some virtual
-    /// node's predecessor is unknown.
-    pub fn owned_ranges(&self) -> Option<Vec<(Id, Id)>> {
-        let mut out = Vec::new();
-        for v in self.vnodes.iter().filter(|v| v.joined) {
-            match &v.pred {
-                Some(p) => out.push((p.id, v.id)),
-                None if v.succs.is_empty() => out.push((v.id, v.id)),
-                None => return None,
-            }
-        }
-        Some(out)
-    }
-
     /// A virtual node by id.
     pub fn vnode(&self, id: Id) -> Option<&VnodeView> {
         self.vnodes.iter().find(|v| v.id == id)
@@ -197,20 +178,6 @@ impl RingView {
 pub struct Counters {
     /// RESP commands served.
     pub commands: AtomicU64,
-    /// Storage requests forwarded to another node.
-    pub forwarded: AtomicU64,
-    /// Storage requests served for other nodes.
-    pub served_remote: AtomicU64,
-    /// Client operations retried because the ring was changing.
-    pub retries: AtomicU64,
-    /// Records received by replication, hand-off or repair.
-    pub records_received: AtomicU64,
-    /// Records sent by repair or hand-off.
-    pub records_sent: AtomicU64,
-    /// Records dropped by garbage collection.
-    pub records_dropped: AtomicU64,
-    /// Completed anti-entropy rounds.
-    pub sync_rounds: AtomicU64,
 }
 
 /// Where a lookup's outcome goes.
@@ -272,14 +239,8 @@ pub struct Shared {
     pub core: mpsc::UnboundedSender<CoreEvent>,
     /// Outgoing peer connections.
     pub peers: Arc<Peers>,
-    /// The storage thread.
-    pub store: StoreHandle,
-    /// Virtual nodes that have taken over their range.
-    pub ready: Mutex<BTreeSet<Id>>,
-    /// Set once `CHORD.LEAVE` starts: the node serves no more keys.
-    pub leaving: AtomicBool,
-    /// Signalled when the ring view changes.
-    pub ring_changed: Notify,
+    /// Input of the data task (chord-core's data plane).
+    pub data: mpsc::UnboundedSender<DataEvent>,
     /// Flips to true to stop the process.
     pub shutdown: watch::Sender<bool>,
     /// Counters.
@@ -478,8 +439,18 @@ pub async fn run_core(
         };
         if view != last_view {
             last_view = view.clone();
+            let _ = shared.data.send(DataEvent::View(
+                view.vnodes
+                    .iter()
+                    .map(|v| chord_core::data::VnodeView {
+                        id: v.id,
+                        pred: v.pred.clone(),
+                        succs: v.succs.clone(),
+                        joined: v.joined,
+                    })
+                    .collect(),
+            ));
             *shared.view.write().expect("view lock") = Arc::new(view);
-            shared.ring_changed.notify_waiters();
         }
     }
 }
@@ -559,72 +530,7 @@ fn drain(
     }
 }
 
-/// Marks `id` ready (it has taken over its range).
-pub fn set_ready(shared: &Shared, id: Id) {
-    shared.ready.lock().expect("ready lock").insert(id);
-}
-
-/// Whether virtual node `id` has taken over its range.
-pub fn is_ready(shared: &Shared, id: Id) -> bool {
-    shared.ready.lock().expect("ready lock").contains(&id)
-}
-
-/// Wall clock in microseconds (record versions).
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// Flags the process to stop.
 pub fn stop(shared: &Shared) {
     shared.shutdown.send_replace(true);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn peer(id: u64) -> Peer {
-        NodeRef {
-            id: Id::from_u64(id),
-            addr: format!("127.0.0.1:{}", 1000 + id).parse().unwrap(),
-        }
-    }
-
-    fn vnode(id: u64, pred: Option<u64>, succs: &[u64]) -> VnodeView {
-        VnodeView {
-            id: Id::from_u64(id),
-            joined: true,
-            pred: pred.map(peer),
-            succs: succs.iter().map(|s| peer(*s)).collect(),
-        }
-    }
-
-    #[test]
-    fn ownership_follows_the_predecessor_interval_with_wrap_around() {
-        let k = Id::from_u64;
-        let v = RingView {
-            vnodes: vec![vnode(10, Some(90), &[20]), vnode(50, Some(40), &[60])],
-        };
-        assert_eq!(v.ownership(k(95)), Ownership::Owned(k(10)));
-        assert_eq!(v.ownership(k(5)), Ownership::Owned(k(10)));
-        assert_eq!(v.ownership(k(10)), Ownership::Owned(k(10)));
-        assert_eq!(v.ownership(k(90)), Ownership::NotMine);
-        assert_eq!(v.ownership(k(45)), Ownership::Owned(k(50)));
-        assert_eq!(v.ownership(k(30)), Ownership::NotMine);
-        assert_eq!(v.owned_ranges(), Some(vec![(k(90), k(10)), (k(40), k(50))]));
-        // An unknown predecessor makes the node unsure, never an owner.
-        let v = RingView {
-            vnodes: vec![vnode(10, None, &[20])],
-        };
-        assert_eq!(v.ownership(k(5)), Ownership::Unsure);
-        assert_eq!(v.owned_ranges(), None);
-        // Alone on the ring: everything.
-        let v = RingView {
-            vnodes: vec![vnode(10, None, &[])],
-        };
-        assert_eq!(v.ownership(k(77)), Ownership::Owned(k(10)));
-    }
 }

@@ -37,10 +37,11 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::data;
-use crate::node::{CoreEvent, Ownership, Peer, Shared, is_ready};
-use crate::store::{Op, Outcome, hex};
+use crate::node::{CoreEvent, Peer, Shared};
+use crate::store::hex;
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{self, Body, MAGIC};
+use chord_core::data::KeyStore;
 
 /// Most requests of one pipeline handled in one round.
 const MAX_PIPELINE: usize = 1024;
@@ -103,17 +104,22 @@ async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
             Ok(Body::Chord { to, from, msg }) => {
                 let _ = shared.core.send(CoreEvent::Message { to, from, msg });
             }
-            Ok(Body::Request { id, req }) => {
-                shared
-                    .counters
-                    .served_remote
-                    .fetch_add(1, Ordering::Relaxed);
-                let shared = shared.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let resp = data::handle_request(&shared, req).await;
-                    let _ = tx.send(wire::encode(&Body::Response { id, resp })).await;
-                });
+            Ok(Body::Request {
+                id,
+                req: wire::Request::Whoami,
+            }) => {
+                let view = shared.view();
+                let ids = view
+                    .vnodes
+                    .iter()
+                    .filter(|v| v.joined)
+                    .map(|v| v.id)
+                    .collect();
+                let resp = wire::Response::Ids(ids);
+                let _ = tx.send(wire::encode(&Body::Response { id, resp })).await;
+            }
+            Ok(Body::Data { from, msg }) => {
+                let _ = shared.data.send(data::DataEvent::Peer { from, msg });
             }
             Ok(Body::Response { .. }) => {}
             Err(e) => {
@@ -504,14 +510,20 @@ where
         if set.len() >= MAX_FAN_OUT
             && let Some(r) = set.join_next().await
         {
-            let (j, r) = r.map_err(|e| data::ClientError::Remote(e.to_string()))?;
+            let (j, r) = r.map_err(|e| {
+                tracing::error!("client task failed: {e}");
+                data::ClientError::Stopped
+            })?;
             out[j] = Some(r?);
         }
         let fut = f(shared.clone(), item);
         set.spawn(async move { (i, fut.await) });
     }
     while let Some(r) = set.join_next().await {
-        let (i, r) = r.map_err(|e| data::ClientError::Remote(e.to_string()))?;
+        let (i, r) = r.map_err(|e| {
+            tracing::error!("client task failed: {e}");
+            data::ClientError::Stopped
+        })?;
         out[i] = Some(r?);
     }
     Ok(out
@@ -520,21 +532,19 @@ where
         .collect())
 }
 
-async fn local_keys(
-    shared: &Arc<Shared>,
-    owned_only: bool,
-) -> Result<Vec<Vec<u8>>, crate::store::StoreError> {
-    let Outcome::Names(all) = shared.store.run(Op::Scan).await? else {
-        unreachable!()
-    };
-    let view = shared.view();
-    Ok(all
-        .into_iter()
-        .filter(|(id, _, live)| {
-            *live && (!owned_only || matches!(view.ownership(*id), Ownership::Owned(_)))
-        })
-        .map(|(_, name, _)| name)
-        .collect())
+/// Names of the live keys this process stores (owned by it only, with
+/// `owned_only`), as its data plane sees them.
+async fn local_keys(shared: &Arc<Shared>, owned_only: bool) -> Result<Vec<Vec<u8>>, String> {
+    data::inspect(shared, move |p| {
+        p.store()
+            .all()
+            .into_iter()
+            .filter(|(id, r)| !r.is_tombstone() && (!owned_only || p.owner_of(*id).is_some()))
+            .map(|(_, r)| r.name)
+            .collect()
+    })
+    .await
+    .ok_or_else(|| "node stopping".to_string())
 }
 
 async fn ring_state(shared: &Arc<Shared>, cmd: &str, vi: usize, all: bool) -> Reply {
@@ -587,6 +597,12 @@ async fn chord_info(shared: &Arc<Shared>) -> Reply {
         .map(|v| v.len())
         .unwrap_or(0);
     let owned = local_keys(shared, true).await.map(|v| v.len()).unwrap_or(0);
+    let ids: Vec<Id> = view.vnodes.iter().map(|v| v.id).collect();
+    let (ready, ds) = data::inspect(shared, move |p| {
+        (ids.iter().all(|v| p.is_ready(*v)), p.stats())
+    })
+    .await
+    .unwrap_or_default();
     let c = &shared.counters;
     let mut f: Vec<(String, Reply)> = vec![
         ("address".into(), Reply::text(shared.me().to_string())),
@@ -599,10 +615,7 @@ async fn chord_info(shared: &Arc<Shared>) -> Reply {
             "joined".into(),
             Reply::Int(view.vnodes.iter().all(|v| v.joined) as i64),
         ),
-        (
-            "ready".into(),
-            Reply::Int(view.vnodes.iter().all(|v| is_ready(shared, v.id)) as i64),
-        ),
+        ("ready".into(), Reply::Int(ready as i64)),
         (
             "predecessor".into(),
             view.vnodes
@@ -635,17 +648,18 @@ async fn chord_info(shared: &Arc<Shared>) -> Reply {
             Reply::Int(stats.lookups_failed as i64),
         ),
     ];
-    for (name, a) in [
-        ("commands", &c.commands),
-        ("forwarded", &c.forwarded),
-        ("served_for_peers", &c.served_remote),
-        ("retries", &c.retries),
-        ("records_received", &c.records_received),
-        ("records_sent", &c.records_sent),
-        ("records_dropped", &c.records_dropped),
-        ("sync_rounds", &c.sync_rounds),
+    f.push((
+        "commands".into(),
+        Reply::Int(c.commands.load(Ordering::Relaxed) as i64),
+    ));
+    for (name, v) in [
+        ("records_pushed", ds.records_pushed),
+        ("records_pulled", ds.records_pulled),
+        ("sync_rounds_confirmed", ds.rounds_confirmed),
+        ("tombstones_purged", ds.tombstones_purged),
+        ("hedged_reads", ds.hedged_reads),
     ] {
-        f.push((name.into(), Reply::Int(a.load(Ordering::Relaxed) as i64)));
+        f.push((name.into(), Reply::Int(v as i64)));
     }
     f.push((
         "uptime_ms".into(),

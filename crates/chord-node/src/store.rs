@@ -1,40 +1,33 @@
-//! Durable key storage behind a trait.
+//! Durable records: redb under the core's [`KeyStore`].
 //!
-//! A node keeps every record it holds, owned or replica, in one table keyed by
-//! the key's 160-bit id (big-endian, so byte order is ring order and a ring
-//! interval is one or two range scans). Which records a node *owns* is not
-//! stored: it follows from the ring (`key ∈ (predecessor, n]`).
+//! The data plane ([`chord_core::data::DataPlane`]) reads and changes records
+//! synchronously through [`KeyStore`]; [`RedbKeyStore`] serves those calls
+//! from memory (every record is loaded at start) and remembers which keys
+//! changed. When the plane asks for durability (`Persist { token }`), the
+//! driver takes the changes ([`RedbKeyStore::take_changes`]) and hands them
+//! to the [`Persister`] thread, which writes them to redb in one transaction
+//! with one fsync (`Durability::Immediate`), grouping the batches that queued
+//! up meanwhile, and then reports the token back; only then does the plane
+//! send the acknowledgements that promise durability.
 //!
-//! [`Storage::execute`] runs a batch of operations in one transaction and
-//! returns once it is durable; [`StoreHandle`] runs a storage thread that
-//! gathers the operations of concurrent requests into such batches (group
-//! commit), so many clients share one fsync.
-//!
-//! Writes are last-writer-wins by [`Record::version`]: [`Op::Apply`] keeps the
-//! newer of the stored and the incoming record, so replication, hand-off and
-//! repair can be repeated and reordered freely.
+//! Records are keyed by the key's 160-bit id in big-endian; each value is a
+//! format byte plus postcard of [`Record`] `{name, value | tombstone, version}`.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::Path;
 
 use chord_core::Id;
-use chord_core::interval::in_open_closed;
-use redb::{Database, ReadableTable, TableDefinition};
-use tokio::sync::{mpsc, oneshot};
-
-use crate::wire::Record;
+use chord_core::data::{KeyStore, MemStore, Record};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Version byte in front of every stored record.
-const RECORD_FORMAT: u8 = 1;
+/// Version byte in front of every stored record (1 was the driver's own
+/// record type before the data plane moved into chord-core).
+const RECORD_FORMAT: u8 = 2;
 
-/// Most operations gathered into one transaction.
-const MAX_BATCH: usize = 512;
-
-/// Storage failures. The driver treats them as fatal for the request.
+/// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The embedded database failed.
@@ -51,87 +44,10 @@ pub enum StoreError {
         /// Id of this node.
         expected: String,
     },
-    /// The storage thread has stopped.
-    #[error("storage thread stopped")]
-    Stopped,
 }
 
 fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Db(e.to_string())
-}
-
-/// One storage operation.
-#[derive(Debug, Clone)]
-pub enum Op {
-    /// The record of a key.
-    Get(Id),
-    /// An owner's write: the new version is `max(old + 1, now_us)`.
-    Write {
-        /// Key id.
-        key: Id,
-        /// Key name.
-        name: Vec<u8>,
-        /// New value, `None` deletes (a tombstone is kept if the key existed).
-        value: Option<Vec<u8>>,
-        /// Wall clock in microseconds.
-        now_us: u64,
-    },
-    /// Merge records, keeping the newer version of each.
-    Apply(Vec<(Id, Record)>),
-    /// `(id, version)` of every record in `(lo, hi]`.
-    Versions {
-        /// Exclusive lower end.
-        lo: Id,
-        /// Inclusive upper end.
-        hi: Id,
-    },
-    /// The records with these ids (missing ones are skipped).
-    Fetch(Vec<Id>),
-    /// Removes records in `(lo, hi]` except those in any `keep` interval.
-    DropRange {
-        /// Exclusive lower end.
-        lo: Id,
-        /// Inclusive upper end.
-        hi: Id,
-        /// `(a, b]` intervals to keep.
-        keep: Vec<(Id, Id)>,
-    },
-    /// Every record's id, name and whether it is live (not a tombstone).
-    Scan,
-}
-
-/// The result of one [`Op`].
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// [`Op::Get`].
-    Record(Option<Record>),
-    /// [`Op::Write`]: the stored record (None if a delete found nothing) and
-    /// whether the key was live before.
-    Written {
-        /// The new record.
-        record: Option<Record>,
-        /// The key held a live value before.
-        existed: bool,
-    },
-    /// [`Op::Apply`]: how many records were newer and stored.
-    Applied(usize),
-    /// [`Op::Versions`].
-    Versions(Vec<(Id, u64)>),
-    /// [`Op::Fetch`].
-    Records(Vec<(Id, Record)>),
-    /// [`Op::DropRange`]: how many were removed.
-    Dropped(usize),
-    /// [`Op::Scan`].
-    Names(Vec<(Id, Vec<u8>, bool)>),
-}
-
-/// A key-record store. Laws: `execute` applies the operations in order, as
-/// one atomic and durable step (when it returns `Ok`, a crash cannot lose the
-/// batch); reads in a batch see the batch's earlier writes; `Apply` never
-/// replaces a record by one with a lower or equal version.
-pub trait Storage: Send + 'static {
-    /// Runs `ops` in one transaction.
-    fn execute(&mut self, ops: Vec<Op>) -> Result<Vec<Outcome>, StoreError>;
 }
 
 fn encode_record(r: &Record) -> Vec<u8> {
@@ -150,29 +66,6 @@ fn decode_record(b: &[u8]) -> Result<Record, StoreError> {
     }
 }
 
-/// The `(lo, hi]` ring interval as at most two key ranges (whole ring if `lo == hi`).
-type KeyRange = (Bound<[u8; 20]>, Bound<[u8; 20]>);
-
-fn ranges(lo: Id, hi: Id) -> Vec<KeyRange> {
-    let (l, h) = (lo.to_be_bytes(), hi.to_be_bytes());
-    if lo < hi {
-        vec![(Bound::Excluded(l), Bound::Included(h))]
-    } else {
-        vec![
-            (Bound::Excluded(l), Bound::Unbounded),
-            (Bound::Unbounded, Bound::Included(h)),
-        ]
-    }
-}
-
-fn as_slice(b: &Bound<[u8; 20]>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(x) => Bound::Included(&x[..]),
-        Bound::Excluded(x) => Bound::Excluded(&x[..]),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
 fn id_of(b: &[u8]) -> Result<Id, StoreError> {
     let a: [u8; 20] = b
         .try_into()
@@ -180,7 +73,26 @@ fn id_of(b: &[u8]) -> Result<Id, StoreError> {
     Ok(Id::from_be_bytes(a))
 }
 
-/// The redb implementation: one file `records.redb` in the data directory.
+/// Wall clock in ms since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Lower-case hex of an id (40 digits).
+pub fn hex(id: Id) -> String {
+    id.to_be_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A change to write: a record, or `None` to remove the key.
+pub type Change = (Id, Option<Record>);
+
+/// The redb file `records.redb` of a data directory.
 pub struct RedbStore {
     db: Database,
 }
@@ -218,279 +130,160 @@ impl RedbStore {
         Ok(RedbStore { db })
     }
 
-    fn scan_range(
-        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-        lo: Id,
-        hi: Id,
-        mut f: impl FnMut(Id, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        for (a, b) in ranges(lo, hi) {
-            for item in table
-                .range::<&[u8]>((as_slice(&a), as_slice(&b)))
+    /// The records to start with: all of them, or none if the node was last
+    /// alive longer than `grace_ms` ago (its deletes may have been purged
+    /// elsewhere meanwhile, so its old records must not come back).
+    pub fn load_for_start(&self, grace_ms: u64) -> Result<Vec<(Id, Record)>, StoreError> {
+        let alive_at = {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let meta = tx.open_table(META).map_err(db_err)?;
+            meta.get("alive_at")
                 .map_err(db_err)?
-            {
-                let (k, v) = item.map_err(db_err)?;
-                f(id_of(k.value())?, v.value())?;
+                .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        };
+        let records = self.load()?;
+        match alive_at {
+            Some(t) if wall_clock_ms().saturating_sub(t) > grace_ms && !records.is_empty() => {
+                tracing::warn!(
+                    records = records.len(),
+                    "down longer than the tombstone grace period: starting with an empty store"
+                );
+                let changes: Vec<Change> = records.into_iter().map(|(k, _)| (k, None)).collect();
+                self.write(&changes)?;
+                Ok(Vec::new())
             }
+            _ => Ok(records),
         }
-        Ok(())
     }
-}
 
-impl Storage for RedbStore {
-    fn execute(&mut self, ops: Vec<Op>) -> Result<Vec<Outcome>, StoreError> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        let mut dirty = false;
-        let mut out = Vec::with_capacity(ops.len());
-        {
-            let mut t = tx.open_table(RECORDS).map_err(db_err)?;
-            for op in ops {
-                let res = match op {
-                    Op::Get(key) => {
-                        let v = t.get(&key.to_be_bytes()[..]).map_err(db_err)?;
-                        Outcome::Record(v.map(|v| decode_record(v.value())).transpose()?)
-                    }
-                    Op::Write {
-                        key,
-                        name,
-                        value,
-                        now_us,
-                    } => {
-                        let k = key.to_be_bytes();
-                        let old = t
-                            .get(&k[..])
-                            .map_err(db_err)?
-                            .map(|v| decode_record(v.value()))
-                            .transpose()?;
-                        let existed = old.as_ref().is_some_and(|r| r.value.is_some());
-                        if value.is_none() && !existed {
-                            Outcome::Written {
-                                record: None,
-                                existed,
-                            }
-                        } else {
-                            let version =
-                                old.as_ref().map_or(now_us, |r| now_us.max(r.version + 1));
-                            let rec = Record {
-                                name,
-                                value,
-                                version,
-                            };
-                            t.insert(&k[..], &encode_record(&rec)[..]).map_err(db_err)?;
-                            dirty = true;
-                            Outcome::Written {
-                                record: Some(rec),
-                                existed,
-                            }
-                        }
-                    }
-                    Op::Apply(records) => {
-                        let mut n = 0;
-                        for (key, rec) in records {
-                            let k = key.to_be_bytes();
-                            let newer = match t.get(&k[..]).map_err(db_err)? {
-                                Some(v) => decode_record(v.value())?.version < rec.version,
-                                None => true,
-                            };
-                            if newer {
-                                t.insert(&k[..], &encode_record(&rec)[..]).map_err(db_err)?;
-                                n += 1;
-                            }
-                        }
-                        dirty |= n > 0;
-                        Outcome::Applied(n)
-                    }
-                    Op::Versions { lo, hi } => {
-                        let mut v = Vec::new();
-                        Self::scan_range(&t, lo, hi, |id, b| {
-                            v.push((id, decode_record(b)?.version));
-                            Ok(())
-                        })?;
-                        Outcome::Versions(v)
-                    }
-                    Op::Fetch(ids) => {
-                        let mut v = Vec::new();
-                        for id in ids {
-                            if let Some(b) = t.get(&id.to_be_bytes()[..]).map_err(db_err)? {
-                                v.push((id, decode_record(b.value())?));
-                            }
-                        }
-                        Outcome::Records(v)
-                    }
-                    Op::DropRange { lo, hi, keep } => {
-                        let mut ids = Vec::new();
-                        Self::scan_range(&t, lo, hi, |id, _| {
-                            if !keep.iter().any(|(a, b)| in_open_closed(&id, a, b)) {
-                                ids.push(id);
-                            }
-                            Ok(())
-                        })?;
-                        for id in &ids {
-                            t.remove(&id.to_be_bytes()[..]).map_err(db_err)?;
-                        }
-                        dirty |= !ids.is_empty();
-                        Outcome::Dropped(ids.len())
-                    }
-                    Op::Scan => {
-                        let mut v = Vec::new();
-                        for item in t.iter().map_err(db_err)? {
-                            let (k, b) = item.map_err(db_err)?;
-                            let r = decode_record(b.value())?;
-                            v.push((id_of(k.value())?, r.name, r.value.is_some()));
-                        }
-                        Outcome::Names(v)
-                    }
-                };
-                out.push(res);
-            }
-        }
-        if dirty {
-            tx.commit().map_err(db_err)?;
-        } else {
-            tx.abort().map_err(db_err)?;
+    /// Every stored record.
+    pub fn load(&self) -> Result<Vec<(Id, Record)>, StoreError> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(RECORDS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((id_of(k.value())?, decode_record(v.value())?));
         }
         Ok(out)
     }
-}
 
-/// An in-memory [`Storage`], for tests of the laws (not durable).
-#[derive(Default)]
-pub struct MemStore {
-    map: BTreeMap<Id, Record>,
-}
-
-impl Storage for MemStore {
-    fn execute(&mut self, ops: Vec<Op>) -> Result<Vec<Outcome>, StoreError> {
-        let in_range = |id: &Id, lo: &Id, hi: &Id| in_open_closed(id, lo, hi);
-        Ok(ops
-            .into_iter()
-            .map(|op| match op {
-                Op::Get(k) => Outcome::Record(self.map.get(&k).cloned()),
-                Op::Write {
-                    key,
-                    name,
-                    value,
-                    now_us,
-                } => {
-                    let old = self.map.get(&key);
-                    let existed = old.is_some_and(|r| r.value.is_some());
-                    if value.is_none() && !existed {
-                        return Outcome::Written {
-                            record: None,
-                            existed,
-                        };
+    /// Writes `changes` in one transaction, with the current time as the
+    /// node's "alive at" mark; durable when it returns `Ok`.
+    pub fn write(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            meta.insert("alive_at", &wall_clock_ms().to_be_bytes()[..])
+                .map_err(db_err)?;
+        }
+        {
+            let mut t = tx.open_table(RECORDS).map_err(db_err)?;
+            for (k, r) in changes {
+                let k = k.to_be_bytes();
+                match r {
+                    Some(r) => {
+                        t.insert(&k[..], &encode_record(r)[..]).map_err(db_err)?;
                     }
-                    let version = old.map_or(now_us, |r| now_us.max(r.version + 1));
-                    let rec = Record {
-                        name,
-                        value,
-                        version,
-                    };
-                    self.map.insert(key, rec.clone());
-                    Outcome::Written {
-                        record: Some(rec),
-                        existed,
+                    None => {
+                        t.remove(&k[..]).map_err(db_err)?;
                     }
                 }
-                Op::Apply(recs) => {
-                    let mut n = 0;
-                    for (k, r) in recs {
-                        if self.map.get(&k).is_none_or(|o| o.version < r.version) {
-                            self.map.insert(k, r);
-                            n += 1;
-                        }
-                    }
-                    Outcome::Applied(n)
-                }
-                Op::Versions { lo, hi } => Outcome::Versions(
-                    self.map
-                        .iter()
-                        .filter(|(k, _)| in_range(k, &lo, &hi))
-                        .map(|(k, r)| (*k, r.version))
-                        .collect(),
-                ),
-                Op::Fetch(ids) => Outcome::Records(
-                    ids.into_iter()
-                        .filter_map(|k| self.map.get(&k).map(|r| (k, r.clone())))
-                        .collect(),
-                ),
-                Op::DropRange { lo, hi, keep } => {
-                    let before = self.map.len();
-                    self.map.retain(|k, _| {
-                        !in_range(k, &lo, &hi) || keep.iter().any(|(a, b)| in_range(k, a, b))
-                    });
-                    Outcome::Dropped(before - self.map.len())
-                }
-                Op::Scan => Outcome::Names(
-                    self.map
-                        .iter()
-                        .map(|(k, r)| (*k, r.name.clone(), r.value.is_some()))
-                        .collect(),
-                ),
-            })
-            .collect())
+            }
+        }
+        tx.commit().map_err(db_err)
     }
 }
 
-/// A key id as 40 hex digits.
-pub fn hex(id: Id) -> String {
-    id.to_be_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The data plane's [`KeyStore`]: every record in memory, plus the keys
+/// changed since the last [`RedbKeyStore::take_changes`].
+#[derive(Debug, Default)]
+pub struct RedbKeyStore {
+    mem: MemStore,
+    changed: BTreeMap<Id, Option<Record>>,
 }
 
-type Job = (Op, oneshot::Sender<Result<Outcome, String>>);
+impl RedbKeyStore {
+    /// A store holding `records` (from [`RedbStore::load`]).
+    pub fn new(records: Vec<(Id, Record)>) -> RedbKeyStore {
+        let mut mem = MemStore::new();
+        for (k, r) in records {
+            mem.put(k, r);
+        }
+        RedbKeyStore {
+            mem,
+            changed: BTreeMap::new(),
+        }
+    }
 
-/// A handle on the storage thread. Cloning shares the thread.
-#[derive(Clone)]
-pub struct StoreHandle {
-    tx: mpsc::UnboundedSender<Job>,
+    /// The changes since the last call, for the [`Persister`].
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changed).into_iter().collect()
+    }
 }
 
-impl StoreHandle {
-    /// Starts the storage thread over `store`. It runs until every handle is
-    /// dropped.
-    pub fn spawn(mut store: impl Storage) -> StoreHandle {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new()
+impl KeyStore for RedbKeyStore {
+    fn get(&self, key: Id) -> Option<Record> {
+        self.mem.get(key)
+    }
+    fn put(&mut self, key: Id, rec: Record) {
+        self.changed.insert(key, Some(rec.clone()));
+        self.mem.put(key, rec);
+    }
+    fn remove(&mut self, key: Id) {
+        self.changed.insert(key, None);
+        self.mem.remove(key);
+    }
+    fn range(&self, lo: Id, hi: Id) -> Vec<(Id, Record)> {
+        self.mem.range(lo, hi)
+    }
+    fn all(&self) -> Vec<(Id, Record)> {
+        self.mem.all()
+    }
+}
+
+/// The storage thread: writes batches of changes and reports the highest
+/// token made durable.
+pub struct Persister {
+    tx: std::sync::mpsc::Sender<(u64, Vec<Change>)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Persister {
+    /// Starts the thread over `store`; `done(token)` is called after each
+    /// durable commit with the highest token it covered. A failed commit is
+    /// logged and never reported, so nothing waiting on it is acknowledged.
+    pub fn spawn(store: RedbStore, done: impl Fn(u64) + Send + 'static) -> Persister {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<Change>)>();
+        let thread = std::thread::Builder::new()
             .name("chord-store".into())
             .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut jobs = vec![first];
-                    while jobs.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
-                        }
+                while let Ok((mut token, mut changes)) = rx.recv() {
+                    // Group commit: everything queued meanwhile goes in the
+                    // same transaction.
+                    while let Ok((t, c)) = rx.try_recv() {
+                        token = token.max(t);
+                        changes.extend(c);
                     }
-                    let (ops, replies): (Vec<Op>, Vec<_>) = jobs.into_iter().unzip();
-                    match store.execute(ops) {
-                        Ok(outs) => {
-                            for (r, o) in replies.into_iter().zip(outs) {
-                                let _ = r.send(Ok(o));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!("storage batch failed: {e}");
-                            for r in replies {
-                                let _ = r.send(Err(e.to_string()));
-                            }
-                        }
+                    match store.write(&changes) {
+                        Ok(()) => done(token),
+                        Err(e) => tracing::error!("storage batch failed: {e}"),
                     }
                 }
             })
             .expect("spawn storage thread");
-        StoreHandle { tx }
+        Persister { tx, thread }
     }
 
-    /// Runs one operation (batched with concurrent ones); durable on return.
-    pub async fn run(&self, op: Op) -> Result<Outcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send((op, tx)).map_err(|_| StoreError::Stopped)?;
-        rx.await
-            .map_err(|_| StoreError::Stopped)?
-            .map_err(StoreError::Db)
+    /// Writes what is queued, then stops the thread and closes the store.
+    pub fn close(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+
+    /// Queues `changes` under `token`.
+    pub fn persist(&self, token: u64, changes: Vec<Change>) {
+        let _ = self.tx.send((token, changes));
     }
 }
 
@@ -498,131 +291,59 @@ impl StoreHandle {
 mod tests {
     use super::*;
     use chord_core::IdSpace;
+    use chord_core::data::Version;
 
-    fn rec(name: &str, value: Option<&str>, version: u64) -> Record {
+    fn rec(name: &str, value: Option<&str>, stamp: u64) -> Record {
         Record {
             name: name.as_bytes().to_vec(),
             value: value.map(|v| v.as_bytes().to_vec()),
-            version,
+            version: Version {
+                stamp,
+                writer: Id::from_u64(1),
+            },
         }
     }
 
-    /// The laws of [`Storage`], checked on both implementations.
-    fn laws(s: &mut dyn Storage) {
-        let id = |x: u64| IdSpace::default().id(x);
-        let w = |k: u64, v: Option<&str>, now| Op::Write {
-            key: id(k),
-            name: format!("k{k}").into_bytes(),
-            value: v.map(|v| v.as_bytes().to_vec()),
-            now_us: now,
-        };
-        let out = s
-            .execute(vec![
-                w(10, Some("a"), 100),
-                Op::Get(id(10)),
-                w(10, Some("b"), 50),
-            ])
-            .unwrap();
-        assert!(
-            matches!(&out[0], Outcome::Written { existed: false, record: Some(r) } if r.version == 100)
-        );
-        assert!(
-            matches!(&out[1], Outcome::Record(Some(r)) if r.value.as_deref() == Some(&b"a"[..]))
-        );
-        // The clock went back: the version still grows.
-        assert!(
-            matches!(&out[2], Outcome::Written { existed: true, record: Some(r) } if r.version == 101)
-        );
-        // Older or equal versions never replace newer ones.
-        let out = s
-            .execute(vec![
-                Op::Apply(vec![
-                    (id(10), rec("k10", Some("old"), 101)),
-                    (id(20), rec("k20", Some("x"), 5)),
-                    (id(30), rec("k30", None, 7)),
-                ]),
-                Op::Get(id(10)),
-            ])
-            .unwrap();
-        assert!(matches!(out[0], Outcome::Applied(2)));
-        assert!(
-            matches!(&out[1], Outcome::Record(Some(r)) if r.value.as_deref() == Some(&b"b"[..]))
-        );
-        // Deleting a missing key leaves nothing; deleting a live one a tombstone.
-        let out = s.execute(vec![w(40, None, 9), w(20, None, 9)]).unwrap();
-        assert!(matches!(
-            out[0],
-            Outcome::Written {
-                record: None,
-                existed: false
-            }
-        ));
-        assert!(
-            matches!(&out[1], Outcome::Written { record: Some(r), existed: true } if r.value.is_none())
-        );
-        // Wrapping ranges.
-        let out = s
-            .execute(vec![
-                Op::Versions {
-                    lo: id(25),
-                    hi: id(15),
-                },
-                Op::Versions {
-                    lo: id(10),
-                    hi: id(30),
-                },
-                Op::Versions {
-                    lo: id(5),
-                    hi: id(5),
-                },
-            ])
-            .unwrap();
-        let ids = |o: &Outcome| match o {
-            Outcome::Versions(v) => {
-                let mut v = v.iter().map(|(k, _)| *k).collect::<Vec<_>>();
-                v.sort();
-                v
-            }
-            _ => panic!(),
-        };
-        assert_eq!(ids(&out[0]), vec![id(10), id(30)]);
-        assert_eq!(ids(&out[1]), vec![id(20), id(30)]);
-        assert_eq!(ids(&out[2]).len(), 3);
-        let out = s
-            .execute(vec![
-                Op::DropRange {
-                    lo: id(5),
-                    hi: id(35),
-                    keep: vec![(id(15), id(25))],
-                },
-                Op::Scan,
-            ])
-            .unwrap();
-        assert!(matches!(out[0], Outcome::Dropped(2)));
-        assert!(matches!(&out[1], Outcome::Names(v) if v.len() == 1 && v[0].0 == id(20)));
-    }
-
     #[test]
-    fn the_memory_store_obeys_the_laws() {
-        laws(&mut MemStore::default());
-    }
-
-    #[test]
-    fn the_redb_store_obeys_the_laws_and_survives_reopening() {
+    fn changes_written_by_the_persister_survive_reopening_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let me = IdSpace::default().hash(b"me");
+        let space = IdSpace::new(160).unwrap();
+        let me = space.hash(b"me");
+        let (a, b) = (space.hash(b"a"), space.hash(b"b"));
         {
-            let mut s = RedbStore::open(dir.path(), me).unwrap();
-            laws(&mut s);
+            let db = RedbStore::open(dir.path(), me).unwrap();
+            let mut ks = RedbKeyStore::new(db.load().unwrap());
+            ks.put(a, rec("a", Some("1"), 1));
+            ks.put(b, rec("b", Some("2"), 1));
+            ks.remove(b);
+            ks.put(a, rec("a", None, 2));
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = Persister::spawn(db, move |t| tx.send(t).unwrap());
+            p.persist(7, ks.take_changes());
+            assert_eq!(rx.recv().unwrap(), 7);
+            assert!(ks.take_changes().is_empty());
+            p.close();
         }
-        let mut s = RedbStore::open(dir.path(), me).unwrap();
-        let out = s.execute(vec![Op::Scan]).unwrap();
-        assert!(matches!(&out[0], Outcome::Names(v) if v.len() == 1));
-        let other = IdSpace::default().hash(b"other");
-        drop(s);
+        let db = RedbStore::open(dir.path(), me).unwrap();
+        assert_eq!(db.load().unwrap(), vec![(a, rec("a", None, 2))]);
+        // Alive a moment ago: the records stay; with a grace of 0 they go.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(db.load_for_start(60_000).unwrap().len(), 1);
+        assert!(db.load_for_start(0).unwrap().is_empty());
+        assert!(db.load().unwrap().is_empty());
+        drop(db);
+        let other = space.hash(b"other");
         assert!(matches!(
             RedbStore::open(dir.path(), other),
             Err(StoreError::WrongNode { .. })
         ));
+    }
+
+    #[test]
+    fn a_record_of_an_unknown_format_is_an_error() {
+        assert!(decode_record(&[1, 0]).is_err());
+        assert!(decode_record(&[]).is_err());
+        let r = rec("k", Some("v"), 3);
+        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
     }
 }

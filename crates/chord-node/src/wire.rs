@@ -22,10 +22,14 @@
 //!   get-state, notify/rectify, find-step for iterative lookups, forward for
 //!   recursive ones, leaving...). The core matches its own requests and
 //!   replies and times them out, so the transport never waits for them.
-//! * [`Body::Request`] / [`Body::Response`]: the storage RPCs of the driver
-//!   (reads and writes at a key's owner, replication, anti-entropy, hand-off),
-//!   matched by a per-connection request id, answered on the same connection.
+//! * [`Body::Data`]: one-way messages of chord-core's data plane (reads,
+//!   writes at a key's owner, replication, anti-entropy, hand-off, garbage
+//!   collection). Like the ring's, the plane matches and times out its own
+//!   requests.
+//! * [`Body::Request`] / [`Body::Response`]: `Whoami`, the one driver RPC (a
+//!   joining process learns a member id), matched by a per-connection id.
 
+use chord_core::data::DataMsg;
 use chord_core::{Id, Message, NodeRef};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -34,45 +38,29 @@ use std::net::SocketAddr;
 pub const MAGIC: &[u8; 8] = b"\xC4CHORD1\n";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 << 20;
 
-/// Most records carried by one [`Request::Replicate`] or [`Response::Records`].
-pub const MAX_RECORDS_PER_FRAME: usize = 2048;
-
-/// A chord-core message between two processes.
+/// Chord-core messages as they travel between processes.
 pub type CoreMsg = Message<SocketAddr, ()>;
 
-/// A stored value with its version. `value == None` is a tombstone left by
-/// `DEL`, kept so that an older copy elsewhere cannot resurrect the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The key as the client sent it.
-    pub name: Vec<u8>,
-    /// The value, or `None` once deleted.
-    pub value: Option<Vec<u8>>,
-    /// Last-writer-wins version: `max(previous + 1, wall clock in µs)`,
-    /// assigned by the key's owner.
-    pub version: u64,
-}
-
-/// One frame's body.
+/// One frame's content.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Body {
-    /// A chord-core message for the virtual node `to` hosted by the receiver.
+    /// A chord-core message for virtual node `to`.
     Chord {
-        /// The destination virtual node.
+        /// Destination virtual node.
         to: Id,
-        /// The sending virtual node.
+        /// Sender.
         from: NodeRef<SocketAddr>,
         /// The message.
         msg: CoreMsg,
     },
-    /// A storage request; answered by a [`Body::Response`] with the same id.
+    /// A driver request, answered on the same connection.
     Request {
-        /// Request id, unique per connection.
+        /// Per-connection request id.
         id: u64,
         /// The request.
         req: Request,
@@ -84,90 +72,29 @@ pub enum Body {
         /// The answer.
         resp: Response,
     },
+    /// A data-plane message (chord-core's `DataMsg`) from the process at `from`.
+    Data {
+        /// The sending process (its listen address).
+        from: SocketAddr,
+        /// The message.
+        msg: DataMsg,
+    },
 }
 
-/// Storage requests between nodes.
+/// Driver requests (everything about keys is a [`Body::Data`] message).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    /// Read `key` at its owner.
-    Get {
-        /// Key id.
-        key: Id,
-    },
-    /// Write (`value = Some`) or delete (`None`) `key` at its owner, which
-    /// replicates before answering.
-    Write {
-        /// Key id.
-        key: Id,
-        /// The key as the client sent it.
-        name: Vec<u8>,
-        /// New value, or `None` to delete.
-        value: Option<Vec<u8>>,
-    },
-    /// Store these records if newer than what the receiver holds (replication,
-    /// hand-off, repair).
-    Replicate {
-        /// Records by key id.
-        records: Vec<(Id, Record)>,
-    },
-    /// Anti-entropy: the sender owns `(lo, hi]` and holds `count` records
-    /// there whose versions hash to `hash`.
-    SyncDigest {
-        /// Exclusive lower end of the range.
-        lo: Id,
-        /// Inclusive upper end.
-        hi: Id,
-        /// Number of records (tombstones included).
-        count: u64,
-        /// Order-independent hash of `(key id, version)` pairs.
-        hash: u64,
-    },
-    /// Send these records (those the receiver holds).
-    Fetch {
-        /// Key ids.
-        ids: Vec<Id>,
-    },
-    /// The owner of `(lo, hi]` has confirmed its replicas; the receiver is not
-    /// one of them and drops its copies (unless it owns them itself).
-    Drop {
-        /// Exclusive lower end of the range.
-        lo: Id,
-        /// Inclusive upper end.
-        hi: Id,
-    },
-    /// Which virtual nodes does the receiver host (and are ring members)?
-    /// A joining node asks its bootstrap node this first.
+    /// The ids of the receiver's joined virtual nodes (a joining node's first step).
     Whoami,
 }
 
 /// Answers to [`Request`]s.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    /// The record at the owner, if any (tombstones included).
-    Value(Option<Record>),
-    /// A write was applied; whether the key held a live value before.
-    Written {
-        /// The key held a value before the write.
-        existed: bool,
-    },
-    /// The receiver does not own the key (its view of the ring differs from
-    /// the sender's); look it up again.
-    NotOwner,
-    /// The receiver owns the key but has not yet taken over its range (just
-    /// joined, or its predecessor is unknown); try again shortly.
-    NotReady,
-    /// Done.
-    Ack,
-    /// [`Request::SyncDigest`]: the receiver holds exactly the same versions.
-    InSync,
-    /// [`Request::SyncDigest`]: the receiver's `(key id, version)` pairs in the range.
-    Versions(Vec<(Id, u64)>),
-    /// [`Request::Fetch`]: the records found.
-    Records(Vec<(Id, Record)>),
-    /// The request failed at the receiver (storage error).
-    Error(String),
-    /// [`Request::Whoami`]: the receiver's joined virtual nodes.
+    /// The receiver's joined virtual-node ids.
     Ids(Vec<Id>),
+    /// The request failed.
+    Error(String),
 }
 
 /// Why a frame was refused.
@@ -202,27 +129,6 @@ pub fn decode(payload: &[u8]) -> Result<Body, WireError> {
     Ok(postcard::from_bytes(rest)?)
 }
 
-/// An order-independent hash of a set of `(key id, version)` pairs.
-pub fn digest<'a>(items: impl IntoIterator<Item = &'a (Id, u64)>) -> (u64, u64) {
-    let mut count = 0;
-    let mut h = 0u64;
-    for (id, v) in items {
-        count += 1;
-        let b = id.to_be_bytes();
-        let mut x = u64::from_be_bytes(b[12..20].try_into().expect("8 bytes"))
-            ^ u64::from_be_bytes(b[4..12].try_into().expect("8 bytes")).rotate_left(29)
-            ^ v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        // splitmix64 finaliser, so that XOR-combining is not trivially cancelled.
-        x ^= x >> 30;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 27;
-        x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        h ^= x;
-    }
-    (count, h)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +161,7 @@ mod tests {
     fn unknown_versions_and_garbage_are_errors_not_panics() {
         let mut bytes = encode(&Body::Response {
             id: 1,
-            resp: Response::Ack,
+            resp: Response::Ids(Vec::new()),
         });
         bytes[0] = 9;
         assert!(matches!(decode(&bytes), Err(WireError::Version(9))));
@@ -266,15 +172,5 @@ mod tests {
             framed.extend(junk);
             let _ = decode(&framed);
         }
-    }
-
-    #[test]
-    fn the_digest_ignores_order_and_sees_versions() {
-        let s = IdSpace::default();
-        let a = (s.hash(b"a"), 1);
-        let b = (s.hash(b"b"), 2);
-        assert_eq!(digest(&[a, b]), digest(&[b, a]));
-        assert_ne!(digest(&[a, b]), digest(&[a, (b.0, 3)]));
-        assert_ne!(digest(&[a]), digest(&[a, b]));
     }
 }

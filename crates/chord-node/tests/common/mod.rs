@@ -45,6 +45,8 @@ pub struct Ring {
     pub successors: usize,
     /// More `serve` flags for every node.
     pub extra: Vec<String>,
+    /// Fast test timings ([`fast_flags`]); false runs the `chord serve` defaults.
+    pub fast: bool,
     _tmp: tempfile::TempDir,
 }
 
@@ -105,6 +107,25 @@ impl Ring {
             replicas,
             successors,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            fast: true,
+            _tmp: tmp,
+        };
+        for _ in 0..n {
+            ring.add_node();
+        }
+        ring
+    }
+
+    /// Starts `n` nodes with the default timings of `chord serve` (as a user's
+    /// `chord cluster` runs), except for the copies and successor-list length.
+    pub fn start_default_timing(n: usize, replicas: usize, successors: usize) -> Ring {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ring = Ring {
+            nodes: Vec::new(),
+            replicas,
+            successors,
+            extra: Vec::new(),
+            fast: false,
             _tmp: tmp,
         };
         for _ in 0..n {
@@ -124,7 +145,16 @@ impl Ring {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&dir)
-            .args(fast_flags_with(self.replicas, self.successors))
+            .args(if self.fast {
+                fast_flags_with(self.replicas, self.successors)
+            } else {
+                vec![
+                    "--successors".into(),
+                    self.successors.to_string(),
+                    "--replicas".into(),
+                    self.replicas.to_string(),
+                ]
+            })
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
