@@ -307,6 +307,10 @@ pub struct Stats {
     pub commit_executions: u64,
 }
 
+/// Checkpoints come at least every `keys / CHECKPOINT_DB_FRACTION` commits
+/// (see [`Retention::checkpoint_every`]).
+const CHECKPOINT_DB_FRACTION: u64 = 8;
+
 /// How much committed history a replica keeps in its log ([P97 §3.3–3.4]).
 /// Committed writes beyond both limits are discarded at the next
 /// checkpoint; a receiver that still lacks them gets a full-state transfer.
@@ -318,8 +322,10 @@ pub struct Retention {
     /// Keep at most about this many bytes of committed writes.
     pub bytes: u64,
     /// Take a checkpoint once this many writes committed since the last
-    /// one, or the committed database's key count if larger, so that
-    /// rewriting the checkpoint costs about one key per commit.
+    /// one, or an eighth of the committed database's key count if larger:
+    /// a checkpoint writes only the keys changed since the previous one,
+    /// but copies the committed database in memory for the store, so that
+    /// copy costs at most eight keys per commit.
     pub checkpoint_every: u64,
 }
 
@@ -955,7 +961,7 @@ impl Replica {
         let every = self
             .retention
             .checkpoint_every
-            .max(self.committed_db.len() as u64)
+            .max(self.committed_db.len() as u64 / CHECKPOINT_DB_FRACTION)
             .max(1);
         if source == Source::Peer && self.csn() - self.checkpoint_csn >= every {
             self.checkpoint(None);

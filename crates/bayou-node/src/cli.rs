@@ -69,8 +69,8 @@ pub struct Tuning {
     #[arg(long, default_value_t = bayou_core::Retention::default().bytes)]
     pub retain_bytes: u64,
     /// Take a checkpoint of the committed database (and truncate the log)
-    /// once this many writes committed since the last one, or the
-    /// database's key count if that is larger.
+    /// once this many writes committed since the last one, or an eighth of
+    /// the database's key count if that is larger.
     #[arg(long, default_value_t = bayou_core::Retention::default().checkpoint_every)]
     pub checkpoint_every: u64,
     /// Threads for networking and the replica: 0 for one per core, 1 for a
