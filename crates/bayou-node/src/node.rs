@@ -583,13 +583,13 @@ impl Core {
             Query::Truncate(keep) => {
                 let discarded = self.replica.checkpoint(keep);
                 info!(id = %node.config.id, discarded, osn = self.replica.osn(), "BAYOU.TRUNCATE");
-                Reply::Array(vec![
-                    Reply::text("discarded"),
-                    Reply::Int(discarded as i64),
-                    Reply::text("osn"),
-                    Reply::Int(self.replica.osn() as i64),
-                    Reply::text("retained_writes"),
-                    Reply::Int(self.replica.retained_len() as i64),
+                Reply::map([
+                    ("discarded", Reply::Int(discarded as i64)),
+                    ("osn", Reply::Int(self.replica.osn() as i64)),
+                    (
+                        "retained_writes",
+                        Reply::Int(self.replica.retained_len() as i64),
+                    ),
                 ])
             }
             Query::Summary => Reply::bulk(encode_summary(&self.replica.summary())),
@@ -606,13 +606,10 @@ impl Core {
                 match result {
                     Ok(r) => {
                         info!(id = %node.config.id, new_writes = r.new_writes, commits = r.commits, installed = r.installed, "BAYOU.IMPORT");
-                        Reply::Array(vec![
-                            Reply::text("new_writes"),
-                            Reply::Int(r.new_writes as i64),
-                            Reply::text("commits"),
-                            Reply::Int(r.commits as i64),
-                            Reply::text("installed_snapshot"),
-                            Reply::Int(r.installed as i64),
+                        Reply::map([
+                            ("new_writes", Reply::Int(r.new_writes as i64)),
+                            ("commits", Reply::Int(r.commits as i64)),
+                            ("installed_snapshot", Reply::Int(r.installed as i64)),
                         ])
                     }
                     Err(e) => Reply::err(format!("bundle refused, nothing changed: {e}")),
@@ -634,12 +631,8 @@ impl Core {
                     .flat_map(|(s, stamp)| [Reply::text(s.as_str()), Reply::Int(stamp as i64)])
                     .collect(),
             ),
-            Query::Status => Reply::Array(
-                self.status(node)
-                    .into_iter()
-                    .flat_map(|(k, v)| [Reply::text(k), v])
-                    .collect(),
-            ),
+            // Maps: a flat array of field, value in RESP2 as before.
+            Query::Status => Reply::map(self.status(node)),
             Query::Info(sections) => {
                 let text = |fields: Vec<(&str, String)>| {
                     fields

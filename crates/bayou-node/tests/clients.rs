@@ -148,6 +148,27 @@ fn redis_crate_works_over_resp2_and_resp3() {
             ("2", redis::Value::Array(a)) => assert_eq!(a.len(), 14),
             (_, other) => panic!("HELLO {resp}: {other:?}"),
         }
+        let status: redis::Value = redis::cmd("BAYOU.STATUS").query(&mut con).unwrap();
+        match (resp, status) {
+            ("3", redis::Value::Map(_)) | ("2", redis::Value::Array(_)) => {}
+            (_, other) => panic!("BAYOU.STATUS over RESP{resp}: {other:?}"),
+        }
+        // A command refused while queueing discards the transaction.
+        let _: () = redis::cmd("MULTI").query(&mut con).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(k("t"))
+            .arg("1")
+            .query(&mut con)
+            .unwrap();
+        let refused = redis::cmd("EXPIRE")
+            .arg(k("t"))
+            .arg(1)
+            .query::<()>(&mut con);
+        assert!(refused.is_err());
+        let err = redis::cmd("EXEC").query::<()>(&mut con).unwrap_err();
+        assert!(err.to_string().contains("Transaction discarded"), "{err}");
+        let t: Option<String> = redis::cmd("GET").arg(k("t")).query(&mut con).unwrap();
+        assert_eq!(t, None);
         let err = redis::cmd("SET")
             .arg(k("e"))
             .arg("1")

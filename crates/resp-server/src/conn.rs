@@ -176,6 +176,9 @@ impl Client {
                 return Step::Reply(e);
             }
         };
+        if spec.name == "quit" {
+            return Step::Quit;
+        }
         if let Some((queued, refused)) = &mut self.transaction {
             return match spec.name {
                 "exec" => {
@@ -213,7 +216,6 @@ impl Client {
             }
             "exec" => Step::Reply(Reply::err("EXEC without MULTI")),
             "discard" => Step::Reply(Reply::err("DISCARD without MULTI")),
-            "quit" => Step::Quit,
             _ => match self.connection_command(spec, &args, table, server) {
                 Some(r) => Step::Reply(r),
                 None => Step::Run(spec, args),
