@@ -87,7 +87,7 @@ pub enum Op {
 pub enum OpParseError {
     /// None of the operations' notations.
     #[error(
-        "expected W(key,value), D(key), INCR(key,n), APPEND(key,value), SETNX(key,value), SETXX(key,value) or FLUSH(), got {0:?}"
+        "expected W(key,value) or D(key) (or INCR(key,n), APPEND(key,value), SETNX(key,value), SETXX(key,value), FLUSH()), got {0:?}"
     )]
     Malformed(String),
     /// An empty key.
