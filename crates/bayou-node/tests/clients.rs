@@ -272,3 +272,33 @@ fn incr_on_disconnected_replicas_converges_to_the_sum() {
         assert_eq!(committed.as_deref(), Some("122"), "{}", r.id);
     }
 }
+
+/// An INCR accepted where its key held a number can meet a non-integer
+/// once the writes are reordered at commit: it then has no effect, the same
+/// at every replica, and `BAYOU.LOG` says why.
+#[test]
+fn incr_reordered_after_a_non_integer_fails_alike_everywhere() {
+    let c = Cluster::start(
+        &["P", "A", "B"],
+        &["--sync-interval-ms", "0", "--logical-clock"],
+    );
+    let (p, a, b) = (c.r("P"), c.r("A"), c.r("B"));
+    a.ok(&["SET", "c", "x"]);
+    let n: i64 = redis::cmd("INCR").arg("c").query(&mut b.conn()).unwrap();
+    assert_eq!(n, 1, "B has not seen A's SET");
+    // A's SET reaches the primary first, so it commits first.
+    let _ = a.cmd(&["BAYOU.SYNC", "P"]).unwrap();
+    let _ = b.cmd(&["BAYOU.SYNC", "P"]).unwrap();
+    let _ = a.cmd(&["BAYOU.SYNC", "P"]).unwrap();
+    let log = c.converged(Duration::from_secs(20));
+    assert_eq!(
+        log,
+        vec![
+            "1:1:A W(c,x)",
+            "2:1:B INCR(c,1) [failed: value is not an integer or out of range]"
+        ]
+    );
+    for r in [p, a, b] {
+        assert_eq!(r.get("c").as_deref(), Some("x"), "{}", r.id);
+    }
+}
