@@ -276,6 +276,13 @@ pub struct Undo {
     previous: Vec<(Bytes, Option<Bytes>)>,
 }
 
+impl Undo {
+    /// The keys the write touched.
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.previous.iter().map(|(k, _)| k)
+    }
+}
+
 /// A key-value database: the result of executing a log prefix in order.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Db {

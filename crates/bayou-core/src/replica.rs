@@ -358,6 +358,10 @@ pub struct Replica {
     /// During recovery: committed writes up to this CSN are already in the
     /// checkpoint's database and are not executed again.
     replayed_upto: Csn,
+    /// Keys of the committed database changed since the last checkpoint
+    /// issued; `None` when the next checkpoint must write the whole
+    /// database (none issued since this replica started, or an install).
+    dirty: Option<BTreeSet<bytes::Bytes>>,
     /// The snapshot last sent in a full-state transfer, kept so a cut
     /// transfer can resume; dropped at the next checkpoint.
     snapshot_cache: Option<Arc<Snapshot>>,
@@ -431,6 +435,7 @@ impl Replica {
             checkpoint_csn: 0,
             to_checkpoint: None,
             replayed_upto: 0,
+            dirty: None,
             snapshot_cache: None,
             incoming: None,
             tentative: BTreeMap::new(),
@@ -479,6 +484,9 @@ impl Replica {
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
         }
+        // The store holds the checkpoint's database (or nothing): track the
+        // changes the replay makes to it, for the next checkpoint.
+        r.dirty = Some(BTreeSet::new());
         r.apply_items(items, Source::Disk)?;
         if r.csn() < r.replayed_upto {
             return Err(ProtocolError::CommitGap {
@@ -981,6 +989,7 @@ impl Replica {
             },
             osn: self.osn,
             omitted: self.omitted.clone(),
+            changed: self.dirty.replace(BTreeSet::new()),
         }));
         discarded
     }
@@ -1029,6 +1038,14 @@ impl Replica {
         if self.is_primary() {
             return Err(ProtocolError::ForeignCommit(part.csn));
         }
+        let ordered = part.entries.windows(2).all(|w| w[0].0 < w[1].0)
+            && match (&part.after, part.entries.first()) {
+                (Some(a), Some((k, _))) => a < k,
+                _ => true,
+            };
+        if !ordered {
+            return Err(ProtocolError::SnapshotOrder(part.csn));
+        }
         let continues = match &self.incoming {
             Some(st) => st.csn == part.csn && part.after <= st.last,
             None => false,
@@ -1053,9 +1070,6 @@ impl Replica {
         let st = self.incoming.as_mut().expect("staged above");
         for (k, v) in part.entries {
             if st.last.as_ref().is_some_and(|last| k <= *last) {
-                if part.after.as_ref().is_some_and(|a| k <= *a) {
-                    return Err(ProtocolError::SnapshotOrder(part.csn));
-                }
                 // Already staged by an earlier copy of this part.
                 report.duplicates += 1;
                 continue;
@@ -1117,7 +1131,9 @@ impl Replica {
             },
             osn: st.csn,
             omitted: st.vv,
+            changed: None,
         }));
+        self.dirty = Some(BTreeSet::new());
         // Tentative writes are redone at the end of the batch (settle).
         self.settle(Source::Peer);
         Ok(())
@@ -1175,7 +1191,8 @@ impl Replica {
         }
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
-        let (_, outcome) = self.committed_db.execute(op);
+        let (undo, outcome) = self.committed_db.execute(op);
+        note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
@@ -1197,7 +1214,8 @@ impl Replica {
         }
         self.undo_all();
         self.full_db.execute(&write.op);
-        let (_, outcome) = self.committed_db.execute(&write.op);
+        let (undo, outcome) = self.committed_db.execute(&write.op);
+        note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
@@ -1243,6 +1261,13 @@ impl Replica {
             self.executed.push_back((id.clone(), undo));
             self.stats.tentative_executions += 1;
         }
+    }
+}
+
+/// Records the keys a committed write changed, for the next checkpoint.
+fn note_dirty(dirty: &mut Option<BTreeSet<bytes::Bytes>>, undo: &Undo) {
+    if let Some(set) = dirty {
+        set.extend(undo.keys().cloned());
     }
 }
 

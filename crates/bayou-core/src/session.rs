@@ -45,6 +45,7 @@
 //! what a store keeps so that recovery is "load the checkpoint, replay the
 //! retained log".
 
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -103,9 +104,29 @@ pub struct Checkpoint {
     pub osn: Csn,
     /// The discarded writes, as a version vector (`O`).
     pub omitted: VersionVector,
+    /// The keys whose committed value changed since the previous checkpoint
+    /// this replica issued, so a store that holds that one need only write
+    /// these (their values, or their absence, are in `snapshot.db`);
+    /// `None` when the whole database must be written (the first
+    /// checkpoint after a start or a full-state install).
+    pub changed: Option<BTreeSet<Bytes>>,
 }
 
 impl Checkpoint {
+    /// Folds a later checkpoint of the same replica into this one, for a
+    /// store that writes both at once: the later state, with the keys
+    /// changed since the earlier one's predecessor.
+    pub fn merge(&self, later: &Checkpoint) -> Checkpoint {
+        let changed = match (&self.changed, &later.changed) {
+            (Some(a), Some(b)) => Some(a.union(b).cloned().collect()),
+            _ => None,
+        };
+        Checkpoint {
+            changed,
+            ..later.clone()
+        }
+    }
+
     /// Whether a stored log item concerns a discarded write and can go.
     pub fn covers(&self, item: &Item) -> bool {
         let id = match item {

@@ -163,6 +163,32 @@ fn a_part_that_skips_staged_keys_is_refused() {
 }
 
 #[test]
+fn a_part_with_keys_out_of_order_is_refused() {
+    let mut r = Replica::new(s("R"), Role::Secondary);
+    let part = |after: Option<&str>, keys: &[&str]| {
+        bayou_core::Chunk::Snapshot(bayou_core::SnapshotPart {
+            csn: 3,
+            vv: bayou_core::VersionVector::new(),
+            after: after.map(|a| bytes::Bytes::copy_from_slice(a.as_bytes())),
+            entries: keys
+                .iter()
+                .map(|k| (bytes::Bytes::copy_from_slice(k.as_bytes()), "v".into()))
+                .collect(),
+            last: false,
+        })
+    };
+    for bad in [part(None, &["b", "a"]), part(None, &["a", "a"])] {
+        assert_eq!(r.receive_chunk(bad), Err(ProtocolError::SnapshotOrder(3)));
+    }
+    r.receive_chunk(part(None, &["a", "b"])).unwrap();
+    assert_eq!(
+        r.receive_chunk(part(Some("b"), &["b", "c"])),
+        Err(ProtocolError::SnapshotOrder(3))
+    );
+    assert_eq!(r.summary().resume.unwrap().after.as_ref(), b"b");
+}
+
+#[test]
 fn recovery_is_the_checkpoint_plus_the_retained_log() {
     let mut p = Replica::new(s("P"), Role::Primary { autocommit: true });
     p.set_retention(Retention {

@@ -583,13 +583,10 @@ impl Core {
             Query::Truncate(keep) => {
                 let discarded = self.replica.checkpoint(keep);
                 info!(id = %node.config.id, discarded, osn = self.replica.osn(), "BAYOU.TRUNCATE");
-                Reply::map([
-                    ("discarded", Reply::Int(discarded as i64)),
-                    ("osn", Reply::Int(self.replica.osn() as i64)),
-                    (
-                        "retained_writes",
-                        Reply::Int(self.replica.retained_len() as i64),
-                    ),
+                int_fields(&[
+                    ("discarded", discarded as i64),
+                    ("osn", self.replica.osn() as i64),
+                    ("retained_writes", self.replica.retained_len() as i64),
                 ])
             }
             Query::Summary => Reply::bulk(encode_summary(&self.replica.summary())),
@@ -606,10 +603,10 @@ impl Core {
                 match result {
                     Ok(r) => {
                         info!(id = %node.config.id, new_writes = r.new_writes, commits = r.commits, installed = r.installed, "BAYOU.IMPORT");
-                        Reply::map([
-                            ("new_writes", Reply::Int(r.new_writes as i64)),
-                            ("commits", Reply::Int(r.commits as i64)),
-                            ("installed_snapshot", Reply::Int(r.installed as i64)),
+                        int_fields(&[
+                            ("new_writes", r.new_writes as i64),
+                            ("commits", r.commits as i64),
+                            ("installed_snapshot", r.installed as i64),
                         ])
                     }
                     Err(e) => Reply::err(format!("bundle refused, nothing changed: {e}")),
@@ -706,16 +703,7 @@ impl Core {
             ("logical_clock", Reply::Int(r.logical_clock() as i64)),
             ("keys", Reply::Int(r.db(View::Full).len() as i64)),
             ("osn", Reply::Int(r.osn() as i64)),
-            (
-                "omitted",
-                Reply::text(
-                    r.omitted()
-                        .iter()
-                        .map(|(s, t)| format!("{s}:{t}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-            ),
+            ("omitted", Reply::text(vv_text(r.omitted()))),
             ("retained_writes", Reply::Int(r.retained_len() as i64)),
             ("retained_bytes", Reply::Int(r.retained_bytes() as i64)),
             ("checkpoint_csn", Reply::Int(r.checkpoint_csn() as i64)),
@@ -727,16 +715,7 @@ impl Core {
                 "retain_bytes",
                 Reply::Int(r.retention().bytes.min(i64::MAX as u64) as i64),
             ),
-            (
-                "vv",
-                Reply::text(
-                    r.vv()
-                        .iter()
-                        .map(|(s, t)| format!("{s}:{t}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-            ),
+            ("vv", Reply::text(vv_text(r.vv()))),
         ];
         {
             let c = &node.counters;
@@ -774,6 +753,20 @@ impl Core {
         }
         out
     }
+}
+
+/// Names and integers, as `BAYOU.STATUS` and friends reply: a map in
+/// RESP3, a flat array of name, value in RESP2.
+pub(crate) fn int_fields(fields: &[(&str, i64)]) -> Reply {
+    Reply::map(fields.iter().map(|&(k, v)| (k, Reply::Int(v))))
+}
+
+/// A version vector as `A:12,B:13`.
+fn vv_text(vv: &bayou_core::VersionVector) -> String {
+    vv.iter()
+        .map(|(s, t)| format!("{s}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The prefix of an encoded summary (`BAYOU.SUMMARY`).

@@ -254,11 +254,11 @@ async fn sync(node: &Node, peer: &str) -> Reply {
     match peer::sync_with(node, &id).await {
         Ok(r) => {
             info!(id = %node.config.id, %peer, ?r, "BAYOU.SYNC");
-            Reply::map([
-                ("received_writes", Reply::Int(r.received_writes as i64)),
-                ("received_commits", Reply::Int(r.received_commits as i64)),
-                ("sent_writes", Reply::Int(r.sent_writes as i64)),
-                ("sent_commits", Reply::Int(r.sent_commits as i64)),
+            crate::node::int_fields(&[
+                ("received_writes", r.received_writes as i64),
+                ("received_commits", r.received_commits as i64),
+                ("sent_writes", r.sent_writes as i64),
+                ("sent_commits", r.sent_commits as i64),
             ])
         }
         Err(e) => Reply::err(e),

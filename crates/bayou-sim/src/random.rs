@@ -253,6 +253,16 @@ pub fn run_seed(seed: u64, params: Params) -> Result<(), Box<Failure>> {
 
 /// [`run_seed`], also returning what the run exercised.
 pub fn run_seed_with_coverage(seed: u64, params: Params) -> Result<Coverage, Box<Failure>> {
+    run_seed_with(seed, params, false)
+}
+
+/// [`run_seed_with_coverage`], with disks that write checkpoints
+/// incrementally when `incremental` ([`World::set_incremental_checkpoints`]).
+pub fn run_seed_with(
+    seed: u64,
+    params: Params,
+    incremental: bool,
+) -> Result<Coverage, Box<Failure>> {
     let scenario = generate(seed, params);
     let fail = |error: RunError| {
         Box::new(Failure {
@@ -269,6 +279,7 @@ pub fn run_seed_with_coverage(seed: u64, params: Params) -> Result<Coverage, Box
         })
     })?;
     let mut world = World::new(true);
+    world.set_incremental_checkpoints(incremental);
     world.run(&lines, |_| {}).map_err(fail)?;
     // After healing, nothing is left tentative (the primary saw every write).
     let last_line = lines.last().map(|l| l.number).unwrap_or(0);

@@ -40,7 +40,10 @@ fn log_truth_needs_the_right_checkpoint() {
 #[test]
 fn executed_once_holds_for_a_truncated_replica() {
     let (p, _) = truncated();
-    executed_once(&p).unwrap();
+    executed_once(&p, 0).unwrap();
+    // Counting a commit twice (as if the checkpoint had been replayed).
+    let err = executed_once(&p, 1).unwrap_err();
+    assert!(err.contains("executed 3 commits"), "{err}");
 }
 
 #[test]

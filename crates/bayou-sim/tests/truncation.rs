@@ -33,6 +33,14 @@ fn truncation_full_state_transfer_and_bundles_walk_through() {
     let (p, a, b, c) = (0, 1, 2, 3);
     // Before truncation: no `omitted:` line, as in every older scenario.
     assert!(!server(&shows[0], p).contains("omitted"));
+    assert!(!shows[0].to_json().contains("omitted"));
+    assert!(
+        shows[1]
+            .to_json()
+            .contains(r#""osn":2,"omitted":{"P":0,"A":2,"B":0,"C":0}"#),
+        "{}",
+        shows[1].to_json()
+    );
     // P keeps only CSN 3; its committed view is unchanged.
     assert_eq!(
         server(&shows[1], p),

@@ -125,9 +125,10 @@ impl Batch {
     pub fn merge(&mut self, later: Batch) {
         self.items.extend(later.items);
         self.state = later.state;
-        if later.checkpoint.is_some() {
-            self.checkpoint = later.checkpoint;
-        }
+        self.checkpoint = match (self.checkpoint.take(), later.checkpoint) {
+            (Some(a), Some(b)) => Some(Arc::new(a.merge(&b))),
+            (a, b) => b.or(a),
+        };
     }
 }
 
@@ -466,6 +467,7 @@ impl Storage for RedbStore {
                     },
                     osn: m.osn,
                     omitted: m.omitted,
+                    changed: None,
                 })
             }
         };
@@ -519,10 +521,24 @@ impl Storage for RedbStore {
             }
         }
         if let Some(cp) = &batch.checkpoint {
-            tx.delete_table(CHECKPOINT).map_err(db_err)?;
-            let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
-            for (k, v) in cp.snapshot.db.iter() {
-                table.insert(&k[..], &v[..]).map_err(db_err)?;
+            match &cp.changed {
+                // Only the keys that changed since the stored checkpoint.
+                Some(keys) => {
+                    let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
+                    for k in keys {
+                        match cp.snapshot.db.get(k) {
+                            Some(v) => table.insert(&k[..], &v[..]).map_err(db_err)?,
+                            None => table.remove(&k[..]).map_err(db_err)?,
+                        };
+                    }
+                }
+                None => {
+                    tx.delete_table(CHECKPOINT).map_err(db_err)?;
+                    let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
+                    for (k, v) in cp.snapshot.db.iter() {
+                        table.insert(&k[..], &v[..]).map_err(db_err)?;
+                    }
+                }
             }
         }
         // The default durability is `Immediate`: commit returns once the

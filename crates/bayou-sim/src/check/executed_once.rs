@@ -3,16 +3,30 @@
 //! its checkpoint's database, so it must not also be in its log; no write
 //! appears twice in a log; a write is either committed or tentative, never
 //! both. Otherwise a write would be executed twice (once in the snapshot,
-//! once from the log), e.g. after a full-state transfer.
+//! once from the log), e.g. after a full-state transfer. And counting: the
+//! commits a replica executed on its committed view since it started, plus
+//! the CSNs it got already executed (its recovery checkpoint, installed
+//! snapshots), are exactly its CSN, so no committed write runs twice even
+//! where running it again would leave the database unchanged.
 
 use std::collections::BTreeSet;
 
-use bayou_core::Replica;
+use bayou_core::{Csn, Replica};
 
-/// No write covered by `O` is still in the log, none appears twice, and the
-/// commit vector covers exactly the committed ones ([P97 §3.3]).
-pub fn executed_once(replica: &Replica) -> Result<(), String> {
+/// No write covered by `O` is still in the log, none appears twice, the
+/// commit vector covers exactly the committed ones, and the commits executed
+/// plus the `unexecuted` CSNs (reflected by a checkpoint or an installed
+/// snapshot, see [`crate::world::Node::unexecuted`]) are its CSN
+/// ([P97 §3.3]).
+pub fn executed_once(replica: &Replica, unexecuted: Csn) -> Result<(), String> {
     let id = replica.id();
+    let executed = replica.stats().commit_executions;
+    if executed + unexecuted != replica.csn() {
+        return Err(format!(
+            "executed once violated at {id}: it executed {executed} commits and holds {unexecuted} CSNs from checkpoints and snapshots, but its CSN is {}",
+            replica.csn()
+        ));
+    }
     let omitted = replica.omitted();
     let commit_vv = replica.commit_vv();
     if !replica.vv().dominates(omitted) || !commit_vv.dominates(omitted) {

@@ -6,7 +6,20 @@
 //! full view continues with the tentative writes. So rollback, redo,
 //! truncation and installs never drift from it.
 
-use bayou_core::{Checkpoint, Db, Replica, VersionVector, View};
+use bayou_core::{Checkpoint, Db, Replica, ServerId, VersionVector, View};
+
+/// What a store holds after writing checkpoint `cp` incrementally (only the
+/// keys it lists as changed, over the previous one) is exactly `cp`'s
+/// database, so recovery starts from the truth ([P97 §3.3]).
+pub fn stored_image(server: &ServerId, image: &Db, cp: &Checkpoint) -> Result<(), String> {
+    if image != &*cp.snapshot.db {
+        return Err(format!(
+            "log truth violated at {server}: after writing the checkpoint of CSN {} the disk holds {image:?}, but the checkpoint's database is {:?}",
+            cp.snapshot.csn, cp.snapshot.db
+        ));
+    }
+    Ok(())
+}
 
 /// Each view equals the last checkpoint's database plus a fresh execution
 /// of the retained log after it ([T95 §5, §7], [P97 §3.3]). `checkpoint` is

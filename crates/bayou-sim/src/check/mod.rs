@@ -36,14 +36,14 @@ mod schedule;
 
 use std::collections::BTreeMap;
 
-use bayou_core::{Csn, Item, ServerId, VersionVector, WriteId};
+use bayou_core::{Checkpoint, Csn, Db, Item, ServerId, VersionVector, WriteId};
 
 pub use causality::causality;
 pub use committed_prefix::{commit_vector_agrees, committed_prefix};
 pub use convergence::converged;
 pub use durability::acknowledged_kept;
 pub use executed_once::executed_once;
-pub use log_truth::log_is_truth;
+pub use log_truth::{log_is_truth, stored_image};
 pub use schedule::schedule;
 
 use crate::world::Node;
@@ -71,6 +71,18 @@ impl Checker {
             .or_default()
             .push(id.clone());
         self.deps.insert(id, deps);
+    }
+
+    /// The database a disk holds after writing `cp` key by key (only the
+    /// keys it says changed) is the checkpoint's database
+    /// ([`log_truth::stored_image`]).
+    pub fn stored_image(
+        &self,
+        server: &ServerId,
+        image: &Db,
+        cp: &Checkpoint,
+    ) -> Result<(), String> {
+        stored_image(server, image, cp)
     }
 
     /// Every replica holds every acknowledged write: after healing
@@ -127,7 +139,7 @@ impl Checker {
         let node = &nodes[server];
         let replica = &node.replica;
         log_is_truth(replica, node.checkpoint.as_deref())?;
-        executed_once(replica)?;
+        executed_once(replica, node.unexecuted)?;
         schedule(replica)?;
         causality(replica, &self.deps)?;
         acknowledged_kept(replica, self.acked.get(server).into_iter().flatten())?;
