@@ -40,7 +40,7 @@ pub mod session;
 pub mod vv;
 
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
-pub use op::{Db, Op, OpParseError, Undo};
+pub use op::{Db, Op, OpParseError, Undo, parse_integer};
 pub use replica::{
     CommitError, Item, ProtocolError, ReceiveReport, Replica, Retention, Role, Stats, Summary,
     View, Write, WriteStatus, format_entry, format_entry_with_outcome,

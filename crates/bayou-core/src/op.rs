@@ -40,13 +40,55 @@ pub enum Op {
     /// A Bayou write with a dependency check and a merge procedure
     /// ([T95 §4]); see [`crate::script`].
     Bayou(Box<BayouWrite>),
+    /// `INCR(key,by)`: add `by` to the integer in `key` (a missing key
+    /// counts as 0). Like every write it is re-executed in log order, so
+    /// replicas that each incremented a counter while apart agree on the
+    /// sum once they converge. On a value that is not a 64-bit integer, or
+    /// on overflow, it has no effect and its outcome is
+    /// [`Outcome::Failed`], the same everywhere.
+    Incr {
+        /// The counter.
+        key: Bytes,
+        /// The amount added (negative to decrement).
+        by: i64,
+    },
+    /// `APPEND(key,value)`: append `value` to the string in `key` (a
+    /// missing key counts as empty).
+    Append {
+        /// The key extended.
+        key: Bytes,
+        /// The bytes appended.
+        value: Bytes,
+    },
+    /// `SETNX(key,value)`: set `key` only if it has no value when the write
+    /// executes.
+    SetIfAbsent {
+        /// The key written.
+        key: Bytes,
+        /// The value stored.
+        value: Bytes,
+    },
+    /// `SETXX(key,value)`: set `key` only if it has a value when the write
+    /// executes.
+    SetIfPresent {
+        /// The key written.
+        key: Bytes,
+        /// The value stored.
+        value: Bytes,
+    },
+    /// `FLUSH()`: delete every key the database holds when the write
+    /// executes (`FLUSHDB`, `FLUSHALL`). Writes after it in the log order
+    /// apply on top of the empty database.
+    DeleteAll,
 }
 
 /// Why a piece of text is not an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OpParseError {
-    /// Neither `W(key,value)` nor `D(key)`.
-    #[error("expected W(key,value) or D(key), got {0:?}")]
+    /// None of the operations' notations.
+    #[error(
+        "expected W(key,value) or D(key) (or INCR(key,n), APPEND(key,value), SETNX(key,value), SETXX(key,value), FLUSH()), got {0:?}"
+    )]
     Malformed(String),
     /// An empty key.
     #[error("the key in {0:?} is empty")]
@@ -79,6 +121,41 @@ impl Op {
         if let Some(json) = t.strip_prefix("BAYOU") {
             let w = BayouWrite::from_json(json.trim()).map_err(OpParseError::Bayou)?;
             return Ok(Op::Bayou(Box::new(w)));
+        }
+        for name in ["INCR", "APPEND", "SETNX", "SETXX", "FLUSH"] {
+            if let Some(rest) = t.strip_prefix(name) {
+                let inner = rest
+                    .trim_start()
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(malformed)?;
+                if name == "FLUSH" {
+                    return if inner.trim().is_empty() {
+                        Ok(Op::DeleteAll)
+                    } else {
+                        Err(malformed())
+                    };
+                }
+                let (key, value) = inner.split_once(',').ok_or_else(malformed)?;
+                let key = key.trim();
+                if key.is_empty() {
+                    return Err(OpParseError::EmptyKey(text.to_string()));
+                }
+                if key.contains(['(', ')']) {
+                    return Err(malformed());
+                }
+                let key = Bytes::copy_from_slice(key.as_bytes());
+                let value = Bytes::copy_from_slice(value.trim().as_bytes());
+                return Ok(match name {
+                    "INCR" => Op::Incr {
+                        key,
+                        by: parse_integer(&value).ok_or_else(malformed)?,
+                    },
+                    "APPEND" => Op::Append { key, value },
+                    "SETNX" => Op::SetIfAbsent { key, value },
+                    _ => Op::SetIfPresent { key, value },
+                });
+            }
         }
         let (kind, rest) = t.split_at_checked(1).ok_or_else(malformed)?;
         let inner = rest
@@ -130,6 +207,57 @@ impl fmt::Display for Op {
                 Some(label) => f.write_str(label),
                 None => write!(f, "BAYOU{}", w.to_json()),
             },
+            Op::Incr { key, by } => write!(f, "INCR({},{by})", String::from_utf8_lossy(key)),
+            Op::Append { key, value } => write!(
+                f,
+                "APPEND({},{})",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            ),
+            Op::SetIfAbsent { key, value } => write!(
+                f,
+                "SETNX({},{})",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            ),
+            Op::SetIfPresent { key, value } => write!(
+                f,
+                "SETXX({},{})",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            ),
+            Op::DeleteAll => f.write_str("FLUSH()"),
+        }
+    }
+}
+
+/// Parses a 64-bit signed integer the way Redis reads a counter: an
+/// optional `-`, then digits without a leading zero (`0` alone is fine), no
+/// spaces, no `+`.
+pub fn parse_integer(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.len() > 1 && digits[0] == b'0')
+        || text == b"-0"
+    {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+impl Op {
+    /// A rough size in bytes of what the operation carries.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Op::Put { key, value }
+            | Op::Append { key, value }
+            | Op::SetIfAbsent { key, value }
+            | Op::SetIfPresent { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+            Op::Incr { key, .. } => key.len() + 8,
+            Op::Bayou(w) => w.approx_size(),
+            Op::DeleteAll => 1,
         }
     }
 }
@@ -211,6 +339,45 @@ impl Db {
                     self.set(&mut undo, &key, value);
                 }
                 outcome
+            }
+            Op::Incr { key, by } => {
+                let current = match self.data.get(key) {
+                    None => Some(0),
+                    Some(v) => parse_integer(v),
+                };
+                match current.map(|c| c.checked_add(*by)) {
+                    None => Outcome::Failed("value is not an integer or out of range".into()),
+                    Some(None) => Outcome::Failed("increment or decrement would overflow".into()),
+                    Some(Some(n)) => {
+                        self.set(&mut undo, key, Some(Bytes::from(n.to_string())));
+                        Outcome::Applied
+                    }
+                }
+            }
+            Op::Append { key, value } => {
+                let mut v = self.data.get(key).map_or_else(Vec::new, |v| v.to_vec());
+                v.extend_from_slice(value);
+                self.set(&mut undo, key, Some(Bytes::from(v)));
+                Outcome::Applied
+            }
+            Op::SetIfAbsent { key, value } => {
+                if !self.data.contains_key(key) {
+                    self.set(&mut undo, key, Some(value.clone()));
+                }
+                Outcome::Applied
+            }
+            Op::SetIfPresent { key, value } => {
+                if self.data.contains_key(key) {
+                    self.set(&mut undo, key, Some(value.clone()));
+                }
+                Outcome::Applied
+            }
+            Op::DeleteAll => {
+                let keys: Vec<Bytes> = self.data.keys().cloned().collect();
+                for key in keys {
+                    self.set(&mut undo, &key, None);
+                }
+                Outcome::Applied
             }
         };
         (undo, outcome)
@@ -301,6 +468,102 @@ mod tests {
         db.undo(u3);
         db.undo(u2);
         db.undo(u1);
+        assert_eq!(db, before);
+    }
+
+    #[test]
+    fn counter_and_string_operations_print_and_parse_in_the_log_notation() {
+        let ops = [
+            Op::Incr {
+                key: Bytes::from("c"),
+                by: -3,
+            },
+            Op::Append {
+                key: Bytes::from("s"),
+                value: Bytes::from("xy"),
+            },
+            Op::SetIfAbsent {
+                key: Bytes::from("k"),
+                value: Bytes::from("v"),
+            },
+            Op::SetIfPresent {
+                key: Bytes::from("k"),
+                value: Bytes::from("v"),
+            },
+            Op::DeleteAll,
+        ];
+        let texts = [
+            "INCR(c,-3)",
+            "APPEND(s,xy)",
+            "SETNX(k,v)",
+            "SETXX(k,v)",
+            "FLUSH()",
+        ];
+        for (op, text) in ops.iter().zip(texts) {
+            assert_eq!(op.to_string(), text);
+            assert_eq!(&Op::parse(text).unwrap(), op);
+        }
+        assert!(Op::parse("INCR(c,x)").is_err());
+        assert!(Op::parse("FLUSH(a)").is_err());
+    }
+
+    #[test]
+    fn incr_adds_to_a_counter_and_fails_without_effect_on_a_non_integer() {
+        let mut db = Db::new();
+        let incr = |by| Op::Incr {
+            key: Bytes::from("c"),
+            by,
+        };
+        assert_eq!(db.execute(&incr(5)).1, Outcome::Applied);
+        db.execute(&incr(-2));
+        assert_eq!(db.get(b"c").unwrap(), &Bytes::from("3"));
+        db.execute(&Op::put("c", "x1"));
+        let (_, outcome) = db.execute(&incr(1));
+        assert_eq!(
+            outcome,
+            Outcome::Failed("value is not an integer or out of range".into())
+        );
+        assert_eq!(db.get(b"c").unwrap(), &Bytes::from("x1"));
+        db.execute(&Op::put("c", i64::MAX.to_string()));
+        assert!(matches!(db.execute(&incr(1)).1, Outcome::Failed(_)));
+        for bad in ["", "+1", "01", "-0", " 1", "1.5"] {
+            assert_eq!(parse_integer(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(parse_integer(b"-12"), Some(-12));
+    }
+
+    #[test]
+    fn conditional_sets_append_and_delete_all_are_undone_exactly() {
+        let mut db = Db::new();
+        db.execute(&Op::put("a", "1"));
+        db.execute(&Op::put("b", "2"));
+        let before = db.clone();
+        let k = |s: &'static str| Bytes::from(s);
+        let (u1, _) = db.execute(&Op::SetIfAbsent {
+            key: k("a"),
+            value: k("x"),
+        });
+        let (u2, _) = db.execute(&Op::SetIfAbsent {
+            key: k("n"),
+            value: k("new"),
+        });
+        let (u3, _) = db.execute(&Op::SetIfPresent {
+            key: k("zz"),
+            value: k("x"),
+        });
+        let (u4, _) = db.execute(&Op::Append {
+            key: k("b"),
+            value: k("3"),
+        });
+        assert_eq!(db.get(b"a").unwrap(), &k("1"));
+        assert_eq!(db.get(b"n").unwrap(), &k("new"));
+        assert_eq!(db.get(b"zz"), None);
+        assert_eq!(db.get(b"b").unwrap(), &k("23"));
+        let (u5, _) = db.execute(&Op::DeleteAll);
+        assert!(db.is_empty());
+        for u in [u5, u4, u3, u2, u1] {
+            db.undo(u);
+        }
         assert_eq!(db, before);
     }
 }

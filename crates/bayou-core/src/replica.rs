@@ -68,12 +68,7 @@ impl Write {
     /// A rough size in bytes (key, value, id and framing), for retention
     /// limits and frame sizes.
     pub fn approx_size(&self) -> usize {
-        let op = match &self.op {
-            Op::Put { key, value } => key.len() + value.len(),
-            Op::Delete { key } => key.len(),
-            Op::Bayou(w) => w.approx_size(),
-        };
-        op + self.id.server.as_str().len() + 24
+        self.op.approx_size() + self.id.server.as_str().len() + 24
     }
 }
 
@@ -98,6 +93,8 @@ pub fn format_entry(csn: Option<Csn>, write: &Write) -> String {
 pub fn format_entry_with_outcome(csn: Option<Csn>, write: &Write, outcome: &Outcome) -> String {
     match &write.op {
         Op::Bayou(_) => format!("{} [{outcome}]", format_entry(csn, write)),
+        // A counter that failed (not an integer, overflow) says so.
+        _ if *outcome != Outcome::Applied => format!("{} [{outcome}]", format_entry(csn, write)),
         _ => format_entry(csn, write),
     }
 }

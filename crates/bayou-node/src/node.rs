@@ -58,6 +58,37 @@ pub(crate) enum Query {
     Exists(Vec<Bytes>),
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
+    /// `SET key value [NX|XX] [GET]`, `GETSET`: `present` is `Some(false)`
+    /// for NX, `Some(true)` for XX.
+    SetWith {
+        key: Bytes,
+        value: Bytes,
+        present: Option<bool>,
+        get: bool,
+    },
+    /// `SETNX`.
+    SetNx(Bytes, Bytes),
+    /// `GETDEL`.
+    GetDel(Bytes),
+    /// `TYPE`.
+    Type(Bytes),
+    /// `STRLEN`.
+    Strlen(Bytes),
+    /// `INCR`, `INCRBY`, `DECR`, `DECRBY`.
+    Incr(Bytes, i64),
+    /// `APPEND`.
+    Append(Bytes, Bytes),
+    /// `KEYS pattern`.
+    Keys(Bytes),
+    /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]`.
+    KeyScan {
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: usize,
+        strings: bool,
+    },
+    /// `FLUSHDB`, `FLUSHALL`.
+    FlushAll,
     /// `BAYOU.WRITE`: any operation, replied to with the write's id.
     Write(Op),
     /// `BAYOU.SCAN prefix view`.
@@ -74,7 +105,8 @@ pub(crate) enum Query {
     Log,
     Vv,
     Status,
-    Info,
+    /// `INFO [section …]`.
+    Info(Vec<Bytes>),
 }
 
 /// Counters shown by `BAYOU.STATUS` and `INFO`.
@@ -340,6 +372,41 @@ fn storage_thread(
     drop(store);
 }
 
+/// The order `SCAN` walks keys in: FNV-1a of the key, so a cursor (the
+/// hash to resume from) stays valid while keys come and go, and every key
+/// present for the whole scan is returned exactly once.
+fn scan_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One `SCAN` page: up to `count` matching keys whose hash is at least
+/// `cursor`, in hash order (keys sharing a hash stay together), and the
+/// cursor to continue from, 0 when done. Costs one pass over the keys.
+fn scan_page(
+    db: &bayou_core::Db,
+    cursor: u64,
+    pattern: Option<&[u8]>,
+    count: usize,
+) -> (u64, Vec<Bytes>) {
+    let mut found: Vec<(u64, &Bytes)> = db
+        .iter()
+        .map(|(k, _)| (scan_hash(k), k))
+        .filter(|(h, k)| *h >= cursor && pattern.is_none_or(|p| resp_server::pattern_match(p, k)))
+        .collect();
+    found.sort_unstable();
+    let mut end = count.min(found.len());
+    while end < found.len() && found[end].0 == found[end - 1].0 {
+        end += 1;
+    }
+    let next = found.get(end).map_or(0, |(h, _)| *h);
+    (
+        next,
+        found[..end].iter().map(|(_, k)| (*k).clone()).collect(),
+    )
+}
+
 /// The replica and what goes with it, behind [`Node`]'s mutex.
 #[derive(Debug)]
 struct Core {
@@ -410,6 +477,100 @@ impl Core {
                 }
                 Reply::ok()
             }
+            Query::SetWith {
+                key,
+                value,
+                present,
+                get,
+            } => {
+                let old = self.replica.get(&key, View::Full).cloned();
+                let applies = present.is_none_or(|p| p == old.is_some());
+                self.write(match present {
+                    None => Op::put(key, value),
+                    Some(false) => Op::SetIfAbsent { key, value },
+                    Some(true) => Op::SetIfPresent { key, value },
+                });
+                match (get, applies) {
+                    (true, _) => Reply::Bulk(old),
+                    (false, true) => Reply::ok(),
+                    (false, false) => Reply::Null,
+                }
+            }
+            Query::SetNx(key, value) => {
+                let absent = !self.exists(&key);
+                self.write(Op::SetIfAbsent { key, value });
+                Reply::Int(absent as i64)
+            }
+            Query::GetDel(key) => {
+                let old = self.replica.get(&key, View::Full).cloned();
+                if old.is_some() {
+                    self.write(Op::delete(key));
+                }
+                Reply::Bulk(old)
+            }
+            Query::Type(key) => {
+                Reply::Simple(if self.exists(&key) { "string" } else { "none" }.into())
+            }
+            Query::Strlen(key) => Reply::Int(
+                self.replica
+                    .get(&key, View::Full)
+                    .map_or(0, |v| v.len() as i64),
+            ),
+            Query::Incr(key, by) => {
+                // Refuse here what would fail now, as Redis does, rather
+                // than log a write with no effect; a write accepted here may
+                // still fail where it is re-executed in another order.
+                let current = match self.replica.get(&key, View::Full) {
+                    None => Some(0),
+                    Some(v) => bayou_core::parse_integer(v),
+                };
+                match current.map(|c| c.checked_add(by)) {
+                    None => Reply::err("value is not an integer or out of range"),
+                    Some(None) => Reply::err("increment or decrement would overflow"),
+                    Some(Some(n)) => {
+                        self.write(Op::Incr { key, by });
+                        Reply::Int(n)
+                    }
+                }
+            }
+            Query::Append(key, value) => {
+                let len = self.replica.get(&key, View::Full).map_or(0, |v| v.len()) + value.len();
+                self.write(Op::Append { key, value });
+                Reply::Int(len as i64)
+            }
+            Query::Keys(pattern) => Reply::Array(
+                self.replica
+                    .db(View::Full)
+                    .iter()
+                    .filter(|(k, _)| resp_server::pattern_match(&pattern, k))
+                    .map(|(k, _)| Reply::bulk(k.clone()))
+                    .collect(),
+            ),
+            Query::KeyScan {
+                cursor,
+                pattern,
+                count,
+                strings,
+            } => {
+                let (next, keys) = if strings {
+                    scan_page(
+                        self.replica.db(View::Full),
+                        cursor,
+                        pattern.as_deref(),
+                        count,
+                    )
+                } else {
+                    (0, Vec::new())
+                };
+                Reply::Array(vec![
+                    Reply::text(next.to_string()),
+                    Reply::Array(keys.into_iter().map(Reply::bulk).collect()),
+                ])
+            }
+            Query::FlushAll => {
+                self.write(Op::DeleteAll);
+                Reply::ok()
+            }
             Query::Write(op) => Reply::text(self.write(op).to_string()),
             Query::Scan(prefix, view) => Reply::Array(
                 self.replica
@@ -467,30 +628,60 @@ impl Core {
                     .flat_map(|(s, stamp)| [Reply::text(s.as_str()), Reply::Int(stamp as i64)])
                     .collect(),
             ),
-            Query::Status => Reply::Array(
-                self.status(node)
+            // Maps: a flat array of field, value in RESP2 as before.
+            Query::Status => Reply::map(self.status(node)),
+            Query::Info(sections) => {
+                let text = |fields: Vec<(&str, String)>| {
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<Vec<_>>()
+                };
+                let bayou = self
+                    .status(node)
                     .into_iter()
-                    .flat_map(|(k, v)| [Reply::text(k), v])
-                    .collect(),
-            ),
-            Query::Info => {
-                let mut s =
-                    String::from("# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n");
-                s += &format!("bayou_version:{}\r\n", env!("CARGO_PKG_VERSION"));
-                s += "\r\n# Bayou\r\n";
-                for (k, v) in self.status(node) {
-                    let v = match v {
-                        Reply::Int(n) => n.to_string(),
-                        Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
-                        _ => String::new(),
-                    };
-                    s += &format!("{k}:{v}\r\n");
-                }
-                s += &format!(
-                    "\r\n# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
-                    self.replica.db(View::Full).len()
-                );
-                Reply::text(s)
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Reply::Int(n) => n.to_string(),
+                            Reply::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+                            _ => String::new(),
+                        };
+                        (k.to_string(), v)
+                    })
+                    .collect();
+                let all = [
+                    (
+                        "server",
+                        text(vec![
+                            ("redis_version", "7.0.0".into()),
+                            ("redis_mode", "standalone".into()),
+                            ("bayou_version", env!("CARGO_PKG_VERSION").into()),
+                        ]),
+                    ),
+                    (
+                        "clients",
+                        text(vec![(
+                            "total_commands_processed",
+                            node.counters.commands.load(Ordering::Relaxed).to_string(),
+                        )]),
+                    ),
+                    (
+                        "persistence",
+                        text(vec![("loading", "0".into()), ("aof_enabled", "1".into())]),
+                    ),
+                    ("bayou", bayou),
+                    (
+                        "keyspace",
+                        text(vec![(
+                            "db0",
+                            format!(
+                                "keys={},expires=0,avg_ttl=0",
+                                self.replica.db(View::Full).len()
+                            ),
+                        )]),
+                    ),
+                ];
+                Reply::text(resp_server::info_text(&all, &sections))
             }
         }
     }
@@ -564,14 +755,10 @@ impl Core {
     }
 }
 
-/// A flat array of names and integers, as `BAYOU.STATUS` and friends reply.
+/// Names and integers, as `BAYOU.STATUS` and friends reply: a map in
+/// RESP3, a flat array of name, value in RESP2.
 pub(crate) fn int_fields(fields: &[(&str, i64)]) -> Reply {
-    Reply::Array(
-        fields
-            .iter()
-            .flat_map(|&(k, v)| [Reply::text(k), Reply::Int(v)])
-            .collect(),
-    )
+    Reply::map(fields.iter().map(|&(k, v)| (k, Reply::Int(v))))
 }
 
 /// A version vector as `A:12,B:13`.

@@ -4,6 +4,13 @@
 //! Pipelined requests are read together and the replica's part of them is
 //! sent to the replica task as one request, so `-P 16` costs one round trip
 //! and at most one durable batch, and many clients share one fsync.
+//!
+//! Connection commands (`HELLO 2|3`, `CLIENT`, `SELECT`, `COMMAND`, `MULTI`
+//! …) are answered by the shared kit ([`resp_server::Client`]); the rest
+//! are in [`TABLE`]. `EXEC` runs the queued commands under one acquisition
+//! of the replica lock, so no other client's command interleaves with them
+//! at this replica; each write among them is still its own Bayou write,
+//! ordered and committed like any other.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +24,10 @@ use tracing::{debug, info};
 
 use crate::node::{Node, Query};
 use crate::peer;
-use resp_server::{self as resp, Limits, Opened, Reply};
+use resp_server::command::{self as cmd, CommandSpec, CommandTable};
+use resp_server::{
+    self as resp, CONNECTION_COMMANDS, Client, Limits, Opened, Protocol, Reply, ServerInfo, Step,
+};
 
 /// Most bytes a client may have buffered without completing a request.
 pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
@@ -51,6 +61,7 @@ async fn serve_client(
     mut buf: BytesMut,
 ) -> std::io::Result<()> {
     let limits = Limits::default();
+    let mut client = Client::new();
     let mut out = BytesMut::with_capacity(16 << 10);
     loop {
         let mut requests = Vec::new();
@@ -72,18 +83,18 @@ async fn serve_client(
             node.counters
                 .commands
                 .fetch_add(requests.len() as u64, Ordering::Relaxed);
-            let (replies, q) = match execute(node, requests).await {
+            let (replies, q) = match execute(node, &mut client, requests).await {
                 Ok(r) => r,
                 // The replica is shutting down: close the connection.
                 Err(_) => return Ok(()),
             };
             quit = q;
-            for r in &replies {
-                r.encode(&mut out);
+            for (r, protocol) in &replies {
+                r.encode_as(*protocol, &mut out);
             }
         }
         if let Some(e) = &error {
-            Reply::err(e).encode(&mut out);
+            Reply::err(e).encode_as(client.protocol, &mut out);
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
@@ -114,30 +125,52 @@ enum Action {
     Query(Query),
     /// `BAYOU.SYNC peer`.
     Sync(String),
-    /// `QUIT`.
-    Quit,
 }
+
+/// Who this server is, for `HELLO`.
+const SERVER: ServerInfo = ServerInfo {
+    name: "bayou",
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+/// Every command a client may send: the kit's connection commands and
+/// these.
+pub const TABLE: CommandTable = CommandTable::new(&[CONNECTION_COMMANDS, BAYOU_COMMANDS]);
 
 async fn execute(
     node: &Node,
+    client: &mut Client,
     requests: Vec<Vec<Bytes>>,
-) -> Result<(Vec<Reply>, bool), crate::node::Gone> {
-    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(requests.len());
+) -> Result<(Vec<(Reply, Protocol)>, bool), crate::node::Gone> {
+    let mut replies: Vec<(Option<Reply>, Protocol)> = Vec::with_capacity(requests.len());
     let mut pending: Vec<(usize, Query)> = Vec::new();
     let mut quit = false;
     for args in requests {
-        match classify(node, &args) {
-            Action::Now(r) => replies.push(Some(r)),
-            Action::Query(q) => {
-                pending.push((replies.len(), q));
-                replies.push(None);
-            }
-            Action::Sync(peer) => {
+        let protocol = client.protocol;
+        if let Some(refused) = unsupported(&args[0]) {
+            replies.push((Some(client.refuse(refused)), protocol));
+            continue;
+        }
+        match client.step(args, &TABLE, &SERVER) {
+            Step::Reply(r) => replies.push((Some(r), client.protocol)),
+            Step::Run(spec, args) => match classify(node, spec, &args) {
+                Action::Now(r) => replies.push((Some(r), protocol)),
+                Action::Query(q) => {
+                    pending.push((replies.len(), q));
+                    replies.push((None, protocol));
+                }
+                Action::Sync(peer) => {
+                    flush(node, &mut pending, &mut replies).await?;
+                    replies.push((Some(sync(node, &peer).await), protocol));
+                }
+            },
+            Step::Exec(queued) => {
                 flush(node, &mut pending, &mut replies).await?;
-                replies.push(Some(sync(node, &peer).await));
+                let reply = exec(node, client, queued).await?;
+                replies.push((Some(reply), client.protocol));
             }
-            Action::Quit => {
-                replies.push(Some(Reply::ok()));
+            Step::Quit => {
+                replies.push((Some(Reply::ok()), protocol));
                 quit = true;
                 break;
             }
@@ -147,16 +180,60 @@ async fn execute(
     Ok((
         replies
             .into_iter()
-            .map(|r| r.expect("every query answered"))
+            .map(|(r, p)| (r.expect("every query answered"), p))
             .collect(),
         quit,
+    ))
+}
+
+/// `EXEC`: the queued commands' replica queries run under one acquisition
+/// of the replica lock ([`Node::queries`]), so no other command interleaves
+/// with them at this replica; the reply is the array of their replies.
+async fn exec(
+    node: &Node,
+    client: &mut Client,
+    queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
+) -> Result<Reply, crate::node::Gone> {
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(queued.len());
+    let mut pending: Vec<(usize, Query)> = Vec::new();
+    for (spec, args) in queued {
+        if let Some(r) = client.connection_command(spec, &args, &TABLE, &SERVER) {
+            replies.push(Some(r));
+            continue;
+        }
+        match classify(node, spec, &args) {
+            Action::Now(r) => replies.push(Some(r)),
+            Action::Query(q) => {
+                pending.push((replies.len(), q));
+                replies.push(None);
+            }
+            // Refused when queued (`no_multi`); kept for completeness.
+            Action::Sync(_) => replies.push(Some(Reply::err(
+                "Command not allowed inside a transaction: 'bayou.sync'",
+            ))),
+        }
+    }
+    let (slots, queries): (Vec<usize>, Vec<Query>) = pending.into_iter().unzip();
+    let answers = if queries.is_empty() {
+        Vec::new()
+    } else {
+        node.queries(queries).await?
+    };
+    for (slot, answer) in slots.into_iter().zip(answers) {
+        replies[slot] = Some(answer);
+    }
+    Ok(Reply::Array(
+        replies
+            .into_iter()
+            .map(|r| r.expect("every query answered"))
+            .collect(),
     ))
 }
 
 async fn flush(
     node: &Node,
     pending: &mut Vec<(usize, Query)>,
-    replies: &mut [Option<Reply>],
+    replies: &mut [(Option<Reply>, Protocol)],
 ) -> Result<(), crate::node::Gone> {
     if pending.is_empty() {
         return Ok(());
@@ -164,7 +241,7 @@ async fn flush(
     let (slots, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
     let answers = node.queries(queries).await?;
     for (slot, answer) in slots.into_iter().zip(answers) {
-        replies[slot] = Some(answer);
+        replies[slot].0 = Some(answer);
     }
     Ok(())
 }
@@ -191,38 +268,282 @@ async fn sync(node: &Node, peer: &str) -> Reply {
 /// The default size limit of one bundle file from `BAYOU.EXPORT`.
 const DEFAULT_BUNDLE_BYTES: usize = 64 << 20;
 
-/// A command's name, arity (negative: at least) and flags, for `COMMAND`.
-const COMMANDS: &[(&str, i64, &[&str], i64, i64)] = &[
-    ("ping", -1, &["fast"], 0, 0),
-    ("echo", 2, &["fast"], 0, 0),
-    ("get", 2, &["readonly", "fast"], 1, 1),
-    ("set", 3, &["write", "denyoom"], 1, 1),
-    ("del", -2, &["write"], 1, -1),
-    ("exists", -2, &["readonly", "fast"], 1, -1),
-    ("mget", -2, &["readonly", "fast"], 1, -1),
-    ("mset", -3, &["write", "denyoom"], 1, -1),
-    ("dbsize", 1, &["readonly", "fast"], 0, 0),
-    ("info", -1, &["loading", "stale"], 0, 0),
-    ("hello", -1, &["fast", "no_auth"], 0, 0),
-    ("command", -1, &["loading", "stale"], 0, 0),
-    ("config", -2, &["admin", "loading", "stale"], 0, 0),
-    ("client", -2, &["loading", "stale"], 0, 0),
-    ("select", 2, &["loading", "stale", "fast"], 0, 0),
-    ("quit", -1, &["fast", "no_auth"], 0, 0),
-    ("bayou.get", -2, &["readonly", "fast"], 1, 1),
-    ("bayou.log", 1, &["readonly"], 0, 0),
-    ("bayou.write", 2, &["write", "denyoom"], 0, 0),
-    ("bayou.scan", -2, &["readonly"], 0, 0),
-    ("bayou.vv", 1, &["readonly", "fast"], 0, 0),
-    ("bayou.sync", 2, &["admin"], 0, 0),
-    ("bayou.offline", 1, &["admin", "fast"], 0, 0),
-    ("bayou.online", 1, &["admin", "fast"], 0, 0),
-    ("bayou.status", 1, &["readonly", "fast"], 0, 0),
-    ("bayou.truncate", -1, &["admin"], 0, 0),
-    ("bayou.summary", 1, &["readonly", "fast"], 0, 0),
-    ("bayou.export", -1, &["readonly"], 0, 0),
-    ("bayou.import", 2, &["write", "denyoom"], 0, 0),
+const R: &[&str] = &["readonly", "fast"];
+const W: &[&str] = &["write", "denyoom"];
+const WF: &[&str] = &["write", "denyoom", "fast"];
+
+/// Bayou's commands (the connection commands come from the kit).
+const BAYOU_COMMANDS: &[CommandSpec] = &[
+    CommandSpec::new("get", 2, R, "GET key: the value in the full view").keys(1, 1, 1),
+    CommandSpec::new(
+        "set",
+        -3,
+        W,
+        "SET key value [NX|XX] [GET]: a write; NX/XX are checked when the write executes",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new(
+        "setnx",
+        3,
+        WF,
+        "SETNX key value: SET key value NX, replying 1 or 0",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new("getset", 3, WF, "GETSET key value: SET key value GET").keys(1, 1, 1),
+    CommandSpec::new("getdel", 2, WF, "GETDEL key: the value, and a delete").keys(1, 1, 1),
+    CommandSpec::new(
+        "del",
+        -2,
+        &["write"],
+        "DEL key [key ...]: one delete per key",
+    )
+    .keys(1, -1, 1),
+    CommandSpec::new(
+        "unlink",
+        -2,
+        &["write", "fast"],
+        "UNLINK key [key ...]: DEL",
+    )
+    .keys(1, -1, 1),
+    CommandSpec::new("exists", -2, R, "EXISTS key [key ...]: how many exist").keys(1, -1, 1),
+    CommandSpec::new("type", 2, R, "TYPE key: string or none").keys(1, 1, 1),
+    CommandSpec::new("strlen", 2, R, "STRLEN key: the value's length").keys(1, 1, 1),
+    CommandSpec::new("mget", -2, R, "MGET key [key ...]").keys(1, -1, 1),
+    CommandSpec::new(
+        "mset",
+        -3,
+        W,
+        "MSET key value [key value ...]: one write per key",
+    )
+    .keys(1, -1, 2),
+    CommandSpec::new("incr", 2, WF, "INCR key: a counter write, +1").keys(1, 1, 1),
+    CommandSpec::new("decr", 2, WF, "DECR key: a counter write, -1").keys(1, 1, 1),
+    CommandSpec::new("incrby", 3, WF, "INCRBY key n: a counter write, +n").keys(1, 1, 1),
+    CommandSpec::new("decrby", 3, WF, "DECRBY key n: a counter write, -n").keys(1, 1, 1),
+    CommandSpec::new(
+        "append",
+        3,
+        WF,
+        "APPEND key value: a write appending to the value",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new(
+        "keys",
+        2,
+        &["readonly"],
+        "KEYS pattern: matching keys in the full view",
+    ),
+    CommandSpec::new(
+        "scan",
+        -2,
+        &["readonly"],
+        "SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]: keys in the full view, in pages",
+    ),
+    CommandSpec::new("dbsize", 1, R, "DBSIZE: keys in the full view"),
+    CommandSpec::new(
+        "flushdb",
+        -1,
+        &["write"],
+        "FLUSHDB [ASYNC|SYNC]: one write deleting every key present when it executes",
+    ),
+    CommandSpec::new("flushall", -1, &["write"], "FLUSHALL [ASYNC|SYNC]: FLUSHDB"),
+    CommandSpec::new("unwatch", 1, &["fast"], "UNWATCH: nothing is ever watched"),
+    CommandSpec::new(
+        "info",
+        -1,
+        &["loading", "stale"],
+        "INFO [section ...]: server, clients, persistence, bayou, keyspace",
+    ),
+    CommandSpec::new(
+        "config",
+        -2,
+        &["admin", "loading", "stale"],
+        "CONFIG GET pattern [pattern ...] | CONFIG RESETSTAT",
+    ),
+    CommandSpec::new("bayou.get", -2, R, "BAYOU.GET key [COMMITTED|FULL]").keys(1, 1, 1),
+    CommandSpec::new(
+        "bayou.log",
+        1,
+        &["readonly"],
+        "BAYOU.LOG: the log in the slides' notation",
+    ),
+    CommandSpec::new(
+        "bayou.write",
+        2,
+        W,
+        "BAYOU.WRITE op: any operation; the write id",
+    ),
+    CommandSpec::new(
+        "bayou.scan",
+        -2,
+        &["readonly"],
+        "BAYOU.SCAN prefix [COMMITTED|FULL]",
+    ),
+    CommandSpec::new("bayou.vv", 1, R, "BAYOU.VV: the version vector"),
+    CommandSpec::new(
+        "bayou.sync",
+        2,
+        &["admin", "no_multi"],
+        "BAYOU.SYNC peer: one anti-entropy session now",
+    ),
+    CommandSpec::new(
+        "bayou.offline",
+        1,
+        &["admin", "fast", "no_multi"],
+        "BAYOU.OFFLINE: stop anti-entropy",
+    ),
+    CommandSpec::new(
+        "bayou.online",
+        1,
+        &["admin", "fast", "no_multi"],
+        "BAYOU.ONLINE: resume anti-entropy",
+    ),
+    CommandSpec::new("bayou.status", 1, R, "BAYOU.STATUS: the replica's state"),
+    CommandSpec::new("bayou.truncate", -1, &["admin"], "BAYOU.TRUNCATE [KEEP n]"),
+    CommandSpec::new("bayou.summary", 1, R, "BAYOU.SUMMARY: for BAYOU.EXPORT"),
+    CommandSpec::new(
+        "bayou.export",
+        -1,
+        &["readonly"],
+        "BAYOU.EXPORT [summary] [MAXBYTES n]: bundle files",
+    ),
+    CommandSpec::new(
+        "bayou.import",
+        2,
+        W,
+        "BAYOU.IMPORT file: apply a bundle file",
+    ),
 ];
+
+/// Redis commands this server knows it does not support, with why; they
+/// answer an error naming the command rather than "unknown command".
+const UNSUPPORTED: &[(&[&str], &str)] = &[
+    (
+        &[
+            "expire",
+            "pexpire",
+            "expireat",
+            "pexpireat",
+            "ttl",
+            "pttl",
+            "persist",
+            "expiretime",
+            "pexpiretime",
+            "setex",
+            "psetex",
+            "getex",
+        ],
+        "keys never expire in Bayou",
+    ),
+    (
+        &[
+            "lpush",
+            "rpush",
+            "lpop",
+            "rpop",
+            "lrange",
+            "llen",
+            "lindex",
+            "lrem",
+            "hset",
+            "hget",
+            "hgetall",
+            "hdel",
+            "hmset",
+            "hmget",
+            "hincrby",
+            "hkeys",
+            "hvals",
+            "hlen",
+            "sadd",
+            "srem",
+            "smembers",
+            "sismember",
+            "scard",
+            "zadd",
+            "zrem",
+            "zrange",
+            "zscore",
+            "zcard",
+            "zincrby",
+            "xadd",
+            "xrange",
+            "xread",
+            "pfadd",
+            "pfcount",
+            "setbit",
+            "getbit",
+            "bitcount",
+            "geoadd",
+            "json.set",
+            "json.get",
+        ],
+        "this server stores strings only",
+    ),
+    (
+        &["incrbyfloat", "getrange", "setrange", "msetnx"],
+        "not implemented as a Bayou write yet",
+    ),
+    (
+        &[
+            "subscribe",
+            "psubscribe",
+            "ssubscribe",
+            "publish",
+            "unsubscribe",
+            "punsubscribe",
+        ],
+        "there is no pub/sub",
+    ),
+    (
+        &["watch"],
+        "MULTI/EXEC is atomic at one replica, without optimistic locks",
+    ),
+    (
+        &["eval", "evalsha", "script", "fcall", "function"],
+        "there is no scripting; see BAYOU.WRITE for Bayou's dependency checks and merge procedures",
+    ),
+    (
+        &["auth"],
+        "there is no authentication (HELLO AUTH default <any> is accepted)",
+    ),
+    (
+        &[
+            "move",
+            "swapdb",
+            "copy",
+            "rename",
+            "renamenx",
+            "migrate",
+            "object",
+            "dump",
+            "restore",
+            "randomkey",
+            "touch",
+            "wait",
+            "waitaof",
+            "save",
+            "bgsave",
+            "bgrewriteaof",
+            "shutdown",
+            "replicaof",
+            "slaveof",
+            "monitor",
+            "debug",
+            "sort",
+        ],
+        "not offered by this server",
+    ),
+];
+
+/// The error for a known-unsupported command, if `name` is one.
+fn unsupported(name: &[u8]) -> Option<Reply> {
+    let lower = lower(name);
+    UNSUPPORTED
+        .iter()
+        .find(|(names, _)| names.contains(&lower.as_str()))
+        .map(|(_, why)| cmd::unsupported(&lower.to_ascii_uppercase(), why))
+}
 
 /// Settings `CONFIG GET` reports. `appendonly`/`appendfsync` describe what
 /// Bayou really does: every acknowledged write is fsynced first.
@@ -234,61 +555,101 @@ const CONFIG: &[(&str, &str)] = &[
     ("maxmemory", "0"),
 ];
 
-fn command_info(c: &(&str, i64, &[&str], i64, i64)) -> Reply {
-    let (name, arity, flags, first, last) = *c;
-    Reply::Array(vec![
-        Reply::text(name),
-        Reply::Int(arity),
-        Reply::Array(flags.iter().map(|f| Reply::Simple(f.to_string())).collect()),
-        Reply::Int(first),
-        Reply::Int(last),
-        Reply::Int(if first > 0 { 1 } else { 0 }),
-    ])
-}
-
 fn lower(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_lowercase()
 }
 
-fn classify(node: &Node, args: &[Bytes]) -> Action {
-    let n = args.len();
-    let Some(spec) = COMMANDS
-        .iter()
-        .find(|c| c.0.as_bytes().eq_ignore_ascii_case(&args[0]))
-    else {
-        let mut msg = format!(
-            "unknown command '{}', with args beginning with:",
-            String::from_utf8_lossy(&args[0])
-        );
-        for a in args[1..].iter().take(8) {
-            msg += &format!(" '{}'", String::from_utf8_lossy(a));
+/// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT|KEEPTTL …]`.
+fn set_options(args: &[Bytes]) -> Result<Query, Reply> {
+    let mut cond = None;
+    let mut get = false;
+    for a in &args[3..] {
+        match lower(a).as_str() {
+            "nx" if cond.is_none() => cond = Some(false),
+            "xx" if cond.is_none() => cond = Some(true),
+            "get" => get = true,
+            "nx" | "xx" => return Err(cmd::syntax_error()),
+            o @ ("ex" | "px" | "exat" | "pxat" | "keepttl") => {
+                return Err(cmd::unsupported(
+                    &format!("SET ... {}", o.to_ascii_uppercase()),
+                    "keys never expire in Bayou; SET supports NX, XX and GET",
+                ));
+            }
+            _ => return Err(cmd::syntax_error()),
         }
-        return Action::Now(Reply::err(msg));
-    };
-    let name = spec.0;
-    let arity = spec.1;
-    if (arity > 0 && n as i64 != arity) || (arity < 0 && (n as i64) < -arity) {
-        return Action::Now(Reply::err(format!(
-            "wrong number of arguments for '{name}' command"
-        )));
     }
+    Ok(Query::SetWith {
+        key: args[1].clone(),
+        value: args[2].clone(),
+        present: cond,
+        get,
+    })
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.
+fn scan_options(args: &[Bytes]) -> Result<Query, Reply> {
+    let cursor = std::str::from_utf8(&args[1])
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| Reply::err("invalid cursor"))?;
+    let mut pattern = None;
+    let mut count = 10usize;
+    let mut strings = true;
+    let mut i = 2;
+    while i < args.len() {
+        let value = args.get(i + 1).ok_or_else(cmd::syntax_error)?;
+        match lower(&args[i]).as_str() {
+            "match" => pattern = Some(value.clone()),
+            "count" => match cmd::parse_i64(value) {
+                Some(n) if n >= 1 => count = n.min(1 << 20) as usize,
+                _ => return Err(cmd::not_an_integer()),
+            },
+            "type" => strings = lower(value) == "string",
+            _ => return Err(cmd::syntax_error()),
+        }
+        i += 2;
+    }
+    Ok(Query::KeyScan {
+        cursor,
+        pattern,
+        count,
+        strings,
+    })
+}
+
+fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Action {
+    let n = args.len();
+    let name = spec.name;
     let keys = || args[1..].to_vec();
     let q = Action::Query;
+    let now_or = |r: Result<Query, Reply>| match r {
+        Ok(query) => Action::Query(query),
+        Err(e) => Action::Now(e),
+    };
+    let counter = |sign: i64| match cmd::parse_i64(&args[2]).and_then(|by| by.checked_mul(sign)) {
+        Some(by) => q(Query::Incr(args[1].clone(), by)),
+        None => Action::Now(cmd::not_an_integer()),
+    };
     match name {
-        "ping" => match n {
-            1 => Action::Now(Reply::Simple("PONG".into())),
-            2 => Action::Now(Reply::bulk(args[1].clone())),
-            _ => Action::Now(Reply::err("wrong number of arguments for 'ping' command")),
-        },
-        "echo" => Action::Now(Reply::bulk(args[1].clone())),
         "get" => q(Query::Get(args[1].clone(), View::Full)),
-        "set" => q(Query::Set(args[1].clone(), args[2].clone())),
-        "del" => q(Query::Del(keys())),
+        "set" if n == 3 => q(Query::Set(args[1].clone(), args[2].clone())),
+        "set" => now_or(set_options(args)),
+        "setnx" => q(Query::SetNx(args[1].clone(), args[2].clone())),
+        "getset" => q(Query::SetWith {
+            key: args[1].clone(),
+            value: args[2].clone(),
+            present: None,
+            get: true,
+        }),
+        "getdel" => q(Query::GetDel(args[1].clone())),
+        "del" | "unlink" => q(Query::Del(keys())),
         "exists" => q(Query::Exists(keys())),
+        "type" => q(Query::Type(args[1].clone())),
+        "strlen" => q(Query::Strlen(args[1].clone())),
         "mget" => q(Query::MGet(keys())),
         "mset" => {
             if n.is_multiple_of(2) {
-                return Action::Now(Reply::err("wrong number of arguments for 'mset' command"));
+                return Action::Now(cmd::wrong_arity("mset"));
             }
             q(Query::MSet(
                 args[1..]
@@ -297,57 +658,29 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
                     .collect(),
             ))
         }
+        "incr" => q(Query::Incr(args[1].clone(), 1)),
+        "decr" => q(Query::Incr(args[1].clone(), -1)),
+        "incrby" => counter(1),
+        "decrby" => counter(-1),
+        "append" => q(Query::Append(args[1].clone(), args[2].clone())),
+        "keys" => q(Query::Keys(args[1].clone())),
+        "scan" => now_or(scan_options(args)),
         "dbsize" => q(Query::DbSize),
-        "info" => q(Query::Info),
-        "hello" => {
-            if n >= 2 && &args[1][..] != b"2" {
-                return Action::Now(Reply::Error("NOPROTO unsupported protocol version".into()));
-            }
-            Action::Now(resp::hello("bayou", env!("CARGO_PKG_VERSION")))
-        }
-        "command" => {
-            let sub = args.get(1).map(|a| lower(a));
-            Action::Now(match sub.as_deref() {
-                None => Reply::Array(COMMANDS.iter().map(command_info).collect()),
-                Some("count") => Reply::Int(COMMANDS.len() as i64),
-                // No documentation to offer; an empty map is a valid answer.
-                Some("docs") => Reply::Array(vec![]),
-                Some("info") => Reply::Array(
-                    args[2..]
-                        .iter()
-                        .map(|a| match COMMANDS.iter().find(|c| c.0 == lower(a)) {
-                            Some(c) => command_info(c),
-                            None => Reply::Bulk(None),
-                        })
-                        .collect(),
-                ),
-                Some(other) => Reply::err(format!("unknown subcommand '{other}'")),
-            })
-        }
+        "flushdb" | "flushall" => match args.get(1).map(|a| lower(a)).as_deref() {
+            None | Some("sync") | Some("async") if n <= 2 => q(Query::FlushAll),
+            _ => Action::Now(cmd::syntax_error()),
+        },
+        "unwatch" => Action::Now(Reply::ok()),
+        "info" => q(Query::Info(args[1..].to_vec())),
         "config" => {
             let sub = lower(&args[1]);
             Action::Now(match sub.as_str() {
-                "get" if n >= 3 => resp::config_get(CONFIG, &args[2..]),
+                "get" if n >= 3 => resp::config_get_map(CONFIG, &args[2..]),
                 "resetstat" => Reply::ok(),
                 "get" => Reply::err("wrong number of arguments for 'config|get' command"),
                 _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
             })
         }
-        "client" => {
-            let sub = lower(&args[1]);
-            Action::Now(match sub.as_str() {
-                "setname" | "setinfo" => Reply::ok(),
-                "getname" => Reply::Bulk(None),
-                "id" => Reply::Int(0),
-                _ => Reply::err(format!("unsupported CLIENT subcommand '{sub}'")),
-            })
-        }
-        "select" => Action::Now(if &args[1][..] == b"0" {
-            Reply::ok()
-        } else {
-            Reply::err("DB index is out of range")
-        }),
-        "quit" => Action::Quit,
         "bayou.get" => {
             let view = match args.get(2).map(|a| lower(a)).as_deref() {
                 None | Some("full") if n <= 3 => View::Full,
@@ -440,6 +773,6 @@ fn classify(node: &Node, args: &[Bytes]) -> Action {
             node.set_offline(false);
             Action::Now(Reply::ok())
         }
-        _ => unreachable!("every command in COMMANDS is handled"),
+        _ => Action::Now(cmd::unknown_command(args)),
     }
 }

@@ -1,20 +1,51 @@
-//! What a server needs to speak RESP2, the Redis protocol, shared by the
-//! Bayou and Chord network runtimes:
+//! What a server needs to speak RESP2 and RESP3, the Redis protocol, shared
+//! by the Bayou and Chord network runtimes:
 //!
 //! * [`resp`]: parsing client requests (multi-bulk arrays and inline
-//!   commands) with hard limits, and encoding replies;
+//!   commands) with hard limits, and encoding replies in RESP2 or RESP3;
+//! * [`command`]: a server's command table (name, arity, flags, keys, help)
+//!   with the lookups and error texts every server shares, and `COMMAND`;
+//! * [`conn`]: a client connection's state (protocol, name, id, an open
+//!   `MULTI`) and the commands that act only on it (`HELLO`, `CLIENT`,
+//!   `SELECT`, `PING`, `ECHO`, `COMMAND`, `MULTI`/`EXEC`/`DISCARD`);
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task.
 //!
 //! Both runtimes serve clients and peers on one port: a peer connection
 //! starts with a magic byte string no RESP request can start with, and the
 //! runtime's connection handler looks at the first bytes to tell them apart.
+//!
+//! # Why a hand-written codec rather than `redis-protocol`
+//!
+//! The [`redis-protocol`](https://crates.io/crates/redis-protocol) crate
+//! (used by `fred`) parses and encodes both RESP2 and RESP3 frames. We
+//! weighed it against extending our own parser and chose to extend ours:
+//!
+//! * A server parses only *requests*, which in both protocols are arrays of
+//!   bulk strings or inline lines; the RESP3 types are reply types, and
+//!   encoding them is a few dozen lines ([`Reply::encode_as`]). The crate's
+//!   value is mostly in decoding every frame type, which a server never
+//!   needs.
+//! * Our parser enforces hard limits before allocating (a declared bulk
+//!   length of 2^40 is refused at its header, [`Limits`]), copies each
+//!   argument out so stored keys never pin a read buffer, and has tests for
+//!   both; with the crate we would re-check limits around its frames and
+//!   give up that control over allocation.
+//! * Inline commands (`redis-cli`-style lines with quotes) are ours; the
+//!   crate's decoders expect typed frames.
+//! * One dependency fewer for both nodes, and RESP2 output byte-for-byte as
+//!   before: a RESP3-only [`Reply`] degrades to its RESP2 form on a RESP2
+//!   connection, so a command builds one reply for both protocols.
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod command;
+pub mod conn;
 pub mod resp;
 
-pub use resp::{Limits, ProtocolError, Reply, parse};
+pub use command::{CommandSpec, CommandTable};
+pub use conn::{CONNECTION_COMMANDS, Client, ServerInfo, Step};
+pub use resp::{Limits, Protocol, ProtocolError, Reply, parse};
 
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
@@ -60,6 +91,52 @@ pub fn config_get(settings: &[(&str, &str)], patterns: &[Bytes]) -> Reply {
     )
 }
 
+/// The reply to `CONFIG GET pattern…` as a map (RESP3 clients expect one;
+/// on a RESP2 connection it is the same flat array as [`config_get`]).
+pub fn config_get_map(settings: &[(&str, &str)], patterns: &[Bytes]) -> Reply {
+    Reply::Map(
+        settings
+            .iter()
+            .filter(|(k, _)| patterns.iter().any(|p| glob(p, k.as_bytes())))
+            .map(|(k, v)| (Reply::text(*k), Reply::text(*v)))
+            .collect(),
+    )
+}
+
+/// The text of `INFO [section …]`: `sections` are (name, fields) in order;
+/// no argument, `default`, `all` or `everything` shows them all, otherwise
+/// the named ones (case-insensitively). Lines end in CRLF as Redis' do.
+pub fn info_text(sections: &[(&str, Vec<(String, String)>)], requested: &[Bytes]) -> String {
+    let all = requested.is_empty()
+        || requested.iter().any(|r| {
+            ["default", "all", "everything"]
+                .iter()
+                .any(|a| r.eq_ignore_ascii_case(a.as_bytes()))
+        });
+    let mut out = String::new();
+    for (name, fields) in sections {
+        if !all
+            && !requested
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            continue;
+        }
+        if !out.is_empty() {
+            out += "\r\n";
+        }
+        let mut title = name.to_string();
+        if let Some(first) = title.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        out += &format!("# {title}\r\n");
+        for (k, v) in fields {
+            out += &format!("{k}:{v}\r\n");
+        }
+    }
+    out
+}
+
 /// Redis-style glob matching with `*` and `?`, case-insensitive (enough for
 /// `CONFIG GET`).
 pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
@@ -72,6 +149,71 @@ pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
         (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => glob(&pattern[1..], &text[1..]),
         _ => false,
     }
+}
+
+/// Redis' `KEYS`/`SCAN MATCH` pattern matching, case-sensitive: `*`, `?`,
+/// `[abc]`, `[^a]`, `[a-z]`, and `\\x` for a literal `x`. Runs in time
+/// proportional to pattern × text length whatever the pattern (it backtracks
+/// only to the last `*`).
+pub fn pattern_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        let step = match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => match_class(pattern, p, text[t]),
+            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == text[t]).then_some(p + 2),
+            Some(&c) => (c == text[t]).then_some(p + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                p = next;
+                t += 1;
+            }
+            (None, Some((sp, st))) => {
+                p = sp + 1;
+                t = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class starting at `pattern[open] == b'['`;
+/// the index after the class when it matches.
+fn match_class(pattern: &[u8], open: usize, c: u8) -> Option<usize> {
+    let mut i = open + 1;
+    let negate = pattern.get(i) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut hit = false;
+    while i < pattern.len() && pattern[i] != b']' {
+        if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            hit |= pattern[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (lo, hi) = (
+                pattern[i].min(pattern[i + 2]),
+                pattern[i].max(pattern[i + 2]),
+            );
+            hit |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            hit |= pattern[i] == c;
+            i += 1;
+        }
+    }
+    // An unclosed class matches like Redis: up to the end of the pattern.
+    (hit != negate).then_some((i + 1).min(pattern.len()))
 }
 
 /// What a new connection turned out to be, from its first bytes.
@@ -157,6 +299,42 @@ mod tests {
         assert!(glob(b"s?ve", b"save"));
         assert!(!glob(b"save", b"appendonly"));
         assert!(!glob(b"a*z", b"appendonly"));
+    }
+
+    #[test]
+    fn pattern_match_is_redis_glob() {
+        let m = |p: &str, t: &str| pattern_match(p.as_bytes(), t.as_bytes());
+        assert!(m("*", ""));
+        assert!(m("user:*", "user:42"));
+        assert!(!m("user:*", "User:42"));
+        assert!(m("h?llo", "hello"));
+        assert!(m("h[ae]llo", "hallo"));
+        assert!(!m("h[^e]llo", "hello"));
+        assert!(m("h[a-c]llo", "hbllo"));
+        assert!(m("a\\*b", "a*b"));
+        assert!(!m("a\\*b", "axb"));
+        assert!(m("*a*b*c*", "xxaxxbxxcxx"));
+        assert!(!m("*a*b*c*d", "xxaxxbxxcxx"));
+        // No exponential blow-up on many stars.
+        let long = "a".repeat(5000);
+        assert!(!m(&("*a".repeat(40) + "b"), &long));
+    }
+
+    #[test]
+    fn info_text_shows_the_requested_sections() {
+        let sections = [
+            ("server", vec![("a".to_string(), "1".to_string())]),
+            ("keyspace", vec![("db0".to_string(), "keys=0".to_string())]),
+        ];
+        assert_eq!(
+            info_text(&sections, &[]),
+            "# Server\r\na:1\r\n\r\n# Keyspace\r\ndb0:keys=0\r\n"
+        );
+        assert_eq!(
+            info_text(&sections, &[Bytes::from_static(b"KEYSPACE")]),
+            "# Keyspace\r\ndb0:keys=0\r\n"
+        );
+        assert_eq!(info_text(&sections, &[Bytes::from_static(b"nope")]), "");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! RESP2, the Redis protocol, as far as a server needs it: parsing client
+//! RESP, the Redis protocol, as far as a server needs it: parsing client
 //! requests (multi-bulk arrays and inline commands) with hard limits, and
-//! encoding replies.
+//! encoding replies in RESP2 or RESP3 ([`Protocol`]).
 //!
 //! The parser never allocates from a declared length: a bulk length of 2^40
 //! is refused the moment its header is read, as is any length above
@@ -211,8 +211,32 @@ fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     Ok(args)
 }
 
-/// A RESP2 reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The protocol a connection speaks: RESP2 until the client sends
+/// `HELLO 3`, and again after `HELLO 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// RESP2: maps, sets and pushes go out as arrays, doubles as bulk
+    /// strings, booleans as integers, nulls as the null bulk string.
+    #[default]
+    Resp2,
+    /// RESP3: every reply type in its own encoding.
+    Resp3,
+}
+
+impl Protocol {
+    /// The number `HELLO` reports as `proto`.
+    pub fn version(self) -> i64 {
+        match self {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        }
+    }
+}
+
+/// A reply. The first five variants are RESP2's; the rest are RESP3's and
+/// degrade to RESP2 forms on a RESP2 connection (see [`Protocol::Resp2`]),
+/// so a command builds one reply for both protocols.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// `+OK`
     Simple(String),
@@ -224,6 +248,20 @@ pub enum Reply {
     Bulk(Option<Bytes>),
     /// `*2 …`
     Array(Vec<Reply>),
+    /// RESP3 `_`, the null; `$-1` in RESP2.
+    Null,
+    /// RESP3 `%`, key-value pairs in order; a flat array of key, value in
+    /// RESP2.
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 `~`, an unordered collection; an array in RESP2.
+    Set(Vec<Reply>),
+    /// RESP3 `,`, a double; a bulk string in RESP2, as Redis sends it.
+    Double(f64),
+    /// RESP3 `#`; the integer 1 or 0 in RESP2.
+    Boolean(bool),
+    /// RESP3 `>`, out-of-band data such as a pub/sub message; an array in
+    /// RESP2.
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -247,8 +285,25 @@ impl Reply {
         Reply::Bulk(Some(Bytes::from(s.into())))
     }
 
-    /// Appends the encoding to `out`.
+    /// A map from pairs of a text key and a value.
+    pub fn map<K: Into<String>>(pairs: impl IntoIterator<Item = (K, Reply)>) -> Reply {
+        Reply::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Reply::text(k), v))
+                .collect(),
+        )
+    }
+
+    /// Appends the RESP2 encoding to `out` (RESP3-only types degrade; see
+    /// [`Reply`]).
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_as(Protocol::Resp2, out)
+    }
+
+    /// Appends the encoding for a connection speaking `proto` to `out`.
+    pub fn encode_as(&self, proto: Protocol, out: &mut BytesMut) {
+        let resp3 = proto == Protocol::Resp3;
         match self {
             Reply::Simple(s) => {
                 out.extend_from_slice(b"+");
@@ -263,19 +318,64 @@ impl Reply {
             Reply::Int(n) => {
                 let _ = write!(out, ":{n}\r\n");
             }
+            Reply::Bulk(None) if resp3 => out.extend_from_slice(b"_\r\n"),
             Reply::Bulk(None) => out.extend_from_slice(b"$-1\r\n"),
             Reply::Bulk(Some(b)) => {
                 let _ = write!(out, "${}\r\n", b.len());
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
-            Reply::Array(items) => {
-                let _ = write!(out, "*{}\r\n", items.len());
-                for i in items {
-                    i.encode(out);
+            Reply::Array(items) => aggregate(b'*', items, proto, out),
+            Reply::Null if resp3 => out.extend_from_slice(b"_\r\n"),
+            Reply::Null => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Map(pairs) => {
+                let _ = if resp3 {
+                    write!(out, "%{}\r\n", pairs.len())
+                } else {
+                    write!(out, "*{}\r\n", pairs.len() * 2)
+                };
+                for (k, v) in pairs {
+                    k.encode_as(proto, out);
+                    v.encode_as(proto, out);
                 }
             }
+            Reply::Set(items) => aggregate(if resp3 { b'~' } else { b'*' }, items, proto, out),
+            Reply::Push(items) => aggregate(if resp3 { b'>' } else { b'*' }, items, proto, out),
+            Reply::Double(d) => {
+                let text = format_double(*d);
+                let _ = if resp3 {
+                    write!(out, ",{text}\r\n")
+                } else {
+                    write!(out, "${}\r\n{text}\r\n", text.len())
+                };
+            }
+            Reply::Boolean(b) if resp3 => {
+                out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" })
+            }
+            Reply::Boolean(b) => {
+                let _ = write!(out, ":{}\r\n", *b as i64);
+            }
         }
+    }
+}
+
+fn aggregate(kind: u8, items: &[Reply], proto: Protocol, out: &mut BytesMut) {
+    out.extend_from_slice(&[kind]);
+    let _ = write!(out, "{}\r\n", items.len());
+    for i in items {
+        i.encode_as(proto, out);
+    }
+}
+
+/// A double as RESP3 writes it: `inf`, `-inf`, `nan`, or the shortest
+/// decimal that reads back as the same value.
+fn format_double(d: f64) -> String {
+    if d.is_nan() {
+        "nan".into()
+    } else if d.is_infinite() {
+        if d > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        format!("{d}")
     }
 }
 
@@ -390,5 +490,47 @@ mod tests {
             &out[..],
             "*5\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$-1\r\n$3\r\nhé\r\n".as_bytes()
         );
+    }
+
+    #[test]
+    fn resp3_types_encode_natively_on_a_resp3_connection() {
+        let reply = Reply::Array(vec![
+            Reply::map([("a", Reply::Int(1))]),
+            Reply::Set(vec![Reply::text("x")]),
+            Reply::Null,
+            Reply::Bulk(None),
+            Reply::Double(1.5),
+            Reply::Double(f64::INFINITY),
+            Reply::Boolean(true),
+            Reply::Push(vec![Reply::text("p")]),
+        ]);
+        let mut out = BytesMut::new();
+        reply.encode_as(Protocol::Resp3, &mut out);
+        assert_eq!(
+            &out[..],
+            b"*8\r\n%1\r\n$1\r\na\r\n:1\r\n~1\r\n$1\r\nx\r\n_\r\n_\r\n,1.5\r\n,inf\r\n#t\r\n>1\r\n$1\r\np\r\n"
+        );
+    }
+
+    #[test]
+    fn resp3_types_degrade_to_resp2_forms_on_a_resp2_connection() {
+        let reply = Reply::Array(vec![
+            Reply::map([("a", Reply::Int(1))]),
+            Reply::Set(vec![Reply::text("x")]),
+            Reply::Null,
+            Reply::Double(1.5),
+            Reply::Boolean(false),
+            Reply::Push(vec![Reply::text("p")]),
+        ]);
+        let mut two = BytesMut::new();
+        reply.encode_as(Protocol::Resp2, &mut two);
+        assert_eq!(
+            &two[..],
+            b"*6\r\n*2\r\n$1\r\na\r\n:1\r\n*1\r\n$1\r\nx\r\n$-1\r\n$3\r\n1.5\r\n:0\r\n*1\r\n$1\r\np\r\n"
+        );
+        // `encode` is the RESP2 encoding.
+        let mut plain = BytesMut::new();
+        reply.encode(&mut plain);
+        assert_eq!(plain, two);
     }
 }
