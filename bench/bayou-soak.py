@@ -19,7 +19,8 @@ full-state transfer over TCP (time, bytes); and the same state is carried
 from A to an empty replica as bundle files (time, bytes).
 
 Usage: bench/bayou-soak.py [--max-small 10000000] [--max-large 1000000]
-       [--quick]   (10^5 and 10^5: a few minutes)
+       [--catch-up 1000000] [--quick]   (--quick: 10^5 each, a few minutes;
+       0 skips a part)
 Needs redis-benchmark and redis-cli (Debian: redis-tools).
 BAYOU_BIN may point to a built `bayou`; otherwise it is built (release).
 """
@@ -231,9 +232,12 @@ def main():
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         binary = os.path.join(target, "release", "bayou")
     print(f"bayou soak on {os.cpu_count()} cores; {binary}")
-    soak(binary, "small key space", 1_000, a.max_small)
-    soak(binary, "large key space", 1_000_000, a.max_large)
-    catch_up(binary, a.catch_up)
+    if a.max_small:
+        soak(binary, "small key space", 1_000, a.max_small)
+    if a.max_large:
+        soak(binary, "large key space", 1_000_000, a.max_large)
+    if a.catch_up:
+        catch_up(binary, a.catch_up)
 
 
 if __name__ == "__main__":
