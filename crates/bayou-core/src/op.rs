@@ -136,16 +136,7 @@ impl Op {
                         Err(malformed())
                     };
                 }
-                let (key, value) = inner.split_once(',').ok_or_else(malformed)?;
-                let key = key.trim();
-                if key.is_empty() {
-                    return Err(OpParseError::EmptyKey(text.to_string()));
-                }
-                if key.contains(['(', ')']) {
-                    return Err(malformed());
-                }
-                let key = Bytes::copy_from_slice(key.as_bytes());
-                let value = Bytes::copy_from_slice(value.trim().as_bytes());
+                let (key, value) = key_value(inner, text)?;
                 return Ok(match name {
                     "INCR" => Op::Incr {
                         key,
@@ -165,18 +156,8 @@ impl Op {
             .ok_or_else(malformed)?;
         match kind {
             "W" => {
-                let (key, value) = inner.split_once(',').ok_or_else(malformed)?;
-                let key = key.trim();
-                if key.is_empty() {
-                    return Err(OpParseError::EmptyKey(text.to_string()));
-                }
-                if key.contains(['(', ')']) {
-                    return Err(malformed());
-                }
-                Ok(Op::put(
-                    Bytes::copy_from_slice(key.as_bytes()),
-                    Bytes::copy_from_slice(value.trim().as_bytes()),
-                ))
+                let (key, value) = key_value(inner, text)?;
+                Ok(Op::put(key, value))
             }
             "D" => {
                 let key = inner.trim();
@@ -191,6 +172,24 @@ impl Op {
             _ => Err(malformed()),
         }
     }
+}
+
+/// The `key,value` inside `W(…)`, `APPEND(…)` and the like: the key is
+/// trimmed, non-empty and free of parentheses; the value runs to the end.
+fn key_value(inner: &str, text: &str) -> Result<(Bytes, Bytes), OpParseError> {
+    let malformed = || OpParseError::Malformed(text.to_string());
+    let (key, value) = inner.split_once(',').ok_or_else(malformed)?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(OpParseError::EmptyKey(text.to_string()));
+    }
+    if key.contains(['(', ')']) {
+        return Err(malformed());
+    }
+    Ok((
+        Bytes::copy_from_slice(key.as_bytes()),
+        Bytes::copy_from_slice(value.trim().as_bytes()),
+    ))
 }
 
 impl fmt::Display for Op {

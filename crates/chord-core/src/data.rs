@@ -529,6 +529,25 @@ struct ClientOp<A> {
     routing: bool,
 }
 
+impl<A> ClientOp<A> {
+    /// A new operation on `key`, waiting for its first route.
+    fn new(key: Id, kind: OpKind) -> Self {
+        ClientOp {
+            key,
+            kind,
+            cands: Vec::new(),
+            asked: 0,
+            answered: 0,
+            answered_idx: BTreeSet::new(),
+            best: None,
+            any: false,
+            attempt: 0,
+            reqs: BTreeSet::new(),
+            routing: true,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct OwnerWrite<A> {
     reply_to: A,
@@ -796,22 +815,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             });
             return op;
         }
-        self.ops.insert(
-            op,
-            ClientOp {
-                key,
-                kind,
-                cands: Vec::new(),
-                asked: 0,
-                answered: 0,
-                answered_idx: BTreeSet::new(),
-                best: None,
-                any: false,
-                attempt: 0,
-                reqs: BTreeSet::new(),
-                routing: true,
-            },
-        );
+        self.ops.insert(op, ClientOp::new(key, kind));
         self.set_timer(DataTimer::OpDeadline(op), now + self.cfg.op_timeout_ms);
         self.out.push_back(DataCommand::Route { op, key });
         op
@@ -1102,22 +1106,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         let Some(key) = next else { return };
         self.check_cursor = key;
         let op = self.fresh();
-        self.ops.insert(
-            op,
-            ClientOp {
-                key,
-                kind: OpKind::Check,
-                cands: Vec::new(),
-                asked: 0,
-                answered: 0,
-                answered_idx: BTreeSet::new(),
-                best: None,
-                any: false,
-                attempt: 0,
-                reqs: BTreeSet::new(),
-                routing: true,
-            },
-        );
+        self.ops.insert(op, ClientOp::new(key, OpKind::Check));
         let at = self.now + self.cfg.op_timeout_ms;
         self.set_timer(DataTimer::OpDeadline(op), at);
         self.out.push_back(DataCommand::Route { op, key });
