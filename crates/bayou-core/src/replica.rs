@@ -486,15 +486,28 @@ impl Replica {
         checkpoint: Option<&Checkpoint>,
         items: impl IntoIterator<Item = Item>,
     ) -> Result<Replica, ProtocolError> {
+        Replica::restore_owned(id, role, retention, checkpoint.cloned(), items)
+    }
+
+    /// [`Replica::restore`] from a checkpoint the caller gives up, so its
+    /// database becomes the committed view without a copy (a store loading
+    /// a large checkpoint would otherwise hold it twice).
+    pub fn restore_owned(
+        id: ServerId,
+        role: Role,
+        retention: Retention,
+        checkpoint: Option<Checkpoint>,
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<Replica, ProtocolError> {
         let mut r = Replica::new(id, role);
         r.retention = retention;
         if let Some(cp) = checkpoint {
             r.osn = cp.osn;
-            r.omitted = cp.omitted.clone();
             r.commit_vv = cp.omitted.clone();
             r.vv = cp.omitted.clone();
+            r.omitted = cp.omitted;
             r.logical_clock = cp.snapshot.vv.max_stamp();
-            r.committed_db = (*cp.snapshot.db).clone();
+            r.committed_db = Arc::try_unwrap(cp.snapshot.db).unwrap_or_else(|db| (*db).clone());
             r.full_db = r.committed_db.clone();
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;

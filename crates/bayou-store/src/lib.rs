@@ -69,6 +69,13 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const DB_FILE: &str = "bayou.redb";
 
 const MAGIC: &[u8] = b"bayou-store";
+/// redb's page cache. Its default (1 GiB) lets the cache of a replica grow to
+/// the size of its file (a large checkpoint is read whole at start and
+/// rewritten whole by a full-state install), far beyond the live data the
+/// replica holds in memory anyway; the operating system's page cache serves
+/// re-reads.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// Version byte in front of every postcard record.
 const RECORD_VERSION: u8 = 1;
 
@@ -281,12 +288,18 @@ impl RedbStore {
             }
         }
         let db = if exists {
-            Database::open(&path).map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
-                e => corrupt(e.to_string()),
-            })?
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .open(&path)
+                .map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
+                    e => corrupt(e.to_string()),
+                })?
         } else {
-            Database::create(&path).map_err(db_err)?
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+                .map_err(db_err)?
         };
         if !exists {
             let tx = db.begin_write().map_err(db_err)?;
@@ -584,17 +597,13 @@ pub fn recover(
     let id = store.server().clone();
     let loaded = store.load()?;
     let path = PathBuf::from(format!("data directory of {id}"));
-    let replica = Replica::restore(
-        id,
-        role,
-        retention,
-        loaded.checkpoint.as_ref(),
-        loaded.items.iter().cloned(),
-    )
-    .map_err(|source| StoreError::InvalidHistory {
-        path: path.clone(),
-        source,
-    })?;
+    let had_checkpoint = loaded.checkpoint.is_some();
+    let had_items = !loaded.items.is_empty();
+    let replica = Replica::restore_owned(id, role, retention, loaded.checkpoint, loaded.items)
+        .map_err(|source| StoreError::InvalidHistory {
+            path: path.clone(),
+            source,
+        })?;
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.clone(),
         reason,
@@ -622,7 +631,7 @@ pub fn recover(
                 replica.logical_clock()
             )));
         }
-    } else if !loaded.items.is_empty() || loaded.checkpoint.is_some() {
+    } else if had_items || had_checkpoint {
         return Err(corrupt("log records but no state record".into()));
     }
     Ok(replica)
