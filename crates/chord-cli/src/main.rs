@@ -5,7 +5,7 @@
 //! chord sim lookup      --bits 7 --nodes 10,32,60,90,105,120 --from 90 (--key-id 15 | --key NAME) [--route iterative|recursive|successor] [--json]
 //! chord sim path-length --nodes N --lookups L --seed S [--bits 160] [--json]
 //! chord sim load-balance --nodes N --keys K --virtual V --seed S [--runs 1] [--bits 160] [--json]
-//! chord sim failures    --nodes N --keys K --fail P --successors R --seed S [--replicas R] [--lookups 10000] [--bits 160] [--json]
+//! chord sim failures    --nodes N --keys K --fail P --successors R --seed S [--replicas R+1] [--lookups 10000] [--bits 160] [--json]
 //! chord sim churn       --nodes N --rate R --seed S [--duration-s 7200] [--runs 1] [--successors 8] [--bits 160] [--json]
 //! chord sim data        [--seeds 1000] [--from 0] [--nodes 5] [--copies 3] [--keys 6] [--fault-ms 3000] [--no-faults] [--json]
 //! chord plots [--out docs/chord] [--quick]
@@ -177,7 +177,8 @@ struct FailuresArgs {
     /// Successor-list length r.
     #[arg(long, default_value_t = 20)]
     successors: usize,
-    /// Replicas per key on the owner's successors (default: r).
+    /// Copies of each key in total: the owner and its first k - 1
+    /// successors, 1 to r + 1 (default: r + 1).
     #[arg(long)]
     replicas: Option<usize>,
     /// Lookups issued after the ring re-stabilizes.
@@ -399,13 +400,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 keys: a.keys,
                 fail: a.fail,
                 successors: a.successors,
-                replicas: a.replicas.unwrap_or(a.successors),
+                replicas: a.replicas.unwrap_or(a.successors + 1),
                 lookups: a.lookups,
                 seed: a.seed,
                 bits: a.bits,
             };
-            if p.replicas > p.successors {
-                bail!("--replicas must not exceed --successors");
+            if p.replicas < 1 || p.replicas > p.successors + 1 {
+                bail!("--replicas must be between 1 and successors + 1");
             }
             let (r, d) = experiments::failures(&p).context("failures experiment")?;
             if a.out.json {

@@ -155,7 +155,7 @@ pub(crate) fn regenerate(out: &Path, quick: bool) -> anyhow::Result<()> {
             keys: fkeys,
             fail,
             successors: 20,
-            replicas: 3,
+            replicas: 4,
             lookups: 10_000,
             seed: seed + i,
             bits: 160,

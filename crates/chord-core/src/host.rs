@@ -22,12 +22,12 @@ pub fn virtual_ids(space: IdSpace, addr: &impl Display, v: usize) -> Vec<Id> {
 
 /// The Chord cores hosted by one process.
 #[derive(Debug)]
-pub struct VirtualHost<A, V> {
+pub struct VirtualHost<A> {
     addr: A,
-    nodes: BTreeMap<Id, Node<A, V>>,
+    nodes: BTreeMap<Id, Node<A>>,
 }
 
-impl<A: Clone + Ord + Debug, V: Clone> VirtualHost<A, V> {
+impl<A: Clone + Ord + Debug> VirtualHost<A> {
     /// A host at `addr` with one virtual node per id in `ids`; `seed` seeds each
     /// core (mixed with its index).
     pub fn new(cfg: &Config, addr: A, ids: &[Id], seed: u64) -> Self {
@@ -58,18 +58,18 @@ impl<A: Clone + Ord + Debug, V: Clone> VirtualHost<A, V> {
     }
 
     /// The hosted virtual nodes by id.
-    pub fn nodes(&self) -> &BTreeMap<Id, Node<A, V>> {
+    pub fn nodes(&self) -> &BTreeMap<Id, Node<A>> {
         &self.nodes
     }
 
     /// Mutable access to one virtual node (to call `create`, `join`, `lookup`...).
-    pub fn node_mut(&mut self, id: Id) -> Option<&mut Node<A, V>> {
+    pub fn node_mut(&mut self, id: Id) -> Option<&mut Node<A>> {
         self.nodes.get_mut(&id)
     }
 
     /// Delivers a message addressed to virtual node `to`; unknown ids are dropped
     /// (the sender will time out, as for a crashed node).
-    pub fn handle_message(&mut self, now: Time, to: Id, from: NodeRef<A>, msg: Message<A, V>) {
+    pub fn handle_message(&mut self, now: Time, to: Id, from: NodeRef<A>, msg: Message<A>) {
         if let Some(n) = self.nodes.get_mut(&to) {
             n.handle_message(now, from, msg);
         }
@@ -83,7 +83,7 @@ impl<A: Clone + Ord + Debug, V: Clone> VirtualHost<A, V> {
     }
 
     /// The next output of any hosted node, tagged with its id.
-    pub fn poll_command(&mut self) -> Option<(Id, Command<A, V>)> {
+    pub fn poll_command(&mut self) -> Option<(Id, Command<A>)> {
         self.nodes
             .iter_mut()
             .find_map(|(id, n)| n.poll_command().map(|c| (*id, c)))
@@ -99,7 +99,7 @@ mod tests {
     /// Reference: SIGCOMM §6.2 (virtual nodes). Two processes with three
     /// virtual nodes each form one six-member ring through a tiny in-order
     /// driver, and a lookup from any virtual node ends at successor(key).
-    type Envelope = (NodeRef<u32>, NodeRef<u32>, Message<u32, ()>);
+    type Envelope = (NodeRef<u32>, NodeRef<u32>, Message<u32>);
 
     #[test]
     #[allow(clippy::needless_range_loop)]
@@ -107,7 +107,7 @@ mod tests {
         let space = IdSpace::new(32).unwrap();
         let mut cfg = Config::new(space);
         cfg.successors = 2;
-        let mut hosts: Vec<VirtualHost<u32, ()>> = (0..2u32)
+        let mut hosts: Vec<VirtualHost<u32>> = (0..2u32)
             .map(|a| VirtualHost::new(&cfg, a, &virtual_ids(space, &a, 3), a as u64))
             .collect();
         let all: Vec<NodeRef<u32>> = hosts

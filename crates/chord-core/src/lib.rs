@@ -16,8 +16,8 @@
 //!   truth and by the simulator for experiments with up to `10^6` nodes;
 //! * [`node`]: one Chord (virtual) node as a message-driven state machine: create,
 //!   join, stabilize / rectify, fix_fingers, check_predecessor, successor lists,
-//!   voluntary leave, failure handling, iterative and recursive lookups (and an
-//!   older in-memory key store that only the SIGCOMM experiments still use);
+//!   voluntary leave, failure handling, iterative and recursive lookups; it
+//!   stores no keys;
 //! * [`host`]: many virtual nodes behind one address, as a process hosts them;
 //! * [`data`]: the data plane of one process: ownership, replica sets
 //!   (`k` copies in total), versioned records and their merge, durable write

@@ -3,9 +3,11 @@
 //! # The protocol
 //!
 //! Each node `n` keeps a predecessor, a *successor list* of its `r` nearest
-//! successors (SIGCOMM §5.2, ToN §IV-E), a finger table (SIGCOMM §4.3) and a key
-//! store. Ring maintenance follows Pamela Zave's corrected protocol ("How to Make
-//! Chord Correct", arXiv 1502.06461 v2 / IEEE TSE 2017, and her 2016 Alloy model),
+//! successors (SIGCOMM §5.2, ToN §IV-E) and a finger table (SIGCOMM §4.3). It
+//! stores no keys: the data plane ([`crate::data`]) decides ownership and
+//! replica sets from the ring view this core maintains. Ring maintenance
+//! follows Pamela Zave's corrected protocol ("How to Make Chord Correct",
+//! arXiv 1502.06461 v2 / IEEE TSE 2017, and her 2016 Alloy model),
 //! whose rules are: never adopt a successor or predecessor that has not been
 //! seen alive; a joiner copies its successor's list; `rectify` replaces the
 //! original `notify`; the ring must contain at least `r + 1` nodes. Which
@@ -21,8 +23,7 @@
 //! | `fix_fingers` | ToN 2003 Fig. 6 (`next` index, one finger per call) or, when configured, SIGCOMM §6.4's simulator (all fingers each stabilization) |
 //! | successor-list failover | SIGCOMM §5.2 / ToN §IV-E (first live entry) |
 //! | lookups | SIGCOMM Fig. 4 (iterative) and ToN Fig. 5 (recursive); closest preceding node over fingers *and* successor list, next best after a timeout (ToN §IV-E) |
-//! | voluntary leave | ToN §IV-E.3 (keys to successor; tell predecessor and successor) |
-//! | keys and replicas | SIGCOMM §4.2 (transfer on join/leave) and §5.2 ("replicas at the k nodes succeeding the key"): the owner pushes its range to new replica holders; a node whose range grows pulls the inherited part from its successors; every transfer is acknowledged and resent |
+//! | voluntary leave | ToN §IV-E.3 (tell predecessor and successor; the data plane hands the keys over) |
 //!
 //! Departures from the letter of Zave's model, and why:
 //!
@@ -44,7 +45,7 @@
 //! 1. [`Node::create`] or [`Node::join`] (or [`Node::from_stable`]) once;
 //! 2. [`Node::handle_message`] for every message addressed to this node;
 //! 3. [`Node::handle_timer`] when a timer requested by [`Command::SetTimer`] expires;
-//! 4. client calls [`Node::lookup`], [`Node::put`], [`Node::get`], [`Node::leave`];
+//! 4. client calls [`Node::lookup`], [`Node::leave`];
 //!
 //! and after each call drains [`Node::poll_command`] until it returns `None`,
 //! performing each command: deliver `Send` to `to` (tagging it with this node's
@@ -53,7 +54,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
-use std::ops::Bound;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -83,9 +83,6 @@ pub struct Config {
     pub space: IdSpace,
     /// `r`, the successor-list length (SIGCOMM §5.2).
     pub successors: usize,
-    /// How many of the first successors hold a replica of each key owned here
-    /// (at most `successors`; the default replicates to all `r`, SIGCOMM §5.2).
-    pub replicas: usize,
     /// Stabilization runs at intervals drawn uniformly from `[min, max]` ms.
     pub stabilize_ms_min: u64,
     /// Upper bound of the stabilization interval (ms).
@@ -115,14 +112,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a given ring: `r = 8` successors, each key replicated on all
-    /// 8 (so it survives up to 8 consecutive failures), stabilization
+    /// Defaults for a given ring: `r = 8` successors, stabilization
     /// every 0.5–1.5 s, one finger every 0.5 s, 1 s RPC timeout.
     pub fn new(space: IdSpace) -> Config {
         Config {
             space,
             successors: 8,
-            replicas: 8,
             stabilize_ms_min: 500,
             stabilize_ms_max: 1500,
             fix_fingers_ms: 500,
@@ -167,7 +162,7 @@ pub enum Step<A> {
 
 /// Node-to-node messages. Request/response pairs carry the requester's `req`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message<A, V> {
+pub enum Message<A> {
     /// Liveness probe.
     Ping {
         /// Request id.
@@ -237,64 +232,6 @@ pub enum Message<A, V> {
         /// The successor list of the node that found the owner, owner first.
         succs: Vec<NodeRef<A>>,
     },
-    /// Key transfer or replication: store these entries (acknowledged, and
-    /// resent until acknowledged or the receiver is presumed dead).
-    StoreKeys {
-        /// Request id.
-        req: u64,
-        /// Key/value pairs.
-        entries: Vec<(Id, V)>,
-    },
-    /// Asks for the stored entries with keys in `(lo, hi]` (a node whose range
-    /// grew pulls them from the replicas on its successors).
-    FetchRange {
-        /// Request id.
-        req: u64,
-        /// Exclusive lower end.
-        lo: Id,
-        /// Inclusive upper end.
-        hi: Id,
-    },
-    /// Answer to [`Message::FetchRange`].
-    RangeData {
-        /// Request id.
-        req: u64,
-        /// The entries in the range.
-        entries: Vec<(Id, V)>,
-    },
-    /// Acknowledges a [`Message::StoreKeys`].
-    StoreAck {
-        /// Request id.
-        req: u64,
-    },
-    /// Client write at the key's owner.
-    Put {
-        /// Request id.
-        req: u64,
-        /// Key id.
-        key: Id,
-        /// Value.
-        value: V,
-    },
-    /// Answer to [`Message::Put`].
-    PutAck {
-        /// Request id.
-        req: u64,
-    },
-    /// Client read at the key's owner.
-    Get {
-        /// Request id.
-        req: u64,
-        /// Key id.
-        key: Id,
-    },
-    /// Answer to [`Message::Get`].
-    GetReply {
-        /// Request id.
-        req: u64,
-        /// The stored value, if any.
-        value: Option<V>,
-    },
     /// Voluntary departure of the sender (ToN §IV-E.3).
     Leaving {
         /// The leaving node's predecessor.
@@ -348,13 +285,13 @@ pub enum OpError {
 
 /// Outputs of a node, drained with [`Node::poll_command`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command<A, V> {
+pub enum Command<A> {
     /// Deliver `msg` to `to`, with this node as the sender.
     Send {
         /// Destination.
         to: NodeRef<A>,
         /// Payload.
-        msg: Message<A, V>,
+        msg: Message<A>,
     },
     /// Call [`Node::handle_timer`] with `timer` at time `at` (or later).
     SetTimer {
@@ -371,24 +308,6 @@ pub enum Command<A, V> {
         key: Id,
         /// Owner and path, or why it failed.
         result: Result<LookupOutcome<A>, OpError>,
-    },
-    /// A client write finished; `Ok` carries the owner that stored it.
-    PutDone {
-        /// The id returned by [`Node::put`].
-        op: u64,
-        /// The key.
-        key: Id,
-        /// The owner that acknowledged, or why it failed.
-        result: Result<NodeRef<A>, OpError>,
-    },
-    /// A client read finished.
-    GetDone {
-        /// The id returned by [`Node::get`].
-        op: u64,
-        /// The key.
-        key: Id,
-        /// The value (None if absent), or why it failed.
-        result: Result<Option<V>, OpError>,
     },
     /// The node finished joining: it has a verified successor.
     Joined {
@@ -416,19 +335,17 @@ pub struct Stats {
 }
 
 #[derive(Clone, Debug)]
-enum Purpose<V> {
+enum Purpose {
     Client,
     Join,
     Finger(u32),
-    Put(V),
-    Get,
 }
 
 #[derive(Clone, Debug)]
-struct LookupState<A, V> {
+struct LookupState<A> {
     key: Id,
     mode: LookupMode,
-    purpose: Purpose<V>,
+    purpose: Purpose,
     path: Vec<NodeRef<A>>,
     alternatives: Vec<NodeRef<A>>,
 }
@@ -441,16 +358,7 @@ enum StateWhy {
 }
 
 #[derive(Clone, Debug)]
-enum Pending<A, V> {
-    Store {
-        to: NodeRef<A>,
-        entries: Vec<(Id, V)>,
-    },
-    Fetch {
-        to: NodeRef<A>,
-        lo: Id,
-        hi: Id,
-    },
+enum Pending<A> {
     CheckPred(NodeRef<A>),
     RectifyPing {
         old: NodeRef<A>,
@@ -469,44 +377,33 @@ enum Pending<A, V> {
         path: Vec<NodeRef<A>>,
         alternatives: Vec<NodeRef<A>>,
     },
-    Put {
-        to: NodeRef<A>,
-        op: u64,
-    },
-    Get {
-        to: NodeRef<A>,
-        op: u64,
-    },
 }
 
 /// One Chord (virtual) node. See the module documentation for the protocol and
 /// the driving rules.
 #[derive(Clone, Debug)]
-pub struct Node<A, V> {
+pub struct Node<A> {
     cfg: Config,
     me: NodeRef<A>,
     joined: bool,
     pred: Option<NodeRef<A>>,
     succs: Vec<NodeRef<A>>,
     fingers: FingerRuns<NodeRef<A>>,
-    store: BTreeMap<Id, V>,
-    pending: BTreeMap<u64, Pending<A, V>>,
-    lookups: BTreeMap<u64, LookupState<A, V>>,
+    pending: BTreeMap<u64, Pending<A>>,
+    lookups: BTreeMap<u64, LookupState<A>>,
     next_req: u64,
     stabilizing: bool,
     finger_next: u32,
     finger_job: bool,
-    replicated_to: Vec<Id>,
-    replicated_from: Option<Id>,
     strikes: BTreeMap<Id, u32>,
     /// Time of the latest input, for requests issued from deep inside handlers.
     now: Time,
     rng: ChaCha8Rng,
-    out: VecDeque<Command<A, V>>,
+    out: VecDeque<Command<A>>,
     stats: Stats,
 }
 
-impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
+impl<A: Clone + Ord + Debug> Node<A> {
     /// A node that is not yet part of any ring. `seed` drives its timer jitter.
     pub fn new(cfg: Config, me: NodeRef<A>, seed: u64) -> Self {
         assert!(cfg.successors >= 1, "successor list length r must be >= 1");
@@ -517,15 +414,12 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             joined: false,
             pred: None,
             succs: Vec::new(),
-            store: BTreeMap::new(),
             pending: BTreeMap::new(),
             lookups: BTreeMap::new(),
             next_req: 1,
             stabilizing: false,
             finger_next: 1,
             finger_job: false,
-            replicated_to: Vec::new(),
-            replicated_from: None,
             strikes: BTreeMap::new(),
             now: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -558,8 +452,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 n.fingers.set_range(i, i, Some(f));
             }
         }
-        n.replicated_from = n.pred.as_ref().map(|p| p.id);
-        n.replicated_to = n.replica_targets();
         n.joined = true;
         n.start_timers(now);
         n
@@ -610,11 +502,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         self.fingers.get(i)
     }
 
-    /// The key store (owned keys and replicas).
-    pub fn store(&self) -> &BTreeMap<Id, V> {
-        &self.store
-    }
-
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -628,13 +515,8 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         }
     }
 
-    /// Stores a key locally without any messages (used to seed simulations).
-    pub fn insert_local(&mut self, key: Id, value: V) {
-        self.store.insert(key, value);
-    }
-
     /// The next command for the driver, if any.
-    pub fn poll_command(&mut self) -> Option<Command<A, V>> {
+    pub fn poll_command(&mut self) -> Option<Command<A>> {
         self.out.pop_front()
     }
 
@@ -671,8 +553,8 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         self.send_step(now, id, bootstrap);
     }
 
-    /// Leaves voluntarily (ToN §IV-E.3): hand the owned keys to the successor,
-    /// tell the successor our predecessor and the predecessor our successor list.
+    /// Leaves voluntarily (ToN §IV-E.3): tell the successor our predecessor and
+    /// the predecessor our successor list (the data plane hands over the keys).
     /// The node is inert afterwards.
     pub fn leave(&mut self, now: Time) {
         self.now = now;
@@ -681,10 +563,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         }
         let succ = self.successor();
         if succ.id != self.me.id {
-            let entries = self.owned_entries();
-            if !entries.is_empty() {
-                self.send_store(now, succ.clone(), entries);
-            }
             let msg = Message::Leaving {
                 pred: self.pred.clone(),
                 succs: self.succs.clone(),
@@ -709,17 +587,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
     /// [`Command::LookupDone`] with the returned id.
     pub fn lookup(&mut self, now: Time, key: Id, mode: LookupMode) -> u64 {
         self.start_lookup(now, key, mode, Purpose::Client)
-    }
-
-    /// Stores `value` under `key` at the key's owner, which replicates it to its
-    /// first `replicas` successors. Completion: [`Command::PutDone`].
-    pub fn put(&mut self, now: Time, key: Id, value: V) -> u64 {
-        self.start_lookup(now, key, LookupMode::Iterative, Purpose::Put(value))
-    }
-
-    /// Reads `key` from the key's owner. Completion: [`Command::GetDone`].
-    pub fn get(&mut self, now: Time, key: Id) -> u64 {
-        self.start_lookup(now, key, LookupMode::Iterative, Purpose::Get)
     }
 
     // ----- inputs ------------------------------------------------------------
@@ -776,7 +643,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
     }
 
     /// A message from `from` arrived.
-    pub fn handle_message(&mut self, now: Time, from: NodeRef<A>, msg: Message<A, V>) {
+    pub fn handle_message(&mut self, now: Time, from: NodeRef<A>, msg: Message<A>) {
         self.now = now;
         if !self.strikes.is_empty() {
             self.strikes.remove(&from.id);
@@ -866,72 +733,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                     self.finish_lookup(now, lookup, Ok(outcome));
                 }
             }
-            Message::StoreKeys { req, entries } => {
-                self.send(from, Message::StoreAck { req });
-                let grew_owned = entries.iter().any(|(k, _)| self.owns(*k));
-                for (k, v) in entries {
-                    self.store.insert(k, v);
-                }
-                if grew_owned {
-                    // Keys handed to us as owner must reach our replicas too.
-                    self.replicated_to.clear();
-                    self.sync_replicas();
-                }
-            }
-            Message::StoreAck { req } => {
-                self.pending.remove(&req);
-            }
-            Message::FetchRange { req, lo, hi } => {
-                let entries = self.entries_in(lo, hi);
-                self.send(from, Message::RangeData { req, entries });
-            }
-            Message::RangeData { req, entries } => {
-                if let Some(Pending::Fetch { .. }) = self.pending.remove(&req) {
-                    let mut fresh_owned = false;
-                    for (k, v) in entries {
-                        if !self.store.contains_key(&k) {
-                            fresh_owned |= self.owns(k);
-                            self.store.insert(k, v);
-                        }
-                    }
-                    if fresh_owned {
-                        // Inherited keys we lacked must reach our replicas too.
-                        self.replicated_to.clear();
-                        self.sync_replicas();
-                    }
-                }
-            }
-            Message::Put { req, key, value } => {
-                self.store.insert(key, value.clone());
-                for t in self.replica_targets_refs() {
-                    self.send_store(now, t, vec![(key, value.clone())]);
-                }
-                self.send(from, Message::PutAck { req });
-            }
-            Message::PutAck { req } => {
-                if let Some(Pending::Put { to, op }) = self.pending.remove(&req) {
-                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
-                    self.out.push_back(Command::PutDone {
-                        op,
-                        key,
-                        result: Ok(to),
-                    });
-                }
-            }
-            Message::Get { req, key } => {
-                let value = self.store.get(&key).cloned();
-                self.send(from, Message::GetReply { req, value });
-            }
-            Message::GetReply { req, value } => {
-                if let Some(Pending::Get { op, .. }) = self.pending.remove(&req) {
-                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
-                    self.out.push_back(Command::GetDone {
-                        op,
-                        key,
-                        result: Ok(value),
-                    });
-                }
-            }
             Message::Leaving { pred, succs } => self.on_leaving(now, from, pred, succs),
         }
     }
@@ -988,7 +789,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             StateWhy::StabilizeSucc => {
                 // Zave StabilizeFromSuccessor: succs := s :: s.succs.
                 let list = self.build_list(&from, &succs);
-                self.set_succs(list);
+                self.succs = list;
                 match pred {
                     Some(p) if p.id != self.me.id && in_open(&p.id, &self.me.id, &from.id) => {
                         // A better successor may exist; adopt it only once it answers.
@@ -1005,7 +806,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 let succ = self.successor();
                 if succ.id == self.me.id || in_open(&from.id, &self.me.id, &succ.id) {
                     let list = self.build_list(&from, &succs);
-                    self.set_succs(list);
+                    self.succs = list;
                 }
                 self.stabilizing = false;
                 let succ = self.successor();
@@ -1017,7 +818,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 // Zave Join: succs := s :: s.succs; the successor is verified live.
                 let list = self.build_list(&from, &succs);
                 self.joined = true;
-                self.set_succs(list);
+                self.succs = list;
                 self.send(from.clone(), Message::Notify);
                 self.start_timers(now);
                 self.out.push_back(Command::Joined { successor: from });
@@ -1046,9 +847,9 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             return;
         }
         match self.pred.clone() {
-            None => self.set_pred(n),
+            None => self.pred = Some(n),
             Some(p) if p.id == n.id => {}
-            Some(p) if in_open(&n.id, &p.id, &self.me.id) => self.set_pred(n),
+            Some(p) if in_open(&n.id, &p.id, &self.me.id) => self.pred = Some(n),
             Some(p) => {
                 // Not better than the current predecessor: keep it if alive.
                 let busy = self
@@ -1073,125 +874,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         if self.succs.is_empty()
             && let Some(p) = self.pred.clone()
         {
-            self.set_succs(vec![p]);
-        }
-    }
-
-    fn set_pred(&mut self, new: NodeRef<A>) {
-        let old = self.pred.replace(new.clone());
-        let shrank = match &old {
-            Some(o) => in_open(&new.id, &o.id, &self.me.id),
-            None => true,
-        };
-        if shrank {
-            // Transfer the keys the new predecessor is now responsible for
-            // (SIGCOMM §4.2: only the node immediately following it is affected).
-            // With no known old predecessor, hand over everything outside our
-            // own range (new, n]; the surplus only adds replicas.
-            let lo = old.as_ref().map(|o| o.id).unwrap_or(self.me.id);
-            let entries = self.entries_in(lo, new.id);
-            if !entries.is_empty() {
-                self.send_store(self.now, new.clone(), entries);
-            }
-        }
-        if old
-            .as_ref()
-            .is_none_or(|o| !in_open(&new.id, &o.id, &self.me.id))
-        {
-            // Our range grew (the old predecessor failed, or it is unknown): we
-            // may lack keys of the part we inherited, for instance if we joined
-            // just before; pull them from the replicas on our successors.
-            let hi = match &old {
-                Some(o) if o.id != new.id => o.id,
-                _ => self.me.id,
-            };
-            for t in self.replica_targets_refs() {
-                self.send_fetch(self.now, t, new.id, hi);
-            }
-        }
-        self.sync_replicas();
-    }
-
-    fn send_fetch(&mut self, now: Time, to: NodeRef<A>, lo: Id, hi: Id) {
-        let req = self.fresh_req();
-        self.send(to.clone(), Message::FetchRange { req, lo, hi });
-        self.pending.insert(req, Pending::Fetch { to, lo, hi });
-        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
-    }
-
-    fn set_succs(&mut self, list: Vec<NodeRef<A>>) {
-        self.succs = list;
-        self.sync_replicas();
-    }
-
-    fn replica_targets_refs(&self) -> Vec<NodeRef<A>> {
-        self.succs
-            .iter()
-            .take(self.cfg.replicas)
-            .filter(|s| s.id != self.me.id)
-            .cloned()
-            .collect()
-    }
-
-    fn replica_targets(&self) -> Vec<Id> {
-        self.replica_targets_refs().iter().map(|s| s.id).collect()
-    }
-
-    /// Keeps the owned range `(pred, n]` replicated on the first `replicas`
-    /// successors: new replica holders get the whole range; if the range grew
-    /// (the predecessor failed) every holder gets the new part.
-    fn sync_replicas(&mut self) {
-        let Some(pred) = self.pred.as_ref().map(|p| p.id) else {
-            return;
-        };
-        let targets = self.replica_targets_refs();
-        let grew_from = match self.replicated_from {
-            Some(old) if old != pred && !in_open(&pred, &old, &self.me.id) => Some(old),
-            _ => None,
-        };
-        let fresh = targets.iter().any(|t| !self.replicated_to.contains(&t.id));
-        let all = if fresh {
-            self.entries_in(pred, self.me.id)
-        } else {
-            Vec::new()
-        };
-        for t in &targets {
-            let entries: Vec<(Id, V)> = if !self.replicated_to.contains(&t.id) {
-                all.clone()
-            } else if let Some(old) = grew_from {
-                self.entries_in(pred, old)
-            } else {
-                continue;
-            };
-            if !entries.is_empty() {
-                self.send_store(self.now, t.clone(), entries);
-            }
-        }
-        self.replicated_to = targets.iter().map(|t| t.id).collect();
-        self.replicated_from = Some(pred);
-    }
-
-    fn owned_entries(&self) -> Vec<(Id, V)> {
-        match &self.pred {
-            Some(p) => self.entries_in(p.id, self.me.id),
-            None => self.store.iter().map(|(k, v)| (*k, v.clone())).collect(),
-        }
-    }
-
-    /// Stored entries with keys in `(a, b]`.
-    fn entries_in(&self, a: Id, b: Id) -> Vec<(Id, V)> {
-        let c = |(k, v): (&Id, &V)| (*k, v.clone());
-        if a < b {
-            self.store
-                .range((Bound::Excluded(a), Bound::Included(b)))
-                .map(c)
-                .collect()
-        } else {
-            self.store
-                .range((Bound::Excluded(a), Bound::Unbounded))
-                .chain(self.store.range(..=b))
-                .map(c)
-                .collect()
+            self.succs = vec![p];
         }
     }
 
@@ -1221,7 +904,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
             list.sort_by_key(|s| space.distance(me, s.id));
             list.dedup_by(|a, b| a.id == b.id);
             list.truncate(self.cfg.successors);
-            self.set_succs(list);
+            self.succs = list;
             self.fingers.clear_where(|f| f.id == from.id);
             self.stabilize(now);
         }
@@ -1271,16 +954,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         if let Some(p) = self.pending.remove(&req) {
             self.stats.timeouts += 1;
             match p {
-                Pending::Store { to, entries } => {
-                    if !self.suspect(to.id) {
-                        self.send_store(now, to, entries);
-                    }
-                }
-                Pending::Fetch { to, lo, hi } => {
-                    if !self.suspect(to.id) {
-                        self.send_fetch(now, to, lo, hi);
-                    }
-                }
                 Pending::CheckPred(p) => {
                     if self.suspect(p.id) {
                         if self.pred.as_ref().is_some_and(|x| x.id == p.id) {
@@ -1299,7 +972,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                     if self.suspect(old.id) {
                         self.remove_dead(old.id);
                         if self.pred.is_none() {
-                            self.set_pred(cand);
+                            self.pred = Some(cand);
                         }
                     } else {
                         let req = self.fresh_req();
@@ -1368,28 +1041,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                         let n = alternatives.remove(0);
                         self.send_forward(now, n, origin, lookup, key, path, alternatives);
                     }
-                }
-                Pending::Put { to, op } => {
-                    if self.suspect(to.id) {
-                        self.remove_dead(to.id);
-                    }
-                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
-                    self.out.push_back(Command::PutDone {
-                        op,
-                        key,
-                        result: Err(OpError::Timeout),
-                    });
-                }
-                Pending::Get { to, op } => {
-                    if self.suspect(to.id) {
-                        self.remove_dead(to.id);
-                    }
-                    let key = self.lookups.remove(&op).map(|l| l.key).unwrap_or(Id::ZERO);
-                    self.out.push_back(Command::GetDone {
-                        op,
-                        key,
-                        result: Err(OpError::Timeout),
-                    });
                 }
             }
         } else if let Some(st) = self.lookups.get(&req)
@@ -1519,7 +1170,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         }
     }
 
-    fn start_lookup(&mut self, now: Time, key: Id, mode: LookupMode, purpose: Purpose<V>) -> u64 {
+    fn start_lookup(&mut self, now: Time, key: Id, mode: LookupMode, purpose: Purpose) -> u64 {
         self.now = now;
         let id = self.fresh_req();
         let mut st = LookupState {
@@ -1683,64 +1334,6 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
                 Err(error) => self.out.push_back(Command::JoinFailed { error }),
             },
             Purpose::Finger(i) => self.on_finger_found(now, i, result.ok().map(|o| o.owner)),
-            Purpose::Put(value) => match result {
-                Ok(o) => {
-                    let req = self.fresh_req();
-                    self.lookups.insert(
-                        lookup,
-                        LookupState {
-                            key,
-                            mode: st.mode,
-                            purpose: Purpose::Client,
-                            path: Vec::new(),
-                            alternatives: Vec::new(),
-                        },
-                    );
-                    self.pending.insert(
-                        req,
-                        Pending::Put {
-                            to: o.owner.clone(),
-                            op: lookup,
-                        },
-                    );
-                    self.send(o.owner, Message::Put { req, key, value });
-                    self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
-                }
-                Err(e) => self.out.push_back(Command::PutDone {
-                    op: lookup,
-                    key,
-                    result: Err(e),
-                }),
-            },
-            Purpose::Get => match result {
-                Ok(o) => {
-                    let req = self.fresh_req();
-                    self.lookups.insert(
-                        lookup,
-                        LookupState {
-                            key,
-                            mode: st.mode,
-                            purpose: Purpose::Client,
-                            path: Vec::new(),
-                            alternatives: Vec::new(),
-                        },
-                    );
-                    self.pending.insert(
-                        req,
-                        Pending::Get {
-                            to: o.owner.clone(),
-                            op: lookup,
-                        },
-                    );
-                    self.send(o.owner, Message::Get { req, key });
-                    self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
-                }
-                Err(e) => self.out.push_back(Command::GetDone {
-                    op: lookup,
-                    key,
-                    result: Err(e),
-                }),
-            },
         }
     }
 
@@ -1752,21 +1345,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
         r
     }
 
-    /// Sends entries to be stored, keeping them until acknowledged.
-    fn send_store(&mut self, now: Time, to: NodeRef<A>, entries: Vec<(Id, V)>) {
-        let req = self.fresh_req();
-        self.send(
-            to.clone(),
-            Message::StoreKeys {
-                req,
-                entries: entries.clone(),
-            },
-        );
-        self.pending.insert(req, Pending::Store { to, entries });
-        self.set_timer(Timer::Request(req), now + self.cfg.rpc_timeout_ms);
-    }
-
-    fn send(&mut self, to: NodeRef<A>, msg: Message<A, V>) {
+    fn send(&mut self, to: NodeRef<A>, msg: Message<A>) {
         self.stats.messages_sent += 1;
         self.out.push_back(Command::Send { to, msg });
     }
@@ -1780,7 +1359,7 @@ impl<A: Clone + Ord + Debug, V: Clone> Node<A, V> {
 mod tests {
     use super::*;
 
-    type N = Node<u32, u32>;
+    type N = Node<u32>;
 
     fn space() -> IdSpace {
         IdSpace::new(7).unwrap()
@@ -1796,7 +1375,6 @@ mod tests {
     fn cfg() -> Config {
         let mut c = Config::new(space());
         c.successors = 3;
-        c.replicas = 2;
         c.failure_strikes = 1;
         c
     }
@@ -1818,12 +1396,12 @@ mod tests {
     }
 
     impl N {
-        fn drain(&mut self) -> Vec<Command<u32, u32>> {
+        fn drain(&mut self) -> Vec<Command<u32>> {
             std::iter::from_fn(|| self.poll_command()).collect()
         }
     }
 
-    fn sends(cmds: &[Command<u32, u32>]) -> Vec<(u64, Message<u32, u32>)> {
+    fn sends(cmds: &[Command<u32>]) -> Vec<(u64, Message<u32>)> {
         cmds.iter()
             .filter_map(|c| match c {
                 Command::Send { to, msg } => Some((to.id.to_u64().unwrap(), msg.clone())),
@@ -1832,7 +1410,7 @@ mod tests {
             .collect()
     }
 
-    fn req_of(m: &Message<u32, u32>) -> u64 {
+    fn req_of(m: &Message<u32>) -> u64 {
         match m {
             Message::GetState { req } | Message::Ping { req } | Message::FindStep { req, .. } => {
                 *req
@@ -1943,21 +1521,14 @@ mod tests {
         assert_eq!(n.successor().id, space().id(60));
     }
 
-    /// Reference: Zave 2017 Rectify: a notifier in (pred, n) is adopted at once,
-    /// and receives the keys it now owns (SIGCOMM §4.2).
+    /// Reference: Zave 2017 Rectify: a notifier in (pred, n) is adopted at
+    /// once, without a message.
     #[test]
-    fn rectify_adopts_a_closer_notifier_and_hands_it_its_keys() {
+    fn rectify_adopts_a_closer_notifier() {
         let mut n = node32();
-        n.insert_local(space().id(15), 15);
-        n.insert_local(space().id(25), 25);
         n.handle_message(10, r(20), Message::Notify);
         assert_eq!(n.predecessor().unwrap().id, space().id(20));
-        let s = sends(&n.drain());
-        let to_20: Vec<_> = s.iter().filter(|(to, _)| *to == 20).collect();
-        assert!(matches!(
-            &to_20[0].1,
-            Message::StoreKeys { entries, .. } if entries == &vec![(space().id(15), 15)]
-        ));
+        assert!(sends(&n.drain()).is_empty());
     }
 
     /// Reference: Zave 2017 Rectify: a notifier that is not closer replaces the
@@ -1982,11 +1553,11 @@ mod tests {
         assert_eq!(n.predecessor().unwrap().id, space().id(120));
     }
 
-    /// Reference: SIGCOMM §5.2 (replicas on the successors). When the
-    /// predecessor dies and an earlier node becomes the predecessor, the node
-    /// pulls the inherited range from its replicas and re-replicates it.
+    /// Reference: ToN Fig. 6 `check_predecessor` and Zave 2017 Rectify: a
+    /// predecessor that does not answer is cleared, and the next notifier is
+    /// adopted even if it lies before the old predecessor.
     #[test]
-    fn a_node_whose_range_grows_pulls_the_inherited_keys_from_its_successors() {
+    fn check_predecessor_clears_a_dead_predecessor_and_the_next_notifier_is_adopted() {
         let mut n = node32();
         n.handle_timer(10, Timer::CheckPredecessor);
         let s = sends(&n.drain());
@@ -1994,33 +1565,7 @@ mod tests {
         n.handle_timer(2_000, Timer::Request(req_of(&s[0].1)));
         assert!(n.predecessor().is_none());
         n.handle_message(2_100, r(120), Message::Notify);
-        let s = sends(&n.drain());
-        let fetches: Vec<_> = s
-            .iter()
-            .filter_map(|(to, m)| match m {
-                Message::FetchRange { req, lo, hi } => Some((*to, *req, *lo, *hi)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            fetches.iter().map(|f| (f.0, f.2, f.3)).collect::<Vec<_>>(),
-            vec![
-                (60, space().id(120), space().id(32)),
-                (90, space().id(120), space().id(32))
-            ]
-        );
-        n.handle_message(
-            2_200,
-            r(60),
-            Message::RangeData {
-                req: fetches[0].1,
-                entries: vec![(space().id(5), 5)],
-            },
-        );
-        assert_eq!(n.store().get(&space().id(5)), Some(&5));
-        let s = sends(&n.drain());
-        assert!(s.iter().any(|(to, m)| *to == 90
-            && matches!(m, Message::StoreKeys { entries, .. } if entries.contains(&(space().id(5), 5)))));
+        assert_eq!(n.predecessor().unwrap().id, space().id(120));
     }
 
     /// Reference: SIGCOMM §5.2: when the successor fails, use the first live

@@ -133,9 +133,6 @@ impl NodeConfig {
     pub fn core_config(&self, space: IdSpace) -> Config {
         let mut c = Config::new(space);
         c.successors = self.successors.max(1);
-        // Keys live in the data plane (chord_core::data); the ring core's own
-        // in-memory store stays empty.
-        c.replicas = 0;
         c.stabilize_ms_min = (self.stabilize_ms / 2).max(1);
         c.stabilize_ms_max = (self.stabilize_ms * 3 / 2).max(c.stabilize_ms_min);
         c.fix_fingers_ms = self.fix_fingers_ms.max(1);
@@ -184,7 +181,7 @@ pub struct Counters {
 pub type LookupReply = oneshot::Sender<Result<LookupOutcome<SocketAddr>, OpError>>;
 
 /// A closure run on the cores by [`CoreEvent::Inspect`].
-pub type InspectFn = Box<dyn FnOnce(&VirtualHost<SocketAddr, ()>) + Send>;
+pub type InspectFn = Box<dyn FnOnce(&VirtualHost<SocketAddr>) + Send>;
 
 /// Inputs of the core task.
 pub enum CoreEvent {
@@ -281,7 +278,7 @@ impl Shared {
     /// Runs `f` on the cores and returns its result.
     pub async fn inspect<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&VirtualHost<SocketAddr, ()>) -> T + Send + 'static,
+        f: impl FnOnce(&VirtualHost<SocketAddr>) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.core
@@ -327,7 +324,7 @@ impl Shared {
 /// The core task. Returns when every sender of `rx` is gone or on shutdown.
 pub async fn run_core(
     shared: Arc<Shared>,
-    mut host: VirtualHost<SocketAddr, ()>,
+    mut host: VirtualHost<SocketAddr>,
     mut rx: mpsc::UnboundedReceiver<CoreEvent>,
 ) {
     let start = shared.started;
@@ -459,7 +456,7 @@ pub async fn run_core(
 #[allow(clippy::too_many_arguments)]
 fn drain(
     shared: &Arc<Shared>,
-    host: &mut VirtualHost<SocketAddr, ()>,
+    host: &mut VirtualHost<SocketAddr>,
     me: SocketAddr,
     timers: &mut BinaryHeap<Reverse<(u64, u64, Id, Timer)>>,
     seq: &mut u64,
@@ -520,7 +517,6 @@ fn drain(
                         });
                     }
                 }
-                Command::PutDone { .. } | Command::GetDone { .. } => {}
             }
         }
         match local.pop_front() {

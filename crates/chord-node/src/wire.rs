@@ -38,13 +38,13 @@ use std::net::SocketAddr;
 pub const MAGIC: &[u8; 8] = b"\xC4CHORD1\n";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 << 20;
 
 /// Chord-core messages as they travel between processes.
-pub type CoreMsg = Message<SocketAddr, ()>;
+pub type CoreMsg = Message<SocketAddr>;
 
 /// One frame's content.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -87,7 +87,7 @@ fn main() {
     cfg.successors = 8;
     let before = rss_bytes();
     let t = Instant::now();
-    let mut sim: Sim<()> = Sim::new(cfg.clone(), NetConfig::default(), 7);
+    let mut sim = Sim::new(cfg.clone(), NetConfig::default(), 7);
     let ring = StaticRing::random(space, n, &mut rng);
     sim.build_stable(&ring);
     let setup = t.elapsed().as_secs_f64();
@@ -107,7 +107,7 @@ fn main() {
     cfg.stabilize_ms_max = 3_600_000;
     cfg.fix_fingers_ms = 3_600_000;
     cfg.check_predecessor_ms = 3_600_000;
-    let mut sim: Sim<()> = Sim::new(cfg, NetConfig::default(), 7);
+    let mut sim = Sim::new(cfg, NetConfig::default(), 7);
     let ring = StaticRing::random(space, n, &mut rng);
     let addrs = sim.build_stable(&ring);
     let lookups = if quick { 5_000 } else { 100_000 };

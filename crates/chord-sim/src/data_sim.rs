@@ -99,7 +99,7 @@ enum Ev {
     Ring {
         to: u32,
         from: NodeRef<u32>,
-        msg: Message<u32, ()>,
+        msg: Message<u32>,
     },
     Data {
         to: u32,
@@ -173,7 +173,7 @@ impl Ord for Timed {
 struct Proc {
     id: Id,
     inc: u32,
-    ring: Option<Node<u32, ()>>,
+    ring: Option<Node<u32>>,
     data: Option<DataPlane<u32, MemStore>>,
     durable: MemStore,
     view: Option<VnodeView<u32>>,
@@ -242,7 +242,6 @@ impl DataSim {
         let space = IdSpace::new(32).expect("32 bits");
         let mut ring_cfg = Config::new(space);
         ring_cfg.successors = 4;
-        ring_cfg.replicas = 0;
         ring_cfg.stabilize_ms_min = 60;
         ring_cfg.stabilize_ms_max = 180;
         ring_cfg.fix_fingers_ms = 200;

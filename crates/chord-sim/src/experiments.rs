@@ -135,7 +135,7 @@ pub fn lookup(
     let mut cfg = Config::new(space);
     cfg.successors = 3;
     cfg.finger_routing = route != Route::Successor;
-    let mut sim: Sim<()> = Sim::new(cfg, NetConfig::default(), 0);
+    let mut sim = Sim::new(cfg, NetConfig::default(), 0);
     let addrs = sim.build_stable(&ring);
     let mode = if route == Route::Recursive {
         LookupMode::Recursive
@@ -294,7 +294,8 @@ pub struct FailuresParams {
     pub fail: f64,
     /// Successor-list length r.
     pub successors: usize,
-    /// Replicas per key besides the owner (at most r).
+    /// Copies of each key in total (`--replicas k`): the owner and its first
+    /// `k - 1` successors, 1 to r + 1.
     pub replicas: usize,
     /// Lookups issued after stabilization.
     pub lookups: usize,
@@ -309,7 +310,8 @@ pub struct FailuresParams {
 pub struct FailuresReport {
     /// Lookups that did not reach the key's owner from before the failures.
     pub failed_lookup_fraction: f64,
-    /// Keys no longer stored at their current owner after re-stabilization.
+    /// Keys whose every copy (the owner before the failures and its first
+    /// `replicas - 1` successors) failed, so no node is left to restore them from.
     pub lost_key_fraction: f64,
 }
 
@@ -328,23 +330,29 @@ pub struct FailuresDetail {
     pub events: u64,
 }
 
-/// Builds a stable ring of `nodes` random ids with `keys` random keys stored at
-/// their owners and `replicas` successors, crashes a random fraction `fail` of
-/// the nodes at once, runs the message-driven protocol until Zave's *Ideal*
-/// state holds (plus one more stabilization period so fingers are refreshed),
-/// then issues `lookups` lookups for random stored keys from random live nodes.
+/// Builds a stable ring of `nodes` random ids and `keys` random keys, each
+/// placed (by ownership, SIGCOMM §5.2) in `replicas` copies: at its owner and
+/// the owner's first `replicas - 1` successors, crashes a random fraction `fail` of the nodes at
+/// once, runs the message-driven protocol until Zave's *Ideal* state holds
+/// (plus one more stabilization period so fingers are refreshed), then issues
+/// `lookups` lookups for random keys from random live nodes. A key is lost when
+/// all its copies failed; the ring core stores no values (the data plane,
+/// `chord_core::data`, restores the surviving copies).
 pub fn failures(p: &FailuresParams) -> Result<(FailuresReport, FailuresDetail), ExperimentError> {
     let space = IdSpace::new(p.bits)?;
     ensure(p.nodes >= 2, "--nodes must be at least 2")?;
     ensure((0.0..1.0).contains(&p.fail), "--fail must be in [0, 1)")?;
     ensure(p.successors >= 1, "--successors must be at least 1")?;
+    ensure(
+        (1..=p.successors + 1).contains(&p.replicas),
+        "--replicas must be between 1 and successors + 1",
+    )?;
     ensure(p.keys >= 1, "--keys must be at least 1")?;
     ensure(p.lookups >= 1, "--lookups must be at least 1")?;
     let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
     let ring = StaticRing::random(space, p.nodes, &mut rng);
     let mut cfg = Config::new(space);
     cfg.successors = p.successors;
-    cfg.replicas = p.replicas.min(p.successors);
     cfg.stabilize_ms_min = 15_000;
     cfg.stabilize_ms_max = 45_000;
     // ToN Fig. 6 fix_fingers: one finger every 10 s. Refreshing every finger at
@@ -354,19 +362,10 @@ pub fn failures(p: &FailuresParams) -> Result<(FailuresReport, FailuresDetail), 
     cfg.fix_fingers_ms = 10_000;
     cfg.check_predecessor_ms = 30_000;
     cfg.rpc_timeout_ms = 1_000;
-    let mut sim: Sim<()> = Sim::new(cfg, NetConfig::default(), rng.next_u64());
+    let mut sim = Sim::new(cfg, NetConfig::default(), rng.next_u64());
     let addrs = sim.build_stable(&ring);
     let keys: Vec<Id> = (0..p.keys).map(|_| space.random(&mut rng)).collect();
-    let mut original_owner = Vec::with_capacity(keys.len());
-    for &k in &keys {
-        let o = ring.successor_index(k);
-        original_owner.push(ring.id(o));
-        let mut j = o;
-        for _ in 0..=sim.config().replicas.min(p.nodes - 1) {
-            sim.insert_local(addrs[j], k, ());
-            j = ring.next_index(j);
-        }
-    }
+    let original_owner: Vec<usize> = keys.iter().map(|&k| ring.successor_index(k)).collect();
     // Fail a random subset at once.
     let failed = ((p.fail * p.nodes as f64).round() as usize).min(p.nodes - 1);
     let mut order: Vec<usize> = (0..p.nodes).collect();
@@ -384,18 +383,23 @@ pub fn failures(p: &FailuresParams) -> Result<(FailuresReport, FailuresDetail), 
         return Err(ExperimentError::NoConvergence(3_600));
     }
     let stabilize_s = (sim.now() - t0) as f64 / 1000.0;
-    // One more full stabilization period: every finger refreshed, replicas pushed.
+    // One more full stabilization period: every finger refreshed.
     let t = sim.now() + 50_000;
     sim.run_until(t);
 
-    // Lost keys: not present at the current owner.
-    let mut lost = 0usize;
-    for &k in &keys {
-        let (_, addr) = sim.true_successor(k).expect("ring not empty");
-        if !sim.node(addr).is_some_and(|n| n.store().contains_key(&k)) {
-            lost += 1;
-        }
-    }
+    // Lost keys: all `replicas` copies (owner and successors) failed.
+    let copies = p.replicas.min(p.nodes);
+    let lost = original_owner
+        .iter()
+        .filter(|&&o| {
+            let mut j = o;
+            (0..copies).all(|_| {
+                let dead = !sim.is_up(addrs[j]);
+                j = ring.next_index(j);
+                dead
+            })
+        })
+        .count();
     // Lookups for stored keys from random live members.
     let members: Vec<u32> = sim.members().iter().map(|m| m.1).collect();
     let mut expect = BTreeMap::new();
@@ -403,7 +407,7 @@ pub fn failures(p: &FailuresParams) -> Result<(FailuresReport, FailuresDetail), 
         let ki = rng.random_range(0..keys.len());
         let from = members[rng.random_range(0..members.len())];
         if let Some(l) = sim.lookup(from, keys[ki], LookupMode::Iterative) {
-            expect.insert((from, l), original_owner[ki]);
+            expect.insert((from, l), ring.id(original_owner[ki]));
         }
     }
     let mut failed_lookups = 0usize;
@@ -538,14 +542,13 @@ fn churn_run(p: &ChurnParams, space: IdSpace, seed: u64) -> (u64, u64) {
     let ring = StaticRing::random(space, p.nodes, &mut rng);
     let mut cfg = Config::new(space);
     cfg.successors = p.successors;
-    cfg.replicas = 0;
     cfg.stabilize_ms_min = 15_000;
     cfg.stabilize_ms_max = 45_000;
     cfg.fix_fingers_ms = 0;
     cfg.check_predecessor_ms = 30_000;
     cfg.rpc_timeout_ms = 1_000;
     cfg.lookup_retries = false;
-    let mut sim: Sim<()> = Sim::new(cfg, NetConfig::default(), rng.next_u64());
+    let mut sim = Sim::new(cfg, NetConfig::default(), rng.next_u64());
     sim.build_stable(&ring);
     let end = p.duration_s * 1000;
     let mut next_join = exp_ms(&mut rng, p.rate);

@@ -50,20 +50,20 @@ impl Default for NetConfig {
 
 /// A completed client operation, as reported by a node.
 #[derive(Clone, Debug)]
-pub struct Completion<V> {
+pub struct Completion {
     /// When it completed.
     pub at: Time,
     /// The process whose node reported it.
     pub addr: u32,
-    /// The node's report ([`Command::LookupDone`], `PutDone` or `GetDone`).
-    pub cmd: Command<u32, V>,
+    /// The node's report ([`Command::LookupDone`]).
+    pub cmd: Command<u32>,
 }
 
-enum EvKind<V> {
+enum EvKind {
     Deliver {
         to: u32,
         from: NodeRef<u32>,
-        msg: Message<u32, V>,
+        msg: Message<u32>,
     },
     Timer {
         addr: u32,
@@ -76,53 +76,53 @@ enum EvKind<V> {
     },
 }
 
-struct Ev<V> {
+struct Ev {
     at: Time,
     seq: u64,
-    kind: EvKind<V>,
+    kind: EvKind,
 }
 
-impl<V> PartialEq for Ev<V> {
+impl PartialEq for Ev {
     fn eq(&self, o: &Self) -> bool {
         (self.at, self.seq) == (o.at, o.seq)
     }
 }
-impl<V> Eq for Ev<V> {}
-impl<V> PartialOrd for Ev<V> {
+impl Eq for Ev {}
+impl PartialOrd for Ev {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
     }
 }
-impl<V> Ord for Ev<V> {
+impl Ord for Ev {
     /// Reversed, so that `BinaryHeap` pops the earliest event first.
     fn cmp(&self, o: &Self) -> Ordering {
         (o.at, o.seq).cmp(&(self.at, self.seq))
     }
 }
 
-struct Proc<V> {
+struct Proc {
     id: Id,
     inc: u32,
-    node: Option<Node<u32, V>>,
+    node: Option<Node<u32>>,
 }
 
 /// The simulator. See the module documentation.
-pub struct Sim<V> {
+pub struct Sim {
     cfg: Config,
     net: NetConfig,
     now: Time,
     seq: u64,
-    queue: BinaryHeap<Ev<V>>,
-    procs: Vec<Proc<V>>,
+    queue: BinaryHeap<Ev>,
+    procs: Vec<Proc>,
     members: BTreeSet<(Id, u32)>,
     rng: ChaCha8Rng,
-    completions: Vec<Completion<V>>,
+    completions: Vec<Completion>,
     events: u64,
     messages: u64,
     trace_hash: u64,
 }
 
-impl<V: Clone> Sim<V> {
+impl Sim {
     /// An empty simulation; `cfg` is used for every node.
     pub fn new(cfg: Config, net: NetConfig, seed: u64) -> Self {
         Sim {
@@ -189,12 +189,12 @@ impl<V: Clone> Sim<V> {
     }
 
     /// The node at `addr`, if the process is up.
-    pub fn node(&self, addr: u32) -> Option<&Node<u32, V>> {
+    pub fn node(&self, addr: u32) -> Option<&Node<u32>> {
         self.procs.get(addr as usize).and_then(|p| p.node.as_ref())
     }
 
     /// The node at `addr`, mutably (for direct inspection in tests).
-    pub fn node_mut(&mut self, addr: u32) -> Option<&mut Node<u32, V>> {
+    pub fn node_mut(&mut self, addr: u32) -> Option<&mut Node<u32>> {
         self.procs
             .get_mut(addr as usize)
             .and_then(|p| p.node.as_mut())
@@ -215,7 +215,7 @@ impl<V: Clone> Sim<V> {
     }
 
     /// Takes the client completions reported since the last call.
-    pub fn take_completions(&mut self) -> Vec<Completion<V>> {
+    pub fn take_completions(&mut self) -> Vec<Completion> {
         std::mem::take(&mut self.completions)
     }
 
@@ -303,13 +303,6 @@ impl<V: Clone> Sim<V> {
         refs.iter().map(|r| r.addr).collect()
     }
 
-    /// Stores `key` directly at the node at `addr` (seeding data, no messages).
-    pub fn insert_local(&mut self, addr: u32, key: Id, value: V) {
-        if let Some(n) = self.node_mut(addr) {
-            n.insert_local(key, value);
-        }
-    }
-
     /// Crashes the process at `addr`: all its state is lost.
     pub fn crash(&mut self, addr: u32) {
         let p = &mut self.procs[addr as usize];
@@ -348,25 +341,13 @@ impl<V: Clone> Sim<V> {
         self.with_node(addr, |n| n.lookup(now, key, mode))
     }
 
-    /// Starts a client write at `addr`.
-    pub fn put(&mut self, addr: u32, key: Id, value: V) -> Option<u64> {
-        let now = self.now;
-        self.with_node(addr, |n| n.put(now, key, value))
-    }
-
-    /// Starts a client read at `addr`.
-    pub fn get(&mut self, addr: u32, key: Id) -> Option<u64> {
-        let now = self.now;
-        self.with_node(addr, |n| n.get(now, key))
-    }
-
-    fn with_node<R>(&mut self, addr: u32, f: impl FnOnce(&mut Node<u32, V>) -> R) -> Option<R> {
+    fn with_node<R>(&mut self, addr: u32, f: impl FnOnce(&mut Node<u32>) -> R) -> Option<R> {
         let r = self.procs[addr as usize].node.as_mut().map(f);
         self.drain(addr);
         r
     }
 
-    fn push(&mut self, at: Time, kind: EvKind<V>) {
+    fn push(&mut self, at: Time, kind: EvKind) {
         self.seq += 1;
         self.queue.push(Ev {
             at,
@@ -414,9 +395,7 @@ impl<V: Clone> Sim<V> {
                     let at = self.now + 1000;
                     self.push(at, EvKind::Rejoin { addr, inc });
                 }
-                cmd @ (Command::LookupDone { .. }
-                | Command::PutDone { .. }
-                | Command::GetDone { .. }) => self.completions.push(Completion {
+                cmd @ Command::LookupDone { .. } => self.completions.push(Completion {
                     at: self.now,
                     addr,
                     cmd,
