@@ -211,7 +211,10 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// Tells the peer why we stop; best effort.
+    /// Tells the peer why we stop; best effort. Then closes our side and
+    /// reads what the peer still sends for a moment, so the connection ends
+    /// with a FIN: closing with unread input would reset it, and the peer
+    /// could lose the error before reading it.
     async fn refuse(&mut self, message: &str) {
         let _ = self
             .send(&Msg::Error {
@@ -219,6 +222,12 @@ impl<'a> Conn<'a> {
                 version: PROTOCOL_VERSION,
             })
             .await;
+        let _ = self.stream.shutdown().await;
+        let drain = async {
+            let mut scratch = [0u8; 4096];
+            while matches!(self.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+        };
+        let _ = timeout(Duration::from_millis(500), drain).await;
     }
 
     /// Streams what a receiver with `summary` lacks, then `End`.
