@@ -912,28 +912,21 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
     }
 
     fn finish_read(&mut self, op: u64, result: Result<Option<Record>, DataError>) {
-        if let Some(o) = self.ops.remove(&op) {
-            for r in o.reqs {
-                self.pending.remove(&r);
-            }
-            self.out.push_back(DataCommand::ReadDone {
-                op,
-                key: o.key,
-                result,
-            });
-        }
+        self.finish(op, |key| DataCommand::ReadDone { op, key, result });
     }
 
     fn finish_write(&mut self, op: u64, result: Result<bool, DataError>) {
+        self.finish(op, |key| DataCommand::WriteDone { op, key, result });
+    }
+
+    /// Ends client operation `op` (if still open): forgets its requests and
+    /// emits the command `done` builds from its key.
+    fn finish(&mut self, op: u64, done: impl FnOnce(Id) -> DataCommand<A>) {
         if let Some(o) = self.ops.remove(&op) {
             for r in o.reqs {
                 self.pending.remove(&r);
             }
-            self.out.push_back(DataCommand::WriteDone {
-                op,
-                key: o.key,
-                result,
-            });
+            self.out.push_back(done(o.key));
         }
     }
 
