@@ -370,18 +370,23 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         children.push((listen.clone(), child));
         if i == 0 {
             // The others join through the first: wait until it listens.
-            let addr = resolve(&listen)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                if Instant::now() > deadline {
-                    bail!("node 0 did not start listening on {listen}");
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if !wait_listening(&mut children[0])? {
+                stop_all(&mut children);
+                bail!("node 0 did not start on {listen} (see its log above); no node started");
             }
         }
     }
+    // Report every node that did not come up; fail if none did.
+    let mut started = 1;
+    for (i, child) in children.iter_mut().enumerate().skip(1) {
+        if wait_listening(child)? {
+            started += 1;
+        } else {
+            eprintln!("chord cluster: node {i} did not start on {}", child.0);
+        }
+    }
     println!(
-        "chord cluster: {} nodes on {}:{}..{}; try: redis-cli -p {} CHORD.INFO; Ctrl-C stops them",
+        "chord cluster: {started} of {} nodes on {}:{}..{}; try: redis-cli -p {} CHORD.INFO; Ctrl-C stops them",
         a.nodes,
         a.host,
         a.base_port,
@@ -391,25 +396,86 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let all_died = rt.block_on(async {
+        let mut watch = tokio::time::interval(Duration::from_millis(500));
+        let mut reported = vec![false; children.len()];
         #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            #[cfg(unix)]
+            let stop = async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            #[cfg(not(unix))]
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = stop => return anyhow::Ok(false),
+                _ = watch.tick() => {}
+            }
+            // A node that died is reported once; when all have, stop.
+            for (i, (listen, c)) in children.iter_mut().enumerate() {
+                if !reported[i]
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    eprintln!("chord cluster: node {i} on {listen} exited: {status}");
+                    reported[i] = true;
+                }
+            }
+            if reported.iter().all(|r| *r) {
+                return anyhow::Ok(true);
             }
         }
-        #[cfg(not(unix))]
-        tokio::signal::ctrl_c().await?;
-        anyhow::Ok(())
     })?;
-    for (_, c) in &mut children {
-        let _ = c.kill();
-    }
-    for (_, c) in &mut children {
-        let _ = c.wait();
+    stop_all(&mut children);
+    if all_died {
+        bail!("every node of the cluster exited");
     }
     Ok(())
+}
+
+/// Waits up to 10 s until a started node accepts connections; `false` if
+/// it exited first or never listened.
+fn wait_listening(child: &mut (String, std::process::Child)) -> anyhow::Result<bool> {
+    let addr = resolve(&child.0)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // An exited node failed, even if something else answers on its port.
+        if child.1.try_wait()?.is_some() {
+            return Ok(false);
+        }
+        if answers_ping(&addr) {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a Redis `PING` to `addr` gets `+PONG`: the node itself is up,
+/// not just something listening on its port.
+fn answers_ping(addr: &std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// Kills every node and waits for them.
+fn stop_all(children: &mut [(String, std::process::Child)]) {
+    for (_, c) in children.iter_mut() {
+        let _ = c.kill();
+    }
+    for (_, c) in children.iter_mut() {
+        let _ = c.wait();
+    }
 }

@@ -316,3 +316,91 @@ fn the_cluster_command_starts_a_ring_and_stops_it() {
         ports.iter().all(|p| try_conn(*p).is_err())
     });
 }
+
+#[test]
+fn the_cluster_command_reports_nodes_that_fail_and_exits_non_zero_when_none_start() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    // Two consecutive ports, both taken by this test: no node can bind.
+    let (base, _held) = loop {
+        let p = free_ports(1)[0];
+        if p >= 65_000 {
+            continue;
+        }
+        if let (Ok(a), Ok(b)) = (
+            std::net::TcpListener::bind(("127.0.0.1", p)),
+            std::net::TcpListener::bind(("127.0.0.1", p + 1)),
+        ) {
+            break (p, (a, b));
+        }
+    };
+    let out = Command::new(BIN)
+        .args([
+            "cluster",
+            "--nodes",
+            "2",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a cluster with no node reported success"
+    );
+    assert!(err.contains("node 0 did not start"), "{err}");
+}
+
+#[test]
+fn the_cluster_command_reports_a_node_that_exits() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let base = loop {
+        let p = free_ports(1)[0];
+        if p < 65_000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let child = Command::new(BIN)
+        .args([
+            "cluster",
+            "--nodes",
+            "2",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        // Quiet nodes: their logs share the piped stderr, read only at the end.
+        .args(["--stabilize-ms", "100", "--log", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "node 1 answers", || {
+        try_conn(base + 1).is_ok()
+    });
+    // Node 1 leaves the ring and its process exits.
+    let _: redis::RedisResult<redis::Value> =
+        redis::cmd("CHORD.LEAVE").query(&mut try_conn(base + 1).unwrap());
+    wait_until(Duration::from_secs(10), "node 1 gone", || {
+        try_conn(base + 1).is_err()
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("node 1 on 127.0.0.1:{} exited", base + 1)),
+        "{err}"
+    );
+    assert!(out.status.success(), "node 0 still ran: {}", out.status);
+}
