@@ -998,15 +998,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             .partition(|(t, _)| *t <= upto);
         self.held = keep;
         for (_, h) in done {
-            match h {
-                Held::Send { to, msg } => self.send(to, msg),
-                Held::LocalDurable(wid) => {
-                    if let Some(w) = self.writes.get_mut(&wid) {
-                        w.local_durable = true;
-                    }
-                    self.check_write(wid);
-                }
-            }
+            self.release(h);
         }
         self.flush();
     }
@@ -1807,6 +1799,20 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         self.hold(Held::Send { to, msg });
     }
 
+    /// Lets out what waited for durability: a message, or the local
+    /// durability of a write.
+    fn release(&mut self, h: Held<A>) {
+        match h {
+            Held::Send { to, msg } => self.send(to, msg),
+            Held::LocalDurable(wid) => {
+                if let Some(w) = self.writes.get_mut(&wid) {
+                    w.local_durable = true;
+                }
+                self.check_write(wid);
+            }
+        }
+    }
+
     fn hold(&mut self, h: Held<A>) {
         let token = if self.dirty {
             self.last_token + 1
@@ -1814,15 +1820,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             self.last_token
         };
         if token <= self.persisted_upto {
-            match h {
-                Held::Send { to, msg } => self.send(to, msg),
-                Held::LocalDurable(wid) => {
-                    if let Some(w) = self.writes.get_mut(&wid) {
-                        w.local_durable = true;
-                    }
-                    self.check_write(wid);
-                }
-            }
+            self.release(h);
         } else {
             self.held.push((token, h));
         }
