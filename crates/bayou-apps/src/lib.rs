@@ -62,8 +62,9 @@ pub mod meeting {
     //!
     //! The database holds, per booked hour, `room/<room>/<day>/<hour>` = the
     //! meeting's name, and per scheduled meeting `meeting/<name>` =
-    //! `<room> <day> <hour> <hours>`. A request that fits nowhere is recorded
-    //! as `errorlog/<name>` = the request.
+    //! `<room> <day> <hour> <hours>`. A request that fits nowhere, or names a
+    //! meeting that is already scheduled, is recorded as `errorlog/<name>` =
+    //! why.
 
     use super::*;
 
@@ -80,7 +81,8 @@ pub mod meeting {
     /// preference.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Request {
-        /// The meeting's name, unique per request.
+        /// The meeting's name: a second request of a name already scheduled
+        /// goes to the error log.
         pub name: String,
         /// The room.
         pub room: String,
@@ -142,9 +144,16 @@ pub mod meeting {
                 meeting_key(&self.name),
                 format!("{} {day} {hour} {}", self.room, self.hours),
             ));
-            // The preferred hours are all free.
-            let query = (hour..hour + self.hours)
-                .map(|h| format!("exists({})", lit(&slot_key(&self.room, day, h))))
+            // No meeting of this name is scheduled yet and the preferred
+            // hours are all free. Without the first part a second request of
+            // the same name would overwrite `meeting/<name>` and leave the
+            // first one's hours booked by nobody (found by the
+            // `bayou_scenario` fuzz target).
+            let query = std::iter::once(format!("exists({})", lit(&meeting_key(&self.name))))
+                .chain(
+                    (hour..hour + self.hours)
+                        .map(|h| format!("exists({})", lit(&slot_key(&self.room, day, h)))),
+                )
                 .collect::<Vec<_>>()
                 .join(" || ");
             let alternates = self
@@ -157,6 +166,10 @@ pub mod meeting {
                 r#"let name = {name};
 let room = {room};
 let len = {len};
+if exists(`meeting/${{name}}`) {{
+    put(`errorlog/${{name}}`, `${{name}} is already scheduled`);
+    return;
+}}
 for a in [{alternates}] {{
     let free = true;
     for h in a[1]..(a[1] + len) {{

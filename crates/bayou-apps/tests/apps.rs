@@ -261,3 +261,34 @@ fn requests_with_bad_names_are_refused() {
     assert!(bib::add_entry("Jones95", "quote \" inside").is_err());
     assert!(bib::add_entry("Jo nes", "ok").is_err());
 }
+
+/// A second request under a meeting name that is already scheduled must not
+/// move or duplicate it: it goes to the error log, and every booked hour
+/// still belongs to a scheduled meeting (found by the `bayou_scenario` fuzz
+/// target, fuzz/regressions/bayou_scenario/same-meeting-name-twice).
+#[test]
+fn a_second_request_under_a_scheduled_name_goes_to_the_error_log() {
+    let mut b = Replica::new(s("B"), Role::Primary { autocommit: true });
+    b.client_write(1, request("budget", Slot { day: 352, hour: 9 }, vec![]));
+    b.client_write(
+        2,
+        request(
+            "budget",
+            Slot { day: 352, hour: 13 },
+            vec![Slot { day: 352, hour: 9 }],
+        ),
+    );
+    assert_eq!(
+        get(&b, "meeting/budget", View::Full).as_deref(),
+        Some("R1 352 9 1")
+    );
+    assert_eq!(get(&b, "room/R1/352/13", View::Full), None);
+    assert_eq!(
+        get(&b, "errorlog/budget", View::Full).as_deref(),
+        Some("budget is already scheduled")
+    );
+    assert_eq!(
+        meeting::check_schedule(b.db(View::Full).iter().map(|(k, v)| (&k[..], &v[..]))),
+        Ok(1)
+    );
+}

@@ -444,6 +444,9 @@ impl World {
             }
             Command::Clock(id, t) => self.node_mut(id).map_err(input)?.clock = *t,
             Command::Write(id, op) => {
+                if let Some(checker) = self.checker.as_mut() {
+                    checker.note_write(op);
+                }
                 let node = self.node_mut(id).map_err(input)?;
                 let clock = node.clock;
                 // What the server holds when it accepts the write.

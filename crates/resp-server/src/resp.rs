@@ -50,6 +50,9 @@ pub enum ProtocolError {
     /// An inline line longer than the limit.
     #[error("Protocol error: too big inline request")]
     InlineTooBig,
+    /// An inline command with more arguments than [`Limits::max_args`].
+    #[error("Protocol error: too many arguments in inline request")]
+    InlineTooManyArgs,
     /// An inline command with unbalanced quotes.
     #[error("Protocol error: unbalanced quotes in request")]
     Quotes,
@@ -154,15 +157,22 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
     if line.last() == Some(&b'\r') {
         line = &line[..line.len() - 1];
     }
-    split_inline(line).map(Some)
+    split_inline(line, limits.max_args).map(Some)
 }
 
 /// Splits an inline command on whitespace, honouring double and single quotes
 /// (without escapes inside single quotes, `\"`, `\\`, `\n` inside double ones).
-fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
+fn split_inline(line: &[u8], max_args: usize) -> Result<Vec<Bytes>, ProtocolError> {
     let mut args = Vec::new();
     let mut i = 0;
     while i < line.len() {
+        if args.len() == max_args {
+            // Whitespace after the last argument is fine; another one is not.
+            if line[i..].iter().all(u8::is_ascii_whitespace) {
+                break;
+            }
+            return Err(ProtocolError::InlineTooManyArgs);
+        }
         while i < line.len() && line[i].is_ascii_whitespace() {
             i += 1;
         }
@@ -473,6 +483,22 @@ mod tests {
         assert_eq!(p(b"set \"k\n"), Err(ProtocolError::Quotes));
         let long = vec![b'a'; 70_000];
         assert_eq!(p(&long), Err(ProtocolError::InlineTooBig));
+    }
+
+    /// Found by the `resp_request` fuzz target: an inline line under the
+    /// size limit could carry more arguments than `max_args`.
+    #[test]
+    fn inline_commands_respect_the_argument_limit() {
+        let limits = Limits {
+            max_args: 3,
+            ..Limits::default()
+        };
+        let parse3 = |b: &[u8]| parse(&mut BytesMut::from(b), &limits);
+        assert_eq!(parse3(b"a b c  \r\n").unwrap(), args(&["a", "b", "c"]));
+        assert_eq!(
+            parse3(b"a b c d\r\n"),
+            Err(ProtocolError::InlineTooManyArgs)
+        );
     }
 
     #[test]
