@@ -37,6 +37,7 @@ use std::fmt::Debug;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::ArcSet;
 use crate::id::{Id, IdSpace};
 use crate::interval::in_open_closed;
 use crate::node::{NodeRef, Time};
@@ -249,6 +250,10 @@ pub enum ReadRole {
     Owner,
     /// A copy (or nothing) from a node that does not serve the key as owner.
     Copy,
+    /// The owner, with no record of the key and no complete copy of the
+    /// part of its range the key is in (see [`crate::coverage`]): it cannot
+    /// say the key does not exist.
+    Unsure,
 }
 
 /// The owner's answer to a write.
@@ -334,6 +339,8 @@ pub enum DataMsg {
         req: u64,
         /// The receiver's versions on a mismatch.
         versions: Option<Vec<(Id, Version)>>,
+        /// The receiver holds a complete copy of the range ([`crate::coverage`]).
+        covers: bool,
     },
     /// Ask for these records.
     Fetch {
@@ -392,6 +399,15 @@ pub enum DataMsg {
         /// Records.
         ids: Vec<(Id, Version)>,
     },
+    /// The receiver now holds a complete copy of `(lo, hi]`: sent by an owner
+    /// after a clean round that one complete copy vouched for, and by a
+    /// leaving node once its hand-off is acknowledged ([`crate::coverage`]).
+    Covered {
+        /// Exclusive lower end.
+        lo: Id,
+        /// Inclusive upper end.
+        hi: Id,
+    },
 }
 
 /// Timers of the data plane.
@@ -423,6 +439,13 @@ pub enum DataError {
     /// The process is leaving.
     #[error("the node is leaving")]
     Leaving,
+    /// No copy of the key answered, and its owner holds no complete copy of
+    /// the key's range: every node that held it may have failed together,
+    /// so "no such key" would be a guess ([`crate::coverage`]).
+    #[error(
+        "LOST no live node holds a complete copy of this key's range (every node that held it may have failed); the key may have existed"
+    )]
+    MaybeLost,
 }
 
 /// Outputs of the data plane.
@@ -521,6 +544,8 @@ struct ClientOp<A> {
     /// Newest copy seen in this attempt, and whether any reply arrived.
     best: Option<Record>,
     any: bool,
+    /// An owner answered [`ReadRole::Unsure`] in this attempt.
+    unsure: bool,
     /// Attempt number; replies and timers of older attempts are ignored.
     attempt: u64,
     /// Request ids of this attempt.
@@ -541,6 +566,7 @@ impl<A> ClientOp<A> {
             answered_idx: BTreeSet::new(),
             best: None,
             any: false,
+            unsure: false,
             attempt: 0,
             reqs: BTreeSet::new(),
             routing: true,
@@ -566,6 +592,9 @@ struct Round {
     hi: Id,
     waiting: BTreeSet<u64>,
     clean: bool,
+    /// This process or a target held a complete copy of the range when the
+    /// round started ([`crate::coverage`]).
+    vouched: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -602,7 +631,12 @@ enum Pending<A> {
     Push {
         round: u64,
     },
-    Handoff,
+    Handoff {
+        to: A,
+        lo: Id,
+        hi: Id,
+        covered: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -651,6 +685,8 @@ pub struct DataPlane<A, S> {
     /// epoch for us at the time.
     replicated_epoch: BTreeMap<Id, (A, u64)>,
     epoch_base: u64,
+    /// The arcs this process holds a complete copy of ([`crate::coverage`]).
+    covered: ArcSet,
 }
 
 impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
@@ -685,6 +721,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             drops_sent: BTreeMap::new(),
             replicated_epoch: BTreeMap::new(),
             epoch_base: id_base,
+            covered: ArcSet::new(),
         }
     }
 
@@ -739,8 +776,10 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             if !v.joined {
                 self.ready.remove(&v.id);
             } else if v.succs.iter().all(|s| s.addr == self.addr) && v.pred.is_none() {
-                // Alone on the ring (it was created here): nothing to hand off.
+                // Alone on the ring (it was created here): nothing to hand
+                // off, and whatever exists is here.
                 self.ready.insert(v.id);
+                self.covered.insert(&self.cfg.space, v.id, v.id);
             }
         }
         self.views = views;
@@ -845,6 +884,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         o.answered_idx.clear();
         o.best = None;
         o.any = false;
+        o.unsure = false;
         o.reqs.clear();
         let attempt = o.attempt;
         if o.cands.is_empty() {
@@ -951,12 +991,24 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             };
             let lo = v.pred.as_ref().map_or(v.id, |p| p.id);
             let records = self.store.range(lo, v.id);
+            let covered = self.covered.covers(&self.cfg.space, lo, v.id);
             if records.is_empty() {
+                if covered {
+                    self.send(succ.addr, DataMsg::Covered { lo, hi: v.id });
+                }
                 continue;
             }
             st.sent += records.len();
             let req = self.fresh();
-            self.pending.insert(req, Pending::Handoff);
+            self.pending.insert(
+                req,
+                Pending::Handoff {
+                    to: succ.addr.clone(),
+                    lo,
+                    hi: v.id,
+                    covered,
+                },
+            );
             st.waiting.insert(req);
             self.stats.records_pushed += records.len() as u64;
             let epoch = self.epoch_of(&succ.addr);
@@ -1053,9 +1105,12 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     let at = self.now + self.cfg.read_try_ms;
                     self.set_timer(DataTimer::Op { op, attempt }, at);
                 } else if o.any {
-                    let best = o.best.clone();
+                    let result = match (o.best.clone(), o.unsure) {
+                        (None, true) => Err(DataError::MaybeLost),
+                        (best, _) => Ok(best),
+                    };
                     self.stats.hedged_reads += 1;
-                    self.finish_read(op, Ok(best));
+                    self.finish_read(op, result);
                 } else {
                     self.reroute(op);
                 }
@@ -1110,7 +1165,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 }
                 self.round_reply(round, req);
             }
-            Pending::Handoff => {
+            Pending::Handoff { .. } => {
                 if let Some(l) = &mut self.leave {
                     l.waiting.remove(&req);
                     l.complete = false;
@@ -1125,12 +1180,14 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         self.now = now;
         match msg {
             DataMsg::Read { req, key } => {
-                let role = if self.serving_owner(key).is_some() {
-                    ReadRole::Owner
-                } else {
-                    ReadRole::Copy
-                };
                 let record = self.store.get(key);
+                let role = if self.serving_owner(key).is_none() {
+                    ReadRole::Copy
+                } else if record.is_none() && !self.covered.contains(key) {
+                    ReadRole::Unsure
+                } else {
+                    ReadRole::Owner
+                };
                 // A reader must never see a value that a crash could take back.
                 self.send_durable(from, DataMsg::ReadReply { req, role, record });
             }
@@ -1149,6 +1206,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 o.answered += 1;
                 o.answered_idx.insert(idx);
                 o.any = true;
+                o.unsure |= role == ReadRole::Unsure;
                 if let Some(r) = record
                     && r.newer_than(o.best.as_ref())
                 {
@@ -1172,11 +1230,15 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     // (the owner, silent past `read_try_ms`): a write is
                     // acknowledged only once all of them hold it, so the
                     // newest of their copies is the last acknowledged write.
-                    let best = o.best.clone();
+                    // No copy, and an owner unsure of its range: not nil.
+                    let result = match (o.best.clone(), o.unsure) {
+                        (None, true) => Err(DataError::MaybeLost),
+                        (best, _) => Ok(best),
+                    };
                     if o.asked > 1 {
                         self.stats.hedged_reads += 1;
                     }
-                    self.finish_read(op, Ok(best));
+                    self.finish_read(op, result);
                 }
             }
             DataMsg::Write { req, key, record } => self.owner_write(from, req, key, record),
@@ -1234,7 +1296,16 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     owner,
                     epoch,
                 }) => self.handed_back(versions, owner, epoch),
-                Some(Pending::Handoff) => {
+                Some(Pending::Handoff {
+                    to,
+                    lo,
+                    hi,
+                    covered,
+                }) => {
+                    // The successor now holds our range as we did.
+                    if covered {
+                        self.send(to, DataMsg::Covered { lo, hi });
+                    }
                     if let Some(l) = &mut self.leave {
                         l.waiting.remove(&req);
                     }
@@ -1256,13 +1327,28 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     .map(|(k, r)| (k, r.version))
                     .collect();
                 let versions = (digest(&versions) != (count, hash)).then_some(versions);
+                let covers = self.covered.covers(&self.cfg.space, lo, hi);
                 // "In sync" promises the copies are durable here.
-                self.send_durable(from, DataMsg::DigestReply { req, versions });
+                self.send_durable(
+                    from,
+                    DataMsg::DigestReply {
+                        req,
+                        versions,
+                        covers,
+                    },
+                );
             }
-            DataMsg::DigestReply { req, versions } => {
+            DataMsg::DigestReply {
+                req,
+                versions,
+                covers,
+            } => {
                 let Some(Pending::Digest { round, to }) = self.pending.remove(&req) else {
                     return;
                 };
+                if covers && let Some(r) = self.rounds.get_mut(&round) {
+                    r.vouched = true;
+                }
                 if let Some(remote) = versions {
                     self.reconcile(round, to, remote);
                 }
@@ -1287,6 +1373,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 self.round_reply(round, req);
             }
             DataMsg::Drop { lo, hi, epoch } => self.drop_range(from, lo, hi, epoch),
+            DataMsg::Covered { lo, hi } => self.covered.insert(&self.cfg.space, lo, hi),
             DataMsg::Needed { req, key } => {
                 let drop = self.serving_owner(key).and_then(|v| {
                     let view = self.views.iter().find(|x| x.id == v)?;
@@ -1497,6 +1584,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 hi,
                 waiting: BTreeSet::new(),
                 clean: true,
+                vouched: self.covered.covers(&self.cfg.space, lo, hi),
             };
             let local: Vec<(Id, Version)> = self
                 .store
@@ -1613,6 +1701,13 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         self.ready.insert(v.id);
         let targets = replica_targets(&self.addr, &v.succs, self.cfg.copies);
         self.confirmed.insert(v.id, (r.lo, targets.clone()));
+        // Identical copies everywhere: if one was complete, all are.
+        if r.vouched {
+            self.covered.insert(&self.cfg.space, r.lo, r.hi);
+            for t in &targets {
+                self.send(t.clone(), DataMsg::Covered { lo: r.lo, hi: r.hi });
+            }
+        }
         // Garbage collection: the processes past the replica set drop the range.
         let mut seen: BTreeSet<A> = targets.iter().cloned().collect();
         seen.insert(self.addr.clone());
@@ -1677,6 +1772,20 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         let Some(keep) = self.own_ranges() else {
             return;
         };
+        if owner != self.addr {
+            // The copies there are going: no longer complete (own ranges
+            // excepted, which are kept).
+            let space = self.cfg.space;
+            let kept: Vec<(Id, Id)> = keep
+                .iter()
+                .filter(|(a, b)| self.covered.covers(&space, *a, *b))
+                .cloned()
+                .collect();
+            self.covered.remove(&space, lo, hi);
+            for (a, b) in kept {
+                self.covered.insert(&space, a, b);
+            }
+        }
         let records: Vec<(Id, Record)> = self
             .store
             .range(lo, hi)
@@ -1893,6 +2002,7 @@ mod tests {
                     DataMsg::DigestReply {
                         req,
                         versions: None,
+                        covers: true,
                     },
                 );
             }
@@ -1976,5 +2086,128 @@ mod tests {
             },
         );
         assert_eq!(p.store().get(k), None);
+    }
+
+    /// An owner (id 100, range (50, 100]) whose round ran with replicas
+    /// answering `covers`: `false` is the owner left after every node that
+    /// held its range failed.
+    fn owner_after_round(space: IdSpace, covers: bool) -> DataPlane<u32, MemStore> {
+        let mut p = DataPlane::new(DataConfig::new(space), 1u32, MemStore::new(), 1);
+        p.set_view(
+            0,
+            vec![VnodeView {
+                id: Id::from_u64(100),
+                pred: Some(node(50, 0)),
+                succs: vec![node(200, 2), node(300, 3)],
+                joined: true,
+            }],
+        );
+        p.handle_timer(0, DataTimer::Sync);
+        for (to, msg) in sends(&mut p) {
+            if let DataMsg::Digest { req, .. } = msg {
+                let reply = DataMsg::DigestReply {
+                    req,
+                    versions: None,
+                    covers,
+                };
+                p.handle_message(0, to, reply);
+            }
+        }
+        p
+    }
+
+    /// How `p` answers a read of `key` from process 9.
+    fn answer(p: &mut DataPlane<u32, MemStore>, key: Id) -> ReadRole {
+        sends(p);
+        p.handle_message(10, 9, DataMsg::Read { req: 77, key });
+        p.persisted(10, u64::MAX);
+        sends(p)
+            .into_iter()
+            .find_map(|(to, m)| match m {
+                DataMsg::ReadReply {
+                    role, record: None, ..
+                } if to == 9 => Some(role),
+                _ => None,
+            })
+            .expect("a reply")
+    }
+
+    /// A client read at process 1 of `key`, whose candidates 2, 3, 4 answer
+    /// with `roles` and no record.
+    fn read_with_answers(roles: [ReadRole; 3]) -> Result<Option<Record>, DataError> {
+        let space = IdSpace::new(8).unwrap();
+        let mut p = DataPlane::new(DataConfig::new(space), 1u32, MemStore::new(), 1);
+        let op = p.read(0, Id::from_u64(60));
+        p.routed(0, op, vec![2, 3, 4]);
+        // The owner is slow: after read_try_ms every candidate is asked.
+        p.handle_timer(p.config().read_try_ms, DataTimer::Op { op, attempt: 1 });
+        let reads: Vec<(u32, u64)> = sends(&mut p)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                DataMsg::Read { req, .. } => Some((to, req)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reads.len(), 3);
+        for ((to, req), role) in reads.into_iter().zip(roles) {
+            let reply = DataMsg::ReadReply {
+                req,
+                role,
+                record: None,
+            };
+            p.handle_message(1, to, reply);
+        }
+        std::iter::from_fn(|| p.poll_command())
+            .find_map(|c| match c {
+                DataCommand::ReadDone { result, .. } => Some(result),
+                _ => None,
+            })
+            .expect("the read finished")
+    }
+
+    /// Three adjacent processes holding every copy of a range fail; the
+    /// next one owns the range with no copy of it. Its missing keys are an
+    /// error, not nil: it cannot tell a key nobody wrote from a lost one.
+    #[test]
+    fn an_owner_without_a_complete_copy_answers_maybe_lost_not_nil() {
+        let space = IdSpace::new(8).unwrap();
+        let (k, _) = name_in(space, 50, 100, 0);
+        let mut p = owner_after_round(space, false);
+        assert!(p.is_ready(Id::from_u64(100)), "the round itself was clean");
+        assert_eq!(answer(&mut p, k), ReadRole::Unsure);
+        use ReadRole::*;
+        assert_eq!(
+            read_with_answers([Unsure, Copy, Copy]),
+            Err(DataError::MaybeLost)
+        );
+        assert_eq!(read_with_answers([Owner, Copy, Copy]), Ok(None));
+        assert_eq!(read_with_answers([Copy, Copy, Copy]), Ok(None));
+    }
+
+    /// The same owner after a round that a complete copy vouched for: a
+    /// missing key is a key nobody wrote, and the replicas are told they now
+    /// hold complete copies.
+    #[test]
+    fn after_a_round_a_complete_copy_vouched_for_a_missing_key_is_nil() {
+        let space = IdSpace::new(8).unwrap();
+        let (k, _) = name_in(space, 50, 100, 0);
+        let mut p = owner_after_round(space, true);
+        let covered: Vec<u32> = sends(&mut p)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, DataMsg::Covered { .. }))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(covered, vec![2, 3], "the replicas hear they are complete");
+        assert_eq!(answer(&mut p, k), ReadRole::Owner);
+        let mut fresh = owner_after_round(space, false);
+        fresh.handle_message(
+            0,
+            2,
+            DataMsg::Covered {
+                lo: Id::from_u64(50),
+                hi: Id::from_u64(100),
+            },
+        );
+        assert_eq!(answer(&mut fresh, k), ReadRole::Owner);
     }
 }

@@ -32,6 +32,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod coverage;
 pub mod data;
 mod fingers;
 pub mod host;

@@ -49,6 +49,9 @@ pub enum ClientError {
     /// The node is shutting down.
     #[error("ERR node stopping")]
     Stopped,
+    /// No live node holds a complete copy of the key's range.
+    #[error("{0}")]
+    MaybeLost(DataError),
     /// The leave hand-off was not acknowledged.
     #[error("ERR hand-off of {0} records to the successor was not acknowledged; still a member")]
     HandOff(usize),
@@ -108,6 +111,7 @@ fn client_error(e: DataError, shared: &Shared) -> ClientError {
     match e {
         DataError::Timeout => ClientError::Timeout(shared.cfg.op_timeout_ms),
         DataError::Leaving => ClientError::Leaving,
+        DataError::MaybeLost => ClientError::MaybeLost(e),
     }
 }
 

@@ -38,7 +38,7 @@ use std::net::SocketAddr;
 pub const MAGIC: &[u8; 8] = b"\xC4CHORD1\n";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 << 20;
