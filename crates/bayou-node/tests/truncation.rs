@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Replica};
+use common::{Cluster, Replica, committed, settled};
 
 /// Resident memory of a process, in bytes (Linux).
 fn rss(pid: u32) -> u64 {
@@ -45,37 +45,6 @@ fn load(r: &Replica, prefix: &str, from: u64, n: u64, keys: u64, size: usize) {
         }
         pipe.query::<()>(&mut con).unwrap();
         i += 500;
-    }
-}
-
-/// The committed database, as `BAYOU.SCAN "" COMMITTED` returns it.
-fn committed(r: &Replica) -> Vec<String> {
-    redis::cmd("BAYOU.SCAN")
-        .arg("")
-        .arg("COMMITTED")
-        .query(&mut r.conn())
-        .unwrap()
-}
-
-/// Waits until every replica has the same CSN and version vector, nothing
-/// tentative, and the same committed database.
-fn settled(c: &Cluster, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let states: Vec<(String, String, String)> = c
-            .replicas
-            .iter()
-            .map(|r| (r.status("csn"), r.status("vv"), r.status("tentative")))
-            .collect();
-        let same = states.windows(2).all(|w| w[0] == w[1]) && states[0].2 == "0";
-        if same {
-            let data: Vec<Vec<String>> = c.replicas.iter().map(committed).collect();
-            if data.windows(2).all(|w| w[0] == w[1]) {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "not settled: {states:?}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -266,3 +266,34 @@ pub fn parse_entry(line: &str) -> (Option<u64>, u64, String, String) {
 pub fn dir_bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p.join("bayou.redb")).unwrap()
 }
+
+/// The committed database, as `BAYOU.SCAN "" COMMITTED` returns it.
+pub fn committed(r: &Replica) -> Vec<String> {
+    redis::cmd("BAYOU.SCAN")
+        .arg("")
+        .arg("COMMITTED")
+        .query(&mut r.conn())
+        .unwrap()
+}
+
+/// Waits until every replica has the same CSN and version vector, nothing
+/// tentative, and the same committed database.
+pub fn settled(c: &Cluster, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let states: Vec<(String, String, String)> = c
+            .replicas
+            .iter()
+            .map(|r| (r.status("csn"), r.status("vv"), r.status("tentative")))
+            .collect();
+        let same = states.windows(2).all(|w| w[0] == w[1]) && states[0].2 == "0";
+        if same {
+            let data: Vec<Vec<String>> = c.replicas.iter().map(committed).collect();
+            if data.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "not settled: {states:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
