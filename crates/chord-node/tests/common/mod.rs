@@ -173,6 +173,36 @@ impl Ring {
         self.nodes.len() - 1
     }
 
+    /// Starts killed node `i` again, on its port and data directory,
+    /// joining through another live node.
+    pub fn restart(&mut self, i: usize) {
+        assert!(!self.nodes[i].alive(), "node {i} is running");
+        let port = self.nodes[i].port;
+        let join = self
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(j, n)| *j != i && n.alive())
+            .map(|(_, n)| n.addr());
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&self.nodes[i].dir)
+            .args(fast_flags_with(self.replicas, self.successors))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(j) = &join {
+            cmd.arg("--join").arg(j);
+        }
+        self.nodes[i].child = Some(cmd.spawn().expect("spawn chord-node"));
+        wait_until(Duration::from_secs(10), "node listening again", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill(); // SIGKILL
