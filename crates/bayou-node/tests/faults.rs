@@ -264,3 +264,66 @@ fn sigstop_of_a_replica_and_of_the_primary_loses_nothing() {
     }
     check(&c, &hist.lock().unwrap(), 2, "SIGSTOP");
 }
+
+/// Where Debian's libfaketime is (package `faketime`), if installed.
+fn libfaketime() -> Option<String> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .map(String::from)
+}
+
+/// Restarts replica `id` with its wall clock offset by `offset` (libfaketime
+/// syntax, e.g. `+1h`, `-1d`; empty for the true time). Monotonic clocks are
+/// left alone: timers run as usual, only the clock Bayou stamps writes with
+/// moves.
+fn restart_with_clock(c: &mut Cluster, id: &str, lib: &str, offset: &str) {
+    let r = c.r_mut(id);
+    r.kill9();
+    r.env = if offset.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            ("LD_PRELOAD".into(), lib.into()),
+            ("FAKETIME".into(), offset.into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ]
+    };
+    r.start();
+}
+
+#[test]
+fn clock_skew_of_an_hour_and_a_day_and_a_primary_stepped_back_lose_nothing() {
+    // Bayou orders tentative writes by their accept stamps ([T95 §5]), so a
+    // skewed clock changes the order, never what is kept: a replica's
+    // logical clock never runs backwards, even when its wall clock does.
+    let Some(lib) = libfaketime() else {
+        eprintln!(
+            "SKIPPED: libfaketime is not installed (Debian package faketime); .ci/run installs it"
+        );
+        assert!(
+            std::env::var_os("BAYOU_REQUIRE_FAULT_TOOLS").is_none(),
+            "libfaketime required"
+        );
+        return;
+    };
+    let mut c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "50"]);
+    restart_with_clock(&mut c, "A", &lib, "+1h");
+    restart_with_clock(&mut c, "B", &lib, "-1d");
+    restart_with_clock(&mut c, "P", &lib, "+1h");
+    let hist: Arc<Mutex<History>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&c, &stop, &hist);
+    std::thread::sleep(Duration::from_millis(800));
+    // The primary's clock steps back an hour.
+    restart_with_clock(&mut c, "P", &lib, "");
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    check(&c, &hist.lock().unwrap(), 4, "clock skew");
+}

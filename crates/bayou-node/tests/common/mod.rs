@@ -29,6 +29,8 @@ pub struct Replica {
     pub args: Vec<String>,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// Environment variables for the process (e.g. libfaketime's).
+    pub env: Vec<(String, String)>,
 }
 
 impl Replica {
@@ -43,6 +45,7 @@ impl Replica {
             .arg("serve")
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -204,6 +207,7 @@ impl Cluster {
                 args,
                 log: dir.path().join(format!("{id}.log")),
                 child: None,
+                env: Vec::new(),
             });
         }
         for r in &mut replicas {
