@@ -327,3 +327,110 @@ fn clock_skew_of_an_hour_and_a_day_and_a_primary_stepped_back_lose_nothing() {
     }
     check(&c, &hist.lock().unwrap(), 4, "clock skew");
 }
+
+/// Mounts a tmpfs of `mib` MiB over `dir`, keeping what `dir` held; `None`
+/// where mounting is not allowed (not root, no CAP_SYS_ADMIN).
+fn mount_tmpfs(dir: &std::path::Path, mib: u64) -> Option<()> {
+    let saved = dir.with_extension("saved");
+    std::fs::rename(dir, &saved).ok()?;
+    std::fs::create_dir_all(dir).ok()?;
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        std::fs::remove_dir(dir).ok()?;
+        std::fs::rename(&saved, dir).ok()?;
+        return None;
+    }
+    for e in std::fs::read_dir(&saved).ok()? {
+        let e = e.ok()?;
+        std::fs::copy(e.path(), dir.join(e.file_name())).ok()?;
+    }
+    Some(())
+}
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_replica_without_losing_an_acknowledged_write() {
+    // B's data directory is a small tmpfs, filled up while clients write to
+    // B. The storage-failure policy: B logs the path, acknowledges nothing
+    // more and exits with status 70. The others go on. Once space is freed
+    // and B restarts, it holds every write it acknowledged and catches up.
+    let mut c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "50"]);
+    let dir = c.r("B").dir.clone();
+    c.r_mut("B").kill9();
+    if mount_tmpfs(&dir, 24).is_none() {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        assert!(
+            std::env::var_os("BAYOU_REQUIRE_FAULT_TOOLS").is_none(),
+            "tmpfs mount required"
+        );
+        return;
+    }
+    let _unmount = Unmount(dir.clone());
+    c.r_mut("B").start();
+    // Leave about 1 MiB free.
+    let filler = dir.join("filler");
+    let free = |d: &std::path::Path| -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(d)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let fill = free(&dir).saturating_sub(1 << 20);
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+
+    let hist: Arc<Mutex<History>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&c, &stop, &hist);
+    // Until B gives up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = c.r_mut("B").child.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never filled its disk"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    c.r_mut("B").child = None;
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "B's exit: {status}; log:\n{}",
+        c.r("B").log_text()
+    );
+    let log = c.r("B").log_text();
+    assert!(
+        log.contains(&dir.display().to_string()),
+        "the error names the data directory:\n{log}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    c.r_mut("B").start();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    check(&c, &hist.lock().unwrap(), 1, "full disk");
+}
