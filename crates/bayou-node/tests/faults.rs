@@ -61,14 +61,14 @@ fn check_value(key: &str, v: &str) -> Option<u64> {
 /// stopped), recording only what was acknowledged.
 fn writer(
     id: String,
-    port: u16,
+    addr: String,
     stop: Arc<AtomicBool>,
     hist: Arc<Mutex<History>>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut seq = 0u64;
         while !stop.load(Ordering::SeqCst) {
-            let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+            let Ok(client) = redis::Client::open(format!("redis://{addr}/")) else {
                 return;
             };
             let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else {
@@ -197,7 +197,14 @@ fn start_writers(
 ) -> Vec<JoinHandle<()>> {
     c.replicas
         .iter()
-        .map(|r| writer(r.id.clone(), r.port, stop.clone(), hist.clone()))
+        .map(|r| {
+            writer(
+                r.id.clone(),
+                format!("{}:{}", r.host, r.port),
+                stop.clone(),
+                hist.clone(),
+            )
+        })
         .collect()
 }
 
@@ -433,4 +440,209 @@ fn a_full_disk_stops_the_replica_without_losing_an_acknowledged_write() {
         w.join().unwrap();
     }
     check(&c, &hist.lock().unwrap(), 1, "full disk");
+}
+
+/// Three network namespaces on one bridge, and the host on it too: a real
+/// network between the replicas that the test can cut. The bridge lives in
+/// a namespace of its own, so no firewall of the host's filters it.
+struct Net {
+    tag: String,
+    subnet: u32,
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Net {
+    /// `None` where namespaces cannot be made (not root, no iproute2).
+    fn new(hosts: usize) -> Option<Net> {
+        let pid = std::process::id();
+        let net = Net {
+            tag: format!("bf{}", pid % 100_000),
+            subnet: 20 + pid % 200,
+        };
+        let (t, sub) = (net.tag.clone(), net.subnet);
+        let sw = format!("{t}sw");
+        if !ip(&["netns", "add", &sw]) {
+            return None;
+        }
+        let host_ip = format!("10.77.{sub}.1/24");
+        let ok = ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])
+            && ip(&["-n", &sw, "link", "set", "br0", "up"])
+            && ip(&[
+                "link",
+                "add",
+                &format!("{t}h"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "up0",
+                "netns",
+                &sw,
+            ])
+            && ip(&["-n", &sw, "link", "set", "up0", "master", "br0", "up"])
+            && ip(&["addr", "add", &host_ip, "dev", &format!("{t}h")])
+            && ip(&["link", "set", &format!("{t}h"), "up"])
+            && (0..hosts).all(|i| {
+                let ns = net.ns(i);
+                ip(&["netns", "add", &ns])
+                    && ip(&["-n", &ns, "link", "set", "lo", "up"])
+                    && ip(&[
+                        "-n",
+                        &sw,
+                        "link",
+                        "add",
+                        &format!("p{i}"),
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        "eth0",
+                        "netns",
+                        &ns,
+                    ])
+                    && ip(&[
+                        "-n",
+                        &sw,
+                        "link",
+                        "set",
+                        &format!("p{i}"),
+                        "master",
+                        "br0",
+                        "up",
+                    ])
+                    && ip(&[
+                        "-n",
+                        &ns,
+                        "addr",
+                        "add",
+                        &format!("{}/24", net.addr(i)),
+                        "dev",
+                        "eth0",
+                    ])
+                    && ip(&["-n", &ns, "link", "set", "eth0", "up"])
+            });
+        ok.then_some(net)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("10.77.{}.{}", self.subnet, 10 + i)
+    }
+
+    /// Cuts (or heals) the link between hosts `a` and `b`, both ways:
+    /// packets between them are dropped; everyone else, the test's clients
+    /// included, still reaches both.
+    fn cut(&self, a: usize, b: usize, on: bool) {
+        for (from, to) in [(a, b), (b, a)] {
+            let verb = if on { "add" } else { "del" };
+            let dest = format!("{}/32", self.addr(to));
+            assert!(
+                ip(&["-n", &self.ns(from), "route", verb, "blackhole", &dest]),
+                "ip route {verb}"
+            );
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for i in 0..8 {
+            ip(&["netns", "del", &self.ns(i)]);
+        }
+        ip(&["link", "del", &format!("{}h", self.tag)]);
+        ip(&["netns", "del", &format!("{}sw", self.tag)]);
+    }
+}
+
+#[test]
+fn a_partition_between_network_namespaces_loses_nothing_and_heals() {
+    // P, A and B each in a namespace of their own. A is cut off from P and
+    // B (clients still reach it) and keeps accepting writes, tentatively
+    // ([T95 §2]: disconnected operation); then P is cut off from both. Once
+    // the links heal, everything commits and converges.
+    let Some(net) = Net::new(3) else {
+        eprintln!("SKIPPED: cannot create network namespaces here (needs root and iproute2)");
+        assert!(
+            std::env::var_os("BAYOU_REQUIRE_FAULT_TOOLS").is_none(),
+            "network namespaces required"
+        );
+        return;
+    };
+    let ids = ["P", "A", "B"];
+    let tmp = tempfile::tempdir().unwrap();
+    let port = 6379;
+    let mut replicas = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let data = tmp.path().join(id);
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--listen".into(),
+            format!("{}:{port}", net.addr(i)),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--primary".into(),
+            "P".into(),
+            "--sync-interval-ms".into(),
+            "50".into(),
+        ];
+        for (j, other) in ids.iter().enumerate() {
+            if j != i {
+                args.push("--peer".into());
+                args.push(format!("{other}={}:{port}", net.addr(j)));
+            }
+        }
+        replicas.push(common::Replica {
+            id: id.to_string(),
+            port,
+            dir: data,
+            args,
+            log: tmp.path().join(format!("{id}.log")),
+            child: None,
+            env: Vec::new(),
+            wrap: vec!["ip".into(), "netns".into(), "exec".into(), net.ns(i)],
+            host: net.addr(i),
+        });
+    }
+    for r in &mut replicas {
+        r.start();
+    }
+    let c = Cluster { dir: tmp, replicas };
+    let hist: Arc<Mutex<History>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&c, &stop, &hist);
+    std::thread::sleep(Duration::from_millis(300));
+    net.cut(1, 0, true);
+    net.cut(1, 2, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let csn_at_a = c.r("A").status("csn");
+    std::thread::sleep(Duration::from_millis(1200));
+    // Cut off from the primary, A commits nothing and its writes pile up.
+    assert_eq!(c.r("A").status("csn"), csn_at_a, "A learned commits across the cut");
+    let tentative_at_a: u64 = c.r("A").status("tentative").parse().unwrap();
+    net.cut(1, 0, false);
+    net.cut(1, 2, false);
+    net.cut(0, 1, true);
+    net.cut(0, 2, true);
+    std::thread::sleep(Duration::from_millis(1500));
+    net.cut(0, 1, false);
+    net.cut(0, 2, false);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(tentative_at_a > 100, "A accepted writes while cut off: {tentative_at_a}");
+    check(&c, &hist.lock().unwrap(), 2, "partition");
 }

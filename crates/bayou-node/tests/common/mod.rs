@@ -31,6 +31,10 @@ pub struct Replica {
     pub child: Option<Child>,
     /// Environment variables for the process (e.g. libfaketime's).
     pub env: Vec<(String, String)>,
+    /// A command the process runs under (e.g. `ip netns exec NS`).
+    pub wrap: Vec<String>,
+    /// The address clients reach it at.
+    pub host: String,
 }
 
 impl Replica {
@@ -41,7 +45,15 @@ impl Replica {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let mut cmd = match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .arg("serve")
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -81,7 +93,7 @@ impl Replica {
     }
 
     fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        let client = redis::Client::open(format!("redis://{}:{}/", self.host, self.port))?;
         let c = client.get_connection_with_timeout(Duration::from_secs(2))?;
         c.set_read_timeout(Some(Duration::from_secs(30)))?;
         c.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -208,6 +220,8 @@ impl Cluster {
                 log: dir.path().join(format!("{id}.log")),
                 child: None,
                 env: Vec::new(),
+                wrap: Vec::new(),
+                host: "127.0.0.1".into(),
             });
         }
         for r in &mut replicas {
