@@ -37,7 +37,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use resp_server::Reply;
+use server_kit::Reply;
 
 /// How a replica reads its physical clock for accept-stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +393,7 @@ fn scan_page(
     let mut found: Vec<(u64, &Bytes)> = db
         .iter()
         .map(|(k, _)| (scan_hash(k), k))
-        .filter(|(h, k)| *h >= cursor && pattern.is_none_or(|p| resp_server::pattern_match(p, k)))
+        .filter(|(h, k)| *h >= cursor && pattern.is_none_or(|p| server_kit::pattern_match(p, k)))
         .collect();
     found.sort_unstable();
     let mut end = count.min(found.len());
@@ -542,7 +542,7 @@ impl Core {
                 self.replica
                     .db(View::Full)
                     .iter()
-                    .filter(|(k, _)| resp_server::pattern_match(&pattern, k))
+                    .filter(|(k, _)| server_kit::pattern_match(&pattern, k))
                     .map(|(k, _)| Reply::bulk(k.clone()))
                     .collect(),
             ),
@@ -681,7 +681,7 @@ impl Core {
                         )]),
                     ),
                 ];
-                Reply::text(resp_server::info_text(&all, &sections))
+                Reply::text(server_kit::info_text(&all, &sections))
             }
         }
     }

@@ -6,7 +6,7 @@
 //! and at most one durable batch, and many clients share one fsync.
 //!
 //! Connection commands (`HELLO 2|3`, `CLIENT`, `SELECT`, `COMMAND`, `MULTI`
-//! …) are answered by the shared kit ([`resp_server::Client`]); the rest
+//! …) are answered by the shared kit ([`server_kit::Client`]); the rest
 //! are in [`TABLE`]. `EXEC` runs the queued commands under one acquisition
 //! of the replica lock, so no other client's command interleaves with them
 //! at this replica; each write among them is still its own Bayou write,
@@ -24,8 +24,8 @@ use tracing::{debug, info};
 
 use crate::node::{Node, Query};
 use crate::peer;
-use resp_server::command::{self as cmd, CommandSpec, CommandTable};
-use resp_server::{
+use server_kit::command::{self as cmd, CommandSpec, CommandTable};
+use server_kit::{
     self as resp, CONNECTION_COMMANDS, Client, Limits, Opened, Protocol, Reply, ServerInfo, Step,
 };
 
@@ -37,7 +37,7 @@ const MAX_PIPELINE: usize = 1024;
 
 /// Accepts connections until `shutdown` flips.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-    resp_server::accept_loop(listener, shutdown, move |stream| {
+    server_kit::accept_loop(listener, shutdown, move |stream| {
         handle(node.clone(), stream)
     })
     .await

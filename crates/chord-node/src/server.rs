@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
-use resp_server::{self as resp, Limits, Opened, Reply};
+use server_kit::{self as resp, Limits, Opened, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -58,7 +58,7 @@ const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
 /// Accepts connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let shutdown = shared.shutdown.subscribe();
-    resp_server::accept_loop(listener, shutdown, move |stream| {
+    server_kit::accept_loop(listener, shutdown, move |stream| {
         handle(shared.clone(), stream)
     })
     .await

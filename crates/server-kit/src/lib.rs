@@ -1,5 +1,6 @@
-//! What a server needs to speak RESP2 and RESP3, the Redis protocol, shared
-//! by the Bayou and Chord network runtimes:
+//! The server kit shared by the Bayou and Chord network runtimes: what a
+//! server needs to speak RESP2 and RESP3 (the Redis protocol) to clients
+//! and its own framed protocol to peers, on one port:
 //!
 //! * [`resp`]: parsing client requests (multi-bulk arrays and inline
 //!   commands) with hard limits, and encoding replies in RESP2 or RESP3;
