@@ -75,6 +75,10 @@ pub struct Tuning {
     /// Largest node-to-node frame in bytes.
     #[arg(long, default_value_t = crate::wire::DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// A peer connection that sends the magic prefix but no complete first
+    /// frame within this many ms is closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub peer_idle_timeout_ms: u64,
     /// Log filter (tracing-subscriber syntax), e.g. info or chord_node=debug.
     #[arg(long, default_value = "warn")]
     pub log: String,
@@ -148,6 +152,9 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if t.rpc_timeout_ms == 0 || t.stabilize_ms == 0 || t.sync_ms == 0 || t.read_try_ms == 0 {
         bail!("periods and timeouts must be positive");
     }
+    if t.peer_idle_timeout_ms == 0 {
+        bail!("--peer-idle-timeout-ms must be positive");
+    }
     if t.max_frame_bytes < 1024 {
         bail!("--max-frame-bytes must be at least 1024");
     }
@@ -168,6 +175,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     };
     c.op_timeout_ms = t.op_timeout_ms;
     c.max_frame_bytes = t.max_frame_bytes;
+    c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
     if let Some(id) = &a.id {
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
@@ -359,6 +367,8 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             t.op_timeout_ms.to_string(),
             "--max-frame-bytes".into(),
             t.max_frame_bytes.to_string(),
+            "--peer-idle-timeout-ms".into(),
+            t.peer_idle_timeout_ms.to_string(),
             "--log".into(),
             t.log.clone(),
         ]);

@@ -57,15 +57,12 @@ use tracing::debug;
 use crate::data;
 use crate::node::{CoreEvent, Peer, Shared};
 use crate::store::hex;
-use crate::transport::{read_frame, write_frame};
 use crate::wire::{self, Body, MAGIC};
 use chord_core::data::KeyStore;
+use server_kit::frame::{FrameReader, write_frame};
 
 /// Most keys of one MGET/MSET/DEL/EXISTS in flight at once.
 const MAX_FAN_OUT: usize = 256;
-
-/// How long a peer may take to finish sending the magic prefix.
-const PEER_MAGIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Accepts connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -77,7 +74,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
-    match resp::open(&mut stream, MAGIC, PEER_MAGIC_TIMEOUT).await {
+    match resp::open(&mut stream, MAGIC, shared.cfg.peer_idle_timeout()).await {
         Some(Opened::Peer(rest)) => serve_peer(shared, stream, rest).await,
         Some(Opened::Client(buf)) => {
             let clients = Clients(shared);
@@ -91,10 +88,12 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
 
 /// Serves one incoming peer connection: core messages go to the core task,
 /// requests are answered on this connection (concurrently, in any order).
+/// A connection that sends its magic but no complete first frame within
+/// the peer idle timeout is closed; after that a peer may be quiet as long
+/// as it likes (a process may have nothing to tell this one for a while).
 async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
     let (r, mut w) = stream.into_split();
-    let mut r = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(already.to_vec()), r);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
             if write_frame(&mut w, &f).await.is_err() {
@@ -102,17 +101,17 @@ async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
             }
         }
     });
-    let max = shared.cfg.max_frame_bytes;
-    let mut buf = Vec::new();
+    let mut frames = FrameReader::new(r, already, shared.cfg.max_frame_bytes);
+    let mut idle = Some(shared.cfg.peer_idle_timeout());
     loop {
-        match read_frame(&mut r, &mut buf, max).await {
-            Ok(true) => {}
-            Ok(false) => break,
+        let buf = match frames.next(idle.take()).await {
+            Ok(Some(buf)) => buf,
+            Ok(None) => break,
             Err(e) => {
                 debug!("peer connection closed: {e}");
                 break;
             }
-        }
+        };
         match wire::decode(&buf) {
             Ok(Body::Chord { to, from, msg }) => {
                 let _ = shared.core.send(CoreEvent::Message { to, from, msg });

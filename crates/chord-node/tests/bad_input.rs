@@ -40,6 +40,31 @@ fn ping(port: u16) {
     assert_eq!(p, "PONG");
 }
 
+/// A connection that sends the peer prefix and then nothing (or half a
+/// frame) is closed after the peer idle timeout, as Bayou's are.
+#[test]
+fn a_peer_connection_that_sends_only_the_prefix_is_closed_after_the_idle_timeout() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ring = Ring::start_opts(1, 1, 4, &["--peer-idle-timeout-ms", "500"]);
+    ring.wait_ring(Duration::from_secs(10));
+    let port = ring.nodes[0].port;
+    for sent in [MAGIC.to_vec(), [&MAGIC[..], &[0, 0][..]].concat()] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&sent).unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).expect("closed, not timed out");
+        let took = start.elapsed();
+        assert_eq!(n, 0, "the node sent {:?}", &buf[..n]);
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "closed after {took:?}"
+        );
+    }
+    ping(port);
+}
+
 #[test]
 fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +113,7 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
             f
         },
         frame(&[99, 0, 0, 0]),
-        frame(&[PROTOCOL_VERSION, 0x7F, 1, 2, 3]),
+        frame(&[&PROTOCOL_VERSION.to_be_bytes()[..], &[0x7F, 1, 2, 3]].concat()),
         frame(&valid[..valid.len() - 3]),
         frame(&valid[..2]),
         {
@@ -112,7 +137,8 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
         // Random bodies behind a valid header that can never decode: an
         // unknown Body variant tag.
         let len = 1 + rng.below(300);
-        let mut p = vec![PROTOCOL_VERSION, 0x40 + (rng.next() % 0x3F) as u8];
+        let mut p = PROTOCOL_VERSION.to_be_bytes().to_vec();
+        p.push(0x40 + (rng.next() % 0x3F) as u8);
         p.extend((0..len).map(|_| rng.next() as u8));
         cases.push(frame(&p));
         // Random RESP-ish junk.

@@ -12,6 +12,8 @@
 //! * [`client`]: the pipelined client loop ([`serve_client`]) with one set
 //!   of limits and error texts, calling a node's [`Handler`] for the node's
 //!   own commands;
+//! * [`frame`]: peer framing (length-limited, versioned frames) and the
+//!   idle timeout of a peer connection;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task.
 //!
@@ -46,6 +48,7 @@
 pub mod client;
 pub mod command;
 pub mod conn;
+pub mod frame;
 pub mod resp;
 
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
