@@ -19,6 +19,7 @@ use std::path::Path;
 use chord_core::Id;
 use chord_core::data::{KeyStore, MemStore, Record};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use server_kit::datadir::{DataDir, DataDirError, Kind};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -36,7 +37,11 @@ pub enum StoreError {
     /// A stored record does not decode (unknown format or corruption).
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The data directory belongs to another node id.
+    /// The data directory was refused (someone else's files, another
+    /// node's or kind's directory, or in use).
+    #[error(transparent)]
+    Dir(#[from] DataDirError),
+    /// The database belongs to another node id.
     #[error("data directory belongs to node {found}, not {expected}")]
     WrongNode {
         /// Id recorded in the directory.
@@ -92,17 +97,32 @@ pub fn hex(id: Id) -> String {
 /// A change to write: a record, or `None` to remove the key.
 pub type Change = (Id, Option<Record>);
 
+/// What the kit's [`DataDir`] records for a Chord node's directory.
+pub const KIND: Kind = Kind {
+    name: "chord",
+    title: "Chord",
+    node: "node",
+    legacy_files: &[DB_FILE],
+};
+
+/// The database file in a data directory.
+pub const DB_FILE: &str = "records.redb";
+
 /// The redb file `records.redb` of a data directory.
 pub struct RedbStore {
     db: Database,
+    /// The directory, locked while the store is open.
+    _dir: DataDir,
 }
 
 impl RedbStore {
-    /// Opens or creates the store in `dir` for node `node_id`; refuses a
-    /// directory created by another node.
+    /// Opens or creates the store in `dir` for node `node_id`, through the
+    /// kit's [`DataDir`]: refuses (and leaves alone) a directory that holds
+    /// someone else's files, or belongs to another node or kind of node, or
+    /// is in use.
     pub fn open(dir: &Path, node_id: Id) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(db_err)?;
-        let db = Database::create(dir.join("records.redb")).map_err(db_err)?;
+        let data_dir = DataDir::open(dir, &KIND, &hex(node_id))?;
+        let db = Database::create(dir.join(DB_FILE)).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         {
             let mut meta = tx.open_table(META).map_err(db_err)?;
@@ -127,7 +147,7 @@ impl RedbStore {
             tx.open_table(RECORDS).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db, _dir: data_dir })
     }
 
     /// The records to start with: all of them, or none if the node was last
@@ -335,7 +355,7 @@ mod tests {
         let other = space.hash(b"other");
         assert!(matches!(
             RedbStore::open(dir.path(), other),
-            Err(StoreError::WrongNode { .. })
+            Err(StoreError::Dir(DataDirError::WrongNode { .. }))
         ));
     }
 

@@ -430,3 +430,73 @@ fn the_cluster_command_reports_a_node_that_exits() {
     );
     assert!(out.status.success(), "node 0 still ran: {}", out.status);
 }
+
+/// Runs `chord-node serve` on `dir` (with `id`) and returns whether it
+/// succeeded and its stderr; a refused directory exits at once.
+fn serve_once(dir: &std::path::Path, id: &str) -> (bool, String) {
+    let port = free_ports(1)[0];
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--id",
+            id,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chord-node");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// As for Bayou: someone else's directory, another node's and a Bayou
+/// replica's are refused, and left as they were.
+#[test]
+fn foreign_or_other_nodes_data_directories_are_refused_and_left_alone() {
+    use server_kit::datadir::{DataDir, IDENTITY_FILE, Kind};
+    let tmp = tempfile::tempdir().unwrap();
+    let count = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
+
+    // A directory with someone else's files.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("thesis.tex"), "precious").unwrap();
+    let (ok, err) = serve_once(&foreign, "7");
+    assert!(!ok);
+    assert!(err.contains("not a Chord data directory"), "{err}");
+    assert!(err.contains("thesis.tex"), "{err}");
+    assert!(err.contains(&foreign.display().to_string()), "{err}");
+    assert_eq!(count(&foreign), 1);
+
+    // Another Chord node's directory.
+    let other = tmp.path().join("other");
+    drop(DataDir::open(&other, &chord_node::store::KIND, &"ab".repeat(20)).unwrap());
+    let identity = std::fs::read(other.join(IDENTITY_FILE)).unwrap();
+    let (ok, err) = serve_once(&other, "7");
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("belongs to node {}", "ab".repeat(20))),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(other.join(IDENTITY_FILE)).unwrap(), identity);
+    assert_eq!(count(&other), 2);
+
+    // A Bayou replica's directory.
+    let bayou = tmp.path().join("bayou");
+    let kind = Kind {
+        name: "bayou",
+        title: "Bayou",
+        node: "replica",
+        legacy_files: &[],
+    };
+    drop(DataDir::open(&bayou, &kind, "A").unwrap());
+    let (ok, err) = serve_once(&bayou, "7");
+    assert!(!ok);
+    assert!(err.contains("belongs to a bayou node"), "{err}");
+    assert_eq!(count(&bayou), 2);
+}

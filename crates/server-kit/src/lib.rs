@@ -14,6 +14,8 @@
 //!   own commands;
 //! * [`frame`]: peer framing (length-limited, versioned frames) and the
 //!   idle timeout of a peer connection;
+//! * [`datadir`]: opening a node's data directory (identity file,
+//!   exclusive lock, refusal of someone else's directory);
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task.
 //!
@@ -48,6 +50,7 @@
 pub mod client;
 pub mod command;
 pub mod conn;
+pub mod datadir;
 pub mod frame;
 pub mod resp;
 
