@@ -14,6 +14,9 @@
 //!   own commands;
 //! * [`frame`]: peer framing (length-limited, versioned frames) and the
 //!   idle timeout of a peer connection;
+//! * [`commit`]: the group-commit thread (drain the queue, one
+//!   transaction, one fsync, then acknowledge) and the storage-failure
+//!   policy;
 //! * [`datadir`]: opening a node's data directory (identity file,
 //!   exclusive lock, refusal of someone else's directory);
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
@@ -49,6 +52,7 @@
 
 pub mod client;
 pub mod command;
+pub mod commit;
 pub mod conn;
 pub mod datadir;
 pub mod frame;
