@@ -192,19 +192,12 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
 /// Runs `chord serve` until interrupted or until `CHORD.LEAVE`.
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
-    init_logging(&a.tuning.log);
+    server_kit::init_tracing(Some(&a.tuning.log));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(run(cfg))
-}
-
-fn init_logging(filter: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Runs a node with `cfg` until shutdown (signal or `CHORD.LEAVE`).
@@ -299,16 +292,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     );
     info!(%me, id = %hex(ids[0]), "serving");
     let mut stop = shared.shutdown.subscribe();
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    #[cfg(unix)]
-    let terminated = term.recv();
-    #[cfg(not(unix))]
-    let terminated = std::future::pending::<Option<()>>();
+    let signal = server_kit::shutdown_signal()?;
     tokio::select! {
         _ = stop.wait_for(|s| *s) => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
+        which = signal => info!("{which}: shutting down"),
     }
     shared.shutdown.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), core).await;
@@ -409,22 +396,10 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let all_died = rt.block_on(async {
         let mut watch = tokio::time::interval(Duration::from_millis(500));
         let mut reported = vec![false; children.len()];
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stop = std::pin::pin!(server_kit::shutdown_signal()?);
         loop {
-            #[cfg(unix)]
-            let stop = async {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            };
-            #[cfg(not(unix))]
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
             tokio::select! {
-                _ = stop => return anyhow::Ok(false),
+                _ = &mut stop => return anyhow::Ok(false),
                 _ = watch.tick() => {}
             }
             // A node that died is reported once; when all have, stop.

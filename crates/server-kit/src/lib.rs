@@ -19,6 +19,8 @@
 //!   policy;
 //! * [`datadir`]: opening a node's data directory (identity file,
 //!   exclusive lock, refusal of someone else's directory);
+//! * [`process`]: logging set-up ([`init_tracing`]) and the shutdown
+//!   signal ([`shutdown_signal`]) both binaries use;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task.
 //!
@@ -56,11 +58,13 @@ pub mod commit;
 pub mod conn;
 pub mod datadir;
 pub mod frame;
+pub mod process;
 pub mod resp;
 
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
 pub use command::{CommandSpec, CommandTable};
 pub use conn::{CONNECTION_COMMANDS, Client, Queued, ServerInfo, Step};
+pub use process::{init_tracing, shutdown_signal};
 pub use resp::{Limits, Protocol, ProtocolError, Reply, parse};
 
 use bytes::{Bytes, BytesMut};
