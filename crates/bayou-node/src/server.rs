@@ -16,7 +16,7 @@
 //! ordered and committed like any other.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
 
 use bayou_core::{BayouWrite, Op, ServerId, View};
 use bytes::Bytes;
@@ -28,8 +28,7 @@ use crate::node::{Node, Query};
 use crate::peer;
 use server_kit::command::{self as cmd, CommandSpec, CommandTable};
 use server_kit::{
-    self as resp, CONNECTION_COMMANDS, Handler, Limits, Opened, Queued, Reply, ServerInfo, Service,
-    Stopped,
+    self as resp, CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped,
 };
 
 /// Accepts connections until `shutdown` flips.
@@ -62,22 +61,16 @@ enum Action {
     Sync(String),
 }
 
-/// Who this server is, for `HELLO`.
-const SERVER: ServerInfo = ServerInfo {
-    name: "bayou",
-    version: env!("CARGO_PKG_VERSION"),
-};
+/// The server, for the kit's client loop: every command a client may send
+/// is one of the kit's connection commands or one of [`BAYOU_COMMANDS`].
+const SERVICE: Service = Service::new(
+    "bayou",
+    env!("CARGO_PKG_VERSION"),
+    &[CONNECTION_COMMANDS, BAYOU_COMMANDS],
+);
 
-/// Every command a client may send: the kit's connection commands and
-/// these.
-pub const TABLE: CommandTable = CommandTable::new(&[CONNECTION_COMMANDS, BAYOU_COMMANDS]);
-
-/// The server, for the kit's client loop.
-const SERVICE: Service = Service {
-    table: TABLE,
-    info: SERVER,
-    limits: Limits::DEFAULT,
-};
+/// The command table (`COMMAND`, `COMMAND DOCS`).
+pub const TABLE: CommandTable = SERVICE.table;
 
 impl From<crate::node::Gone> for Stopped {
     fn from(_: crate::node::Gone) -> Stopped {
@@ -92,10 +85,8 @@ impl From<crate::node::Gone> for Stopped {
 /// one such request, so no other client's command interleaves with them at
 /// this replica.
 impl Handler for Node {
-    fn received(&self, requests: usize) {
-        self.counters
-            .commands
-            .fetch_add(requests as u64, Ordering::Relaxed);
+    fn request_counter(&self) -> Option<&AtomicU64> {
+        Some(&self.counters.commands)
     }
 
     fn refuse(&self, name: &[u8]) -> Option<Reply> {
@@ -166,8 +157,8 @@ async fn sync(node: &Node, peer: &str) -> Reply {
 /// The default size limit of one bundle file from `BAYOU.EXPORT`.
 const DEFAULT_BUNDLE_BYTES: usize = 64 << 20;
 
-const R: &[&str] = &["readonly", "fast"];
-const W: &[&str] = &["write", "denyoom"];
+const R: &[&str] = cmd::READ_FAST;
+const W: &[&str] = cmd::WRITE;
 const WF: &[&str] = &["write", "denyoom", "fast"];
 
 /// Bayou's commands (the connection commands come from the kit).
@@ -252,12 +243,7 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         &["loading", "stale"],
         "INFO [section ...]: server, clients, persistence, bayou, keyspace",
     ),
-    CommandSpec::new(
-        "config",
-        -2,
-        &["admin", "loading", "stale"],
-        "CONFIG GET pattern [pattern ...] | CONFIG RESETSTAT",
-    ),
+    server_kit::CONFIG_COMMAND,
     CommandSpec::new("bayou.get", -2, R, "BAYOU.GET key [COMMITTED|FULL]").keys(1, 1, 1),
     CommandSpec::new(
         "bayou.log",
@@ -570,15 +556,7 @@ fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Action {
         },
         "unwatch" => Action::Now(Reply::ok()),
         "info" => q(Query::Info(args[1..].to_vec())),
-        "config" => {
-            let sub = lower(&args[1]);
-            Action::Now(match sub.as_str() {
-                "get" if n >= 3 => resp::config_get_map(CONFIG, &args[2..]),
-                "resetstat" => Reply::ok(),
-                "get" => Reply::err("wrong number of arguments for 'config|get' command"),
-                _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
-            })
-        }
+        "config" => Action::Now(resp::config(CONFIG, args)),
         "bayou.get" => {
             let view = match args.get(2).map(|a| lower(a)).as_deref() {
                 None | Some("full") if n <= 3 => View::Full,

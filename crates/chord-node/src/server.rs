@@ -40,15 +40,14 @@
 //! `WATCH` is not offered.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
 use server_kit::command::{self as cmd, CommandSpec, CommandTable};
 use server_kit::{
-    self as resp, CONNECTION_COMMANDS, Handler, Limits, Opened, Queued, Reply, ServerInfo, Service,
-    Stopped,
+    self as resp, CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -144,65 +143,64 @@ async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
     let _ = writer.await;
 }
 
-/// Who this server is, for `HELLO`.
-const SERVER: ServerInfo = ServerInfo {
-    name: "chord",
-    version: env!("CARGO_PKG_VERSION"),
-};
+/// The server, for the kit's client loop: every command a client may send
+/// is one of the kit's connection commands or one of [`CHORD_COMMANDS`].
+const SERVICE: Service = Service::new(
+    "chord",
+    env!("CARGO_PKG_VERSION"),
+    &[CONNECTION_COMMANDS, CHORD_COMMANDS],
+);
 
-/// Every command a client may send: the kit's connection commands and
-/// Chord's.
-pub const TABLE: CommandTable = CommandTable::new(&[CONNECTION_COMMANDS, CHORD_COMMANDS]);
+/// The command table (`COMMAND`, `COMMAND DOCS`).
+pub const TABLE: CommandTable = SERVICE.table;
 
-/// The server, for the kit's client loop.
-const SERVICE: Service = Service {
-    table: TABLE,
-    info: SERVER,
-    limits: Limits::DEFAULT,
-};
-
-const R: &[&str] = &["readonly", "fast"];
-const W: &[&str] = &["write", "denyoom"];
-
-/// Chord's commands (the connection commands come from the kit).
+/// Chord's commands (the connection commands come from the kit): the
+/// reads, the writes, then the server and ring commands.
 const CHORD_COMMANDS: &[CommandSpec] = &[
-    CommandSpec::new("get", 2, R, "GET key: the value, read at the key's owner").keys(1, 1, 1),
     CommandSpec::new(
-        "set",
-        -3,
-        W,
-        "SET key value: stored durably at the owner and pushed to its replicas (no options)",
+        "get",
+        2,
+        cmd::READ_FAST,
+        "GET key: the value, read at the key's owner",
     )
     .keys(1, 1, 1),
-    CommandSpec::new("del", -2, &["write"], "DEL key [key ...]: how many existed").keys(1, -1, 1),
-    CommandSpec::new("exists", -2, R, "EXISTS key [key ...]: how many exist").keys(1, -1, 1),
     CommandSpec::new(
         "mget",
         -2,
-        R,
+        cmd::READ_FAST,
         "MGET key [key ...]: the values, fetched from their owners concurrently",
     )
     .keys(1, -1, 1),
     CommandSpec::new(
+        "exists",
+        -2,
+        cmd::READ_FAST,
+        "EXISTS key [key ...]: how many exist",
+    )
+    .keys(1, -1, 1),
+    CommandSpec::new("dbsize", 1, cmd::READ_FAST, "DBSIZE: keys owned here"),
+    CommandSpec::new(
+        "set",
+        -3,
+        cmd::WRITE,
+        "SET key value: stored durably at the owner and pushed to its replicas (no options)",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new(
         "mset",
         -3,
-        W,
+        cmd::WRITE,
         "MSET key value [key value ...]: the last value of a repeated key wins",
     )
     .keys(1, -1, 2),
-    CommandSpec::new("dbsize", 1, R, "DBSIZE: keys owned here"),
+    CommandSpec::new("del", -2, &["write"], "DEL key [key ...]: how many existed").keys(1, -1, 1),
     CommandSpec::new(
         "info",
         -1,
         &["loading", "stale"],
         "INFO [section ...]: a Redis-style text with the CHORD.INFO fields",
     ),
-    CommandSpec::new(
-        "config",
-        -2,
-        &["admin", "loading", "stale"],
-        "CONFIG GET pattern [pattern ...] | CONFIG RESETSTAT",
-    ),
+    server_kit::CONFIG_COMMAND,
     CommandSpec::new("readonly", 1, &["fast"], "READONLY: OK (not a cluster)"),
     CommandSpec::new("readwrite", 1, &["fast"], "READWRITE: OK (not a cluster)"),
     CommandSpec::new(
@@ -256,11 +254,8 @@ const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no"), ("database
 struct Clients(Arc<Shared>);
 
 impl Handler for Clients {
-    fn received(&self, requests: usize) {
-        self.0
-            .counters
-            .commands
-            .fetch_add(requests as u64, Ordering::Relaxed);
+    fn request_counter(&self) -> Option<&AtomicU64> {
+        Some(&self.0.counters.commands)
     }
 
     /// Runs the commands in order, except that a run of `GET`/`SET` on
@@ -488,15 +483,7 @@ async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> 
             Err(e) => Reply::err(e),
         },
         "readonly" | "readwrite" => Reply::ok(),
-        "config" => {
-            let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-            match sub.as_str() {
-                "get" if n >= 3 => server_kit::config_get_map(CONFIG, &args[2..]),
-                "resetstat" => Reply::ok(),
-                "get" => Reply::err("wrong number of arguments for 'config|get' command"),
-                _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
-            }
-        }
+        "config" => server_kit::config(CONFIG, &args),
         "info" => redis_info(shared).await,
         _ => cmd::unknown_command(&args),
     }

@@ -70,16 +70,19 @@ fn resp3_connection_commands_and_error_texts_are_the_kits() {
         "{config:?}"
     );
 
-    // CLIENT SETNAME / GETNAME.
-    let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
-    assert_eq!(name, None);
-    let _: () = redis::cmd("CLIENT")
-        .arg("SETNAME")
-        .arg("chord-test")
-        .query(&mut con)
-        .unwrap();
-    let name: Option<String> = redis::cmd("CLIENT").arg("GETNAME").query(&mut con).unwrap();
-    assert_eq!(name.as_deref(), Some("chord-test"));
+    // CLIENT SETNAME / GETNAME: nil, OK, then the name.
+    let steps: [(&[&str], redis::Value); 3] = [
+        (&["GETNAME"], redis::Value::Nil),
+        (&["SETNAME", "chord-test"], redis::Value::Okay),
+        (
+            &["GETNAME"],
+            redis::Value::BulkString(b"chord-test".to_vec()),
+        ),
+    ];
+    for (args, want) in steps {
+        let got: redis::Value = redis::cmd("CLIENT").arg(args).query(&mut con).unwrap();
+        assert_eq!(got, want, "CLIENT {args:?}");
+    }
 
     // MULTI/EXEC: in order, one reply each.
     let (set, got, n): (String, String, i64) = redis::pipe()

@@ -17,11 +17,12 @@
 //! What `EXEC` guarantees beyond "in order" is the node's to say.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::command::CommandTable;
+use crate::command::{CommandSpec, CommandTable};
 use crate::conn::{Client, Queued, ServerInfo, Step};
 use crate::resp::{self, Limits, Protocol, Reply};
 
@@ -53,11 +54,30 @@ pub struct Service {
     pub limits: Limits,
 }
 
+impl Service {
+    /// Server `name` at `version` with the kit's connection commands and
+    /// its own `commands`, and the default limits.
+    pub const fn new(
+        name: &'static str,
+        version: &'static str,
+        table: &'static [&'static [CommandSpec]],
+    ) -> Service {
+        Service {
+            table: CommandTable::new(table),
+            info: ServerInfo { name, version },
+            limits: Limits::DEFAULT,
+        }
+    }
+}
+
 /// A node's side of the client loop: it runs the commands of its table
 /// that are not connection commands.
 pub trait Handler: Send + Sync {
-    /// Called with the number of requests of each round (for counters).
-    fn received(&self, _requests: usize) {}
+    /// The node's counter of client requests, which the loop advances by
+    /// every request it reads; `None` for no counter.
+    fn request_counter(&self) -> Option<&AtomicU64> {
+        None
+    }
 
     /// An error for a command the node knows and refuses outright (a Redis
     /// command it does not support, say why), before the table lookup;
@@ -108,7 +128,9 @@ where
         let got_any = !requests.is_empty();
         let mut quit = false;
         if got_any {
-            handler.received(requests.len());
+            if let Some(c) = handler.request_counter() {
+                c.fetch_add(requests.len() as u64, Ordering::Relaxed);
+            }
             let replies = match round(&mut client, requests, service, handler).await {
                 Ok(r) => r,
                 Err(Stopped) => return Ok(()),
@@ -241,21 +263,13 @@ async fn exec<H: Handler>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::CommandSpec;
     use crate::conn::CONNECTION_COMMANDS;
 
     const SPECS: &[CommandSpec] = &[
         CommandSpec::new("get", 2, &["readonly"], "GET key").keys(1, 1, 1),
         CommandSpec::new("expire", 3, &["write"], "EXPIRE key s").keys(1, 1, 1),
     ];
-    const SERVICE: Service = Service {
-        table: CommandTable::new(&[CONNECTION_COMMANDS, SPECS]),
-        info: ServerInfo {
-            name: "test",
-            version: "1",
-        },
-        limits: Limits::DEFAULT,
-    };
+    const SERVICE: Service = Service::new("test", "1", &[CONNECTION_COMMANDS, SPECS]);
 
     /// Answers `GET k` with `k`, and counts the `run` calls.
     struct Echo(std::sync::atomic::AtomicUsize);

@@ -77,6 +77,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
+/// `CONFIG`, the same on every server: `GET` of the settings a node
+/// reports ([`config`]) and `RESETSTAT`.
+pub const CONFIG_COMMAND: CommandSpec = CommandSpec::new(
+    "config",
+    -2,
+    &["admin", "loading", "stale"],
+    "CONFIG GET pattern [pattern ...] | CONFIG RESETSTAT",
+);
+
+/// The reply to [`CONFIG_COMMAND`] (`args` with the name, checked against
+/// its arity): `GET` answers from `settings`, `RESETSTAT` `OK`.
+pub fn config(settings: &[(&str, &str)], args: &[Bytes]) -> Reply {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    match sub.as_str() {
+        "get" if args.len() >= 3 => config_get_map(settings, &args[2..]),
+        "resetstat" => Reply::ok(),
+        "get" => command::wrong_arity("config|get"),
+        _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
+    }
+}
+
 /// The reply to `CONFIG GET pattern…`: the `settings` whose names match a
 /// pattern, as a map (RESP3 clients expect one; on a RESP2 connection it is
 /// a flat array of name, value). redis-benchmark asks for `save` and
