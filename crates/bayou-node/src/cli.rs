@@ -187,14 +187,10 @@ impl ClusterArgs {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): the kit's
+/// [`server_kit::init_tracing`].
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    server_kit::init_tracing(None);
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -210,17 +206,13 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(b.enable_all().build()?)
 }
 
-/// A receiver that flips to `true` on SIGINT or SIGTERM.
+/// A receiver that flips to `true` on SIGINT or SIGTERM (the kit's
+/// [`server_kit::shutdown_signal`]).
 fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let signal = server_kit::shutdown_signal()?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let which = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
+        let which = signal.await;
         info!("{which}: shutting down");
         let _ = tx.send(true);
     });

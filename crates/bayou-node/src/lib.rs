@@ -1,7 +1,7 @@
 //! A Bayou replica as a network server.
 //!
 //! * the Redis protocol (RESP2) parser, reply encoder and accept loop come
-//!   from the shared `resp-server` crate (Chord's runtime uses them too).
+//!   from the shared `server-kit` crate (Chord's runtime uses them too).
 //! * [`wire`]: the peer protocol's frames and messages.
 //! * [`node`]: the replica task, the storage thread, group commit and the
 //!   durability barrier.

@@ -9,17 +9,21 @@
 //!   commands, drain what the replica queued for persistence into a numbered
 //!   batch for the storage thread, and take that number as their *barrier*.
 //!   No I/O happens under the lock, and no `.await`.
-//! * The **storage thread** writes batches to the [`Storage`]; when several
-//!   are waiting it merges them into one transaction (group commit: while one
-//!   fsync runs, the batches of every other client pile up for the next),
-//!   then publishes the number of the last durable batch on a watch channel.
+//! * The **storage thread** (the kit's group-commit thread,
+//!   [`server_kit::commit`], the same as Chord's) writes batches to the
+//!   [`Storage`]; when several are waiting it merges them into one
+//!   transaction (group commit: while one fsync runs, the batches of every
+//!   other client pile up for the next), then publishes the number of the
+//!   last durable batch on a watch channel.
 //! * Whoever holds a barrier waits until that number reaches it before
 //!   letting anything out of the process: a reply to a client, items to a
 //!   peer. That is the persistence contract of `bayou_core::replica`: nothing
 //!   leaves a server before the state it reflects is durable.
 //!
-//! A storage error is fatal: the process logs it and exits with status 70,
-//! and a restart recovers from what is durable.
+//! A storage error is fatal (the kit's storage-failure policy): the process
+//! logs it, naming the store's path, and exits with status 70 without
+//! acknowledging anything the failed write covered; a restart recovers from
+//! what is durable.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,10 +38,11 @@ use bayou_core::{
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
+use server_kit::commit::Committer;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::info;
 
-use resp_server::Reply;
+use server_kit::Reply;
 
 /// How a replica reads its physical clock for accept-stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,25 +234,36 @@ impl Node {
             "recovered"
         );
         let (durable_tx, durable_rx) = watch::channel(0u64);
-        let (batch_tx, batch_rx) = std::sync::mpsc::channel::<(u64, Batch)>();
         let clock = config.clock;
         let node = Arc::new(Node {
             config,
             core: Mutex::new(Core {
                 replica,
                 issued: 0,
-                batches: Some(batch_tx),
+                batches: None,
                 clock,
             }),
             durable: durable_rx,
             offline: AtomicBool::new(false),
             counters: Counters::default(),
         });
+        // The kit's group-commit thread: queued batches merged into one
+        // transaction; a failed write stops the process (exit status 70).
         let storage_node = node.clone();
-        let storage = std::thread::Builder::new()
-            .name(format!("bayou-store-{}", node.config.id))
-            .spawn(move || storage_thread(store, batch_rx, durable_tx, storage_node))
-            .expect("spawn storage thread");
+        let (committer, storage) = server_kit::commit::spawn(
+            format!("bayou-store-{}", node.config.id),
+            store.path().to_path_buf(),
+            |batch: &mut Batch, next| batch.merge(next),
+            move |batch: &Batch| store.append(batch),
+            move |seq| {
+                storage_node
+                    .counters
+                    .batches
+                    .fetch_add(1, Ordering::Relaxed);
+                durable_tx.send_replace(seq);
+            },
+        );
+        node.core.lock().expect("replica lock").batches = Some(committer);
         Ok((node, storage))
     }
 
@@ -349,29 +365,6 @@ impl Node {
     }
 }
 
-fn storage_thread(
-    mut store: RedbStore,
-    batches: std::sync::mpsc::Receiver<(u64, Batch)>,
-    durable: watch::Sender<u64>,
-    node: Arc<Node>,
-) {
-    while let Ok((mut seq, mut batch)) = batches.recv() {
-        // Group commit: everything queued meanwhile goes in the same
-        // transaction.
-        while let Ok((s, b)) = batches.try_recv() {
-            batch.merge(b);
-            seq = s;
-        }
-        if let Err(e) = store.append(&batch) {
-            error!(id = %node.config.id, "storage failed, stopping: {e}");
-            std::process::exit(70);
-        }
-        node.counters.batches.fetch_add(1, Ordering::Relaxed);
-        durable.send_replace(seq);
-    }
-    drop(store);
-}
-
 /// The order `SCAN` walks keys in: FNV-1a of the key, so a cursor (the
 /// hash to resume from) stays valid while keys come and go, and every key
 /// present for the whole scan is returned exactly once.
@@ -393,7 +386,7 @@ fn scan_page(
     let mut found: Vec<(u64, &Bytes)> = db
         .iter()
         .map(|(k, _)| (scan_hash(k), k))
-        .filter(|(h, k)| *h >= cursor && pattern.is_none_or(|p| resp_server::pattern_match(p, k)))
+        .filter(|(h, k)| *h >= cursor && pattern.is_none_or(|p| server_kit::pattern_match(p, k)))
         .collect();
     found.sort_unstable();
     let mut end = count.min(found.len());
@@ -414,7 +407,7 @@ struct Core {
     /// The number of the last batch handed to storage.
     issued: u64,
     /// `None` once shut down.
-    batches: Option<std::sync::mpsc::Sender<(u64, Batch)>>,
+    batches: Option<Committer<Batch>>,
     clock: ClockMode,
 }
 
@@ -424,7 +417,7 @@ impl Core {
     fn persist(&mut self) -> Option<u64> {
         if let Some(batch) = bayou_store::take_batch(&mut self.replica) {
             self.issued += 1;
-            self.batches.as_ref()?.send((self.issued, batch)).ok()?;
+            self.batches.as_ref()?.commit(self.issued, batch).ok()?;
         }
         Some(self.issued)
     }
@@ -542,7 +535,7 @@ impl Core {
                 self.replica
                     .db(View::Full)
                     .iter()
-                    .filter(|(k, _)| resp_server::pattern_match(&pattern, k))
+                    .filter(|(k, _)| server_kit::pattern_match(&pattern, k))
                     .map(|(k, _)| Reply::bulk(k.clone()))
                     .collect(),
             ),
@@ -681,7 +674,7 @@ impl Core {
                         )]),
                     ),
                 ];
-                Reply::text(resp_server::info_text(&all, &sections))
+                Reply::text(server_kit::info_text(&all, &sections))
             }
         }
     }

@@ -14,14 +14,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 use crate::node::{Gone, Node};
 use crate::wire::{self, MAGIC, Msg, PROTOCOL_VERSION, WireError};
+use server_kit::frame;
 
-/// How long a session waits for the next frame before giving up.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a session waits for the next bytes before giving up (the
+/// kit's peer idle timeout).
+pub const IDLE_TIMEOUT: Duration = frame::DEFAULT_IDLE_TIMEOUT;
 
 /// Why an anti-entropy session failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,21 +83,16 @@ struct Conn<'a> {
     stream: TcpStream,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    codec: LengthDelimitedCodec,
     node: &'a Node,
     peer: String,
 }
 
 impl<'a> Conn<'a> {
     fn new(node: &'a Node, stream: TcpStream, rbuf: BytesMut, peer: String) -> Self {
-        let codec = LengthDelimitedCodec::builder()
-            .max_frame_length(node.config.max_frame_bytes)
-            .new_codec();
         Conn {
             stream,
             rbuf,
             wbuf: BytesMut::new(),
-            codec,
             node,
             peer,
         }
@@ -131,9 +127,7 @@ impl<'a> Conn<'a> {
     async fn send_payload(&mut self, payload: Bytes) -> Result<(), SessionError> {
         self.wbuf.clear();
         let mut wbuf = std::mem::take(&mut self.wbuf);
-        self.codec
-            .encode(payload, &mut wbuf)
-            .map_err(|e| self.io(e))?;
+        frame::frame_into(&payload, &mut wbuf);
         let r = self.write_raw(&wbuf).await;
         self.wbuf = wbuf;
         r
@@ -165,7 +159,7 @@ impl<'a> Conn<'a> {
     /// The next message; `Ok(None)` on a clean end of stream between frames.
     async fn recv_or_eof(&mut self) -> Result<Option<Msg>, SessionError> {
         loop {
-            match self.codec.decode(&mut self.rbuf) {
+            match frame::decode(&mut self.rbuf, self.node.config.max_frame_bytes) {
                 Ok(Some(frame)) => {
                     return match wire::decode(&frame) {
                         Ok(m) => Ok(Some(m)),

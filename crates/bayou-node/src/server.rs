@@ -1,43 +1,39 @@
 //! The listener: accepts connections on `--listen`, tells peers (which start
 //! with [`crate::wire::MAGIC`]) from Redis clients, and serves RESP.
 //!
-//! Pipelined requests are read together and the replica's part of them is
-//! sent to the replica task as one request, so `-P 16` costs one round trip
-//! and at most one durable batch, and many clients share one fsync.
+//! Clients are served by the kit's pipelined client loop
+//! ([`server_kit::serve_client`]): it reads requests with the shared
+//! limits and answers the connection commands (`HELLO 2|3`, `CLIENT`,
+//! `SELECT`, `COMMAND`, `MULTI` …); the rest are in [`TABLE`] and run here
+//! (the [`Handler`] for [`Node`]). Pipelined requests are read together and
+//! the replica's part of them is sent to the replica task as one request,
+//! so `-P 16` costs one round trip and at most one durable batch, and many
+//! clients share one fsync.
 //!
-//! Connection commands (`HELLO 2|3`, `CLIENT`, `SELECT`, `COMMAND`, `MULTI`
-//! …) are answered by the shared kit ([`resp_server::Client`]); the rest
-//! are in [`TABLE`]. `EXEC` runs the queued commands under one acquisition
+//! `EXEC` runs the queued commands under one acquisition
 //! of the replica lock, so no other client's command interleaves with them
 //! at this replica; each write among them is still its own Bayou write,
 //! ordered and committed like any other.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::AtomicU64;
 
 use bayou_core::{BayouWrite, Op, ServerId, View};
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::node::{Node, Query};
 use crate::peer;
-use resp_server::command::{self as cmd, CommandSpec, CommandTable};
-use resp_server::{
-    self as resp, CONNECTION_COMMANDS, Client, Limits, Opened, Protocol, Reply, ServerInfo, Step,
+use server_kit::command::{self as cmd, CommandSpec, CommandTable};
+use server_kit::{
+    self as resp, CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped,
 };
-
-/// Most bytes a client may have buffered without completing a request.
-pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
-
-/// Most requests handled in one round for one connection.
-const MAX_PIPELINE: usize = 1024;
 
 /// Accepts connections until `shutdown` flips.
 pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-    resp_server::accept_loop(listener, shutdown, move |stream| {
+    server_kit::accept_loop(listener, shutdown, move |stream| {
         handle(node.clone(), stream)
     })
     .await
@@ -47,73 +43,11 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream) {
     match resp::open(&mut stream, crate::wire::MAGIC, peer::IDLE_TIMEOUT).await {
         Some(Opened::Peer(rest)) => peer::serve_peer(node, stream, rest).await,
         Some(Opened::Client(buf)) => {
-            if let Err(e) = serve_client(&node, &mut stream, buf).await {
+            if let Err(e) = server_kit::serve_client(&mut stream, buf, &SERVICE, &*node).await {
                 debug!("client connection ended: {e}");
             }
         }
         None => {}
-    }
-}
-
-async fn serve_client(
-    node: &Node,
-    stream: &mut TcpStream,
-    mut buf: BytesMut,
-) -> std::io::Result<()> {
-    let limits = Limits::default();
-    let mut client = Client::new();
-    let mut out = BytesMut::with_capacity(16 << 10);
-    loop {
-        let mut requests = Vec::new();
-        let mut error = None;
-        while requests.len() < MAX_PIPELINE {
-            match resp::parse(&mut buf, &limits) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => requests.push(args),
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        let got_any = !requests.is_empty();
-        let mut quit = false;
-        if got_any {
-            node.counters
-                .commands
-                .fetch_add(requests.len() as u64, Ordering::Relaxed);
-            let (replies, q) = match execute(node, &mut client, requests).await {
-                Ok(r) => r,
-                // The replica is shutting down: close the connection.
-                Err(_) => return Ok(()),
-            };
-            quit = q;
-            for (r, protocol) in &replies {
-                r.encode_as(*protocol, &mut out);
-            }
-        }
-        if let Some(e) = &error {
-            Reply::err(e).encode_as(client.protocol, &mut out);
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        if quit || error.is_some() {
-            return Ok(());
-        }
-        if buf.len() > MAX_QUERY_BUFFER_BYTES {
-            Reply::err("Protocol error: query buffer limit exceeded").encode(&mut out);
-            stream.write_all(&out).await?;
-            return Ok(());
-        }
-        if !got_any {
-            buf.reserve(64 << 10);
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(());
-            }
-        }
     }
 }
 
@@ -127,113 +61,68 @@ enum Action {
     Sync(String),
 }
 
-/// Who this server is, for `HELLO`.
-const SERVER: ServerInfo = ServerInfo {
-    name: "bayou",
-    version: env!("CARGO_PKG_VERSION"),
-};
+/// The server, for the kit's client loop: every command a client may send
+/// is one of the kit's connection commands or one of [`BAYOU_COMMANDS`].
+const SERVICE: Service = Service::new(
+    "bayou",
+    env!("CARGO_PKG_VERSION"),
+    &[CONNECTION_COMMANDS, BAYOU_COMMANDS],
+);
 
-/// Every command a client may send: the kit's connection commands and
-/// these.
-pub const TABLE: CommandTable = CommandTable::new(&[CONNECTION_COMMANDS, BAYOU_COMMANDS]);
+/// The command table (`COMMAND`, `COMMAND DOCS`).
+pub const TABLE: CommandTable = SERVICE.table;
 
-async fn execute(
-    node: &Node,
-    client: &mut Client,
-    requests: Vec<Vec<Bytes>>,
-) -> Result<(Vec<(Reply, Protocol)>, bool), crate::node::Gone> {
-    let mut replies: Vec<(Option<Reply>, Protocol)> = Vec::with_capacity(requests.len());
-    let mut pending: Vec<(usize, Query)> = Vec::new();
-    let mut quit = false;
-    for args in requests {
-        let protocol = client.protocol;
-        if let Some(refused) = unsupported(&args[0]) {
-            replies.push((Some(client.refuse(refused)), protocol));
-            continue;
-        }
-        match client.step(args, &TABLE, &SERVER) {
-            Step::Reply(r) => replies.push((Some(r), client.protocol)),
-            Step::Run(spec, args) => match classify(node, spec, &args) {
-                Action::Now(r) => replies.push((Some(r), protocol)),
-                Action::Query(q) => {
-                    pending.push((replies.len(), q));
-                    replies.push((None, protocol));
-                }
-                Action::Sync(peer) => {
-                    flush(node, &mut pending, &mut replies).await?;
-                    replies.push((Some(sync(node, &peer).await), protocol));
-                }
-            },
-            Step::Exec(queued) => {
-                flush(node, &mut pending, &mut replies).await?;
-                let reply = exec(node, client, queued).await?;
-                replies.push((Some(reply), client.protocol));
-            }
-            Step::Quit => {
-                replies.push((Some(Reply::ok()), protocol));
-                quit = true;
-                break;
-            }
-        }
+impl From<crate::node::Gone> for Stopped {
+    fn from(_: crate::node::Gone) -> Stopped {
+        Stopped
     }
-    flush(node, &mut pending, &mut replies).await?;
-    Ok((
-        replies
-            .into_iter()
-            .map(|(r, p)| (r.expect("every query answered"), p))
-            .collect(),
-        quit,
-    ))
 }
 
-/// `EXEC`: the queued commands' replica queries run under one acquisition
-/// of the replica lock ([`Node::queries`]), so no other command interleaves
-/// with them at this replica; the reply is the array of their replies.
-async fn exec(
-    node: &Node,
-    client: &mut Client,
-    queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
-) -> Result<Reply, crate::node::Gone> {
-    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(queued.len());
-    let mut pending: Vec<(usize, Query)> = Vec::new();
-    for (spec, args) in queued {
-        if let Some(r) = client.connection_command(spec, &args, &TABLE, &SERVER) {
-            replies.push(Some(r));
-            continue;
-        }
-        match classify(node, spec, &args) {
-            Action::Now(r) => replies.push(Some(r)),
-            Action::Query(q) => {
-                pending.push((replies.len(), q));
-                replies.push(None);
+/// The replica's side of the kit's client loop. A round's replica queries
+/// go to the replica task as one request ([`Node::queries`]: one
+/// acquisition of the replica, at most one durable batch), except that
+/// `BAYOU.SYNC` runs after the queries before it. An `EXEC`'s commands are
+/// one such request, so no other client's command interleaves with them at
+/// this replica.
+impl Handler for Node {
+    fn request_counter(&self) -> Option<&AtomicU64> {
+        Some(&self.counters.commands)
+    }
+
+    fn refuse(&self, name: &[u8]) -> Option<Reply> {
+        unsupported(name)
+    }
+
+    async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
+        let mut pending: Vec<(usize, Query)> = Vec::new();
+        for (spec, args) in commands {
+            match classify(self, spec, &args) {
+                Action::Now(r) => replies.push(Some(r)),
+                Action::Query(q) => {
+                    pending.push((replies.len(), q));
+                    replies.push(None);
+                }
+                // Refused inside MULTI (`no_multi`), so never part of an
+                // EXEC's commands.
+                Action::Sync(peer) => {
+                    flush(self, &mut pending, &mut replies).await?;
+                    replies.push(Some(sync(self, &peer).await));
+                }
             }
-            // Refused when queued (`no_multi`); kept for completeness.
-            Action::Sync(_) => replies.push(Some(Reply::err(
-                "Command not allowed inside a transaction: 'bayou.sync'",
-            ))),
         }
-    }
-    let (slots, queries): (Vec<usize>, Vec<Query>) = pending.into_iter().unzip();
-    let answers = if queries.is_empty() {
-        Vec::new()
-    } else {
-        node.queries(queries).await?
-    };
-    for (slot, answer) in slots.into_iter().zip(answers) {
-        replies[slot] = Some(answer);
-    }
-    Ok(Reply::Array(
-        replies
+        flush(self, &mut pending, &mut replies).await?;
+        Ok(replies
             .into_iter()
             .map(|r| r.expect("every query answered"))
-            .collect(),
-    ))
+            .collect())
+    }
 }
 
 async fn flush(
     node: &Node,
     pending: &mut Vec<(usize, Query)>,
-    replies: &mut [(Option<Reply>, Protocol)],
+    replies: &mut [Option<Reply>],
 ) -> Result<(), crate::node::Gone> {
     if pending.is_empty() {
         return Ok(());
@@ -241,7 +130,7 @@ async fn flush(
     let (slots, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
     let answers = node.queries(queries).await?;
     for (slot, answer) in slots.into_iter().zip(answers) {
-        replies[slot].0 = Some(answer);
+        replies[slot] = Some(answer);
     }
     Ok(())
 }
@@ -268,8 +157,8 @@ async fn sync(node: &Node, peer: &str) -> Reply {
 /// The default size limit of one bundle file from `BAYOU.EXPORT`.
 const DEFAULT_BUNDLE_BYTES: usize = 64 << 20;
 
-const R: &[&str] = &["readonly", "fast"];
-const W: &[&str] = &["write", "denyoom"];
+const R: &[&str] = cmd::READ_FAST;
+const W: &[&str] = cmd::WRITE;
 const WF: &[&str] = &["write", "denyoom", "fast"];
 
 /// Bayou's commands (the connection commands come from the kit).
@@ -354,12 +243,7 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         &["loading", "stale"],
         "INFO [section ...]: server, clients, persistence, bayou, keyspace",
     ),
-    CommandSpec::new(
-        "config",
-        -2,
-        &["admin", "loading", "stale"],
-        "CONFIG GET pattern [pattern ...] | CONFIG RESETSTAT",
-    ),
+    server_kit::CONFIG_COMMAND,
     CommandSpec::new("bayou.get", -2, R, "BAYOU.GET key [COMMITTED|FULL]").keys(1, 1, 1),
     CommandSpec::new(
         "bayou.log",
@@ -672,15 +556,7 @@ fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Action {
         },
         "unwatch" => Action::Now(Reply::ok()),
         "info" => q(Query::Info(args[1..].to_vec())),
-        "config" => {
-            let sub = lower(&args[1]);
-            Action::Now(match sub.as_str() {
-                "get" if n >= 3 => resp::config_get_map(CONFIG, &args[2..]),
-                "resetstat" => Reply::ok(),
-                "get" => Reply::err("wrong number of arguments for 'config|get' command"),
-                _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
-            })
-        }
+        "config" => Action::Now(resp::config(CONFIG, args)),
         "bayou.get" => {
             let view = match args.get(2).map(|a| lower(a)).as_deref() {
                 None | Some("full") if n <= 3 => View::Full,

@@ -2,7 +2,8 @@
 //!
 //! Peers connect to the same port as clients. A peer connection starts with
 //! the 8-byte [`MAGIC`] (its first byte, 0, can never start a RESP request),
-//! followed by frames:
+//! followed by frames in the kit's peer framing ([`server_kit::frame`], the
+//! same as Chord's):
 //!
 //! ```text
 //! frame   = length (u32, big-endian, at most max_frame_bytes) payload
@@ -36,8 +37,9 @@
 //! valid interrupted session and a receiver keeps what it got.
 
 use bayou_core::{Chunk, ServerId, Summary};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use server_kit::frame::{self, FrameError};
 
 /// The first bytes of a peer connection.
 pub const MAGIC: &[u8; 8] = b"\0BAYOUAE";
@@ -116,23 +118,17 @@ pub fn encode(msg: &Msg) -> Bytes {
 
 /// Encodes `msg` with an arbitrary version (for tests of version handling).
 pub fn encode_with_version(msg: &Msg, version: u16) -> Bytes {
-    let mut out = BytesMut::with_capacity(64);
-    out.put_u16(version);
     let body = postcard::to_stdvec(msg).expect("postcard encodes plain data");
-    out.extend_from_slice(&body);
-    out.freeze()
+    frame::payload(version, &body)
 }
 
 /// Decodes a payload, checking its version first.
 pub fn decode(payload: &[u8]) -> Result<Msg, WireError> {
-    if payload.len() < 2 {
-        return Err(WireError::Short(payload.len()));
-    }
-    let version = u16::from_be_bytes([payload[0], payload[1]]);
-    if version != PROTOCOL_VERSION {
-        return Err(WireError::Version(version));
-    }
-    postcard::from_bytes(&payload[2..]).map_err(|e| WireError::Decode(e.to_string()))
+    let body = frame::open_payload(payload, PROTOCOL_VERSION).map_err(|e| match e {
+        FrameError::Version { found, .. } => WireError::Version(found),
+        _ => WireError::Short(payload.len()),
+    })?;
+    postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ fn writer(
                     h.writes_acked += 1;
                 }
                 seq += 1;
-                if seq % 10 == 0 {
+                if seq.is_multiple_of(10) {
                     let probe = format!("{id}-{}", (seq / 10) % KEYS);
                     let got: redis::RedisResult<Option<String>> =
                         redis::cmd("GET").arg(&probe).query(&mut con);
@@ -629,7 +629,11 @@ fn a_partition_between_network_namespaces_loses_nothing_and_heals() {
     let csn_at_a = c.r("A").status("csn");
     std::thread::sleep(Duration::from_millis(1200));
     // Cut off from the primary, A commits nothing and its writes pile up.
-    assert_eq!(c.r("A").status("csn"), csn_at_a, "A learned commits across the cut");
+    assert_eq!(
+        c.r("A").status("csn"),
+        csn_at_a,
+        "A learned commits across the cut"
+    );
     let tentative_at_a: u64 = c.r("A").status("tentative").parse().unwrap();
     net.cut(1, 0, false);
     net.cut(1, 2, false);
@@ -643,6 +647,9 @@ fn a_partition_between_network_namespaces_loses_nothing_and_heals() {
     for w in writers {
         w.join().unwrap();
     }
-    assert!(tentative_at_a > 100, "A accepted writes while cut off: {tentative_at_a}");
+    assert!(
+        tentative_at_a > 100,
+        "A accepted writes while cut off: {tentative_at_a}"
+    );
     check(&c, &hist.lock().unwrap(), 2, "partition");
 }

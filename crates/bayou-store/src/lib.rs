@@ -50,6 +50,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 use std::collections::BTreeMap;
+#[cfg(test)]
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +62,7 @@ use bayou_core::{
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use server_kit::datadir::{DataDir, DataDirError, IDENTITY_FILE, Kind};
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 2;
@@ -238,6 +240,8 @@ pub trait Storage: Send {
 
 /// [`Storage`] in a redb file. See the crate documentation.
 pub struct RedbStore {
+    /// The data directory, locked while the store is open.
+    _dir: DataDir,
     db: Database,
     path: PathBuf,
     server: ServerId,
@@ -263,16 +267,33 @@ impl RedbStore {
     /// holds anything else, or a database of another format or replica, is
     /// refused.
     pub fn open(dir: &Path, server: &ServerId) -> Result<RedbStore, StoreError> {
-        let io = |source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
+        // The kit's data directory: identity file and lock, and refusal of
+        // someone else's directory, the same as Chord's. A directory from
+        // before identity files (only `bayou.redb`) is adopted.
+        const KIND: Kind = Kind {
+            name: "bayou",
+            title: "Bayou",
+            node: "replica",
+            legacy_files: &[DB_FILE],
         };
-        fs::create_dir_all(dir).map_err(io)?;
+        let data_dir = DataDir::open(dir, &KIND, server.as_str()).map_err(|e| match e {
+            DataDirError::Foreign { path, .. } => StoreError::Foreign(path),
+            DataDirError::WrongNode { path, found, .. } => StoreError::WrongServer {
+                path,
+                expected: server.clone(),
+                found,
+            },
+            DataDirError::Locked(path) => StoreError::Locked(path),
+            DataDirError::Io { path, source } => StoreError::Io { path, source },
+            e @ (DataDirError::WrongKind { .. } | DataDirError::BadIdentity { .. }) => {
+                StoreError::Corrupt {
+                    path: dir.join(IDENTITY_FILE),
+                    reason: e.to_string(),
+                }
+            }
+        })?;
         let path = dir.join(DB_FILE);
         let exists = path.exists();
-        if !exists && fs::read_dir(dir).map_err(io)?.next().is_some() {
-            return Err(StoreError::Foreign(dir.to_path_buf()));
-        }
         let corrupt = |reason: String| StoreError::Corrupt {
             path: path.clone(),
             reason,
@@ -331,6 +352,7 @@ impl RedbStore {
         drop(log);
         drop(tx);
         Ok(RedbStore {
+            _dir: data_dir,
             db,
             path,
             server: server.clone(),

@@ -443,7 +443,7 @@ pub enum DataError {
     /// the key's range: every node that held it may have failed together,
     /// so "no such key" would be a guess ([`crate::coverage`]).
     #[error(
-        "LOST no live node holds a complete copy of this key's range (every node that held it may have failed); the key may have existed"
+        "LOST no live node vouches for a complete copy of this key's range: every node that held it may have failed (or the range is still being handed over: retry); the key may have existed"
     )]
     MaybeLost,
 }
@@ -615,6 +615,9 @@ enum Pending<A> {
         versions: Vec<(Id, Version)>,
         owner: A,
         epoch: u64,
+        /// The dropped range, when this process held a complete copy of it:
+        /// the owner hears so once it has the copies ([`DataMsg::Covered`]).
+        cover: Option<(Id, Id)>,
     },
     OwnerRep {
         wid: u64,
@@ -1295,7 +1298,13 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     versions,
                     owner,
                     epoch,
-                }) => self.handed_back(versions, owner, epoch),
+                    cover,
+                }) => {
+                    if let Some((lo, hi)) = cover {
+                        self.send(owner.clone(), DataMsg::Covered { lo, hi });
+                    }
+                    self.handed_back(versions, owner, epoch)
+                }
                 Some(Pending::Handoff {
                     to,
                     lo,
@@ -1772,10 +1781,20 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         let Some(keep) = self.own_ranges() else {
             return;
         };
+        // What we held completely goes back to the owner with the copies:
+        // the owner then holds it completely (a range handed over while its
+        // new owner's successor had not yet got it itself). Only when none of
+        // our own ranges overlaps it, since those copies stay here.
+        let space = self.cfg.space;
+        let cover = (owner != self.addr
+            && self.covered.covers(&space, lo, hi)
+            && !keep
+                .iter()
+                .any(|(a, b)| in_open_closed(b, &lo, &hi) || in_open_closed(&hi, a, b)))
+        .then_some((lo, hi));
         if owner != self.addr {
             // The copies there are going: no longer complete (own ranges
             // excepted, which are kept).
-            let space = self.cfg.space;
             let kept: Vec<(Id, Id)> = keep
                 .iter()
                 .filter(|(a, b)| self.covered.covers(&space, *a, *b))
@@ -1792,7 +1811,13 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             .into_iter()
             .filter(|(k, _)| !keep.iter().any(|(a, b)| in_open_closed(k, a, b)))
             .collect();
-        if records.is_empty() || owner == self.addr {
+        if owner == self.addr {
+            return;
+        }
+        if records.is_empty() {
+            if let Some((lo, hi)) = cover {
+                self.send(owner, DataMsg::Covered { lo, hi });
+            }
             return;
         }
         let versions = records.iter().map(|(k, r)| (*k, r.version)).collect();
@@ -1803,6 +1828,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 versions,
                 owner: owner.clone(),
                 epoch,
+                cover,
             },
         );
         self.send(owner, DataMsg::HandBack { req, records });

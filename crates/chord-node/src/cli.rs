@@ -75,6 +75,10 @@ pub struct Tuning {
     /// Largest node-to-node frame in bytes.
     #[arg(long, default_value_t = crate::wire::DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
+    /// A peer connection that sends the magic prefix but no complete first
+    /// frame within this many ms is closed.
+    #[arg(long, default_value_t = 10_000)]
+    pub peer_idle_timeout_ms: u64,
     /// Log filter (tracing-subscriber syntax), e.g. info or chord_node=debug.
     #[arg(long, default_value = "warn")]
     pub log: String,
@@ -148,6 +152,9 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if t.rpc_timeout_ms == 0 || t.stabilize_ms == 0 || t.sync_ms == 0 || t.read_try_ms == 0 {
         bail!("periods and timeouts must be positive");
     }
+    if t.peer_idle_timeout_ms == 0 {
+        bail!("--peer-idle-timeout-ms must be positive");
+    }
     if t.max_frame_bytes < 1024 {
         bail!("--max-frame-bytes must be at least 1024");
     }
@@ -168,6 +175,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     };
     c.op_timeout_ms = t.op_timeout_ms;
     c.max_frame_bytes = t.max_frame_bytes;
+    c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
     if let Some(id) = &a.id {
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
@@ -184,19 +192,12 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
 /// Runs `chord serve` until interrupted or until `CHORD.LEAVE`.
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
-    init_logging(&a.tuning.log);
+    server_kit::init_tracing(Some(&a.tuning.log));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(run(cfg))
-}
-
-fn init_logging(filter: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Runs a node with `cfg` until shutdown (signal or `CHORD.LEAVE`).
@@ -291,16 +292,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     );
     info!(%me, id = %hex(ids[0]), "serving");
     let mut stop = shared.shutdown.subscribe();
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    #[cfg(unix)]
-    let terminated = term.recv();
-    #[cfg(not(unix))]
-    let terminated = std::future::pending::<Option<()>>();
+    let signal = server_kit::shutdown_signal()?;
     tokio::select! {
         _ = stop.wait_for(|s| *s) => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
+        which = signal => info!("{which}: shutting down"),
     }
     shared.shutdown.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), core).await;
@@ -359,6 +354,8 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             t.op_timeout_ms.to_string(),
             "--max-frame-bytes".into(),
             t.max_frame_bytes.to_string(),
+            "--peer-idle-timeout-ms".into(),
+            t.peer_idle_timeout_ms.to_string(),
             "--log".into(),
             t.log.clone(),
         ]);
@@ -399,22 +396,10 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let all_died = rt.block_on(async {
         let mut watch = tokio::time::interval(Duration::from_millis(500));
         let mut reported = vec![false; children.len()];
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stop = std::pin::pin!(server_kit::shutdown_signal()?);
         loop {
-            #[cfg(unix)]
-            let stop = async {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            };
-            #[cfg(not(unix))]
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
             tokio::select! {
-                _ = stop => return anyhow::Ok(false),
+                _ = &mut stop => return anyhow::Ok(false),
                 _ = watch.tick() => {}
             }
             // A node that died is reported once; when all have, stop.

@@ -73,6 +73,9 @@ pub struct NodeConfig {
     pub op_timeout_ms: u64,
     /// Largest peer frame.
     pub max_frame_bytes: usize,
+    /// A peer connection that sends its magic prefix but no complete first
+    /// frame within this long is closed.
+    pub peer_idle_timeout_ms: u64,
 }
 
 impl NodeConfig {
@@ -97,7 +100,13 @@ impl NodeConfig {
             lookup_mode: LookupMode::Recursive,
             op_timeout_ms: 10_000,
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
+            peer_idle_timeout_ms: server_kit::frame::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
         }
+    }
+
+    /// [`NodeConfig::peer_idle_timeout_ms`] as a duration.
+    pub fn peer_idle_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.peer_idle_timeout_ms)
     }
 
     /// The ids of this process's virtual nodes: `--id`, or SHA-1 of the listen

@@ -18,20 +18,37 @@
 //! | `CHORD.INFO` | field/value pairs |
 //! | `CHORD.KEYS [OWNED]` | names of the live keys stored here (all, or owned only) |
 //! | `CHORD.LEAVE` | hands the keys off, leaves the ring, replies the count, exits |
-//! | `PING [msg]`, `ECHO msg`, `HELLO [2]`, `INFO`, `COMMAND`, `CONFIG GET`, `SELECT 0`, `CLIENT ...`, `DBSIZE`, `QUIT` | as Redis, as far as redis-cli and redis-benchmark need |
+//! | `PING [msg]`, `ECHO msg`, `HELLO [2\|3]`, `CLIENT ...`, `SELECT 0`, `COMMAND [DOCS\|INFO\|COUNT\|LIST]`, `MULTI`/`EXEC`/`DISCARD`, `QUIT` | as Redis, answered by the kit's connection state ([`server_kit::Client`]) |
+//! | `INFO`, `CONFIG GET`, `DBSIZE`, `READONLY`, `READWRITE` | as Redis, as far as redis-cli and redis-benchmark need |
 //!
 //! With several virtual nodes, `CHORD.FINGERS`, `CHORD.SUCCESSORS` and
 //! `CHORD.PREDECESSOR` describe the first one (or the one named by a trailing
 //! `VNODE i` argument).
+//!
+//! Clients are served by the kit's pipelined client loop
+//! ([`server_kit::serve_client`]), the same as Bayou's: the same limits,
+//! RESP2 and RESP3 (`HELLO 3`), and the same texts for unknown commands and
+//! wrong arities, from the command table [`TABLE`]. In a pipeline, a run of
+//! `GET`/`SET` on distinct keys runs concurrently (no request in it can
+//! observe another's effect); everything else runs in order.
+//!
+//! `MULTI`/`EXEC`: the commands are queued by the kit and `EXEC` runs them
+//! in order, each routed to its key's owner as if sent one by one. It is
+//! **not atomic** across keys: other clients' commands may interleave, and
+//! a failed command (e.g. `TRYAGAIN` while the owner is unreachable) does
+//! not undo the ones before it; each has its own reply in `EXEC`'s array.
+//! `WATCH` is not offered.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
-use resp_server::{self as resp, Limits, Opened, Reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use server_kit::command::{self as cmd, CommandSpec, CommandTable};
+use server_kit::{
+    self as resp, CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -39,36 +56,28 @@ use tracing::debug;
 use crate::data;
 use crate::node::{CoreEvent, Peer, Shared};
 use crate::store::hex;
-use crate::transport::{read_frame, write_frame};
 use crate::wire::{self, Body, MAGIC};
 use chord_core::data::KeyStore;
-
-/// Most requests of one pipeline handled in one round.
-const MAX_PIPELINE: usize = 1024;
+use server_kit::frame::{FrameReader, write_frame};
 
 /// Most keys of one MGET/MSET/DEL/EXISTS in flight at once.
 const MAX_FAN_OUT: usize = 256;
 
-/// How long a peer may take to finish sending the magic prefix.
-const PEER_MAGIC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Most bytes a client may have buffered without completing a request.
-const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
-
 /// Accepts connections until shutdown.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let shutdown = shared.shutdown.subscribe();
-    resp_server::accept_loop(listener, shutdown, move |stream| {
+    server_kit::accept_loop(listener, shutdown, move |stream| {
         handle(shared.clone(), stream)
     })
     .await
 }
 
 async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
-    match resp::open(&mut stream, MAGIC, PEER_MAGIC_TIMEOUT).await {
+    match resp::open(&mut stream, MAGIC, shared.cfg.peer_idle_timeout()).await {
         Some(Opened::Peer(rest)) => serve_peer(shared, stream, rest).await,
         Some(Opened::Client(buf)) => {
-            if let Err(e) = serve_client(&shared, &mut stream, buf).await {
+            let clients = Clients(shared);
+            if let Err(e) = server_kit::serve_client(&mut stream, buf, &SERVICE, &clients).await {
                 debug!("client connection ended: {e}");
             }
         }
@@ -78,10 +87,12 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
 
 /// Serves one incoming peer connection: core messages go to the core task,
 /// requests are answered on this connection (concurrently, in any order).
+/// A connection that sends its magic but no complete first frame within
+/// the peer idle timeout is closed; after that a peer may be quiet as long
+/// as it likes (a process may have nothing to tell this one for a while).
 async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
     let (r, mut w) = stream.into_split();
-    let mut r = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(already.to_vec()), r);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
     let writer = tokio::spawn(async move {
         while let Some(f) = rx.recv().await {
             if write_frame(&mut w, &f).await.is_err() {
@@ -89,17 +100,17 @@ async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
             }
         }
     });
-    let max = shared.cfg.max_frame_bytes;
-    let mut buf = Vec::new();
+    let mut frames = FrameReader::new(r, already, shared.cfg.max_frame_bytes);
+    let mut idle = Some(shared.cfg.peer_idle_timeout());
     loop {
-        match read_frame(&mut r, &mut buf, max).await {
-            Ok(true) => {}
-            Ok(false) => break,
+        let buf = match frames.next(idle.take()).await {
+            Ok(Some(buf)) => buf,
+            Ok(None) => break,
             Err(e) => {
                 debug!("peer connection closed: {e}");
                 break;
             }
-        }
+        };
         match wire::decode(&buf) {
             Ok(Body::Chord { to, from, msg }) => {
                 let _ = shared.core.send(CoreEvent::Message { to, from, msg });
@@ -132,102 +143,169 @@ async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
     let _ = writer.await;
 }
 
-async fn serve_client(
-    shared: &Arc<Shared>,
-    stream: &mut TcpStream,
-    mut buf: BytesMut,
-) -> std::io::Result<()> {
-    let limits = Limits::default();
-    let mut out = BytesMut::with_capacity(16 << 10);
-    loop {
-        // Every request already received, in order (a pipeline).
-        let mut batch: Vec<Vec<Bytes>> = Vec::new();
-        let mut error = None;
-        while batch.len() < MAX_PIPELINE {
-            match resp::parse(&mut buf, &limits) {
-                Ok(Some(args)) if args.is_empty() => {}
-                Ok(Some(args)) => batch.push(args),
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        shared
-            .counters
-            .commands
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+/// The server, for the kit's client loop: every command a client may send
+/// is one of the kit's connection commands or one of [`CHORD_COMMANDS`].
+const SERVICE: Service = Service::new(
+    "chord",
+    env!("CARGO_PKG_VERSION"),
+    &[CONNECTION_COMMANDS, CHORD_COMMANDS],
+);
+
+/// The command table (`COMMAND`, `COMMAND DOCS`).
+pub const TABLE: CommandTable = SERVICE.table;
+
+/// Chord's commands (the connection commands come from the kit): the
+/// reads, the writes, then the server and ring commands.
+const CHORD_COMMANDS: &[CommandSpec] = &[
+    CommandSpec::new(
+        "get",
+        2,
+        cmd::READ_FAST,
+        "GET key: the value, read at the key's owner",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new(
+        "mget",
+        -2,
+        cmd::READ_FAST,
+        "MGET key [key ...]: the values, fetched from their owners concurrently",
+    )
+    .keys(1, -1, 1),
+    CommandSpec::new(
+        "exists",
+        -2,
+        cmd::READ_FAST,
+        "EXISTS key [key ...]: how many exist",
+    )
+    .keys(1, -1, 1),
+    CommandSpec::new("dbsize", 1, cmd::READ_FAST, "DBSIZE: keys owned here"),
+    CommandSpec::new(
+        "set",
+        -3,
+        cmd::WRITE,
+        "SET key value: stored durably at the owner and pushed to its replicas (no options)",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new(
+        "mset",
+        -3,
+        cmd::WRITE,
+        "MSET key value [key value ...]: the last value of a repeated key wins",
+    )
+    .keys(1, -1, 2),
+    CommandSpec::new("del", -2, &["write"], "DEL key [key ...]: how many existed").keys(1, -1, 1),
+    CommandSpec::new(
+        "info",
+        -1,
+        &["loading", "stale"],
+        "INFO [section ...]: a Redis-style text with the CHORD.INFO fields",
+    ),
+    server_kit::CONFIG_COMMAND,
+    CommandSpec::new("readonly", 1, &["fast"], "READONLY: OK (not a cluster)"),
+    CommandSpec::new("readwrite", 1, &["fast"], "READWRITE: OK (not a cluster)"),
+    CommandSpec::new(
+        "chord.lookup",
+        -2,
+        &["readonly"],
+        "CHORD.LOOKUP key [ITERATIVE|RECURSIVE]: owner id, owner address, path",
+    ),
+    CommandSpec::new(
+        "chord.fingers",
+        -1,
+        &["readonly"],
+        "CHORD.FINGERS [ALL] [VNODE i]: rows [i, start, node id, node address]",
+    ),
+    CommandSpec::new(
+        "chord.successors",
+        -1,
+        &["readonly"],
+        "CHORD.SUCCESSORS [VNODE i]: the successor list as [id, address] pairs",
+    ),
+    CommandSpec::new(
+        "chord.predecessor",
+        -1,
+        &["readonly"],
+        "CHORD.PREDECESSOR [VNODE i]: [id, address] or nil",
+    ),
+    CommandSpec::new(
+        "chord.info",
+        1,
+        &["readonly"],
+        "CHORD.INFO: field/value pairs",
+    ),
+    CommandSpec::new(
+        "chord.keys",
+        -1,
+        &["readonly"],
+        "CHORD.KEYS [OWNED]: names of the live keys stored here",
+    ),
+    CommandSpec::new(
+        "chord.leave",
+        1,
+        &["admin", "no_multi"],
+        "CHORD.LEAVE: hand the keys off, leave the ring, exit",
+    ),
+];
+
+/// Settings `CONFIG GET` reports.
+const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no"), ("databases", "1")];
+
+/// The node's side of the kit's client loop.
+struct Clients(Arc<Shared>);
+
+impl Handler for Clients {
+    fn request_counter(&self) -> Option<&AtomicU64> {
+        Some(&self.0.counters.commands)
+    }
+
+    /// Runs the commands in order, except that a run of `GET`/`SET` on
+    /// distinct keys runs concurrently: no request in it can observe
+    /// another's effect, so the replies are those of running them one by
+    /// one. The same for `EXEC` (not atomic, see the module docs).
+    async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+        let shared = &self.0;
+        let mut replies = Vec::with_capacity(commands.len());
         let mut i = 0;
-        while i < batch.len() {
-            // A run of GET/SET on distinct keys may run concurrently: no
-            // request in it can observe another's effect, so the replies are
-            // those of running them one by one.
+        while i < commands.len() {
             let mut keys = std::collections::HashSet::new();
             let mut j = i;
-            while j < batch.len() && is_simple(&batch[j]) && keys.insert(batch[j][1].clone()) {
+            while j < commands.len()
+                && is_simple(&commands[j])
+                && keys.insert(commands[j].1[1].clone())
+            {
                 j += 1;
             }
             if j - i >= 2 {
                 let mut set = tokio::task::JoinSet::new();
-                for (k, args) in batch[i..j].iter().cloned().enumerate() {
+                for (k, (spec, args)) in commands[i..j].iter().cloned().enumerate() {
                     let s = shared.clone();
-                    set.spawn(async move { (k, execute(&s, args).await.0) });
+                    set.spawn(async move { (k, execute(&s, spec, args).await) });
                 }
-                let mut replies: Vec<Option<Reply>> = (i..j).map(|_| None).collect();
+                let mut run: Vec<Option<Reply>> = (i..j).map(|_| None).collect();
                 while let Some(r) = set.join_next().await {
                     match r {
-                        Ok((k, reply)) => replies[k] = Some(reply),
-                        Err(e) => return Err(std::io::Error::other(e.to_string())),
+                        Ok((k, reply)) => run[k] = Some(reply),
+                        Err(e) => {
+                            tracing::error!("client task failed: {e}");
+                            return Err(Stopped);
+                        }
                     }
                 }
-                for r in replies {
-                    r.expect("every request answered").encode(&mut out);
-                }
+                replies.extend(run.into_iter().map(|r| r.expect("every request answered")));
                 i = j;
             } else {
-                let (reply, quit) = execute(shared, batch[i].clone()).await;
-                reply.encode(&mut out);
-                if quit {
-                    stream.write_all(&out).await?;
-                    return Ok(());
-                }
+                let (spec, args) = commands[i].clone();
+                replies.push(execute(shared, spec, args).await);
                 i += 1;
             }
-            if out.len() > 64 << 10 {
-                stream.write_all(&out).await?;
-                out.clear();
-            }
         }
-        if let Some(e) = error {
-            Reply::err(e).encode(&mut out);
-            stream.write_all(&out).await?;
-            return Ok(());
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
-        if batch.len() == MAX_PIPELINE {
-            // More requests may be buffered already.
-            continue;
-        }
-        if buf.len() > MAX_QUERY_BUFFER_BYTES {
-            Reply::err("Protocol error: query buffer limit exceeded").encode(&mut out);
-            stream.write_all(&out).await?;
-            return Ok(());
-        }
-        buf.reserve(64 << 10);
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
+        Ok(replies)
     }
 }
 
 /// `GET key` or `SET key value`.
-fn is_simple(args: &[Bytes]) -> bool {
-    (args.len() == 2 && args[0].eq_ignore_ascii_case(b"GET"))
-        || (args.len() == 3 && args[0].eq_ignore_ascii_case(b"SET"))
+fn is_simple((spec, args): &Queued) -> bool {
+    (spec.name == "get" && args.len() == 2) || (spec.name == "set" && args.len() == 3)
 }
 
 fn peer_reply(p: &Peer) -> Reply {
@@ -237,34 +315,20 @@ fn peer_reply(p: &Peer) -> Reply {
     ])
 }
 
-fn wrong_args(cmd: &str) -> Reply {
-    Reply::err(format!(
-        "wrong number of arguments for '{}' command",
-        cmd.to_lowercase()
-    ))
-}
-
 fn client_err(e: data::ClientError) -> Reply {
     // The error text starts with its code (TRYAGAIN, ERR).
     Reply::Error(e.to_string())
 }
 
-async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
-    let cmd = String::from_utf8_lossy(&args[0]).to_uppercase();
+/// Runs one of [`CHORD_COMMANDS`] (its arity already checked).
+async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> Reply {
     let n = args.len();
-    let reply = match cmd.as_str() {
-        "PING" => match n {
-            1 => Reply::Simple("PONG".into()),
-            2 => Reply::Bulk(Some(args[1].clone())),
-            _ => wrong_args(&cmd),
-        },
-        "ECHO" if n == 2 => Reply::Bulk(Some(args[1].clone())),
-        "QUIT" => return (Reply::ok(), true),
-        "GET" if n == 2 => match data::get(shared, &args[1]).await {
+    match spec.name {
+        "get" => match data::get(shared, &args[1]).await {
             Ok(v) => Reply::Bulk(v.map(Bytes::from)),
             Err(e) => client_err(e),
         },
-        "SET" if n >= 3 => {
+        "set" => {
             if n > 3 {
                 Reply::err("syntax error (SET options are not supported)")
             } else if too_big(shared, &args[1..]) {
@@ -276,7 +340,7 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
                 }
             }
         }
-        "DEL" if n >= 2 => {
+        "del" => {
             let names: Vec<Bytes> = args[1..].to_vec();
             fan_out(shared, names, |s, k| async move {
                 data::write(&s, &k, None).await.map(|e| e as i64)
@@ -285,7 +349,7 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
             .map(|v| Reply::Int(v.into_iter().sum()))
             .unwrap_or_else(client_err)
         }
-        "EXISTS" if n >= 2 => {
+        "exists" => {
             let names: Vec<Bytes> = args[1..].to_vec();
             fan_out(shared, names, |s, k| async move {
                 data::get(&s, &k).await.map(|v| v.is_some() as i64)
@@ -294,7 +358,7 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
             .map(|v| Reply::Int(v.into_iter().sum()))
             .unwrap_or_else(client_err)
         }
-        "MGET" if n >= 2 => {
+        "mget" => {
             let names: Vec<Bytes> = args[1..].to_vec();
             fan_out(shared, names, |s, k| async move { data::get(&s, &k).await })
                 .await
@@ -307,10 +371,11 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
                 })
                 .unwrap_or_else(client_err)
         }
-        "MSET" if n >= 3 && n % 2 == 1 && args[1..].chunks(2).any(|kv| too_big(shared, kv)) => {
+        "mset" if n.is_multiple_of(2) => cmd::wrong_arity("mset"),
+        "mset" if args[1..].chunks(2).any(|kv| too_big(shared, kv)) => {
             Reply::err("key and value too large for a node-to-node frame")
         }
-        "MSET" if n >= 3 && n % 2 == 1 => {
+        "mset" => {
             let pairs: Vec<(Bytes, Bytes)> = args[1..]
                 .chunks(2)
                 .map(|c| (c[0].clone(), c[1].clone()))
@@ -333,7 +398,8 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
             .map(|_| Reply::ok())
             .unwrap_or_else(client_err)
         }
-        "CHORD.LOOKUP" if n == 2 || n == 3 => {
+        "chord.lookup" if n > 3 => cmd::wrong_arity("chord.lookup"),
+        "chord.lookup" => {
             let mode = match args
                 .get(2)
                 .map(|a| String::from_utf8_lossy(a).to_uppercase())
@@ -358,14 +424,14 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
                 }
             }
         }
-        "CHORD.SUCCESSORS" | "CHORD.PREDECESSOR" | "CHORD.FINGERS" => {
+        "chord.successors" | "chord.predecessor" | "chord.fingers" => {
             let mut all = false;
             let mut vi = 0usize;
             let mut i = 1;
             let mut bad = false;
             while i < n {
                 let a = String::from_utf8_lossy(&args[i]).to_uppercase();
-                if a == "ALL" && cmd == "CHORD.FINGERS" {
+                if a == "ALL" && spec.name == "chord.fingers" {
                     all = true;
                 } else if a == "VNODE" && i + 1 < n {
                     match String::from_utf8_lossy(&args[i + 1]).parse() {
@@ -379,27 +445,28 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
                 i += 1;
             }
             if bad {
-                Reply::err("syntax error")
+                cmd::syntax_error()
             } else {
-                ring_state(shared, &cmd, vi, all).await
+                ring_state(shared, spec.name, vi, all).await
             }
         }
-        "CHORD.INFO" if n == 1 => chord_info(shared).await,
-        "CHORD.KEYS" if n <= 2 => {
+        "chord.info" => chord_info(shared).await,
+        "chord.keys" if n > 2 => cmd::wrong_arity("chord.keys"),
+        "chord.keys" => {
             let owned_only = match args.get(1) {
                 None => Some(false),
                 Some(a) if a.eq_ignore_ascii_case(b"OWNED") => Some(true),
                 Some(_) => None,
             };
             match owned_only {
-                None => Reply::err("syntax error"),
+                None => cmd::syntax_error(),
                 Some(owned_only) => match local_keys(shared, owned_only).await {
                     Ok(names) => Reply::Array(names.into_iter().map(Reply::bulk).collect()),
                     Err(e) => Reply::err(e),
                 },
             }
         }
-        "CHORD.LEAVE" if n == 1 => match data::leave(shared).await {
+        "chord.leave" => match data::leave(shared).await {
             Ok(sent) => {
                 let s = shared.clone();
                 tokio::spawn(async move {
@@ -411,47 +478,15 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
             }
             Err(e) => client_err(e),
         },
-        "DBSIZE" if n == 1 => match local_keys(shared, true).await {
+        "dbsize" => match local_keys(shared, true).await {
             Ok(v) => Reply::Int(v.len() as i64),
             Err(e) => Reply::err(e),
         },
-        "HELLO" => match args.get(1).map(|a| a.as_ref()) {
-            None | Some(b"2") => resp::hello("chord", env!("CARGO_PKG_VERSION")),
-            Some(_) => Reply::Error("NOPROTO this server speaks RESP2 only".into()),
-        },
-        "SELECT" if n == 2 => {
-            if &args[1][..] == b"0" {
-                Reply::ok()
-            } else {
-                Reply::err("DB index is out of range")
-            }
-        }
-        "CLIENT" | "READONLY" | "READWRITE" => Reply::ok(),
-        "COMMAND" => {
-            let sub = args
-                .get(1)
-                .map(|a| String::from_utf8_lossy(a).to_uppercase());
-            match sub.as_deref() {
-                Some("COUNT") => Reply::Int(COMMANDS.len() as i64),
-                Some("DOCS") | Some("INFO") | None => Reply::Array(vec![]),
-                Some(_) => Reply::Array(vec![]),
-            }
-        }
-        "CONFIG" if n >= 3 && args[1].eq_ignore_ascii_case(b"GET") => resp::config_get(
-            &[("save", ""), ("appendonly", "no"), ("databases", "1")],
-            &args[2..],
-        ),
-        "INFO" => redis_info(shared).await,
-        _ if COMMANDS.contains(&cmd.as_str()) => wrong_args(&cmd),
-        _ => Reply::err(format!(
-            "unknown command '{}'",
-            String::from_utf8_lossy(&args[0])
-                .chars()
-                .take(64)
-                .collect::<String>()
-        )),
-    };
-    (reply, false)
+        "readonly" | "readwrite" => Reply::ok(),
+        "config" => server_kit::config(CONFIG, &args),
+        "info" => redis_info(shared).await,
+        _ => cmd::unknown_command(&args),
+    }
 }
 
 /// Whether a key and value could not travel in one peer frame (with room
@@ -459,32 +494,6 @@ async fn execute(shared: &Arc<Shared>, args: Vec<Bytes>) -> (Reply, bool) {
 fn too_big(shared: &Shared, kv: &[Bytes]) -> bool {
     kv.iter().map(|b| b.len()).sum::<usize>() + 4096 > shared.cfg.max_frame_bytes
 }
-
-const COMMANDS: &[&str] = &[
-    "GET",
-    "SET",
-    "DEL",
-    "EXISTS",
-    "MGET",
-    "MSET",
-    "PING",
-    "ECHO",
-    "QUIT",
-    "HELLO",
-    "INFO",
-    "COMMAND",
-    "CONFIG",
-    "SELECT",
-    "CLIENT",
-    "DBSIZE",
-    "CHORD.LOOKUP",
-    "CHORD.FINGERS",
-    "CHORD.SUCCESSORS",
-    "CHORD.PREDECESSOR",
-    "CHORD.INFO",
-    "CHORD.KEYS",
-    "CHORD.LEAVE",
-];
 
 /// Runs `f` for every item concurrently, answers in order, fails if any fails.
 async fn fan_out<I, T, F, Fut>(
@@ -553,8 +562,8 @@ async fn ring_state(shared: &Arc<Shared>, cmd: &str, vi: usize, all: bool) -> Re
         return Reply::err("no such virtual node");
     };
     match cmd {
-        "CHORD.SUCCESSORS" => Reply::Array(v.succs.iter().map(peer_reply).collect()),
-        "CHORD.PREDECESSOR" => v.pred.as_ref().map(peer_reply).unwrap_or(Reply::Bulk(None)),
+        "chord.successors" => Reply::Array(v.succs.iter().map(peer_reply).collect()),
+        "chord.predecessor" => v.pred.as_ref().map(peer_reply).unwrap_or(Reply::Bulk(None)),
         _ => {
             let id = v.id;
             let space = shared.space;

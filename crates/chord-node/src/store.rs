@@ -5,10 +5,13 @@
 //! from memory (every record is loaded at start) and remembers which keys
 //! changed. When the plane asks for durability (`Persist { token }`), the
 //! driver takes the changes ([`RedbKeyStore::take_changes`]) and hands them
-//! to the [`Persister`] thread, which writes them to redb in one transaction
-//! with one fsync (`Durability::Immediate`), grouping the batches that queued
-//! up meanwhile, and then reports the token back; only then does the plane
-//! send the acknowledgements that promise durability.
+//! to the [`Persister`] thread (the kit's group-commit thread,
+//! [`server_kit::commit`], the same as Bayou's), which writes them to redb in
+//! one transaction with one fsync (`Durability::Immediate`), grouping the
+//! batches that queued up meanwhile, and then reports the token back; only
+//! then does the plane send the acknowledgements that promise durability. A
+//! failed write stops the process with exit status 70, acknowledging
+//! nothing it covered (the kit's storage-failure policy, as for Bayou).
 //!
 //! Records are keyed by the key's 160-bit id in big-endian; each value is a
 //! format byte plus postcard of [`Record`] `{name, value | tombstone, version}`.
@@ -19,6 +22,8 @@ use std::path::Path;
 use chord_core::Id;
 use chord_core::data::{KeyStore, MemStore, Record};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use server_kit::commit::{self, Committer};
+use server_kit::datadir::{DataDir, DataDirError, Kind};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -36,7 +41,11 @@ pub enum StoreError {
     /// A stored record does not decode (unknown format or corruption).
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The data directory belongs to another node id.
+    /// The data directory was refused (someone else's files, another
+    /// node's or kind's directory, or in use).
+    #[error(transparent)]
+    Dir(#[from] DataDirError),
+    /// The database belongs to another node id.
     #[error("data directory belongs to node {found}, not {expected}")]
     WrongNode {
         /// Id recorded in the directory.
@@ -92,17 +101,32 @@ pub fn hex(id: Id) -> String {
 /// A change to write: a record, or `None` to remove the key.
 pub type Change = (Id, Option<Record>);
 
+/// What the kit's [`DataDir`] records for a Chord node's directory.
+pub const KIND: Kind = Kind {
+    name: "chord",
+    title: "Chord",
+    node: "node",
+    legacy_files: &[DB_FILE],
+};
+
+/// The database file in a data directory.
+pub const DB_FILE: &str = "records.redb";
+
 /// The redb file `records.redb` of a data directory.
 pub struct RedbStore {
     db: Database,
+    /// The directory, locked while the store is open.
+    dir: DataDir,
 }
 
 impl RedbStore {
-    /// Opens or creates the store in `dir` for node `node_id`; refuses a
-    /// directory created by another node.
+    /// Opens or creates the store in `dir` for node `node_id`, through the
+    /// kit's [`DataDir`]: refuses (and leaves alone) a directory that holds
+    /// someone else's files, or belongs to another node or kind of node, or
+    /// is in use.
     pub fn open(dir: &Path, node_id: Id) -> Result<RedbStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(db_err)?;
-        let db = Database::create(dir.join("records.redb")).map_err(db_err)?;
+        let data_dir = DataDir::open(dir, &KIND, &hex(node_id))?;
+        let db = Database::create(dir.join(DB_FILE)).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         {
             let mut meta = tx.open_table(META).map_err(db_err)?;
@@ -127,7 +151,7 @@ impl RedbStore {
             tx.open_table(RECORDS).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db, dir: data_dir })
     }
 
     /// The records to start with: all of them, or none if the node was last
@@ -242,48 +266,39 @@ impl KeyStore for RedbKeyStore {
     }
 }
 
-/// The storage thread: writes batches of changes and reports the highest
-/// token made durable.
+/// The storage thread: the kit's group-commit thread over the store; it
+/// writes batches of changes and reports the highest token made durable.
 pub struct Persister {
-    tx: std::sync::mpsc::Sender<(u64, Vec<Change>)>,
+    committer: Committer<Vec<Change>>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Persister {
     /// Starts the thread over `store`; `done(token)` is called after each
-    /// durable commit with the highest token it covered. A failed commit is
-    /// logged and never reported, so nothing waiting on it is acknowledged.
+    /// durable commit with the highest token it covered. A failed commit
+    /// stops the process (the kit's storage-failure policy,
+    /// [`server_kit::commit`]), so nothing waiting on it is acknowledged.
     pub fn spawn(store: RedbStore, done: impl Fn(u64) + Send + 'static) -> Persister {
-        let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<Change>)>();
-        let thread = std::thread::Builder::new()
-            .name("chord-store".into())
-            .spawn(move || {
-                while let Ok((mut token, mut changes)) = rx.recv() {
-                    // Group commit: everything queued meanwhile goes in the
-                    // same transaction.
-                    while let Ok((t, c)) = rx.try_recv() {
-                        token = token.max(t);
-                        changes.extend(c);
-                    }
-                    match store.write(&changes) {
-                        Ok(()) => done(token),
-                        Err(e) => tracing::error!("storage batch failed: {e}"),
-                    }
-                }
-            })
-            .expect("spawn storage thread");
-        Persister { tx, thread }
+        let path = store.dir.path().join(DB_FILE);
+        let (committer, thread) = commit::spawn(
+            "chord-store".into(),
+            path,
+            |changes: &mut Vec<Change>, more| changes.extend(more),
+            move |changes: &Vec<Change>| store.write(changes),
+            done,
+        );
+        Persister { committer, thread }
     }
 
     /// Writes what is queued, then stops the thread and closes the store.
     pub fn close(self) {
-        drop(self.tx);
+        drop(self.committer);
         let _ = self.thread.join();
     }
 
     /// Queues `changes` under `token`.
     pub fn persist(&self, token: u64, changes: Vec<Change>) {
-        let _ = self.tx.send((token, changes));
+        let _ = self.committer.commit(token, changes);
     }
 }
 
@@ -335,7 +350,7 @@ mod tests {
         let other = space.hash(b"other");
         assert!(matches!(
             RedbStore::open(dir.path(), other),
-            Err(StoreError::WrongNode { .. })
+            Err(StoreError::Dir(DataDirError::WrongNode { .. }))
         ));
     }
 

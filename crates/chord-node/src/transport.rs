@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use bytes::{Bytes, BytesMut};
+use server_kit::frame::{FrameReader, write_frame};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -40,7 +42,7 @@ pub enum RpcError {
 type PendingMap = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 struct Conn {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Bytes>,
     pending: PendingMap,
     next_id: AtomicU64,
 }
@@ -141,7 +143,7 @@ async fn run_conn(
     peers: Arc<Peers>,
     addr: SocketAddr,
     conn: Arc<Conn>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Bytes>,
 ) {
     let stream = match tokio::time::timeout(peers.timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
@@ -157,12 +159,12 @@ async fn run_conn(
     let max = peers.max_frame_bytes;
     let pending = conn.pending.clone();
     let reader = tokio::spawn(async move {
-        let mut buf = Vec::new();
+        let mut frames = FrameReader::new(&mut r, BytesMut::new(), max);
         loop {
-            match read_frame(&mut r, &mut buf, max).await {
-                Ok(true) => {}
+            let buf = match frames.next(None).await {
+                Ok(Some(buf)) => buf,
                 _ => return,
-            }
+            };
             match wire::decode(&buf) {
                 Ok(Body::Response { id, resp }) => {
                     if let Some(tx) = pending.lock().expect("pending lock").remove(&id) {
@@ -202,42 +204,4 @@ async fn run_conn(
     peers.forget(addr, &conn);
     // Dropping the senders fails every waiting request at once.
     conn.pending.lock().expect("pending lock").clear();
-}
-
-/// Writes one frame: length then payload.
-pub async fn write_frame<W: AsyncWriteExt + Unpin>(
-    w: &mut W,
-    payload: &[u8],
-) -> std::io::Result<()> {
-    w.write_all(&(payload.len() as u32).to_be_bytes()).await?;
-    w.write_all(payload).await
-}
-
-/// Reads one frame into `buf`. `Ok(false)` at a clean end of stream; an error
-/// for a length of 0 or above `max`, or a stream cut inside a frame. Memory
-/// grows with the bytes actually received, not with the declared length.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<bool> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len == 0 || len > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame length {len} outside 1..={max}"),
-        ));
-    }
-    buf.clear();
-    let got = r.take(len as u64).read_to_end(buf).await?;
-    if got != len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(true)
 }

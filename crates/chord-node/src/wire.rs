@@ -3,18 +3,21 @@
 //! Peers connect to the same port as Redis clients. A peer connection starts
 //! with the 8-byte [`MAGIC`] (its first byte, `0xC4`, can start neither a RESP
 //! multi-bulk request nor an inline command), followed by frames in both
-//! directions:
+//! directions, in the kit's peer framing ([`server_kit::frame`], the same as
+//! Bayou's):
 //!
 //! ```text
 //! frame   = length (u32, big-endian, 1..=max_frame_bytes) payload
-//! payload = version (u8) postcard(Body)
+//! payload = version (u16, big-endian) postcard(Body)
 //! ```
 //!
-//! The version byte is checked before the body is decoded; a frame with an
+//! The version is checked before the body is decoded; a frame with an
 //! unknown version, a length of 0 or above the limit, or a body that does not
-//! decode closes the connection (the node itself carries on). Variants of the
-//! enums below are only ever appended; changing one means a new
-//! [`PROTOCOL_VERSION`].
+//! decode closes the connection (the node itself carries on), and so does a
+//! connection that sends its magic but no complete first frame within
+//! `--peer-idle-timeout-ms` (10 s). Variants of the enums below are only
+//! ever appended; changing one means a new [`PROTOCOL_VERSION`]. (Version 4
+//! moved to the kit's framing: the version field grew from one byte to two; version 5 added the data plane's `Covered` message and `DigestReply.covers`.)
 //!
 //! Two kinds of traffic share a connection:
 //!
@@ -29,16 +32,18 @@
 //! * [`Body::Request`] / [`Body::Response`]: `Whoami`, the one driver RPC (a
 //!   joining process learns a member id), matched by a per-connection id.
 
+use bytes::Bytes;
 use chord_core::data::DataMsg;
 use chord_core::{Id, Message, NodeRef};
 use serde::{Deserialize, Serialize};
+use server_kit::frame::{self, FrameError};
 use std::net::SocketAddr;
 
 /// The first bytes of a peer connection.
 pub const MAGIC: &[u8; 8] = b"\xC4CHORD1\n";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 << 20;
@@ -100,33 +105,26 @@ pub enum Response {
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    /// The frame is empty.
-    #[error("empty frame")]
-    Empty,
-    /// Another protocol version.
-    #[error("unsupported protocol version {0} (this node speaks {PROTOCOL_VERSION})")]
-    Version(u8),
+    /// No version, or another protocol version.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
     /// The body does not decode.
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
 }
 
-/// The payload of a frame (without the length prefix).
-pub fn encode(body: &Body) -> Vec<u8> {
-    let mut out = vec![PROTOCOL_VERSION];
+/// The payload of a frame (version and body, without the length prefix).
+pub fn encode(body: &Body) -> Bytes {
     // Encoding into a Vec only fails on types serde cannot express, which
     // ours do not contain.
-    out.extend(postcard::to_stdvec(body).expect("wire types always encode"));
-    out
+    let body = postcard::to_stdvec(body).expect("wire types always encode");
+    frame::payload(PROTOCOL_VERSION, &body)
 }
 
 /// Decodes a frame payload, checking the version first.
 pub fn decode(payload: &[u8]) -> Result<Body, WireError> {
-    let (&v, rest) = payload.split_first().ok_or(WireError::Empty)?;
-    if v != PROTOCOL_VERSION {
-        return Err(WireError::Version(v));
-    }
-    Ok(postcard::from_bytes(rest)?)
+    let body = frame::open_payload(payload, PROTOCOL_VERSION)?;
+    Ok(postcard::from_bytes(body)?)
 }
 
 #[cfg(test)]
@@ -146,7 +144,7 @@ mod tests {
             msg: Message::FindStep { req: 7, key: id },
         };
         let bytes = encode(&body);
-        assert_eq!(bytes[0], PROTOCOL_VERSION);
+        assert_eq!(bytes[..2], PROTOCOL_VERSION.to_be_bytes());
         match decode(&bytes).unwrap() {
             Body::Chord { to, from, msg } => {
                 assert_eq!(to, id);
@@ -162,13 +160,20 @@ mod tests {
         let mut bytes = encode(&Body::Response {
             id: 1,
             resp: Response::Ids(Vec::new()),
-        });
-        bytes[0] = 9;
-        assert!(matches!(decode(&bytes), Err(WireError::Version(9))));
-        assert!(matches!(decode(&[]), Err(WireError::Empty)));
+        })
+        .to_vec();
+        bytes[..2].copy_from_slice(&9u16.to_be_bytes());
+        assert!(matches!(
+            decode(&bytes),
+            Err(WireError::Frame(FrameError::Version { found: 9, .. }))
+        ));
+        assert!(matches!(
+            decode(&[]),
+            Err(WireError::Frame(FrameError::Short(0)))
+        ));
         for n in 0..200u8 {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37) ^ n).collect();
-            let mut framed = vec![PROTOCOL_VERSION];
+            let mut framed = PROTOCOL_VERSION.to_be_bytes().to_vec();
             framed.extend(junk);
             let _ = decode(&framed);
         }

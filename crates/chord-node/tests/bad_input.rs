@@ -40,6 +40,31 @@ fn ping(port: u16) {
     assert_eq!(p, "PONG");
 }
 
+/// A connection that sends the peer prefix and then nothing (or half a
+/// frame) is closed after the peer idle timeout, as Bayou's are.
+#[test]
+fn a_peer_connection_that_sends_only_the_prefix_is_closed_after_the_idle_timeout() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ring = Ring::start_opts(1, 1, 4, &["--peer-idle-timeout-ms", "500"]);
+    ring.wait_ring(Duration::from_secs(10));
+    let port = ring.nodes[0].port;
+    for sent in [MAGIC.to_vec(), [&MAGIC[..], &[0, 0][..]].concat()] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&sent).unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).expect("closed, not timed out");
+        let took = start.elapsed();
+        assert_eq!(n, 0, "the node sent {:?}", &buf[..n]);
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "closed after {took:?}"
+        );
+    }
+    ping(port);
+}
+
 #[test]
 fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,7 +113,7 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
             f
         },
         frame(&[99, 0, 0, 0]),
-        frame(&[PROTOCOL_VERSION, 0x7F, 1, 2, 3]),
+        frame(&[&PROTOCOL_VERSION.to_be_bytes()[..], &[0x7F, 1, 2, 3]].concat()),
         frame(&valid[..valid.len() - 3]),
         frame(&valid[..2]),
         {
@@ -112,7 +137,8 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
         // Random bodies behind a valid header that can never decode: an
         // unknown Body variant tag.
         let len = 1 + rng.below(300);
-        let mut p = vec![PROTOCOL_VERSION, 0x40 + (rng.next() % 0x3F) as u8];
+        let mut p = PROTOCOL_VERSION.to_be_bytes().to_vec();
+        p.push(0x40 + (rng.next() % 0x3F) as u8);
         p.extend((0..len).map(|_| rng.next() as u8));
         cases.push(frame(&p));
         // Random RESP-ish junk.
@@ -403,4 +429,74 @@ fn the_cluster_command_reports_a_node_that_exits() {
         "{err}"
     );
     assert!(out.status.success(), "node 0 still ran: {}", out.status);
+}
+
+/// Runs `chord-node serve` on `dir` (with `id`) and returns whether it
+/// succeeded and its stderr; a refused directory exits at once.
+fn serve_once(dir: &std::path::Path, id: &str) -> (bool, String) {
+    let port = free_ports(1)[0];
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--id",
+            id,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chord-node");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// As for Bayou: someone else's directory, another node's and a Bayou
+/// replica's are refused, and left as they were.
+#[test]
+fn foreign_or_other_nodes_data_directories_are_refused_and_left_alone() {
+    use server_kit::datadir::{DataDir, IDENTITY_FILE, Kind};
+    let tmp = tempfile::tempdir().unwrap();
+    let count = |d: &std::path::Path| std::fs::read_dir(d).unwrap().count();
+
+    // A directory with someone else's files.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("thesis.tex"), "precious").unwrap();
+    let (ok, err) = serve_once(&foreign, "7");
+    assert!(!ok);
+    assert!(err.contains("not a Chord data directory"), "{err}");
+    assert!(err.contains("thesis.tex"), "{err}");
+    assert!(err.contains(&foreign.display().to_string()), "{err}");
+    assert_eq!(count(&foreign), 1);
+
+    // Another Chord node's directory.
+    let other = tmp.path().join("other");
+    drop(DataDir::open(&other, &chord_node::store::KIND, &"ab".repeat(20)).unwrap());
+    let identity = std::fs::read(other.join(IDENTITY_FILE)).unwrap();
+    let (ok, err) = serve_once(&other, "7");
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("belongs to node {}", "ab".repeat(20))),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(other.join(IDENTITY_FILE)).unwrap(), identity);
+    assert_eq!(count(&other), 2);
+
+    // A Bayou replica's directory.
+    let bayou = tmp.path().join("bayou");
+    let kind = Kind {
+        name: "bayou",
+        title: "Bayou",
+        node: "replica",
+        legacy_files: &[],
+    };
+    drop(DataDir::open(&bayou, &kind, "A").unwrap());
+    let (ok, err) = serve_once(&bayou, "7");
+    assert!(!ok);
+    assert!(err.contains("belongs to a bayou node"), "{err}");
+    assert_eq!(count(&bayou), 2);
 }

@@ -22,7 +22,7 @@
 
 use bayou_core::{Replica, Role, ServerId};
 use bytes::BytesMut;
-use resp_server::{Limits, parse};
+use server_kit::{Limits, parse};
 
 /// A fuzz target: its name (the directory of its corpus) and its function.
 pub type Target = (&'static str, fn(&[u8]));
@@ -68,7 +68,7 @@ fn parse_all(buf: &mut BytesMut) -> Parsed {
     }
 }
 
-/// RESP client requests (`resp_server::parse`): whatever the bytes, parsing
+/// RESP client requests (`server_kit::parse`): whatever the bytes, parsing
 /// stops at an incomplete request or a protocol error, and bytes that
 /// arrive in two reads (split where the first byte says) parse to the same
 /// requests as bytes that arrive at once — a server reads a socket in

@@ -21,13 +21,19 @@ pub struct Limits {
     pub max_inline_bytes: usize,
 }
 
+impl Limits {
+    /// The limits both servers use: 64 MiB arguments, 2^20 arguments,
+    /// 64 KiB inline lines.
+    pub const DEFAULT: Limits = Limits {
+        max_bulk_bytes: 64 << 20,
+        max_args: 1 << 20,
+        max_inline_bytes: 64 << 10,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_bulk_bytes: 64 << 20,
-            max_args: 1 << 20,
-            max_inline_bytes: 64 << 10,
-        }
+        Limits::DEFAULT
     }
 }
 

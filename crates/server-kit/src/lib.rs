@@ -1,5 +1,6 @@
-//! What a server needs to speak RESP2 and RESP3, the Redis protocol, shared
-//! by the Bayou and Chord network runtimes:
+//! The server kit shared by the Bayou and Chord network runtimes: what a
+//! server needs to speak RESP2 and RESP3 (the Redis protocol) to clients
+//! and its own framed protocol to peers, on one port:
 //!
 //! * [`resp`]: parsing client requests (multi-bulk arrays and inline
 //!   commands) with hard limits, and encoding replies in RESP2 or RESP3;
@@ -8,6 +9,18 @@
 //! * [`conn`]: a client connection's state (protocol, name, id, an open
 //!   `MULTI`) and the commands that act only on it (`HELLO`, `CLIENT`,
 //!   `SELECT`, `PING`, `ECHO`, `COMMAND`, `MULTI`/`EXEC`/`DISCARD`);
+//! * [`client`]: the pipelined client loop ([`serve_client`]) with one set
+//!   of limits and error texts, calling a node's [`Handler`] for the node's
+//!   own commands;
+//! * [`frame`]: peer framing (length-limited, versioned frames) and the
+//!   idle timeout of a peer connection;
+//! * [`commit`]: the group-commit thread (drain the queue, one
+//!   transaction, one fsync, then acknowledge) and the storage-failure
+//!   policy;
+//! * [`datadir`]: opening a node's data directory (identity file,
+//!   exclusive lock, refusal of someone else's directory);
+//! * [`process`]: logging set-up ([`init_tracing`]) and the shutdown
+//!   signal ([`shutdown_signal`]) both binaries use;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task.
 //!
@@ -39,12 +52,19 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod command;
+pub mod commit;
 pub mod conn;
+pub mod datadir;
+pub mod frame;
+pub mod process;
 pub mod resp;
 
+pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
 pub use command::{CommandSpec, CommandTable};
-pub use conn::{CONNECTION_COMMANDS, Client, ServerInfo, Step};
+pub use conn::{CONNECTION_COMMANDS, Client, Queued, ServerInfo, Step};
+pub use process::{init_tracing, shutdown_signal};
 pub use resp::{Limits, Protocol, ProtocolError, Reply, parse};
 
 use bytes::{Bytes, BytesMut};
@@ -57,42 +77,31 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::debug;
 
-/// The reply to `HELLO` (or `HELLO 2`): the server's name and version, as
-/// Redis reports them. Client libraries send it on connect.
-pub fn hello(server: &str, version: &str) -> Reply {
-    Reply::Array(vec![
-        Reply::text("server"),
-        Reply::text(server),
-        Reply::text("version"),
-        Reply::text(version),
-        Reply::text("proto"),
-        Reply::Int(2),
-        Reply::text("id"),
-        Reply::Int(0),
-        Reply::text("mode"),
-        Reply::text("standalone"),
-        Reply::text("role"),
-        Reply::text("master"),
-        Reply::text("modules"),
-        Reply::Array(vec![]),
-    ])
+/// `CONFIG`, the same on every server: `GET` of the settings a node
+/// reports ([`config`]) and `RESETSTAT`.
+pub const CONFIG_COMMAND: CommandSpec = CommandSpec::new(
+    "config",
+    -2,
+    &["admin", "loading", "stale"],
+    "CONFIG GET pattern [pattern ...] | CONFIG RESETSTAT",
+);
+
+/// The reply to [`CONFIG_COMMAND`] (`args` with the name, checked against
+/// its arity): `GET` answers from `settings`, `RESETSTAT` `OK`.
+pub fn config(settings: &[(&str, &str)], args: &[Bytes]) -> Reply {
+    let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    match sub.as_str() {
+        "get" if args.len() >= 3 => config_get_map(settings, &args[2..]),
+        "resetstat" => Reply::ok(),
+        "get" => command::wrong_arity("config|get"),
+        _ => Reply::err(format!("unsupported CONFIG subcommand '{sub}'")),
+    }
 }
 
 /// The reply to `CONFIG GET pattern…`: the `settings` whose names match a
-/// pattern, as a flat array of name, value. redis-benchmark asks for `save`
-/// and `appendonly` and warns when it gets nothing.
-pub fn config_get(settings: &[(&str, &str)], patterns: &[Bytes]) -> Reply {
-    Reply::Array(
-        settings
-            .iter()
-            .filter(|(k, _)| patterns.iter().any(|p| glob(p, k.as_bytes())))
-            .flat_map(|(k, v)| [Reply::text(*k), Reply::text(*v)])
-            .collect(),
-    )
-}
-
-/// The reply to `CONFIG GET pattern…` as a map (RESP3 clients expect one;
-/// on a RESP2 connection it is the same flat array as [`config_get`]).
+/// pattern, as a map (RESP3 clients expect one; on a RESP2 connection it is
+/// a flat array of name, value). redis-benchmark asks for `save` and
+/// `appendonly` and warns when it gets nothing.
 pub fn config_get_map(settings: &[(&str, &str)], patterns: &[Bytes]) -> Reply {
     Reply::Map(
         settings
@@ -340,13 +349,13 @@ mod tests {
     #[test]
     fn config_get_returns_matching_pairs() {
         let settings = [("save", ""), ("appendonly", "yes")];
-        let got = config_get(&settings, &[Bytes::from_static(b"append*")]);
+        let got = config_get_map(&settings, &[Bytes::from_static(b"append*")]);
         assert_eq!(
             got,
-            Reply::Array(vec![Reply::text("appendonly"), Reply::text("yes")])
+            Reply::Map(vec![(Reply::text("appendonly"), Reply::text("yes"))])
         );
-        let none = config_get(&settings, &[Bytes::from_static(b"maxmemory")]);
-        assert_eq!(none, Reply::Array(vec![]));
+        let none = config_get_map(&settings, &[Bytes::from_static(b"maxmemory")]);
+        assert_eq!(none, Reply::Map(vec![]));
     }
 
     /// Sends `bytes` to a fresh loopback connection and classifies it.

@@ -8,6 +8,12 @@ use bytes::Bytes;
 
 use crate::resp::Reply;
 
+/// The flags of a fast read (`GET`).
+pub const READ_FAST: &[&str] = &["readonly", "fast"];
+
+/// The flags of a write that may allocate (`SET`).
+pub const WRITE: &[&str] = &["write", "denyoom"];
+
 /// One command a server accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommandSpec {

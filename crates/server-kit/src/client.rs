@@ -1,0 +1,335 @@
+//! The pipelined client loop both servers run for every Redis connection:
+//! [`serve_client`] reads requests with the limits ([`Limits`],
+//! [`MAX_QUERY_BUFFER_BYTES`], at most [`MAX_PIPELINE`] requests a round),
+//! feeds each to [`Client::step`] (connection commands, arity and
+//! unknown-command errors, `MULTI` queueing), hands the node's own commands
+//! to its [`Handler`], and encodes every reply in the protocol (RESP2 or
+//! RESP3) the connection spoke when it sent the request.
+//!
+//! A *round* is every complete request already received, up to
+//! [`MAX_PIPELINE`]: its node commands go to [`Handler::run`] together, so
+//! a node can serve a pipeline in one step (Bayou: one replica query and
+//! one durable batch; Chord: distinct keys concurrently). Connection
+//! commands never touch a node's data, so they are answered at once. An
+//! `EXEC` first runs what the round queued before it, then the
+//! transaction's node commands in one [`Handler::run`] call with `exec`
+//! set; the reply is the array of the transaction's replies, in order.
+//! What `EXEC` guarantees beyond "in order" is the node's to say.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::command::{CommandSpec, CommandTable};
+use crate::conn::{Client, Queued, ServerInfo, Step};
+use crate::resp::{self, Limits, Protocol, Reply};
+
+/// Most requests handled in one round for one connection.
+pub const MAX_PIPELINE: usize = 1024;
+
+/// Most bytes a client may have buffered without completing a request;
+/// beyond it the connection gets [`QUERY_BUFFER_EXCEEDED`] and is closed.
+pub const MAX_QUERY_BUFFER_BYTES: usize = 128 << 20;
+
+/// The error text for a client over [`MAX_QUERY_BUFFER_BYTES`].
+pub const QUERY_BUFFER_EXCEEDED: &str = "Protocol error: query buffer limit exceeded";
+
+/// The node is stopping: the client loop closes the connection without
+/// answering the rest of the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node is stopping")]
+pub struct Stopped;
+
+/// What a server is, for the client loop: its command table, who it is
+/// (for `HELLO`), and the request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Service {
+    /// Every command a client may send (connection commands included).
+    pub table: CommandTable,
+    /// The server's name and version.
+    pub info: ServerInfo,
+    /// Request parsing limits.
+    pub limits: Limits,
+}
+
+impl Service {
+    /// Server `name` at `version` with the kit's connection commands and
+    /// its own `commands`, and the default limits.
+    pub const fn new(
+        name: &'static str,
+        version: &'static str,
+        table: &'static [&'static [CommandSpec]],
+    ) -> Service {
+        Service {
+            table: CommandTable::new(table),
+            info: ServerInfo { name, version },
+            limits: Limits::DEFAULT,
+        }
+    }
+}
+
+/// A node's side of the client loop: it runs the commands of its table
+/// that are not connection commands.
+pub trait Handler: Send + Sync {
+    /// The node's counter of client requests, which the loop advances by
+    /// every request it reads; `None` for no counter.
+    fn request_counter(&self) -> Option<&AtomicU64> {
+        None
+    }
+
+    /// An error for a command the node knows and refuses outright (a Redis
+    /// command it does not support, say why), before the table lookup;
+    /// `None` to look it up as usual. `name` is as the client sent it.
+    fn refuse(&self, _name: &[u8]) -> Option<Reply> {
+        None
+    }
+
+    /// Runs `commands` (already checked against the table) and returns one
+    /// reply for each, in order. `exec` is set for the commands of one
+    /// `EXEC`. `Err(Stopped)` closes the connection.
+    fn run(
+        &self,
+        commands: Vec<Queued>,
+        exec: bool,
+    ) -> impl Future<Output = Result<Vec<Reply>, Stopped>> + Send;
+}
+
+/// Serves one Redis client until it quits, hangs up, breaks the protocol
+/// or the node stops; `buf` holds the bytes already read. I/O errors are
+/// returned for the caller to log.
+pub async fn serve_client<S, H>(
+    stream: &mut S,
+    mut buf: BytesMut,
+    service: &Service,
+    handler: &H,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let mut client = Client::new();
+    let mut out = BytesMut::with_capacity(16 << 10);
+    loop {
+        let mut requests = Vec::new();
+        let mut error = None;
+        while requests.len() < MAX_PIPELINE {
+            match resp::parse(&mut buf, &service.limits) {
+                Ok(Some(args)) if args.is_empty() => {}
+                Ok(Some(args)) => requests.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let got_any = !requests.is_empty();
+        let mut quit = false;
+        if got_any {
+            if let Some(c) = handler.request_counter() {
+                c.fetch_add(requests.len() as u64, Ordering::Relaxed);
+            }
+            let replies = match round(&mut client, requests, service, handler).await {
+                Ok(r) => r,
+                Err(Stopped) => return Ok(()),
+            };
+            for (r, protocol, q) in &replies {
+                r.encode_as(*protocol, &mut out);
+                quit |= q;
+            }
+        }
+        if let Some(e) = &error {
+            Reply::err(e).encode_as(client.protocol, &mut out);
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            out.clear();
+        }
+        if quit || error.is_some() {
+            return Ok(());
+        }
+        if buf.len() > MAX_QUERY_BUFFER_BYTES {
+            Reply::err(QUERY_BUFFER_EXCEEDED).encode(&mut out);
+            stream.write_all(&out).await?;
+            return Ok(());
+        }
+        if !got_any {
+            buf.reserve(64 << 10);
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One reply slot: the reply (once known), the protocol to encode it in,
+/// and whether the connection closes after it (`QUIT`).
+type Slot = (Option<Reply>, Protocol, bool);
+
+/// Answers one round of requests, in order.
+async fn round<H: Handler>(
+    client: &mut Client,
+    requests: Vec<Vec<bytes::Bytes>>,
+    service: &Service,
+    handler: &H,
+) -> Result<Vec<(Reply, Protocol, bool)>, Stopped> {
+    let mut slots: Vec<Slot> = Vec::with_capacity(requests.len());
+    let mut pending: Vec<(usize, Queued)> = Vec::new();
+    for args in requests {
+        let protocol = client.protocol;
+        if let Some(refused) = handler.refuse(&args[0]) {
+            slots.push((Some(client.refuse(refused)), protocol, false));
+            continue;
+        }
+        match client.step(args, &service.table, &service.info) {
+            Step::Reply(r) => slots.push((Some(r), client.protocol, false)),
+            Step::Run(spec, args) => {
+                pending.push((slots.len(), (spec, args)));
+                slots.push((None, protocol, false));
+            }
+            Step::Exec(queued) => {
+                flush(handler, &mut pending, &mut slots).await?;
+                let reply = exec(client, queued, service, handler).await?;
+                slots.push((Some(reply), client.protocol, false));
+            }
+            Step::Quit => {
+                slots.push((Some(Reply::ok()), protocol, true));
+                break;
+            }
+        }
+    }
+    flush(handler, &mut pending, &mut slots).await?;
+    Ok(slots
+        .into_iter()
+        .map(|(r, p, q)| (r.expect("every request answered"), p, q))
+        .collect())
+}
+
+/// Runs the pending node commands and puts their replies in their slots.
+async fn flush<H: Handler>(
+    handler: &H,
+    pending: &mut Vec<(usize, Queued)>,
+    slots: &mut [Slot],
+) -> Result<(), Stopped> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (at, commands): (Vec<usize>, Vec<Queued>) = pending.drain(..).unzip();
+    let replies = handler.run(commands, false).await?;
+    debug_assert_eq!(replies.len(), at.len(), "one reply per command");
+    for (i, r) in at.into_iter().zip(replies) {
+        slots[i].0 = Some(r);
+    }
+    Ok(())
+}
+
+/// `EXEC`: connection commands answered here, the node's in one
+/// [`Handler::run`] call; the array of replies in order.
+async fn exec<H: Handler>(
+    client: &mut Client,
+    queued: Vec<Queued>,
+    service: &Service,
+    handler: &H,
+) -> Result<Reply, Stopped> {
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(queued.len());
+    let mut at = Vec::new();
+    let mut commands = Vec::new();
+    for (spec, args) in queued {
+        match client.connection_command(spec, &args, &service.table, &service.info) {
+            Some(r) => replies.push(Some(r)),
+            None => {
+                at.push(replies.len());
+                replies.push(None);
+                commands.push((spec, args));
+            }
+        }
+    }
+    if !commands.is_empty() {
+        let answers = handler.run(commands, true).await?;
+        for (i, r) in at.into_iter().zip(answers) {
+            replies[i] = Some(r);
+        }
+    }
+    Ok(Reply::Array(
+        replies
+            .into_iter()
+            .map(|r| r.expect("every queued command answered"))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::CONNECTION_COMMANDS;
+
+    const SPECS: &[CommandSpec] = &[
+        CommandSpec::new("get", 2, &["readonly"], "GET key").keys(1, 1, 1),
+        CommandSpec::new("expire", 3, &["write"], "EXPIRE key s").keys(1, 1, 1),
+    ];
+    const SERVICE: Service = Service::new("test", "1", &[CONNECTION_COMMANDS, SPECS]);
+
+    /// Answers `GET k` with `k`, and counts the `run` calls.
+    struct Echo(std::sync::atomic::AtomicUsize);
+
+    impl Handler for Echo {
+        fn refuse(&self, name: &[u8]) -> Option<Reply> {
+            name.eq_ignore_ascii_case(b"expire")
+                .then(|| Reply::err("'EXPIRE' is not supported"))
+        }
+        async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(commands
+                .into_iter()
+                .map(|(_, args)| Reply::bulk(args[1].clone()))
+                .collect())
+        }
+    }
+
+    async fn talk(input: &[u8]) -> (String, usize) {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(input).await.unwrap();
+        a.shutdown().await.unwrap();
+        let h = Echo(Default::default());
+        serve_client(&mut b, BytesMut::new(), &SERVICE, &h)
+            .await
+            .unwrap();
+        drop(b);
+        let mut out = Vec::new();
+        a.read_to_end(&mut out).await.unwrap();
+        (String::from_utf8(out).unwrap(), h.0.into_inner())
+    }
+
+    #[tokio::test]
+    async fn a_pipeline_is_one_run_and_replies_in_order() {
+        let (out, runs) =
+            talk(b"GET a\r\nPING\r\nGET b\r\nGET\r\nEXPIRE k 1\r\nQUIT\r\nGET c\r\n").await;
+        assert_eq!(
+            out,
+            "$1\r\na\r\n+PONG\r\n$1\r\nb\r\n-ERR wrong number of arguments for 'get' command\r\n\
+             -ERR 'EXPIRE' is not supported\r\n+OK\r\n"
+        );
+        assert_eq!(runs, 1);
+    }
+
+    #[tokio::test]
+    async fn hello_3_switches_the_encoding_and_exec_answers_an_array() {
+        let (out, runs) =
+            talk(b"HELLO 3\r\nMULTI\r\nGET a\r\nCLIENT SETNAME me\r\nEXEC\r\nCLIENT GETNAME\r\n")
+                .await;
+        assert!(out.starts_with('%'), "{out}");
+        assert!(
+            out.ends_with("+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$1\r\na\r\n+OK\r\n$2\r\nme\r\n"),
+            "{out}"
+        );
+        assert_eq!(runs, 1);
+    }
+
+    #[tokio::test]
+    async fn a_protocol_error_is_answered_then_the_connection_closes() {
+        let (out, _) = talk(b"PING\r\n*1\r\n$-5\r\n").await;
+        assert!(out.starts_with("+PONG\r\n-ERR Protocol error"), "{out}");
+    }
+}
