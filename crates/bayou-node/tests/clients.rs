@@ -2,14 +2,12 @@
 //! compatibility"): real client libraries, with their defaults, against real
 //! `bayou-node` processes, and the INCR-convergence demo.
 //!
-//! The Python and Node clients are installed by `.ci/run` into
-//! `$BAYOU_TEST_CLIENTS` (default `$CARGO_TARGET_DIR/clients`, else
-//! `target/clients`). Without them these tests say SKIPPED loudly and pass,
-//! unless `BAYOU_REQUIRE_CLIENTS` is set (CI sets it), when they fail.
+//! Where the Python and Node clients come from: `tests/clients/libs.rs`.
 
 mod common;
+#[path = "../../../tests/clients/libs.rs"]
+mod libs;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,70 +15,20 @@ use common::Cluster;
 
 const FAST: &[&str] = &["--sync-interval-ms", "100", "--logical-clock"];
 
-fn clients_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("BAYOU_TEST_CLIENTS") {
-        return d.into();
-    }
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Path::new(&d).join("clients");
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/clients")
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/clients")
-        .join(name)
-}
-
-/// `None` after a loud message when `what` is missing and CI does not
-/// require it.
-fn missing(what: &str) -> Option<()> {
-    let msg = format!(
-        "SKIPPED: {what} is not installed in {} (run .ci/run, or see docs/bayou-server.md)",
-        clients_dir().display()
-    );
-    if std::env::var_os("BAYOU_REQUIRE_CLIENTS").is_some() {
-        panic!("{msg}, and BAYOU_REQUIRE_CLIENTS is set");
-    }
-    eprintln!("\n!!!!!!!! {msg}\n");
-    None
-}
-
-/// Runs a client script and fails with its output unless it succeeds.
-fn run(mut cmd: Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed:\n{text}");
-    eprintln!("{text}");
-}
-
 #[test]
 fn redis_py_sync_and_asyncio_work_with_their_defaults() {
-    let python = clients_dir().join("py/bin/python");
-    if !python.exists() {
-        return missing("redis-py 8 (a venv at py/)").unwrap_or(());
-    }
     let c = Cluster::start(&["P"], FAST);
-    let mut cmd = Command::new(python);
-    cmd.arg(script("redis_py.py"))
-        .arg(c.r("P").port.to_string());
-    run(cmd, "redis-py");
+    if let Some(cmd) = libs::python("redis_py.py", c.r("P").port) {
+        libs::run(cmd, "redis-py");
+    }
 }
 
 #[test]
 fn node_redis_and_ioredis_work_with_their_defaults() {
-    let modules = clients_dir().join("node/node_modules");
-    if !modules.join("redis").exists() || !modules.join("ioredis").exists() {
-        return missing("node-redis and ioredis (node/node_modules)").unwrap_or(());
-    }
     let c = Cluster::start(&["P"], FAST);
-    let mut cmd = Command::new("node");
-    cmd.env("NODE_PATH", modules)
-        .arg(script("node_clients.js"))
-        .arg(c.r("P").port.to_string());
-    run(cmd, "node clients");
+    if let Some(cmd) = libs::node("node_clients.js", c.r("P").port) {
+        libs::run(cmd, "node clients");
+    }
 }
 
 /// The `redis` crate, the same checks over RESP2 and RESP3.

@@ -135,3 +135,22 @@ fn resp3_connection_commands_and_error_texts_are_the_kits() {
     server_kit::command::wrong_arity("get").encode(&mut expected);
     assert!(raw(port, b"GET\r\n").as_bytes().starts_with(&expected));
 }
+
+#[path = "../../../tests/clients/libs.rs"]
+mod libs;
+
+/// redis-py 8 (sync and asyncio) and node-redis 6 / ioredis with their
+/// defaults (RESP3, CLIENT SETINFO, MULTI/EXEC pipelines) against a ring.
+#[test]
+fn redis_py_node_redis_and_ioredis_work_with_their_defaults() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ring = Ring::start(3, 2);
+    ring.wait_ring(Duration::from_secs(30));
+    let port = ring.nodes[1].port;
+    if let Some(cmd) = libs::python("chord_py.py", port) {
+        libs::run(cmd, "redis-py against Chord");
+    }
+    if let Some(cmd) = libs::node("chord_node_clients.js", port) {
+        libs::run(cmd, "node clients against Chord");
+    }
+}
