@@ -5,21 +5,12 @@
 // `redis` and `ioredis`). Prints one line per check; exits non-zero on the
 // first failure. Run by crates/chord-node/tests/clients.rs.
 'use strict';
-const assert = require('node:assert/strict');
+const { check } = require('./checks.js');
 const { createClient } = require('redis');
 const Redis = require('ioredis');
 
 const port = Number(process.argv[2]);
 
-async function check(name, got, want) {
-  try {
-    assert.deepStrictEqual(await got, want);
-  } catch (e) {
-    console.log(`FAIL ${name}: got ${JSON.stringify(await got)}, want ${JSON.stringify(want)}`);
-    process.exit(1);
-  }
-  console.log(`ok ${name}`);
-}
 
 async function nodeRedis() {
   const c = createClient({ url: `redis://127.0.0.1:${port}` });

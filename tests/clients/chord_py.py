@@ -13,14 +13,10 @@ import sys
 import redis
 import redis.asyncio
 
+from checks import check
+
 PORT = int(sys.argv[1])
 
-
-def check(name, got, want):
-    if got != want:
-        print(f"FAIL {name}: got {got!r}, want {want!r}")
-        sys.exit(1)
-    print(f"ok {name}")
 
 
 def sync_checks():

@@ -5,32 +5,13 @@
 // exits non-zero on the first failure. Run by
 // crates/bayou-node/tests/clients.rs.
 'use strict';
-const assert = require('node:assert/strict');
+const { check, failsNaming } = require('./checks.js');
 const { createClient } = require('redis');
 const Redis = require('ioredis');
 
 const port = Number(process.argv[2]);
 
-async function check(name, got, want) {
-  try {
-    assert.deepStrictEqual(await got, want);
-  } catch (e) {
-    console.log(`FAIL ${name}: got ${JSON.stringify(await got)}, want ${JSON.stringify(want)}`);
-    process.exit(1);
-  }
-  console.log(`ok ${name}`);
-}
 
-async function failsNaming(name, promise, text) {
-  try {
-    await promise;
-  } catch (e) {
-    if (!String(e.message).includes(text)) console.log(`error was: ${e.message}`);
-    return check(name, String(e.message).includes(text), true);
-  }
-  console.log(`FAIL ${name}: no error`);
-  process.exit(1);
-}
 
 async function nodeRedis() {
   const c = createClient({ url: `redis://127.0.0.1:${port}` });

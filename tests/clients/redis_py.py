@@ -12,24 +12,11 @@ import sys
 import redis
 import redis.asyncio
 
+from checks import check, fails_naming
+
 PORT = int(sys.argv[1])
 
 
-def check(name, got, want):
-    if got != want:
-        print(f"FAIL {name}: got {got!r}, want {want!r}")
-        sys.exit(1)
-    print(f"ok {name}")
-
-
-def fails_naming(name, f, text):
-    try:
-        f()
-    except redis.ResponseError as e:
-        check(name, text in str(e), True)
-        return
-    print(f"FAIL {name}: no error")
-    sys.exit(1)
 
 
 def sync_checks():
