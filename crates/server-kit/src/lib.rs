@@ -19,6 +19,8 @@
 //!   policy;
 //! * [`datadir`]: opening a node's data directory (identity file,
 //!   exclusive lock, refusal of someone else's directory);
+//! * [`sealed`]: checksummed storage records, and opening a store so that
+//!   damage is a clear refusal that changes nothing;
 //! * [`process`]: logging set-up ([`init_tracing`]) and the shutdown
 //!   signal ([`shutdown_signal`]) both binaries use;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
@@ -60,6 +62,7 @@ pub mod datadir;
 pub mod frame;
 pub mod process;
 pub mod resp;
+pub mod sealed;
 
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
 pub use command::{CommandSpec, CommandTable};

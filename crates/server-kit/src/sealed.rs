@@ -1,0 +1,225 @@
+//! Checksummed storage records, and opening a store so that damage is a
+//! clear refusal rather than a panic or a silently served bad value.
+//!
+//! A **sealed record** is what both nodes store for each log entry,
+//! checkpoint entry or key record:
+//!
+//! ```text
+//! format (u8) | crc32 (u32, little-endian) of format and body | body
+//! ```
+//!
+//! It is sealed when the node writes it, right after accepting the write,
+//! and opened (its checksum verified) whenever it is read back from disk,
+//! before anything uses it. redb keeps its pages consistent across crashes,
+//! but does not verify a page's contents on a normal read: one flipped byte
+//! of a value would be served as it is. The record's own checksum catches
+//! it.
+//!
+//! [`open_checked`] opens a redb file for a node: it first opens it
+//! read-only and lets the node verify every record it will need, and only
+//! then opens it for writing. Damage found while reading, and a panic
+//! inside the storage library on damaged pages, become [`OpenError`]s that
+//! name the file, and leave its bytes as they were. (A file that was not
+//! closed cleanly must be repaired by redb, which writes; such a file is
+//! opened for writing first and verified after the repair.)
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase};
+
+/// Why a sealed record does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// Shorter than its header.
+    #[error("record of {0} bytes is shorter than its 5-byte header")]
+    Short(usize),
+    /// A format this build does not read.
+    #[error("record format {found}, expected {expected}")]
+    Format {
+        /// The format byte found.
+        found: u8,
+        /// The one expected.
+        expected: u8,
+    },
+    /// The bytes are not what was written.
+    #[error("checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum {
+        /// The checksum stored with the record.
+        stored: u32,
+        /// The checksum of the bytes read.
+        computed: u32,
+    },
+}
+
+fn crc(format: u8, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[format]);
+    h.update(body);
+    h.finalize()
+}
+
+/// Seals `body` as a record of `format`.
+pub fn seal(format: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(format);
+    out.extend_from_slice(&crc(format, body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a sealed record of `format`, once its checksum matches.
+pub fn unseal(record: &[u8], format: u8) -> Result<&[u8], SealError> {
+    if record.len() < 5 {
+        return Err(SealError::Short(record.len()));
+    }
+    if record[0] != format {
+        return Err(SealError::Format {
+            found: record[0],
+            expected: format,
+        });
+    }
+    let stored = u32::from_le_bytes([record[1], record[2], record[3], record[4]]);
+    let body = &record[5..];
+    let computed = crc(format, body);
+    if stored != computed {
+        return Err(SealError::Checksum { stored, computed });
+    }
+    Ok(body)
+}
+
+/// Why a store was not opened. Nothing in the file was changed, except by
+/// redb's own repair of a file that was not closed cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The storage library could not open or read the file.
+    #[error("the store {path} cannot be read: {detail}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the library said.
+        detail: String,
+    },
+    /// The storage library panicked on the file's contents.
+    #[error("the store {path} is damaged: the storage library failed on it ({detail})")]
+    Panicked {
+        /// The file.
+        path: PathBuf,
+        /// The panic's message.
+        detail: String,
+    },
+    /// The node's own check of the records failed.
+    #[error("the store {path} is damaged: {detail}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// Which record, and how.
+        detail: String,
+    },
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Runs `f` and turns a panic into [`OpenError::Panicked`].
+fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, OpenError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| OpenError::Panicked {
+        path: path.to_path_buf(),
+        detail: panic_text(p),
+    })
+}
+
+/// Opens (or creates) the redb file at `path` for writing, after `verify`
+/// has read it and accepted it. `verify` returns a description of the first
+/// damaged record it finds. See the module documentation.
+pub fn open_checked(
+    path: &Path,
+    cache_bytes: usize,
+    verify: impl Fn(&ReadTransaction) -> Result<(), String>,
+) -> Result<Database, OpenError> {
+    let unreadable = |e: &dyn std::fmt::Display| OpenError::Unreadable {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let damaged = |detail: String| OpenError::Damaged {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+    let mut verified = false;
+    if exists {
+        // Read-only first: nothing is written while we look.
+        if let Ok(ro) = guarded(path, || ReadOnlyDatabase::open(path))? {
+            guarded(path, || {
+                let tx = ro.begin_read().map_err(|e| e.to_string())?;
+                verify(&tx)
+            })?
+            .map_err(damaged)?;
+            verified = true;
+        }
+        // Else redb needs to repair the file (it was not closed cleanly),
+        // which only a writable open does; it is verified below.
+    }
+    let db = guarded(path, || {
+        Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+    })?
+    .map_err(|e| unreadable(&e))?;
+    if exists && !verified {
+        guarded(path, || {
+            let tx = db.begin_read().map_err(|e| e.to_string())?;
+            verify(&tx)
+        })?
+        .map_err(damaged)?;
+    }
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_record_opens_and_any_changed_byte_is_caught() {
+        let rec = seal(3, b"hello");
+        assert_eq!(unseal(&rec, 3), Ok(&b"hello"[..]));
+        for i in 0..rec.len() {
+            for bit in 0..8 {
+                let mut bad = rec.clone();
+                bad[i] ^= 1 << bit;
+                assert!(unseal(&bad, 3).is_err(), "byte {i} bit {bit}");
+            }
+        }
+        assert_eq!(unseal(&rec[..4], 3), Err(SealError::Short(4)));
+        assert!(matches!(unseal(&rec, 2), Err(SealError::Format { found: 3, expected: 2 })));
+    }
+
+    #[test]
+    fn a_store_that_fails_its_check_is_refused_without_a_change() {
+        use redb::TableDefinition;
+        const T: TableDefinition<&str, &[u8]> = TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let db = open_checked(&path, 1 << 20, |_| Ok(())).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(T).unwrap().insert("k", &b"v"[..]).unwrap();
+            tx.commit().unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = open_checked(&path, 1 << 20, |_| Err("record k: checksum mismatch".into()))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("record k: checksum mismatch"), "{err}");
+        assert!(err.to_string().contains("s.redb"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+        // Garbage in place of the file: an error, not a panic.
+        std::fs::write(&path, vec![0xAB; 8192]).unwrap();
+        assert!(open_checked(&path, 1 << 20, |_| Ok(())).is_err());
+    }
+}
