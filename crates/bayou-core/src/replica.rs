@@ -13,6 +13,15 @@
 //!   The tentative part is executed with an undo record per write (the Undo
 //!   Log of [T95 §7]).
 //!
+//! The two views are one database in memory, not two: [`Db`] is a persistent
+//! map, and after every batch that committed writes the full view is rebuilt
+//! as an O(1) clone of the committed view with the keys of the executed
+//! tentative writes carried over from the old full view. The two then share
+//! every node but those on the paths to those keys, so the full view costs
+//! memory in proportion to the tentative writes, not to the database. A
+//! checkpoint, and a full-state transfer, take the committed view the same
+//! way, by an O(1) clone.
+//!
 //! When writes arrive that sort before tentative writes already executed, the
 //! replica undoes the executed writes back to the earliest insertion point and
 //! redoes them later. Redo is lazy: it runs once at the end of a client write
@@ -304,6 +313,34 @@ pub struct Stats {
     pub commit_executions: u64,
 }
 
+/// The sizes of a replica's internal collections
+/// ([`Replica::memory_report`]): what a long-running server must keep
+/// bounded by its retention window, its tentative writes and its database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Keys in the committed view.
+    pub committed_keys: usize,
+    /// Keys in the full view (shared with the committed view but for the
+    /// keys of executed tentative writes).
+    pub full_keys: usize,
+    /// Retained committed writes.
+    pub retained_writes: usize,
+    /// Tentative writes.
+    pub tentative_writes: usize,
+    /// Servers with tentative writes in the per-server stamp index.
+    pub tentative_servers: usize,
+    /// Tentative writes executed on the full view, with undo records.
+    pub executed: usize,
+    /// Writes whose latest outcome is remembered (not plain `Applied`).
+    pub outcomes: usize,
+    /// Keys changed since the last checkpoint issued.
+    pub dirty_keys: usize,
+    /// Items queued for persistence.
+    pub unpersisted_items: usize,
+    /// Entries in the version vector.
+    pub vv_entries: usize,
+}
+
 /// Checkpoints come at least every `keys / CHECKPOINT_DB_FRACTION` commits
 /// (see [`Retention::checkpoint_every`]).
 const CHECKPOINT_DB_FRACTION: u64 = 8;
@@ -320,9 +357,10 @@ pub struct Retention {
     pub bytes: u64,
     /// Take a checkpoint once this many writes committed since the last
     /// one, or an eighth of the committed database's key count if larger:
-    /// a checkpoint writes only the keys changed since the previous one,
-    /// but copies the committed database in memory for the store, so that
-    /// copy costs at most eight keys per commit.
+    /// a checkpoint writes only the keys changed since the previous one, and
+    /// hands the store the committed database as an O(1) clone that shares
+    /// its nodes, but while the store holds it every change to the
+    /// committed view copies a path of that map.
     pub checkpoint_every: u64,
 }
 
@@ -389,6 +427,9 @@ pub struct Replica {
     tentative_by_server: BTreeMap<ServerId, BTreeSet<Stamp>>,
     committed_db: Db,
     full_db: Db,
+    /// Whether `committed_db` changed since `full_db` was last rebuilt from
+    /// it (`share_views`).
+    views_diverged: bool,
     /// The tentative writes executed on `full_db`, in log order: always the
     /// first `executed.len()` tentative writes. The rest await redo.
     executed: VecDeque<(WriteId, Undo)>,
@@ -457,6 +498,7 @@ impl Replica {
             tentative_by_server: BTreeMap::new(),
             committed_db: Db::new(),
             full_db: Db::new(),
+            views_diverged: false,
             executed: VecDeque::new(),
             to_persist: Vec::new(),
             outcomes: BTreeMap::new(),
@@ -529,6 +571,23 @@ impl Replica {
         // not, a second crash could let the same CSN go to another write.
         r.settle(Source::Peer);
         Ok(r)
+    }
+
+    /// The sizes of the internal collections, cheap to compute: a test or an
+    /// operator checks with it that nothing grows with the history.
+    pub fn memory_report(&self) -> MemoryReport {
+        MemoryReport {
+            committed_keys: self.committed_db.len(),
+            full_keys: self.full_db.len(),
+            retained_writes: self.committed.len(),
+            tentative_writes: self.tentative.len(),
+            tentative_servers: self.tentative_by_server.len(),
+            executed: self.executed.len(),
+            outcomes: self.outcomes.len(),
+            dirty_keys: self.dirty.as_ref().map_or(0, BTreeSet::len),
+            unpersisted_items: self.to_persist.len(),
+            vv_entries: self.vv.iter().count(),
+        }
     }
 
     /// This server's id.
@@ -968,6 +1027,7 @@ impl Replica {
             self.commit_tentative(source);
         }
         self.redo();
+        self.share_views();
         let every = self
             .retention
             .checkpoint_every
@@ -1234,6 +1294,7 @@ impl Replica {
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
         let (undo, outcome) = self.committed_db.execute(op);
+        self.views_diverged = true;
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
@@ -1257,6 +1318,7 @@ impl Replica {
         self.undo_all();
         self.full_db.execute(&write.op);
         let (undo, outcome) = self.committed_db.execute(&write.op);
+        self.views_diverged = true;
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
@@ -1289,6 +1351,30 @@ impl Replica {
             self.full_db.undo(undo);
             self.stats.undos += 1;
         }
+    }
+
+    /// Makes the full view share the committed view's memory again: a clone
+    /// of the committed view (O(1)) with the value of every key an executed
+    /// tentative write touched taken from the current full view. Both views
+    /// apply each commit separately, so without this each would end up with
+    /// its own copy of every node, the whole database twice. The result is
+    /// the same database (the keys no executed tentative write touched hold
+    /// their committed values in the full view too), so the undo records of
+    /// the executed writes stay valid. Costs O(t log n) for t keys touched by
+    /// executed tentative writes, once per batch that committed something.
+    fn share_views(&mut self) {
+        if !self.views_diverged {
+            return;
+        }
+        self.views_diverged = false;
+        let mut full = self.committed_db.clone();
+        for (_, undo) in &self.executed {
+            for key in undo.keys() {
+                full.put_raw(key, self.full_db.get(key));
+            }
+        }
+        debug_assert!(full == self.full_db, "rebuilding the full view changed it");
+        self.full_db = full;
     }
 
     /// Executes, in order, the tentative writes not yet executed.
