@@ -14,9 +14,11 @@
 //!   Log of [T95 §7]).
 //!
 //! The two views are one database in memory, not two: [`Db`] is a persistent
-//! map, and after every batch that committed writes the full view is rebuilt
-//! as an O(1) clone of the committed view with the keys of the executed
-//! tentative writes carried over from the old full view. The two then share
+//! map, and at the end of a batch, once at least as many writes committed as
+//! there are executed tentative writes (after every batch that committed
+//! writes when there are none), the full view is rebuilt as an O(1) clone of
+//! the committed view with the keys of the executed tentative writes carried
+//! over from the old full view. The two then share
 //! every node but those on the paths to those keys, so the full view costs
 //! memory in proportion to the tentative writes, not to the database. A
 //! checkpoint, and a full-state transfer, take the committed view the same
@@ -427,9 +429,9 @@ pub struct Replica {
     tentative_by_server: BTreeMap<ServerId, BTreeSet<Stamp>>,
     committed_db: Db,
     full_db: Db,
-    /// Whether `committed_db` changed since `full_db` was last rebuilt from
-    /// it (`share_views`).
-    views_diverged: bool,
+    /// Commits executed on `committed_db` since `full_db` was last rebuilt
+    /// from it (`share_views`).
+    commits_unshared: usize,
     /// The tentative writes executed on `full_db`, in log order: always the
     /// first `executed.len()` tentative writes. The rest await redo.
     executed: VecDeque<(WriteId, Undo)>,
@@ -498,7 +500,7 @@ impl Replica {
             tentative_by_server: BTreeMap::new(),
             committed_db: Db::new(),
             full_db: Db::new(),
-            views_diverged: false,
+            commits_unshared: 0,
             executed: VecDeque::new(),
             to_persist: Vec::new(),
             outcomes: BTreeMap::new(),
@@ -1223,6 +1225,7 @@ impl Replica {
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
         self.full_db = self.committed_db.clone();
+        self.commits_unshared = 0;
         self.checkpoint_csn = st.csn;
         self.snapshot_cache = None;
         self.queue_checkpoint(Checkpoint {
@@ -1294,7 +1297,7 @@ impl Replica {
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
         let (undo, outcome) = self.committed_db.execute(op);
-        self.views_diverged = true;
+        self.commits_unshared += 1;
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
@@ -1318,7 +1321,7 @@ impl Replica {
         self.undo_all();
         self.full_db.execute(&write.op);
         let (undo, outcome) = self.committed_db.execute(&write.op);
-        self.views_diverged = true;
+        self.commits_unshared += 1;
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
@@ -1360,13 +1363,20 @@ impl Replica {
     /// its own copy of every node, the whole database twice. The result is
     /// the same database (the keys no executed tentative write touched hold
     /// their committed values in the full view too), so the undo records of
-    /// the executed writes stay valid. Costs O(t log n) for t keys touched by
-    /// executed tentative writes, once per batch that committed something.
+    /// the executed writes stay valid.
+    ///
+    /// It costs O(t log n) for the t keys the executed tentative writes
+    /// touched, so it runs only once at least as many commits as there are
+    /// executed writes have diverged the views since the last time: O(log n)
+    /// per commit amortized, however many tentative writes a replica holds,
+    /// and the views never differ by more than the paths of those commits
+    /// and of the executed writes. Without executed writes it is an O(1)
+    /// clone, done after every batch that committed something.
     fn share_views(&mut self) {
-        if !self.views_diverged {
+        if self.commits_unshared == 0 || self.commits_unshared < self.executed.len() {
             return;
         }
-        self.views_diverged = false;
+        self.commits_unshared = 0;
         let mut full = self.committed_db.clone();
         for (_, undo) in &self.executed {
             for key in undo.keys() {
