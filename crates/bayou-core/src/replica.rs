@@ -1245,9 +1245,14 @@ impl Replica {
     }
 
     fn commit_tentative(&mut self, source: Source) -> usize {
-        // Execute first, so each commit finds its write at the front of the
-        // executed list and needs no undo.
-        self.redo();
+        // With tentative writes executed, execute the rest first, so each
+        // commit finds its write at the front of the executed list and needs
+        // no undo. With none executed (a primary that commits every batch)
+        // each commit executes on the committed view alone
+        // (`execute_committed_alone`), which copies nothing.
+        if !self.executed.is_empty() {
+            self.redo();
+        }
         let ids: Vec<WriteId> = self.tentative.keys().cloned().collect();
         for id in &ids {
             let csn = self.csn() + 1;
@@ -1285,23 +1290,38 @@ impl Replica {
         }
         let op = &write.op;
         let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
-        if first_executed {
+        // Re-executed at commit ([T95 §7]) on the committed view, whose state
+        // is the full view's state at this write's place.
+        let (undo, outcome) = if first_executed {
             // It already sits right after the committed prefix in the full
             // view: only the committed view changes.
             self.executed.pop_front();
+            self.commits_unshared += 1;
+            self.committed_db.execute(op)
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
-            self.full_db.execute(op);
-        }
-        // Re-executed at commit ([T95 §7]) on the committed view, whose state
-        // is the full view's state at this write's place.
-        let (undo, outcome) = self.committed_db.execute(op);
-        self.commits_unshared += 1;
+            self.execute_committed_alone(op)
+        };
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
+    }
+
+    /// Executes a committed write when no tentative write is executed: the
+    /// full view is then the committed view's database, so rather than
+    /// executing the write on both (each copying the path to the key from
+    /// nodes they share), the full view lets go of its nodes, the committed
+    /// view changes in place, and the full view becomes its O(1) clone
+    /// again. A primary and a replica receiving only committed writes copy
+    /// no node per write.
+    fn execute_committed_alone(&mut self, op: &Op) -> (Undo, Outcome) {
+        debug_assert!(self.executed.is_empty());
+        self.full_db = Db::new();
+        let result = self.committed_db.execute(op);
+        self.full_db = self.committed_db.clone();
+        result
     }
 
     fn push_committed(&mut self, write: Write) {
@@ -1319,9 +1339,7 @@ impl Replica {
             return;
         }
         self.undo_all();
-        self.full_db.execute(&write.op);
-        let (undo, outcome) = self.committed_db.execute(&write.op);
-        self.commits_unshared += 1;
+        let (undo, outcome) = self.execute_committed_alone(&write.op);
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
