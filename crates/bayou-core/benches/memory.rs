@@ -78,16 +78,21 @@ fn drain(r: &mut Replica) {
     r.take_checkpoint();
 }
 
-fn report(name: &str, r: &Replica, peak: usize) {
+fn report(name: &str, r: &Replica, peak: Option<usize>) {
     let live = LIVE.load(Ordering::Relaxed);
     let keys = r.db(bayou_core::View::Full).len();
+    let peak = peak.map_or(String::new(), |p| {
+        format!(
+            ", peak {:.1} MB = {:.0} B/key",
+            p as f64 / 1e6,
+            p as f64 / keys as f64
+        )
+    });
     println!(
-        "{name}: {keys} keys, {} retained writes; live heap {:.1} MB = {:.0} B/key, peak {:.1} MB = {:.0} B/key",
+        "{name}: {keys} keys, {} retained writes; live heap {:.1} MB = {:.0} B/key{peak}",
         r.retained_len(),
         live as f64 / 1e6,
         live as f64 / keys as f64,
-        peak as f64 / 1e6,
-        peak as f64 / keys as f64,
     );
 }
 
@@ -104,12 +109,20 @@ fn main() {
     // header; do that outside the measurement.
     drop(entries.clone());
     let before = LIVE.load(Ordering::Relaxed);
-    let btree: std::collections::BTreeMap<Bytes, Bytes> = entries.iter().cloned().collect();
+    // Inserted one at a time in the writes' (random) order, as a replica
+    // does: `collect` would sort and bulk-load a `BTreeMap` into full nodes.
+    let mut btree = std::collections::BTreeMap::new();
+    for (k, v) in &entries {
+        btree.insert(k.clone(), v.clone());
+    }
     let btree_bytes = LIVE.load(Ordering::Relaxed) - before;
     let n = btree.len();
     drop(btree);
     let before = LIVE.load(Ordering::Relaxed);
-    let ord: imbl::OrdMap<Bytes, Bytes> = entries.iter().cloned().collect();
+    let mut ord = imbl::OrdMap::new();
+    for (k, v) in &entries {
+        ord.insert(k.clone(), v.clone());
+    }
     let ord_bytes = LIVE.load(Ordering::Relaxed) - before;
     drop(ord);
     drop(entries);
@@ -167,7 +180,7 @@ fn main() {
     let b_keys = b.db(bayou_core::View::Full).len();
     drop(a);
     let b_live = LIVE.load(Ordering::Relaxed);
-    report("B (secondary, receives commits)", &b, 0);
+    report("B (secondary, receives commits)", &b, None);
     let a_live = both - b_live;
     println!(
         "A (secondary, client writes): live heap {:.1} MB = {:.0} B/key; peak of P, A and B together {:.1} MB",
