@@ -144,7 +144,7 @@ fn main() {
     report(
         "P (primary, client writes)",
         &p,
-        PEAK.load(Ordering::Relaxed),
+        Some(PEAK.load(Ordering::Relaxed)),
     );
     drop(p);
 
