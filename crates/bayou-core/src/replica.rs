@@ -14,11 +14,12 @@
 //!   Log of [T95 §7]).
 //!
 //! The two views are one database in memory, not two: [`Db`] is a persistent
-//! map, and at the end of a batch, once at least as many writes committed as
-//! there are executed tentative writes (after every batch that committed
-//! writes when there are none), the full view is rebuilt as an O(1) clone of
-//! the committed view with the keys of the executed tentative writes carried
-//! over from the old full view. The two then share
+//! map. While no tentative write is executed the full view is simply an O(1)
+//! clone of the committed view, taken again after every commit. Otherwise,
+//! at the end of a batch, once at least as many writes committed as there
+//! are executed tentative writes, the full view is rebuilt as an O(1) clone
+//! of the committed view with the keys of the executed tentative writes
+//! carried over from the old full view. The two then share
 //! every node but those on the paths to those keys, so the full view costs
 //! memory in proportion to the tentative writes, not to the database. A
 //! checkpoint, and a full-state transfer, take the committed view the same
