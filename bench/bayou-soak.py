@@ -8,7 +8,8 @@ Two workloads, each on a fresh cluster with the default retention:
 * SETs over 10^6 keys (100-byte values), up to 10^6 writes.
 
 Writes go to replica A with redis-benchmark (-P 16, 50 clients); anti-entropy
-runs every 100 ms. At each decade of writes the script waits until every
+runs every 100 ms. At each decade of writes (and at the maximum, e.g.
+--max-small 3000000, when it is not a decade) the script waits until every
 replica has committed them, then prints for each replica its RSS, the size of
 its data directory, its retained writes, and the time a restart of replica B
 (SIGKILL, then start) takes until it answers PING.
@@ -150,8 +151,12 @@ def soak(binary, label, keys, max_writes):
         c.start(rid)
     print(f"\n{label}: SETs over {keys:,} keys, 100-byte values, through A; default retention")
     print(f"{'writes':>10} {'replica':>7} {'RSS MB':>8} {'disk MB':>8} {'retained':>9} {'osn':>10}   restart of B")
-    done, decade = 0, 10_000
-    while decade <= max_writes:
+    # Every decade up to max_writes, and max_writes itself if it is not one.
+    steps = [10 ** e for e in range(4, 12) if 10 ** e <= max_writes]
+    if max_writes not in steps:
+        steps.append(max_writes)
+    done = 0
+    for decade in steps:
         t0 = time.monotonic()
         bench(c.ports["A"], decade - done, keys)
         c.wait_committed(decade)
@@ -166,7 +171,6 @@ def soak(binary, label, keys, max_writes):
                 extra = f"   ({took:.0f} s for this decade)"
             print(f"{done:>10,} {rid:>7} {mb(rss(c.procs[rid].pid))} {mb(du(os.path.join(work, rid)))}"
                   f" {st['retained_writes']:>9} {st['osn']:>10}{extra}")
-        decade *= 10
     live = int(status(c.ports["P"])["keys"]) * (100 + 16)
     print(f"live data at the end: about {mb(live).strip()} MB ({status(c.ports['P'])['keys']} keys x (100-byte value + key))")
     c.stop()

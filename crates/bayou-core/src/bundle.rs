@@ -195,9 +195,20 @@ pub fn export(
         // (the session's own summary may be past a chunk held for the next
         // file).
         let end = summary_after(&file_base, &chunks);
+        let mut base = std::mem::replace(&mut file_base, end.clone());
+        // A file that starts a full-state transfer afresh does not continue
+        // the receiver's staged one, so it does not require it. Were it
+        // required, a file whose fresh transfer replaced the staged one on
+        // import could not be imported again, and repeating an import must
+        // be harmless.
+        if let Some(Chunk::Snapshot(part)) = chunks.first()
+            && part.after.is_none()
+        {
+            base.resume = None;
+        }
         let bundle = Bundle {
             sender: sender.id().clone(),
-            base: std::mem::replace(&mut file_base, end.clone()),
+            base,
             part: files.len() as u32 + 1,
             chunks,
             end,

@@ -42,8 +42,8 @@ pub mod vv;
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
 pub use op::{Db, Op, OpParseError, Undo, parse_integer};
 pub use replica::{
-    CommitError, Item, ProtocolError, ReceiveReport, Replica, Retention, Role, Stats, Summary,
-    View, Write, WriteStatus, format_entry, format_entry_with_outcome,
+    CommitError, Item, MemoryReport, ProtocolError, ReceiveReport, Replica, Retention, Role, Stats,
+    Summary, View, Write, WriteStatus, format_entry, format_entry_with_outcome,
 };
 pub use script::{BayouWrite, DependencyCheck, LIMITS, Limits, Mutation, Outcome};
 pub use session::{

@@ -14,8 +14,8 @@
 //! undo-recording path, so rollback, redo and re-execution at commit need no
 //! change.
 
-use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Bound;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -283,9 +283,20 @@ impl Undo {
 }
 
 /// A key-value database: the result of executing a log prefix in order.
+///
+/// The map is persistent ([`imbl::OrdMap`], a B-tree whose nodes are shared
+/// by reference count): a clone costs O(1) and shares every node, and a
+/// change to either copy copies only the path to the changed key. A replica
+/// relies on this three ways: its full view shares all but the keys of
+/// executed tentative writes with its committed view, so the database is in
+/// memory once, not twice; a checkpoint or a full-state transfer takes the
+/// committed view as it is now without copying it; and the store can write a
+/// checkpoint while the replica goes on changing its own copy. A key or value
+/// is a [`Bytes`], itself shared by reference count between the log, both
+/// views and checkpoints.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Db {
-    data: BTreeMap<Bytes, Bytes>,
+    data: imbl::OrdMap<Bytes, Bytes>,
 }
 
 impl Db {
@@ -304,6 +315,16 @@ impl Db {
         self.data.iter()
     }
 
+    /// Every key after `after` (all of them for `None`), with its value, in
+    /// key order: how a full-state transfer walks a snapshot in parts.
+    pub fn iter_after(&self, after: Option<Bytes>) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        let start = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        self.data.range::<_, Bytes>((start, Bound::Unbounded))
+    }
+
     /// The number of keys.
     pub fn len(&self) -> usize {
         self.data.len()
@@ -314,9 +335,10 @@ impl Db {
         self.data.is_empty()
     }
 
-    /// The underlying map, e.g. to compare two databases.
-    pub fn as_map(&self) -> &BTreeMap<Bytes, Bytes> {
-        &self.data
+    /// Whether both are the same map in memory (one a clone of the other,
+    /// neither changed since): equal without comparing them key by key.
+    pub fn ptr_eq(&self, other: &Db) -> bool {
+        self.data.ptr_eq(&other.data)
     }
 
     /// Executes `op` and returns what is needed to undo it, and the outcome.
@@ -340,7 +362,7 @@ impl Db {
                 outcome
             }
             Op::Incr { key, by } => {
-                let current = match self.data.get(key) {
+                let current = match self.data.get(&key[..]) {
                     None => Some(0),
                     Some(v) => parse_integer(v),
                 };
@@ -354,19 +376,22 @@ impl Db {
                 }
             }
             Op::Append { key, value } => {
-                let mut v = self.data.get(key).map_or_else(Vec::new, |v| v.to_vec());
+                let mut v = self
+                    .data
+                    .get(&key[..])
+                    .map_or_else(Vec::new, |v| v.to_vec());
                 v.extend_from_slice(value);
                 self.set(&mut undo, key, Some(Bytes::from(v)));
                 Outcome::Applied
             }
             Op::SetIfAbsent { key, value } => {
-                if !self.data.contains_key(key) {
+                if !self.data.contains_key(&key[..]) {
                     self.set(&mut undo, key, Some(value.clone()));
                 }
                 Outcome::Applied
             }
             Op::SetIfPresent { key, value } => {
-                if self.data.contains_key(key) {
+                if self.data.contains_key(&key[..]) {
                     self.set(&mut undo, key, Some(value.clone()));
                 }
                 Outcome::Applied
@@ -388,10 +413,7 @@ impl Db {
         prefix: &'a [u8],
     ) -> impl Iterator<Item = (&'a Bytes, &'a Bytes)> + 'a {
         self.data
-            .range::<[u8], _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<_, [u8]>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
@@ -401,13 +423,22 @@ impl Db {
         self.data.insert(key, value);
     }
 
+    /// Sets `key` to `value`, or removes it for `None`, outside any write:
+    /// used to carry a key's value from one view to another.
+    pub(crate) fn put_raw(&mut self, key: &Bytes, value: Option<&Bytes>) {
+        match value {
+            Some(v) => self.data.insert(key.clone(), v.clone()),
+            None => self.data.remove(&key[..]),
+        };
+    }
+
     /// Restores the state before the write whose execution produced `undo`.
     pub fn undo(&mut self, undo: Undo) {
         // Reverse order, so a key touched twice ends at its first previous value.
         for (key, previous) in undo.previous.into_iter().rev() {
             match previous {
                 Some(v) => self.data.insert(key, v),
-                None => self.data.remove(&key),
+                None => self.data.remove(&key[..]),
             };
         }
     }
@@ -415,7 +446,7 @@ impl Db {
     fn set(&mut self, undo: &mut Undo, key: &Bytes, value: Option<Bytes>) {
         let previous = match value {
             Some(v) => self.data.insert(key.clone(), v),
-            None => self.data.remove(key),
+            None => self.data.remove(&key[..]),
         };
         undo.previous.push((key.clone(), previous));
     }

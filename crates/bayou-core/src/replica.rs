@@ -13,6 +13,18 @@
 //!   The tentative part is executed with an undo record per write (the Undo
 //!   Log of [T95 §7]).
 //!
+//! The two views are one database in memory, not two: [`Db`] is a persistent
+//! map. While no tentative write is executed the full view is simply an O(1)
+//! clone of the committed view, taken again after every commit. Otherwise,
+//! at the end of a batch, once at least as many writes committed as there
+//! are executed tentative writes, the full view is rebuilt as an O(1) clone
+//! of the committed view with the keys of the executed tentative writes
+//! carried over from the old full view. The two then share
+//! every node but those on the paths to those keys, so the full view costs
+//! memory in proportion to the tentative writes, not to the database. A
+//! checkpoint, and a full-state transfer, take the committed view the same
+//! way, by an O(1) clone.
+//!
 //! When writes arrive that sort before tentative writes already executed, the
 //! replica undoes the executed writes back to the earliest insertion point and
 //! redoes them later. Redo is lazy: it runs once at the end of a client write
@@ -304,6 +316,34 @@ pub struct Stats {
     pub commit_executions: u64,
 }
 
+/// The sizes of a replica's internal collections
+/// ([`Replica::memory_report`]): what a long-running server must keep
+/// bounded by its retention window, its tentative writes and its database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Keys in the committed view.
+    pub committed_keys: usize,
+    /// Keys in the full view (shared with the committed view but for the
+    /// keys of executed tentative writes).
+    pub full_keys: usize,
+    /// Retained committed writes.
+    pub retained_writes: usize,
+    /// Tentative writes.
+    pub tentative_writes: usize,
+    /// Servers with tentative writes in the per-server stamp index.
+    pub tentative_servers: usize,
+    /// Tentative writes executed on the full view, with undo records.
+    pub executed: usize,
+    /// Writes whose latest outcome is remembered (not plain `Applied`).
+    pub outcomes: usize,
+    /// Keys changed since the last checkpoint issued.
+    pub dirty_keys: usize,
+    /// Items queued for persistence.
+    pub unpersisted_items: usize,
+    /// Entries in the version vector.
+    pub vv_entries: usize,
+}
+
 /// Checkpoints come at least every `keys / CHECKPOINT_DB_FRACTION` commits
 /// (see [`Retention::checkpoint_every`]).
 const CHECKPOINT_DB_FRACTION: u64 = 8;
@@ -320,9 +360,10 @@ pub struct Retention {
     pub bytes: u64,
     /// Take a checkpoint once this many writes committed since the last
     /// one, or an eighth of the committed database's key count if larger:
-    /// a checkpoint writes only the keys changed since the previous one,
-    /// but copies the committed database in memory for the store, so that
-    /// copy costs at most eight keys per commit.
+    /// a checkpoint writes only the keys changed since the previous one, and
+    /// hands the store the committed database as an O(1) clone that shares
+    /// its nodes, but while the store holds it every change to the
+    /// committed view copies a path of that map.
     pub checkpoint_every: u64,
 }
 
@@ -389,6 +430,9 @@ pub struct Replica {
     tentative_by_server: BTreeMap<ServerId, BTreeSet<Stamp>>,
     committed_db: Db,
     full_db: Db,
+    /// Commits executed on `committed_db` since `full_db` was last rebuilt
+    /// from it (`share_views`).
+    commits_unshared: usize,
     /// The tentative writes executed on `full_db`, in log order: always the
     /// first `executed.len()` tentative writes. The rest await redo.
     executed: VecDeque<(WriteId, Undo)>,
@@ -457,6 +501,7 @@ impl Replica {
             tentative_by_server: BTreeMap::new(),
             committed_db: Db::new(),
             full_db: Db::new(),
+            commits_unshared: 0,
             executed: VecDeque::new(),
             to_persist: Vec::new(),
             outcomes: BTreeMap::new(),
@@ -529,6 +574,23 @@ impl Replica {
         // not, a second crash could let the same CSN go to another write.
         r.settle(Source::Peer);
         Ok(r)
+    }
+
+    /// The sizes of the internal collections, cheap to compute: a test or an
+    /// operator checks with it that nothing grows with the history.
+    pub fn memory_report(&self) -> MemoryReport {
+        MemoryReport {
+            committed_keys: self.committed_db.len(),
+            full_keys: self.full_db.len(),
+            retained_writes: self.committed.len(),
+            tentative_writes: self.tentative.len(),
+            tentative_servers: self.tentative_by_server.len(),
+            executed: self.executed.len(),
+            outcomes: self.outcomes.len(),
+            dirty_keys: self.dirty.as_ref().map_or(0, BTreeSet::len),
+            unpersisted_items: self.to_persist.len(),
+            vv_entries: self.vv.iter().count(),
+        }
     }
 
     /// This server's id.
@@ -968,6 +1030,7 @@ impl Replica {
             self.commit_tentative(source);
         }
         self.redo();
+        self.share_views();
         let every = self
             .retention
             .checkpoint_every
@@ -1163,6 +1226,7 @@ impl Replica {
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
         self.full_db = self.committed_db.clone();
+        self.commits_unshared = 0;
         self.checkpoint_csn = st.csn;
         self.snapshot_cache = None;
         self.queue_checkpoint(Checkpoint {
@@ -1182,9 +1246,14 @@ impl Replica {
     }
 
     fn commit_tentative(&mut self, source: Source) -> usize {
-        // Execute first, so each commit finds its write at the front of the
-        // executed list and needs no undo.
-        self.redo();
+        // With tentative writes executed, execute the rest first, so each
+        // commit finds its write at the front of the executed list and needs
+        // no undo. With none executed (a primary that commits every batch)
+        // each commit executes on the committed view alone
+        // (`execute_committed_alone`), which copies nothing.
+        if !self.executed.is_empty() {
+            self.redo();
+        }
         let ids: Vec<WriteId> = self.tentative.keys().cloned().collect();
         for id in &ids {
             let csn = self.csn() + 1;
@@ -1222,22 +1291,38 @@ impl Replica {
         }
         let op = &write.op;
         let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
-        if first_executed {
+        // Re-executed at commit ([T95 §7]) on the committed view, whose state
+        // is the full view's state at this write's place.
+        let (undo, outcome) = if first_executed {
             // It already sits right after the committed prefix in the full
             // view: only the committed view changes.
             self.executed.pop_front();
+            self.commits_unshared += 1;
+            self.committed_db.execute(op)
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
-            self.full_db.execute(op);
-        }
-        // Re-executed at commit ([T95 §7]) on the committed view, whose state
-        // is the full view's state at this write's place.
-        let (undo, outcome) = self.committed_db.execute(op);
+            self.execute_committed_alone(op)
+        };
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
+    }
+
+    /// Executes a committed write when no tentative write is executed: the
+    /// full view is then the committed view's database, so rather than
+    /// executing the write on both (each copying the path to the key from
+    /// nodes they share), the full view lets go of its nodes, the committed
+    /// view changes in place, and the full view becomes its O(1) clone
+    /// again. A primary and a replica receiving only committed writes copy
+    /// no node per write.
+    fn execute_committed_alone(&mut self, op: &Op) -> (Undo, Outcome) {
+        debug_assert!(self.executed.is_empty());
+        self.full_db = Db::new();
+        let result = self.committed_db.execute(op);
+        self.full_db = self.committed_db.clone();
+        result
     }
 
     fn push_committed(&mut self, write: Write) {
@@ -1255,8 +1340,7 @@ impl Replica {
             return;
         }
         self.undo_all();
-        self.full_db.execute(&write.op);
-        let (undo, outcome) = self.committed_db.execute(&write.op);
+        let (undo, outcome) = self.execute_committed_alone(&write.op);
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
@@ -1289,6 +1373,37 @@ impl Replica {
             self.full_db.undo(undo);
             self.stats.undos += 1;
         }
+    }
+
+    /// Makes the full view share the committed view's memory again: a clone
+    /// of the committed view (O(1)) with the value of every key an executed
+    /// tentative write touched taken from the current full view. Both views
+    /// apply each commit separately, so without this each would end up with
+    /// its own copy of every node, the whole database twice. The result is
+    /// the same database (the keys no executed tentative write touched hold
+    /// their committed values in the full view too), so the undo records of
+    /// the executed writes stay valid.
+    ///
+    /// It costs O(t log n) for the t keys the executed tentative writes
+    /// touched, so it runs only once at least as many commits as there are
+    /// executed writes have diverged the views since the last time: O(log n)
+    /// per commit amortized, however many tentative writes a replica holds,
+    /// and the views never differ by more than the paths of those commits
+    /// and of the executed writes. Without executed writes it is an O(1)
+    /// clone, done after every batch that committed something.
+    fn share_views(&mut self) {
+        if self.commits_unshared == 0 || self.commits_unshared < self.executed.len() {
+            return;
+        }
+        self.commits_unshared = 0;
+        let mut full = self.committed_db.clone();
+        for (_, undo) in &self.executed {
+            for key in undo.keys() {
+                full.put_raw(key, self.full_db.get(key));
+            }
+        }
+        debug_assert!(full == self.full_db, "rebuilding the full view changed it");
+        self.full_db = full;
     }
 
     /// Executes, in order, the tentative writes not yet executed.

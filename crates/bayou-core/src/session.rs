@@ -46,7 +46,6 @@
 //! retained log".
 
 use std::collections::BTreeSet;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -269,15 +268,7 @@ impl SessionSender {
             self.snapshot = Some((snapshot, after));
         }
         if let Some((snapshot, after)) = &mut self.snapshot {
-            let start = match after {
-                Some(k) => Bound::Excluded(k.clone()),
-                None => Bound::Unbounded,
-            };
-            let mut range = snapshot
-                .db
-                .as_map()
-                .range::<Bytes, _>((start, Bound::Unbounded))
-                .peekable();
+            let mut range = snapshot.db.iter_after(after.clone()).peekable();
             let mut entries = Vec::new();
             let mut bytes = 0;
             while entries.len() < max_items && bytes < max_bytes {
@@ -286,6 +277,7 @@ impl SessionSender {
                 entries.push((k.clone(), v.clone()));
             }
             let last = range.peek().is_none();
+            drop(range);
             let part = SnapshotPart {
                 csn: snapshot.csn,
                 vv: snapshot.vv.clone(),

@@ -287,3 +287,92 @@ fn damaged_truncated_and_foreign_files_are_refused() {
     v2[8] = 2;
     assert_eq!(bundle::decode(&v2), Err(BundleError::UnsupportedVersion(2)));
 }
+
+#[test]
+fn internal_collections_stay_bounded_whatever_the_history() {
+    // A long history over few keys: every collection a replica keeps must
+    // follow the retention window, the tentative writes and the key count,
+    // never the number of writes ever made. Writes come from two servers,
+    // some fail (INCR of a non-integer, remembered as an outcome while
+    // retained), and the primary commits them in batches, so tentative
+    // writes, undo records, outcomes and dirty keys all come and go.
+    let retention = Retention {
+        writes: 200,
+        bytes: u64::MAX,
+        checkpoint_every: 50,
+    };
+    let mut p = Replica::new(s("P"), Role::Primary { autocommit: true });
+    let mut a = Replica::new(s("A"), Role::Secondary);
+    let mut b = Replica::new(s("B"), Role::Secondary);
+    for r in [&mut p, &mut a, &mut b] {
+        r.set_retention(retention);
+    }
+    let limits = ChunkLimits {
+        items: 64,
+        bytes: 1 << 20,
+    };
+    let mut worst = bayou_core::MemoryReport::default();
+    let rounds = 100u64;
+    for round in 0..rounds {
+        for i in 0..30u64 {
+            let n = round * 30 + i;
+            let key = format!("k{}", n % 10);
+            let op = if n % 7 == 0 {
+                Op::Incr {
+                    key: key.into(),
+                    by: 1,
+                }
+            } else {
+                Op::put(key, format!("v{n}"))
+            };
+            if n % 2 == 0 {
+                a.client_write(n + 1, op);
+            } else {
+                b.client_write(n + 1, op);
+            }
+        }
+        // A hears from B before the primary commits, so it holds tentative
+        // writes of two servers and undoes and redoes some.
+        sync(&mut b, &mut a, limits);
+        sync(&mut a, &mut p, limits);
+        sync(&mut b, &mut p, limits);
+        sync(&mut p, &mut a, limits);
+        sync(&mut p, &mut b, limits);
+        for r in [&mut p, &mut a, &mut b] {
+            r.take_persist();
+            r.take_checkpoint();
+            let m = r.memory_report();
+            worst.retained_writes = worst.retained_writes.max(m.retained_writes);
+            worst.outcomes = worst.outcomes.max(m.outcomes);
+            worst.dirty_keys = worst.dirty_keys.max(m.dirty_keys);
+            worst.tentative_writes = worst.tentative_writes.max(m.tentative_writes);
+            worst.executed = worst.executed.max(m.executed);
+            worst.tentative_servers = worst.tentative_servers.max(m.tentative_servers);
+            worst.full_keys = worst.full_keys.max(m.full_keys);
+            worst.vv_entries = worst.vv_entries.max(m.vv_entries);
+        }
+    }
+    assert_eq!(p.csn(), rounds * 30);
+    for r in [&p, &a, &b] {
+        let m = r.memory_report();
+        assert_eq!(m.tentative_writes, 0, "{}: {m:?}", r.id());
+        assert_eq!(m.tentative_servers, 0, "{}: {m:?}", r.id());
+        assert_eq!(m.executed, 0, "{}: {m:?}", r.id());
+        assert_eq!(m.unpersisted_items, 0, "{}: {m:?}", r.id());
+        assert_eq!(r.db(View::Full), p.db(View::Full));
+    }
+    // 3,000 writes went through; the window is 200 writes plus at most one
+    // checkpoint interval (50) plus one round (30) not yet truncated.
+    assert!(worst.retained_writes <= 200 + 50 + 30, "{worst:?}");
+    // Failed writes are remembered only while retained (about one in 7).
+    assert!(
+        worst.outcomes <= worst.retained_writes / 7 + 30,
+        "{worst:?}"
+    );
+    assert!(worst.dirty_keys <= 10, "{worst:?}");
+    assert!(worst.tentative_writes <= 60, "{worst:?}");
+    assert!(worst.executed <= 60, "{worst:?}");
+    assert!(worst.tentative_servers <= 2, "{worst:?}");
+    assert!(worst.full_keys <= 10, "{worst:?}");
+    assert!(worst.vv_entries <= 3, "{worst:?}");
+}

@@ -523,13 +523,16 @@ impl Storage for RedbStore {
             });
         }
         let tx = self.db.begin_write().map_err(db_err)?;
-        let mut index = self.index.clone();
+        // The index changes only once the transaction committed, so a failed
+        // append leaves it describing the file; it is not cloned per batch
+        // (a clone of the retained window's entries for every group commit
+        // was most of the store's allocation traffic).
+        let mut covered = Vec::new();
         {
             let mut log = tx.open_table(LOG).map_err(db_err)?;
             for (i, item) in batch.items.iter().enumerate() {
                 let seq = self.next_seq + i as u64;
                 log.insert(seq, encode(item).as_slice()).map_err(db_err)?;
-                index.insert(seq, item_write(item).clone());
             }
             let mut meta = tx.open_table(META).map_err(db_err)?;
             meta.insert("state", encode(&batch.state).as_slice())
@@ -544,14 +547,17 @@ impl Storage for RedbStore {
                 meta.insert("checkpoint", encode(&m).as_slice())
                     .map_err(db_err)?;
                 // The items of discarded writes go with the checkpoint.
-                let covered: Vec<u64> = index
-                    .iter()
-                    .filter(|(_, id)| cp.omitted.covers(id))
-                    .map(|(&seq, _)| seq)
-                    .collect();
-                for seq in covered {
+                let stored = self.index.iter().map(|(&seq, id)| (seq, id));
+                let new = (batch.items.iter().enumerate())
+                    .map(|(i, item)| (self.next_seq + i as u64, item_write(item)));
+                covered.extend(
+                    stored
+                        .chain(new)
+                        .filter(|(_, id)| cp.omitted.covers(id))
+                        .map(|(seq, _)| seq),
+                );
+                for &seq in &covered {
                     log.remove(seq).map_err(db_err)?;
-                    index.remove(&seq);
                 }
             }
         }
@@ -579,8 +585,14 @@ impl Storage for RedbStore {
         // The default durability is `Immediate`: commit returns once the
         // transaction is fsynced.
         tx.commit().map_err(db_err)?;
+        for (i, item) in batch.items.iter().enumerate() {
+            self.index
+                .insert(self.next_seq + i as u64, item_write(item).clone());
+        }
+        for seq in covered {
+            self.index.remove(&seq);
+        }
         self.next_seq += batch.items.len() as u64;
-        self.index = index;
         Ok(())
     }
 }
