@@ -653,3 +653,96 @@ fn a_partition_between_network_namespaces_loses_nothing_and_heals() {
     );
     check(&c, &hist.lock().unwrap(), 2, "partition");
 }
+
+#[test]
+fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refills() {
+    // [T95 §6]: the log is the truth, so a write whose stored bytes changed
+    // cannot be served or skipped. B refuses to start, naming the record,
+    // and changes nothing in its file. The operator's remedy: move the
+    // directory away and start B empty; anti-entropy refills it.
+    let mut c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "50"]);
+    let hist: Arc<Mutex<History>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&c, &stop, &hist);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    settled(&c, Duration::from_secs(60));
+    let b = c.r_mut("B");
+    b.terminate();
+    let file = b.dir.join("bayou.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // A value B wrote: "B:" then twelve digits.
+    let at = bytes
+        .windows(3)
+        .position(|w| w == b"B:0")
+        .expect("a value of B's in its file");
+    bytes[at + 5] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = Command::new(common::BIN)
+        .arg("serve")
+        .args(&b.args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "B started on a damaged file");
+    assert!(
+        stderr.contains("checksum"),
+        "the refusal names the damage:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("bayou.redb"),
+        "the refusal names the file:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "the refused start wrote to the file"
+    );
+    eprintln!("refusal: {}", stderr.lines().last().unwrap_or_default());
+    // The remedy: wipe and restart.
+    std::fs::rename(&b.dir, b.dir.with_extension("damaged")).unwrap();
+    b.start();
+    check(
+        &c,
+        &hist.lock().unwrap(),
+        1,
+        "corruption of a stopped replica",
+    );
+
+    // The same after kill -9: redb repairs the file first (which writes), then
+    // the records are verified; the damage is refused all the same.
+    let b = c.r_mut("B");
+    b.kill9();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == b"A:0")
+        .expect("a value of A's in B's file");
+    bytes[at + 6] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = Command::new(common::BIN)
+        .arg("serve")
+        .args(&b.args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "B started on a damaged file after kill -9"
+    );
+    // Either the record's checksum or redb's repair catches it.
+    assert!(
+        stderr.contains("checksum") || stderr.contains("corrupt"),
+        "the refusal names the damage:\n{stderr}"
+    );
+    eprintln!(
+        "refusal after kill -9: {}",
+        stderr.lines().last().unwrap_or_default()
+    );
+    std::fs::remove_dir_all(&b.dir).unwrap();
+    b.start();
+    check(&c, &hist.lock().unwrap(), 2, "corruption after kill -9");
+}

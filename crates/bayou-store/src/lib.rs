@@ -30,7 +30,18 @@
 //!   file holds the live data plus the retained log, never the whole
 //!   history.
 //!
-//! Every record carries a one-byte version in front of its postcard encoding.
+//! Every record is sealed (`server_kit::sealed`): a one-byte format, a
+//! CRC-32 of the format, the key it is stored under and the body, then the
+//! body (postcard for log and meta records, the value for checkpoint
+//! entries). A record whose checksum fails is reported by table and key,
+//! and the replica refuses to start: the log is the truth, and a write
+//! cannot be skipped. The operator's remedy is to move the data directory
+//! away and start the replica empty: anti-entropy, or a full-state transfer
+//! when the others have truncated, fills it again (docs/bayou-server.md).
+//!
+//! Opening reads and verifies every record through a read-only view of the
+//! file first (`server_kit::sealed`), so a refused start changes no byte,
+//! and a panic of the storage library on a damaged page is a refusal too.
 //!
 //! # Durability and group commit
 //!
@@ -63,9 +74,11 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use server_kit::datadir::{DataDir, DataDirError, IDENTITY_FILE, Kind};
+use server_kit::sealed::{self, OpenError};
 
-/// The on-disk format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format version this build reads and writes (3: sealed
+/// records).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The name of the database file inside a data directory.
 pub const DB_FILE: &str = "bayou.redb";
@@ -78,8 +91,8 @@ const MAGIC: &[u8] = b"bayou-store";
 /// re-reads.
 const CACHE_BYTES: usize = 32 << 20;
 
-/// Version byte in front of every postcard record.
-const RECORD_VERSION: u8 = 1;
+/// Format byte of every sealed record.
+const RECORD_VERSION: u8 = 2;
 
 const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -162,9 +175,7 @@ pub enum StoreError {
     )]
     Foreign(PathBuf),
     /// The database file is not one this program wrote, or is damaged.
-    #[error(
-        "{path} is corrupt or not a Bayou store: {reason}; refusing to start (nothing was changed)"
-    )]
+    #[error("{path} is corrupt or not a Bayou store: {reason}; refusing to start")]
     Corrupt {
         /// The database file.
         path: PathBuf,
@@ -249,6 +260,9 @@ pub struct RedbStore {
     /// The write each stored log item concerns, by sequence number, so a
     /// checkpoint can delete the items it covers without reading them.
     index: BTreeMap<u64, WriteId>,
+    /// What the read-only verification at open read, handed to the first
+    /// [`Storage::load`] so the file is read once.
+    preloaded: Option<(Loaded, BTreeMap<u64, WriteId>)>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -298,30 +312,49 @@ impl RedbStore {
             path: path.clone(),
             reason,
         };
+        // A panic of the storage library on a damaged file is a refusal.
+        let guard = |e: OpenError| corrupt(e.to_string());
+        let mut preloaded = None;
         if exists {
-            // Check identity read-only first, so a refused file is never
-            // written to. (A file left by a crash may need redb's repair,
-            // which read-only mode cannot do; then the check happens after
-            // the writable open below.)
-            if let Ok(ro) = redb::ReadOnlyDatabase::open(&path) {
-                let tx = ro.begin_read().map_err(db_err)?;
-                check_identity(&tx, &path, server)?;
+            // Read-only first: check identity and read and verify every
+            // record, so a refused file is never written to. (A file left by
+            // a crash may need redb's repair, which read-only mode cannot do;
+            // then the checks happen after the writable open below.)
+            if let Ok(ro) =
+                sealed::guarded(&path, || redb::ReadOnlyDatabase::open(&path)).map_err(guard)?
+            {
+                sealed::guarded(&path, || -> Result<(), StoreError> {
+                    let tx = ro.begin_read().map_err(db_err)?;
+                    check_identity(&tx, &path, server)?;
+                    preloaded = Some(read_all(&tx, &path)?);
+                    Ok(())
+                })
+                .map_err(guard)
+                .and_then(|r| r)
+                .map_err(|e| match e {
+                    StoreError::Corrupt { path, reason } => StoreError::Corrupt {
+                        path,
+                        reason: format!("{reason} (nothing was changed)"),
+                    },
+                    e => e,
+                })?;
             }
         }
-        let db = if exists {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .open(&path)
-                .map_err(|e| match e {
-                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
-                    e => corrupt(e.to_string()),
-                })?
-        } else {
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(&path)
-                .map_err(db_err)?
-        };
+        let db = sealed::guarded(&path, || {
+            let mut builder = Database::builder();
+            builder.set_cache_size(CACHE_BYTES);
+            if exists {
+                builder.open(&path)
+            } else {
+                builder.create(&path)
+            }
+        })
+        .map_err(guard)?
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
+            e if exists => corrupt(e.to_string()),
+            e => db_err(e),
+        })?;
         if !exists {
             let tx = db.begin_write().map_err(db_err)?;
             {
@@ -358,6 +391,7 @@ impl RedbStore {
             server: server.clone(),
             next_seq,
             index: BTreeMap::new(),
+            preloaded,
         })
     }
 
@@ -431,19 +465,17 @@ fn check_identity(
     Ok(())
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RECORD_VERSION];
+/// `value` sealed as the record stored under `key`.
+fn encode<T: Serialize>(key: &[u8], value: &T) -> Vec<u8> {
     // Serialising our own plain data into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(value).expect("postcard encodes plain data"));
-    out
+    let body = postcard::to_stdvec(value).expect("postcard encodes plain data");
+    sealed::seal(RECORD_VERSION, key, &body)
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&RECORD_VERSION, body)) => postcard::from_bytes(body).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("record version {v}, expected {RECORD_VERSION}")),
-        None => Err("empty record".into()),
-    }
+/// The value of the record stored under `key`, checksum verified.
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, String> {
+    let body = sealed::unseal(bytes, RECORD_VERSION, key).map_err(|e| e.to_string())?;
+    postcard::from_bytes(body).map_err(|e| e.to_string())
 }
 
 impl Storage for RedbStore {
@@ -452,65 +484,20 @@ impl Storage for RedbStore {
     }
 
     fn load(&mut self) -> Result<Loaded, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let log = tx.open_table(LOG).map_err(db_err)?;
-        let mut items = Vec::new();
-        self.index.clear();
-        let mut previous: Option<u64> = None;
-        for entry in log.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            let seq = k.value();
-            if previous.is_some_and(|p| p >= seq) {
-                return Err(self.corrupt(format!("log record {seq} follows {previous:?}")));
-            }
-            previous = Some(seq);
-            let item: Item =
-                decode(v.value()).map_err(|e| self.corrupt(format!("log record {seq}: {e}")))?;
-            self.index.insert(seq, item_write(&item).clone());
-            items.push(item);
-        }
-        let meta = tx.open_table(META).map_err(db_err)?;
-        let state = match meta.get("state").map_err(db_err)? {
-            Some(v) => {
-                Some(decode(v.value()).map_err(|e| self.corrupt(format!("state record: {e}")))?)
-            }
-            None => None,
-        };
-        let meta_cp: Option<CheckpointMeta> = match meta.get("checkpoint").map_err(db_err)? {
-            Some(v) => Some(
-                decode(v.value()).map_err(|e| self.corrupt(format!("checkpoint record: {e}")))?,
-            ),
-            None => None,
-        };
-        let checkpoint = match meta_cp {
-            None => None,
-            Some(m) => {
-                let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
-                let mut db = Db::new();
-                for entry in cp.iter().map_err(db_err)? {
-                    let (k, v) = entry.map_err(db_err)?;
-                    db.insert(
-                        Bytes::copy_from_slice(k.value()),
-                        Bytes::copy_from_slice(v.value()),
-                    );
-                }
-                Some(Checkpoint {
-                    snapshot: Snapshot {
-                        csn: m.csn,
-                        vv: m.vv,
-                        db: Arc::new(db),
-                    },
-                    osn: m.osn,
-                    omitted: m.omitted,
-                    changed: None,
+        let (loaded, index) = match self.preloaded.take() {
+            Some(p) => p,
+            None => {
+                let path = self.path.clone();
+                let db = &self.db;
+                sealed::guarded(&path, || -> Result<_, StoreError> {
+                    let tx = db.begin_read().map_err(db_err)?;
+                    read_all(&tx, &path)
                 })
+                .map_err(|e| self.corrupt(e.to_string()))??
             }
         };
-        Ok(Loaded {
-            items,
-            state,
-            checkpoint,
-        })
+        self.index = index;
+        Ok(loaded)
     }
 
     fn append(&mut self, batch: &Batch) -> Result<(), StoreError> {
@@ -532,10 +519,11 @@ impl Storage for RedbStore {
             let mut log = tx.open_table(LOG).map_err(db_err)?;
             for (i, item) in batch.items.iter().enumerate() {
                 let seq = self.next_seq + i as u64;
-                log.insert(seq, encode(item).as_slice()).map_err(db_err)?;
+                log.insert(seq, encode(&seq.to_be_bytes(), item).as_slice())
+                    .map_err(db_err)?;
             }
             let mut meta = tx.open_table(META).map_err(db_err)?;
-            meta.insert("state", encode(&batch.state).as_slice())
+            meta.insert("state", encode(b"state", &batch.state).as_slice())
                 .map_err(db_err)?;
             if let Some(cp) = &batch.checkpoint {
                 let m = CheckpointMeta {
@@ -544,7 +532,7 @@ impl Storage for RedbStore {
                     osn: cp.osn,
                     omitted: cp.omitted.clone(),
                 };
-                meta.insert("checkpoint", encode(&m).as_slice())
+                meta.insert("checkpoint", encode(b"checkpoint", &m).as_slice())
                     .map_err(db_err)?;
                 // The items of discarded writes go with the checkpoint.
                 let stored = self.index.iter().map(|(&seq, id)| (seq, id));
@@ -568,7 +556,9 @@ impl Storage for RedbStore {
                     let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
                     for k in keys {
                         match cp.snapshot.db.get(k) {
-                            Some(v) => table.insert(&k[..], &v[..]).map_err(db_err)?,
+                            Some(v) => table
+                                .insert(&k[..], sealed::seal(RECORD_VERSION, k, v).as_slice())
+                                .map_err(db_err)?,
                             None => table.remove(&k[..]).map_err(db_err)?,
                         };
                     }
@@ -577,7 +567,9 @@ impl Storage for RedbStore {
                     tx.delete_table(CHECKPOINT).map_err(db_err)?;
                     let mut table = tx.open_table(CHECKPOINT).map_err(db_err)?;
                     for (k, v) in cp.snapshot.db.iter() {
-                        table.insert(&k[..], &v[..]).map_err(db_err)?;
+                        table
+                            .insert(&k[..], sealed::seal(RECORD_VERSION, k, v).as_slice())
+                            .map_err(db_err)?;
                     }
                 }
             }
@@ -594,6 +586,91 @@ impl Storage for RedbStore {
         }
         self.next_seq += batch.items.len() as u64;
         Ok(())
+    }
+}
+
+/// Reads and verifies every record: the retained log (with the write each
+/// item concerns, by sequence number), the state and the checkpoint. The
+/// first record that fails its checksum or does not decode is reported by
+/// table and key.
+fn read_all(
+    tx: &redb::ReadTransaction,
+    path: &Path,
+) -> Result<(Loaded, BTreeMap<u64, WriteId>), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut index = BTreeMap::new();
+    {
+        let log = tx.open_table(LOG).map_err(db_err)?;
+        let mut items = Vec::new();
+        let mut previous: Option<u64> = None;
+        for entry in log.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let seq = k.value();
+            if previous.is_some_and(|p| p >= seq) {
+                return Err(corrupt(format!("log record {seq} follows {previous:?}")));
+            }
+            previous = Some(seq);
+            let item: Item = decode(&seq.to_be_bytes(), v.value())
+                .map_err(|e| corrupt(format!("log record {seq}: {e}")))?;
+            index.insert(seq, item_write(&item).clone());
+            items.push(item);
+        }
+        let meta = tx.open_table(META).map_err(db_err)?;
+        let state = match meta.get("state").map_err(db_err)? {
+            Some(v) => Some(
+                decode(b"state", v.value()).map_err(|e| corrupt(format!("state record: {e}")))?,
+            ),
+            None => None,
+        };
+        let meta_cp: Option<CheckpointMeta> = match meta.get("checkpoint").map_err(db_err)? {
+            Some(v) => Some(
+                decode(b"checkpoint", v.value())
+                    .map_err(|e| corrupt(format!("checkpoint record: {e}")))?,
+            ),
+            None => None,
+        };
+        let checkpoint = match meta_cp {
+            None => None,
+            Some(m) => {
+                let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
+                let mut db = Db::new();
+                for entry in cp.iter().map_err(db_err)? {
+                    let (k, v) = entry.map_err(db_err)?;
+                    let value =
+                        sealed::unseal(v.value(), RECORD_VERSION, k.value()).map_err(|e| {
+                            corrupt(format!(
+                                "checkpoint entry {:?}: {e}",
+                                String::from_utf8_lossy(k.value())
+                            ))
+                        })?;
+                    db.insert(
+                        Bytes::copy_from_slice(k.value()),
+                        Bytes::copy_from_slice(value),
+                    );
+                }
+                Some(Checkpoint {
+                    snapshot: Snapshot {
+                        csn: m.csn,
+                        vv: m.vv,
+                        db: Arc::new(db),
+                    },
+                    osn: m.osn,
+                    omitted: m.omitted,
+                    changed: None,
+                })
+            }
+        };
+        Ok((
+            Loaded {
+                items,
+                state,
+                checkpoint,
+            },
+            index,
+        ))
     }
 }
 

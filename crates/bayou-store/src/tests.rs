@@ -164,9 +164,38 @@ fn a_tampered_log_record_is_reported_as_corruption() {
             .unwrap();
         tx.commit().unwrap();
     }
-    let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
-    let err = recover(&mut store, Role::Secondary, Retention::default()).unwrap_err();
+    // Refused when opened, before anything is written.
+    let err = RedbStore::open(dir.path(), &sid("A")).unwrap_err();
     assert!(err.to_string().contains("log record 0"), "{err}");
+}
+
+/// One byte of a stored value changed (a bad disk): the store refuses to
+/// open, names the record, and the file is exactly as it was.
+#[test]
+fn a_changed_byte_in_a_stored_value_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = RedbStore::open(dir.path(), &sid("A")).unwrap();
+        let mut a = Replica::new(sid("A"), Role::Secondary);
+        a.client_write(3, Op::put("K", "a-rather-distinctive-value"));
+        persist(&mut a, &mut store);
+    }
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"distinct")
+        .expect("the value is in the file");
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = RedbStore::open(dir.path(), &sid("A")).unwrap_err();
+    assert!(err.to_string().contains("log record 0"), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a refused open wrote to the file"
+    );
 }
 
 #[test]
@@ -189,8 +218,7 @@ fn a_damaged_checkpoint_record_is_reported() {
             .unwrap();
         tx.commit().unwrap();
     }
-    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
-    let err = recover(&mut store, role, Retention::default()).unwrap_err();
+    let err = RedbStore::open(dir.path(), &sid("P")).unwrap_err();
     assert!(err.to_string().contains("checkpoint"), "{err}");
 }
 

@@ -5,8 +5,12 @@
 //! checkpoint entry or key record:
 //!
 //! ```text
-//! format (u8) | crc32 (u32, little-endian) of format and body | body
+//! format (u8) | crc32 (u32, little-endian) of format, key and body | body
 //! ```
+//!
+//! The key the record is stored under is part of the checksum (it is not
+//! stored again): a byte changed in a key makes the record fail too, rather
+//! than turn it into a valid record of another key.
 //!
 //! It is sealed when the node writes it, right after accepting the write,
 //! and opened (its checksum verified) whenever it is read back from disk,
@@ -52,24 +56,27 @@ pub enum SealError {
     },
 }
 
-fn crc(format: u8, body: &[u8]) -> u32 {
+fn crc(format: u8, key: &[u8], body: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[format]);
+    h.update(&(key.len() as u32).to_le_bytes());
+    h.update(key);
     h.update(body);
     h.finalize()
 }
 
-/// Seals `body` as a record of `format`.
-pub fn seal(format: u8, body: &[u8]) -> Vec<u8> {
+/// Seals `body`, stored under `key`, as a record of `format`.
+pub fn seal(format: u8, key: &[u8], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + body.len());
     out.push(format);
-    out.extend_from_slice(&crc(format, body).to_le_bytes());
+    out.extend_from_slice(&crc(format, key, body).to_le_bytes());
     out.extend_from_slice(body);
     out
 }
 
-/// The body of a sealed record of `format`, once its checksum matches.
-pub fn unseal(record: &[u8], format: u8) -> Result<&[u8], SealError> {
+/// The body of a sealed record of `format` stored under `key`, once its
+/// checksum matches.
+pub fn unseal<'a>(record: &'a [u8], format: u8, key: &[u8]) -> Result<&'a [u8], SealError> {
     if record.len() < 5 {
         return Err(SealError::Short(record.len()));
     }
@@ -81,7 +88,7 @@ pub fn unseal(record: &[u8], format: u8) -> Result<&[u8], SealError> {
     }
     let stored = u32::from_le_bytes([record[1], record[2], record[3], record[4]]);
     let body = &record[5..];
-    let computed = crc(format, body);
+    let computed = crc(format, key, body);
     if stored != computed {
         return Err(SealError::Checksum { stored, computed });
     }
@@ -125,8 +132,9 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// Runs `f` and turns a panic into [`OpenError::Panicked`].
-fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, OpenError> {
+/// Runs `f` and turns a panic into [`OpenError::Panicked`]: for every call
+/// into the storage library on a file that may be damaged.
+pub fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, OpenError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|p| OpenError::Panicked {
         path: path.to_path_buf(),
         detail: panic_text(p),
@@ -184,18 +192,19 @@ mod tests {
 
     #[test]
     fn a_sealed_record_opens_and_any_changed_byte_is_caught() {
-        let rec = seal(3, b"hello");
-        assert_eq!(unseal(&rec, 3), Ok(&b"hello"[..]));
+        let rec = seal(3, b"k", b"hello");
+        assert_eq!(unseal(&rec, 3, b"k"), Ok(&b"hello"[..]));
         for i in 0..rec.len() {
             for bit in 0..8 {
                 let mut bad = rec.clone();
                 bad[i] ^= 1 << bit;
-                assert!(unseal(&bad, 3).is_err(), "byte {i} bit {bit}");
+                assert!(unseal(&bad, 3, b"k").is_err(), "byte {i} bit {bit}");
             }
         }
-        assert_eq!(unseal(&rec[..4], 3), Err(SealError::Short(4)));
+        assert!(unseal(&rec, 3, b"j").is_err(), "under another key");
+        assert_eq!(unseal(&rec[..4], 3, b"k"), Err(SealError::Short(4)));
         assert!(matches!(
-            unseal(&rec, 2),
+            unseal(&rec, 2, b"k"),
             Err(SealError::Format {
                 found: 3,
                 expected: 2
