@@ -246,7 +246,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     });
     let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
     tokio::spawn(server::accept_loop(shared.clone(), listener));
-    tokio::spawn(data::run_data(shared.clone(), plane, persister, data_rx));
+    let data_task = tokio::spawn(data::run_data(shared.clone(), plane, persister, data_rx));
     let me = cfg.listen;
     match cfg.join {
         None => {
@@ -299,6 +299,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     }
     shared.shutdown.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(1), core).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), data_task).await;
     Ok(())
 }
 

@@ -187,7 +187,13 @@ pub async fn run_data(
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
                 persister.persist(0, Vec::new());
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // Close the store: the storage thread finishes what is
+                // queued and redb closes the file cleanly, so the next start
+                // needs no repair.
+                let _ = tokio::task::spawn_blocking(move || persister.close()).await;
+                return;
+            }
         }
         // Perform the commands; messages to this process go straight back in.
         let mut local: VecDeque<DataMsg> = VecDeque::new();

@@ -14,7 +14,15 @@
 //! nothing it covered (the kit's storage-failure policy, as for Bayou).
 //!
 //! Records are keyed by the key's 160-bit id in big-endian; each value is a
-//! format byte plus postcard of [`Record`] `{name, value | tombstone, version}`.
+//! sealed record (`server_kit::sealed`: format byte, CRC-32 of format, key
+//! and body) of postcard [`Record`] `{name, value | tombstone, version}`.
+//! A record whose checksum fails when the node starts is not loaded: the
+//! node logs it by key id (a warning) and serves the key as if it had no
+//! copy, so anti-entropy fetches it again
+//! from the key's other replicas (and a write replaces it). Records of
+//! format 2 (before checksums) are still read. A panic of redb on a damaged
+//! file is a refusal to start, checked read-only first so nothing is
+//! written.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,13 +32,16 @@ use chord_core::data::{KeyStore, MemStore, Record};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use server_kit::commit::{self, Committer};
 use server_kit::datadir::{DataDir, DataDirError, Kind};
+use server_kit::sealed;
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Version byte in front of every stored record (1 was the driver's own
-/// record type before the data plane moved into chord-core).
-const RECORD_FORMAT: u8 = 2;
+/// Format byte of every stored record: 3 is sealed (checksummed); 2 is the
+/// same body without a checksum, still read; 1 was the driver's own record
+/// type before the data plane moved into chord-core.
+const RECORD_FORMAT: u8 = 3;
+const RECORD_FORMAT_UNSEALED: u8 = 2;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -59,20 +70,21 @@ fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
-fn encode_record(r: &Record) -> Vec<u8> {
-    let mut out = vec![RECORD_FORMAT];
-    out.extend(postcard::to_stdvec(r).expect("records always encode"));
-    out
+fn encode_record(key: &[u8], r: &Record) -> Vec<u8> {
+    let body = postcard::to_stdvec(r).expect("records always encode");
+    sealed::seal(RECORD_FORMAT, key, &body)
 }
 
-fn decode_record(b: &[u8]) -> Result<Record, StoreError> {
-    match b.split_first() {
-        Some((&RECORD_FORMAT, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt(e.to_string()))
+fn decode_record(key: &[u8], b: &[u8]) -> Result<Record, StoreError> {
+    let body = match b.first() {
+        Some(&RECORD_FORMAT) => {
+            sealed::unseal(b, RECORD_FORMAT, key).map_err(|e| StoreError::Corrupt(e.to_string()))?
         }
-        Some((v, _)) => Err(StoreError::Corrupt(format!("record format {v}"))),
-        None => Err(StoreError::Corrupt("empty record".into())),
-    }
+        Some(&RECORD_FORMAT_UNSEALED) => &b[1..],
+        Some(v) => return Err(StoreError::Corrupt(format!("record format {v}"))),
+        None => return Err(StoreError::Corrupt("empty record".into())),
+    };
+    postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn id_of(b: &[u8]) -> Result<Id, StoreError> {
@@ -126,7 +138,41 @@ impl RedbStore {
     /// is in use.
     pub fn open(dir: &Path, node_id: Id) -> Result<RedbStore, StoreError> {
         let data_dir = DataDir::open(dir, &KIND, &hex(node_id))?;
-        let db = Database::create(dir.join(DB_FILE)).map_err(db_err)?;
+        let path = dir.join(DB_FILE);
+        let guard = |e: sealed::OpenError| StoreError::Corrupt(e.to_string());
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            // Read-only first: the node id, and every record read once, so a
+            // damaged file is refused (a panic of redb included) before
+            // anything is written to it. A file left by a crash needs redb's
+            // repair, which only the writable open below does.
+            if let Ok(ro) =
+                sealed::guarded(&path, || redb::ReadOnlyDatabase::open(&path)).map_err(guard)?
+            {
+                sealed::guarded(&path, || -> Result<(), StoreError> {
+                    let tx = ro.begin_read().map_err(db_err)?;
+                    if let Ok(meta) = tx.open_table(META)
+                        && let Some(f) = meta.get("node_id").map_err(db_err)?
+                        && f.value() != node_id.to_be_bytes()
+                    {
+                        let found = id_of(f.value()).map(hex).unwrap_or_else(|_| "?".into());
+                        return Err(StoreError::WrongNode {
+                            found,
+                            expected: hex(node_id),
+                        });
+                    }
+                    if let Ok(t) = tx.open_table(RECORDS) {
+                        for item in t.iter().map_err(db_err)? {
+                            item.map_err(db_err)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(guard)??;
+            }
+        }
+        let db = sealed::guarded(&path, || Database::create(&path))
+            .map_err(guard)?
+            .map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         {
             let mut meta = tx.open_table(META).map_err(db_err)?;
@@ -180,14 +226,23 @@ impl RedbStore {
         }
     }
 
-    /// Every stored record.
+    /// Every stored record that verifies; a record that fails its checksum
+    /// or does not decode is left out, with a warning naming its key id (the
+    /// key's other replicas hold it; anti-entropy brings it back).
     pub fn load(&self) -> Result<Vec<(Id, Record)>, StoreError> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let t = tx.open_table(RECORDS).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
-            out.push((id_of(k.value())?, decode_record(v.value())?));
+            let id = id_of(k.value())?;
+            match decode_record(k.value(), v.value()) {
+                Ok(r) => out.push((id, r)),
+                Err(e) => tracing::warn!(
+                    key = %hex(id),
+                    "damaged record not loaded ({e}); its other copies will replace it"
+                ),
+            }
         }
         Ok(out)
     }
@@ -207,7 +262,8 @@ impl RedbStore {
                 let k = k.to_be_bytes();
                 match r {
                     Some(r) => {
-                        t.insert(&k[..], &encode_record(r)[..]).map_err(db_err)?;
+                        t.insert(&k[..], &encode_record(&k, r)[..])
+                            .map_err(db_err)?;
                     }
                     None => {
                         t.remove(&k[..]).map_err(db_err)?;
@@ -356,9 +412,20 @@ mod tests {
 
     #[test]
     fn a_record_of_an_unknown_format_is_an_error() {
-        assert!(decode_record(&[1, 0]).is_err());
-        assert!(decode_record(&[]).is_err());
+        assert!(decode_record(b"k", &[1, 0]).is_err());
+        assert!(decode_record(b"k", &[]).is_err());
         let r = rec("k", Some("v"), 3);
-        assert_eq!(decode_record(&encode_record(&r)).unwrap(), r);
+        assert_eq!(decode_record(b"k", &encode_record(b"k", &r)).unwrap(), r);
+        let mut bad = encode_record(b"k", &r);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(
+            decode_record(b"k", &bad).is_err(),
+            "a changed byte is caught"
+        );
+        assert!(
+            decode_record(b"j", &encode_record(b"k", &r)).is_err(),
+            "under another key"
+        );
     }
 }

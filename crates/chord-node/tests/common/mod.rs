@@ -176,6 +176,14 @@ impl Ring {
     /// Starts killed node `i` again, on its port and data directory,
     /// joining through another live node.
     pub fn restart(&mut self, i: usize) {
+        if let Err(e) = self.try_restart(i) {
+            panic!("node {i} did not start again: {e}");
+        }
+    }
+
+    /// [`Ring::restart`], or the node's standard error if it exits instead
+    /// of listening.
+    pub fn try_restart(&mut self, i: usize) -> Result<(), String> {
         assert!(!self.nodes[i].alive(), "node {i} is running");
         let port = self.nodes[i].port;
         let join = self
@@ -184,6 +192,7 @@ impl Ring {
             .enumerate()
             .find(|(j, n)| *j != i && n.alive())
             .map(|(_, n)| n.addr());
+        let log = self._tmp.path().join(format!("n{port}.stderr"));
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--listen")
@@ -193,14 +202,37 @@ impl Ring {
             .args(fast_flags_with(self.replicas, self.successors))
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(&log).expect("stderr file"));
         if let Some(j) = &join {
             cmd.arg("--join").arg(j);
         }
-        self.nodes[i].child = Some(cmd.spawn().expect("spawn chord-node"));
-        wait_until(Duration::from_secs(10), "node listening again", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let mut child = cmd.spawn().expect("spawn chord-node");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                self.nodes[i].child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("exited with {status}: {text}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("not listening after 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, and waits for node `i` to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
     }
 
     pub fn kill(&mut self, i: usize) {
