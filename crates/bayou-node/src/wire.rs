@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! frame   = length (u32, big-endian, at most max_frame_bytes) payload
-//! payload = version (u16, big-endian) postcard(Msg)
+//! payload = version (u16, big-endian) crc32 (u32, of version and body) postcard(Msg)
 //! ```
 //!
 //! The version is read before the body is decoded, so a peer speaking another
@@ -45,7 +45,7 @@ use server_kit::frame::{self, FrameError};
 pub const MAGIC: &[u8; 8] = b"\0BAYOUAE";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
@@ -122,12 +122,18 @@ pub fn encode_with_version(msg: &Msg, version: u16) -> Bytes {
     frame::payload(version, &body)
 }
 
-/// Decodes a payload, checking its version first.
+/// Decodes a payload, checking its version first, then its checksum.
 pub fn decode(payload: &[u8]) -> Result<Msg, WireError> {
     let body = frame::open_payload(payload, PROTOCOL_VERSION).map_err(|e| match e {
         FrameError::Version { found, .. } => WireError::Version(found),
+        FrameError::Checksum { .. } => WireError::Decode(e.to_string()),
         _ => WireError::Short(payload.len()),
     })?;
+    decode_body(body)
+}
+
+/// Decodes a message body (a payload after its version and checksum).
+pub fn decode_body(body: &[u8]) -> Result<Msg, WireError> {
     postcard::from_bytes(body).map_err(|e| WireError::Decode(e.to_string()))
 }
 
@@ -183,10 +189,19 @@ mod tests {
             matches!(decode(&payload), Err(WireError::Version(v)) if v == PROTOCOL_VERSION + 1)
         );
         assert!(matches!(decode(&[0]), Err(WireError::Short(1))));
+        // Our version, but too short for a checksum; then a checksum that
+        // does not match; then a good checksum over a body that does not
+        // decode.
         assert!(matches!(
             decode(&[0, PROTOCOL_VERSION as u8, 200, 200, 200]),
-            Err(WireError::Decode(_))
+            Err(WireError::Short(5))
         ));
+        assert!(matches!(
+            decode(&[0, PROTOCOL_VERSION as u8, 1, 2, 3, 4, 200]),
+            Err(WireError::Decode(e)) if e.contains("checksum")
+        ));
+        let garbage = server_kit::frame::payload(PROTOCOL_VERSION, &[200, 200, 200]);
+        assert!(matches!(decode(&garbage), Err(WireError::Decode(_))));
     }
 
     #[test]

@@ -654,6 +654,57 @@ fn a_partition_between_network_namespaces_loses_nothing_and_heals() {
     check(&c, &hist.lock().unwrap(), 2, "partition");
 }
 
+/// Changes one byte in every value of `writer`'s (`W:0…`) found in `file`:
+/// old copies in free pages as well as the live ones, so the damage is sure
+/// to reach a record the replica reads. Returns the file's new bytes.
+fn damage_values(file: &std::path::Path, writer: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(file).unwrap();
+    let pattern = format!("{writer}:0");
+    let at: Vec<usize> = bytes
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !at.is_empty(),
+        "no value of {writer}'s in {}",
+        file.display()
+    );
+    for i in at {
+        bytes[i + 6] ^= 0x01; // a digit becomes another character
+    }
+    std::fs::write(file, &bytes).unwrap();
+    bytes
+}
+
+/// Starts `bayou-node serve ARGS` and expects it to refuse: its standard
+/// error. A replica that starts instead is stopped and the test fails.
+fn expect_refusal(args: &[String]) -> String {
+    let mut child = Command::new(common::BIN)
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "exited successfully:\n{err}");
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the replica started on a damaged file");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refills() {
     // [T95 §6]: the log is the truth, so a write whose stored bytes changed
@@ -673,21 +724,8 @@ fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refi
     let b = c.r_mut("B");
     b.terminate();
     let file = b.dir.join("bayou.redb");
-    let mut bytes = std::fs::read(&file).unwrap();
-    // A value B wrote: "B:" then twelve digits.
-    let at = bytes
-        .windows(3)
-        .position(|w| w == b"B:0")
-        .expect("a value of B's in its file");
-    bytes[at + 5] ^= 0x01;
-    std::fs::write(&file, &bytes).unwrap();
-    let out = Command::new(common::BIN)
-        .arg("serve")
-        .args(&b.args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "B started on a damaged file");
+    let bytes = damage_values(&file, "B");
+    let stderr = expect_refusal(&b.args);
     assert!(
         stderr.contains("checksum"),
         "the refusal names the damage:\n{stderr}"
@@ -712,27 +750,12 @@ fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refi
         "corruption of a stopped replica",
     );
 
-    // The same after kill -9: redb repairs the file first (which writes), then
-    // the records are verified; the damage is refused all the same.
+    // The same after kill -9: redb repairs the file first (which writes),
+    // then the records are verified; the damage is refused all the same.
     let b = c.r_mut("B");
     b.kill9();
-    let mut bytes = std::fs::read(&file).unwrap();
-    let at = bytes
-        .windows(3)
-        .position(|w| w == b"A:0")
-        .expect("a value of A's in B's file");
-    bytes[at + 6] ^= 0x01;
-    std::fs::write(&file, &bytes).unwrap();
-    let out = Command::new(common::BIN)
-        .arg("serve")
-        .args(&b.args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "B started on a damaged file after kill -9"
-    );
+    damage_values(&file, "A");
+    let stderr = expect_refusal(&b.args);
     // Either the record's checksum or redb's repair catches it.
     assert!(
         stderr.contains("checksum") || stderr.contains("corrupt"),

@@ -17,7 +17,7 @@
 //! connection that sends its magic but no complete first frame within
 //! `--peer-idle-timeout-ms` (10 s). Variants of the enums below are only
 //! ever appended; changing one means a new [`PROTOCOL_VERSION`]. (Version 4
-//! moved to the kit's framing: the version field grew from one byte to two; version 5 added the data plane's `Covered` message and `DigestReply.covers`.)
+//! moved to the kit's framing: the version field grew from one byte to two; version 5 added the data plane's `Covered` message and `DigestReply.covers`; version 6 a CRC-32 in every payload.)
 //!
 //! Two kinds of traffic share a connection:
 //!
@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 pub const MAGIC: &[u8; 8] = b"\xC4CHORD1\n";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 << 20;
@@ -121,9 +121,14 @@ pub fn encode(body: &Body) -> Bytes {
     frame::payload(PROTOCOL_VERSION, &body)
 }
 
-/// Decodes a frame payload, checking the version first.
+/// Decodes a frame payload, checking the version first, then the checksum.
 pub fn decode(payload: &[u8]) -> Result<Body, WireError> {
     let body = frame::open_payload(payload, PROTOCOL_VERSION)?;
+    decode_body(body)
+}
+
+/// Decodes a frame body (a payload after its version and checksum).
+pub fn decode_body(body: &[u8]) -> Result<Body, WireError> {
     Ok(postcard::from_bytes(body)?)
 }
 

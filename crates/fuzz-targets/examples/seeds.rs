@@ -84,7 +84,7 @@ fn main() -> std::io::Result<()> {
         },
     ];
     for m in &msgs {
-        put("bayou_peer_frame", &bwire::encode(m))?;
+        put("bayou_peer_frame", &bwire::encode(m)[6..])?;
     }
     let limits = ChunkLimits {
         items: 2,
@@ -94,7 +94,10 @@ fn main() -> std::io::Result<()> {
         put("bayou_bundle", &file)?;
         if let Ok(b) = bundle::decode(&file) {
             for chunk in b.chunks {
-                put("bayou_peer_frame", &bwire::encode(&Msg::Chunk { chunk }))?;
+                put(
+                    "bayou_peer_frame",
+                    &bwire::encode(&Msg::Chunk { chunk })[6..],
+                )?;
             }
         }
     }
@@ -152,7 +155,7 @@ fn main() -> std::io::Result<()> {
             },
         },
     ] {
-        put("chord_peer_frame", &chord_node::wire::encode(&body))?;
+        put("chord_peer_frame", &chord_node::wire::encode(&body)[6..])?;
     }
 
     for example in ["slides", "meetings", "bibliography", "truncation"] {
