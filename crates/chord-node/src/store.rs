@@ -70,12 +70,15 @@ fn db_err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Db(e.to_string())
 }
 
-fn encode_record(key: &[u8], r: &Record) -> Vec<u8> {
+/// Seals record `r` as stored under `key` (public for the fuzz targets).
+pub fn encode_record(key: &[u8], r: &Record) -> Vec<u8> {
     let body = postcard::to_stdvec(r).expect("records always encode");
     sealed::seal(RECORD_FORMAT, key, &body)
 }
 
-fn decode_record(key: &[u8], b: &[u8]) -> Result<Record, StoreError> {
+/// Decodes the record stored under `key`: checksum first (format 3), then
+/// the record (public for the fuzz targets).
+pub fn decode_record(key: &[u8], b: &[u8]) -> Result<Record, StoreError> {
     let body = match b.first() {
         Some(&RECORD_FORMAT) => {
             sealed::unseal(b, RECORD_FORMAT, key).map_err(|e| StoreError::Corrupt(e.to_string()))?

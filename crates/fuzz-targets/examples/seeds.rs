@@ -111,7 +111,7 @@ fn main() -> std::io::Result<()> {
     let id = Id::from_be_bytes([7; 20]);
     let addr: SocketAddr = "127.0.0.1:7000".parse().expect("an address");
     let me = NodeRef { id, addr };
-    let record = Record {
+    let chord_record = Record {
         name: b"k".to_vec(),
         value: Some(b"v".to_vec()),
         version: Version {
@@ -151,12 +151,39 @@ fn main() -> std::io::Result<()> {
             msg: DataMsg::Write {
                 req: 5,
                 key: id,
-                record,
+                record: chord_record.clone(),
             },
         },
     ] {
         put("chord_peer_frame", &chord_node::wire::encode(&body)[6..])?;
     }
+
+    // Stored records: a selector byte, an eight-byte key, the stored bytes.
+    let mut fresh = Replica::new(p.clone(), Role::Primary { autocommit: true });
+    fresh.client_write(
+        1,
+        Op::Put {
+            key: Bytes::from_static(b"x"),
+            value: Bytes::from_static(b"1"),
+        },
+    );
+    fresh.client_write(
+        2,
+        Op::Delete {
+            key: Bytes::from_static(b"x"),
+        },
+    );
+    for (seq, item) in fresh.items_for(&Default::default()).enumerate() {
+        let mut rec = vec![0u8];
+        rec.extend_from_slice(&(seq as u64).to_be_bytes());
+        rec.extend(bayou_store::encode_log_record(seq as u64, &item));
+        put("store_records", &rec)?;
+    }
+    let key = 42u64.to_be_bytes();
+    let mut rec = vec![1u8];
+    rec.extend_from_slice(&key);
+    rec.extend(chord_node::store::encode_record(&key, &chord_record));
+    put("store_records", &rec)?;
 
     for example in ["slides", "meetings", "bibliography", "truncation"] {
         let path = format!("examples/{example}.bayou");
