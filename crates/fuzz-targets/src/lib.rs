@@ -222,7 +222,7 @@ pub fn store_records(data: &[u8]) {
     }
     let key: [u8; 8] = data[1..9].try_into().expect("eight bytes");
     let stored = &data[9..];
-    if data[0] % 2 == 0 {
+    if data[0].is_multiple_of(2) {
         let seq = u64::from_be_bytes(key);
         if let Ok(item) = bayou_store::decode_log_record(seq, stored) {
             let again = bayou_store::encode_log_record(seq, &item);
