@@ -52,3 +52,33 @@ fn console_blocks_hold_only_checked_programs_and_output_follows_a_command() {
     assert!(console_commands("p.md", "```console\nPONG\n```\n").is_err());
     assert!(console_commands("p.md", "```console\n$ bayou x\n").is_err());
 }
+
+/// The README's crate map names exactly the crates under `crates/`, and
+/// the workspace lists them all.
+#[test]
+fn the_crate_map_matches_the_tree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let mut on_disk: Vec<String> = std::fs::read_dir(root.join("crates"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| format!("crates/{}", e.file_name().to_string_lossy()))
+        .collect();
+    on_disk.sort();
+    let mut in_map: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `crates/"))
+        .filter_map(|l| l.split('`').next())
+        .map(|c| format!("crates/{c}"))
+        .collect();
+    in_map.sort();
+    assert_eq!(in_map, on_disk, "README.md's crate map against crates/");
+    for c in &on_disk {
+        assert!(
+            workspace.contains(&format!("\"{c}\"")),
+            "{c} is not a workspace member"
+        );
+    }
+}
