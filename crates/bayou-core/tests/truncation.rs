@@ -376,3 +376,55 @@ fn internal_collections_stay_bounded_whatever_the_history() {
     assert!(worst.full_keys <= 10, "{worst:?}");
     assert!(worst.vv_entries <= 3, "{worst:?}");
 }
+
+/// Automatic truncation keeps what a known peer still lacks, within the
+/// byte cap: a peer that is merely behind catches up from the log, not by a
+/// full-state transfer ([P97 §3.3]: truncating past a replica's CSN costs it
+/// a full-state transfer). The operator's explicit `checkpoint(Some(n))`
+/// and the byte cap still apply.
+#[test]
+fn automatic_truncation_keeps_what_a_known_peer_lacks_within_the_byte_cap() {
+    let retention = Retention {
+        writes: 10,
+        bytes: u64::MAX,
+        checkpoint_every: 5,
+    };
+    let run = |peer_csn: Option<u64>, bytes: u64| {
+        let mut p = Replica::new(s("P"), Role::Primary { autocommit: true });
+        p.set_retention(Retention { bytes, ..retention });
+        if let Some(c) = peer_csn {
+            p.note_peer_csn(&s("A"), c);
+        }
+        for i in 0..100u64 {
+            p.client_write(i + 1, Op::put(format!("k{}", i % 7), format!("v{i}")));
+        }
+        p.osn()
+    };
+    assert_eq!(run(None, u64::MAX), 90, "no known peer: the last 10 stay");
+    assert!(
+        run(Some(30), u64::MAX) <= 30,
+        "the peer at CSN 30 can catch up from the log"
+    );
+    assert!(run(Some(30), 200) > 30, "the byte cap wins");
+    // A peer that caught up releases the log again.
+    let mut p = Replica::new(s("P"), Role::Primary { autocommit: true });
+    p.set_retention(retention);
+    p.note_peer_csn(&s("A"), 0);
+    for i in 0..50u64 {
+        p.client_write(i + 1, Op::put("k", format!("v{i}")));
+    }
+    assert_eq!(p.osn(), 0);
+    p.note_peer_csn(&s("A"), 50);
+    for i in 50..60u64 {
+        p.client_write(i + 1, Op::put("k", format!("v{i}")));
+    }
+    assert_eq!(
+        p.osn(),
+        50,
+        "down to the retention window once the peer caught up"
+    );
+    // The operator's explicit truncation ignores the peer.
+    p.note_peer_csn(&s("A"), 0);
+    p.checkpoint(Some(2));
+    assert_eq!(p.osn(), 58);
+}
