@@ -440,12 +440,6 @@ pub struct Replica {
     /// The outcome of each Bayou write's latest execution, where it is not
     /// simply `Applied` (plain writes always are).
     outcomes: BTreeMap<WriteId, Outcome>,
-    /// The CSN each peer had when it last pulled from this replica
-    /// ([`Replica::note_peer_csn`]): automatic truncation keeps the
-    /// committed writes a known peer still lacks, within the byte cap, so a
-    /// peer that is merely behind catches up from the log rather than by a
-    /// full-state transfer. One entry per peer.
-    peer_csns: BTreeMap<ServerId, Csn>,
     stats: Stats,
 }
 
@@ -511,7 +505,6 @@ impl Replica {
             executed: VecDeque::new(),
             to_persist: Vec::new(),
             outcomes: BTreeMap::new(),
-            peer_csns: BTreeMap::new(),
             stats: Stats::default(),
         }
     }
@@ -1048,18 +1041,6 @@ impl Replica {
         }
     }
 
-    /// Records that `peer` pulled from this replica holding CSN `csn`: the
-    /// automatic retention policy ([`Retention`]) then keeps the committed
-    /// writes after `csn` as long as they fit in its byte cap, so the peer
-    /// can catch up from the log ([P97 §3.3]: truncating past a replica's
-    /// CSN costs it a full-state transfer). Called by the driver when a peer
-    /// sends its summary.
-    pub fn note_peer_csn(&mut self, peer: &ServerId, csn: Csn) {
-        if peer != &self.id {
-            self.peer_csns.insert(peer.clone(), csn);
-        }
-    }
-
     /// Takes a checkpoint of the committed database now, and discards the
     /// committed writes beyond the retention policy, or all but the last
     /// `keep` if given ([P97 §3.3]; the operator's `BAYOU.TRUNCATE`).
@@ -1069,16 +1050,7 @@ impl Replica {
     pub fn checkpoint(&mut self, keep: Option<u64>) -> u64 {
         let (max_writes, max_bytes) = match keep {
             Some(n) => (n, u64::MAX),
-            // What the slowest known peer lacks stays, unless the bytes
-            // say otherwise.
-            None => {
-                let behind = self
-                    .peer_csns
-                    .values()
-                    .min()
-                    .map_or(0, |&c| self.csn().saturating_sub(c));
-                (self.retention.writes.max(behind), self.retention.bytes)
-            }
+            None => (self.retention.writes, self.retention.bytes),
         };
         let mut discarded = 0;
         while self.committed.len() as u64 > max_writes || self.retained_bytes > max_bytes {

@@ -325,13 +325,6 @@ impl Node {
         Ok(s)
     }
 
-    /// Notes the CSN `peer` pulled with, for the retention policy
-    /// (`Replica::note_peer_csn`).
-    pub fn note_peer_csn(&self, peer: &ServerId, csn: bayou_core::Csn) -> Result<(), Gone> {
-        self.with_core(|core| core.replica.note_peer_csn(peer, csn))
-            .map(|_| ())
-    }
-
     /// The next chunk of `session`, once what it reflects is durable here;
     /// `None` when the receiver lacks nothing more.
     pub async fn next_chunk(

@@ -351,7 +351,6 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         Msg::Pull { summary } => summary,
         other => return Err(conn.protocol(format!("expected Pull, got {other:?}"))),
     };
-    node.note_peer_csn(peer, summary.csn)?;
     conn.send_items(summary).await?;
     match conn.recv().await? {
         Msg::Ack {
@@ -416,7 +415,6 @@ async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         }
         match msg {
             Msg::Pull { summary } => {
-                node.note_peer_csn(&from, summary.csn)?;
                 conn.send_items(summary).await?;
             }
             Msg::PushOffer => {

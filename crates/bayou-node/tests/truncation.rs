@@ -134,15 +134,11 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 fn a_replica_behind_the_truncation_point_catches_up_by_full_state_transfer() {
     // AE-3 over TCP: B is offline while P and A commit and truncate 3,000
     // writes; B's own offline write survives the transfer and commits.
-    // (The retention policy keeps what a known peer lacks within the byte
-    // cap: a small cap makes P and A truncate past B.)
     let flags = [
         "--sync-interval-ms",
         "100",
         "--retain-writes",
         "100",
-        "--retain-bytes",
-        "5000",
         "--checkpoint-every",
         "500",
         "--items-per-frame",
