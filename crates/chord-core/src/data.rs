@@ -555,6 +555,16 @@ struct ClientOp<A> {
 }
 
 impl<A> ClientOp<A> {
+    /// A read's answer from the copies heard in this attempt: the newest,
+    /// or, when there is none and an owner was unsure of its range,
+    /// [`DataError::MaybeLost`] rather than nil.
+    fn answer(&self) -> Result<Option<Record>, DataError> {
+        match (&self.best, self.unsure) {
+            (None, true) => Err(DataError::MaybeLost),
+            (best, _) => Ok(best.clone()),
+        }
+    }
+
     /// A new operation on `key`, waiting for its first route.
     fn new(key: Id, kind: OpKind) -> Self {
         ClientOp {
@@ -1108,10 +1118,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     let at = self.now + self.cfg.read_try_ms;
                     self.set_timer(DataTimer::Op { op, attempt }, at);
                 } else if o.any {
-                    let result = match (o.best.clone(), o.unsure) {
-                        (None, true) => Err(DataError::MaybeLost),
-                        (best, _) => Ok(best),
-                    };
+                    let result = o.answer();
                     self.stats.hedged_reads += 1;
                     self.finish_read(op, result);
                 } else {
@@ -1233,11 +1240,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                     // (the owner, silent past `read_try_ms`): a write is
                     // acknowledged only once all of them hold it, so the
                     // newest of their copies is the last acknowledged write.
-                    // No copy, and an owner unsure of its range: not nil.
-                    let result = match (o.best.clone(), o.unsure) {
-                        (None, true) => Err(DataError::MaybeLost),
-                        (best, _) => Ok(best),
-                    };
+                    let result = o.answer();
                     if o.asked > 1 {
                         self.stats.hedged_reads += 1;
                     }
