@@ -74,7 +74,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use server_kit::datadir::{DataDir, DataDirError, IDENTITY_FILE, Kind};
-use server_kit::sealed::{self, OpenError};
+use server_kit::sealed::{self, OpenError, Phase};
 
 /// The on-disk format version this build reads and writes (3: sealed
 /// records).
@@ -312,49 +312,29 @@ impl RedbStore {
             path: path.clone(),
             reason,
         };
-        // A panic of the storage library on a damaged file is a refusal.
-        let guard = |e: OpenError| corrupt(e.to_string());
-        let mut preloaded = None;
-        if exists {
-            // Read-only first: check identity and read and verify every
-            // record, so a refused file is never written to. (A file left by
-            // a crash may need redb's repair, which read-only mode cannot do;
-            // then the checks happen after the writable open below.)
-            if let Ok(ro) =
-                sealed::guarded(&path, || redb::ReadOnlyDatabase::open(&path)).map_err(guard)?
-            {
-                sealed::guarded(&path, || -> Result<(), StoreError> {
-                    let tx = ro.begin_read().map_err(db_err)?;
-                    check_identity(&tx, &path, server)?;
-                    preloaded = Some(read_all(&tx, &path)?);
-                    Ok(())
+        // Identity checked and every record read and verified before the
+        // file is opened for writing (or, for a file redb must repair first,
+        // right after); the library's failures and panics are refusals.
+        let (db, preloaded) = sealed::open_checked(
+            &path,
+            Some(CACHE_BYTES),
+            |tx, phase| {
+                check_identity(tx, &path, server)?;
+                read_all(tx, &path).map_err(|e| match (e, phase) {
+                    (StoreError::Corrupt { path, reason }, Phase::ReadOnly) => {
+                        StoreError::Corrupt {
+                            path,
+                            reason: format!("{reason} (nothing was changed)"),
+                        }
+                    }
+                    (e, _) => e,
                 })
-                .map_err(guard)
-                .and_then(|r| r)
-                .map_err(|e| match e {
-                    StoreError::Corrupt { path, reason } => StoreError::Corrupt {
-                        path,
-                        reason: format!("{reason} (nothing was changed)"),
-                    },
-                    e => e,
-                })?;
-            }
-        }
-        let db = sealed::guarded(&path, || {
-            let mut builder = Database::builder();
-            builder.set_cache_size(CACHE_BYTES);
-            if exists {
-                builder.open(&path)
-            } else {
-                builder.create(&path)
-            }
-        })
-        .map_err(guard)?
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.clone()),
-            e if exists => corrupt(e.to_string()),
-            e => db_err(e),
-        })?;
+            },
+            |e| match e {
+                OpenError::InUse(path) => StoreError::Locked(path),
+                e => corrupt(e.to_string()),
+            },
+        )?;
         if !exists {
             let tx = db.begin_write().map_err(db_err)?;
             {
@@ -615,76 +595,73 @@ fn read_all(
         reason,
     };
     let mut index = BTreeMap::new();
-    {
-        let log = tx.open_table(LOG).map_err(db_err)?;
-        let mut items = Vec::new();
-        let mut previous: Option<u64> = None;
-        for entry in log.iter().map_err(db_err)? {
-            let (k, v) = entry.map_err(db_err)?;
-            let seq = k.value();
-            if previous.is_some_and(|p| p >= seq) {
-                return Err(corrupt(format!("log record {seq} follows {previous:?}")));
-            }
-            previous = Some(seq);
-            let item: Item = decode(&seq.to_be_bytes(), v.value())
-                .map_err(|e| corrupt(format!("log record {seq}: {e}")))?;
-            index.insert(seq, item_write(&item).clone());
-            items.push(item);
+    let log = tx.open_table(LOG).map_err(db_err)?;
+    let mut items = Vec::new();
+    let mut previous: Option<u64> = None;
+    for entry in log.iter().map_err(db_err)? {
+        let (k, v) = entry.map_err(db_err)?;
+        let seq = k.value();
+        if previous.is_some_and(|p| p >= seq) {
+            return Err(corrupt(format!("log record {seq} follows {previous:?}")));
         }
-        let meta = tx.open_table(META).map_err(db_err)?;
-        let state = match meta.get("state").map_err(db_err)? {
-            Some(v) => Some(
-                decode(b"state", v.value()).map_err(|e| corrupt(format!("state record: {e}")))?,
-            ),
-            None => None,
-        };
-        let meta_cp: Option<CheckpointMeta> = match meta.get("checkpoint").map_err(db_err)? {
-            Some(v) => Some(
-                decode(b"checkpoint", v.value())
-                    .map_err(|e| corrupt(format!("checkpoint record: {e}")))?,
-            ),
-            None => None,
-        };
-        let checkpoint = match meta_cp {
-            None => None,
-            Some(m) => {
-                let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
-                let mut db = Db::new();
-                for entry in cp.iter().map_err(db_err)? {
-                    let (k, v) = entry.map_err(db_err)?;
-                    let value =
-                        sealed::unseal(v.value(), RECORD_VERSION, k.value()).map_err(|e| {
-                            corrupt(format!(
-                                "checkpoint entry {:?}: {e}",
-                                String::from_utf8_lossy(k.value())
-                            ))
-                        })?;
-                    db.insert(
-                        Bytes::copy_from_slice(k.value()),
-                        Bytes::copy_from_slice(value),
-                    );
-                }
-                Some(Checkpoint {
-                    snapshot: Snapshot {
-                        csn: m.csn,
-                        vv: m.vv,
-                        db: Arc::new(db),
-                    },
-                    osn: m.osn,
-                    omitted: m.omitted,
-                    changed: None,
-                })
-            }
-        };
-        Ok((
-            Loaded {
-                items,
-                state,
-                checkpoint,
-            },
-            index,
-        ))
+        previous = Some(seq);
+        let item: Item = decode(&seq.to_be_bytes(), v.value())
+            .map_err(|e| corrupt(format!("log record {seq}: {e}")))?;
+        index.insert(seq, item_write(&item).clone());
+        items.push(item);
     }
+    let meta = tx.open_table(META).map_err(db_err)?;
+    let state = match meta.get("state").map_err(db_err)? {
+        Some(v) => {
+            Some(decode(b"state", v.value()).map_err(|e| corrupt(format!("state record: {e}")))?)
+        }
+        None => None,
+    };
+    let meta_cp: Option<CheckpointMeta> = match meta.get("checkpoint").map_err(db_err)? {
+        Some(v) => Some(
+            decode(b"checkpoint", v.value())
+                .map_err(|e| corrupt(format!("checkpoint record: {e}")))?,
+        ),
+        None => None,
+    };
+    let checkpoint = match meta_cp {
+        None => None,
+        Some(m) => {
+            let cp = tx.open_table(CHECKPOINT).map_err(db_err)?;
+            let mut db = Db::new();
+            for entry in cp.iter().map_err(db_err)? {
+                let (k, v) = entry.map_err(db_err)?;
+                let value = sealed::unseal(v.value(), RECORD_VERSION, k.value()).map_err(|e| {
+                    corrupt(format!(
+                        "checkpoint entry {:?}: {e}",
+                        String::from_utf8_lossy(k.value())
+                    ))
+                })?;
+                db.insert(
+                    Bytes::copy_from_slice(k.value()),
+                    Bytes::copy_from_slice(value),
+                );
+            }
+            Some(Checkpoint {
+                snapshot: Snapshot {
+                    csn: m.csn,
+                    vv: m.vv,
+                    db: Arc::new(db),
+                },
+                osn: m.osn,
+                omitted: m.omitted,
+                changed: None,
+            })
+        }
+    };
+    Ok((
+        Loaded {
+            items,
+            state,
+            checkpoint,
+        },
+        index,
+    ))
 }
 
 /// The write a log item concerns.

@@ -29,7 +29,7 @@ use std::path::Path;
 
 use chord_core::Id;
 use chord_core::data::{KeyStore, MemStore, Record};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
 use server_kit::commit::{self, Committer};
 use server_kit::datadir::{DataDir, DataDirError, Kind};
 use server_kit::sealed;
@@ -113,6 +113,42 @@ pub fn hex(id: Id) -> String {
         .collect()
 }
 
+/// Refuses a store written by another node id.
+fn check_node(tx: &ReadTransaction, node_id: Id) -> Result<(), StoreError> {
+    let Ok(meta) = tx.open_table(META) else {
+        return Ok(()); // a new store
+    };
+    match meta.get("node_id").map_err(db_err)? {
+        Some(f) if f.value() != node_id.to_be_bytes() => Err(StoreError::WrongNode {
+            found: id_of(f.value()).map(hex).unwrap_or_else(|_| "?".into()),
+            expected: hex(node_id),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Every stored record that verifies; a record that fails its checksum or
+/// does not decode is left out, with a warning naming its key id (the key's
+/// other replicas hold it; anti-entropy brings it back).
+fn read_records(tx: &ReadTransaction) -> Result<Vec<(Id, Record)>, StoreError> {
+    let Ok(t) = tx.open_table(RECORDS) else {
+        return Ok(Vec::new()); // a new store
+    };
+    let mut out = Vec::new();
+    for item in t.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        let id = id_of(k.value())?;
+        match decode_record(k.value(), v.value()) {
+            Ok(r) => out.push((id, r)),
+            Err(e) => tracing::warn!(
+                key = %hex(id),
+                "damaged record not loaded ({e}); its other copies will replace it"
+            ),
+        }
+    }
+    Ok(out)
+}
+
 /// A change to write: a record, or `None` to remove the key.
 pub type Change = (Id, Option<Record>);
 
@@ -132,6 +168,9 @@ pub struct RedbStore {
     db: Database,
     /// The directory, locked while the store is open.
     dir: DataDir,
+    /// The records read when the file was opened, for
+    /// [`RedbStore::load_for_start`], so a start reads the file once.
+    loaded: std::sync::Mutex<Option<Vec<(Id, Record)>>>,
 }
 
 impl RedbStore {
@@ -142,65 +181,34 @@ impl RedbStore {
     pub fn open(dir: &Path, node_id: Id) -> Result<RedbStore, StoreError> {
         let data_dir = DataDir::open(dir, &KIND, &hex(node_id))?;
         let path = dir.join(DB_FILE);
-        let guard = |e: sealed::OpenError| StoreError::Corrupt(e.to_string());
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-            // Read-only first: the node id, and every record read once, so a
-            // damaged file is refused (a panic of redb included) before
-            // anything is written to it. A file left by a crash needs redb's
-            // repair, which only the writable open below does.
-            if let Ok(ro) =
-                sealed::guarded(&path, || redb::ReadOnlyDatabase::open(&path)).map_err(guard)?
-            {
-                sealed::guarded(&path, || -> Result<(), StoreError> {
-                    let tx = ro.begin_read().map_err(db_err)?;
-                    if let Ok(meta) = tx.open_table(META)
-                        && let Some(f) = meta.get("node_id").map_err(db_err)?
-                        && f.value() != node_id.to_be_bytes()
-                    {
-                        let found = id_of(f.value()).map(hex).unwrap_or_else(|_| "?".into());
-                        return Err(StoreError::WrongNode {
-                            found,
-                            expected: hex(node_id),
-                        });
-                    }
-                    if let Ok(t) = tx.open_table(RECORDS) {
-                        for item in t.iter().map_err(db_err)? {
-                            item.map_err(db_err)?;
-                        }
-                    }
-                    Ok(())
-                })
-                .map_err(guard)??;
-            }
-        }
-        let db = sealed::guarded(&path, || Database::create(&path))
-            .map_err(guard)?
-            .map_err(db_err)?;
+        // The node id checked and every record read before the file is
+        // opened for writing (or, for a file redb must repair first, right
+        // after): a damaged file, a panic of redb included, is refused
+        // before anything is written to it.
+        let (db, records) = sealed::open_checked(
+            &path,
+            None,
+            |tx, _| {
+                check_node(tx, node_id)?;
+                read_records(tx)
+            },
+            |e| StoreError::Corrupt(e.to_string()),
+        )?;
         let tx = db.begin_write().map_err(db_err)?;
         {
             let mut meta = tx.open_table(META).map_err(db_err)?;
-            let mine = node_id.to_be_bytes();
-            let found = meta
-                .get("node_id")
-                .map_err(db_err)?
-                .map(|v| v.value().to_vec());
-            match found {
-                Some(f) if f != mine => {
-                    let found = id_of(&f).map(hex).unwrap_or_else(|_| "?".into());
-                    return Err(StoreError::WrongNode {
-                        found,
-                        expected: hex(node_id),
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert("node_id", &mine[..]).map_err(db_err)?;
-                }
+            if meta.get("node_id").map_err(db_err)?.is_none() {
+                meta.insert("node_id", &node_id.to_be_bytes()[..])
+                    .map_err(db_err)?;
             }
             tx.open_table(RECORDS).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(RedbStore { db, dir: data_dir })
+        Ok(RedbStore {
+            db,
+            dir: data_dir,
+            loaded: std::sync::Mutex::new(records),
+        })
     }
 
     /// The records to start with: all of them, or none if the node was last
@@ -214,7 +222,11 @@ impl RedbStore {
                 .map_err(db_err)?
                 .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
         };
-        let records = self.load()?;
+        let preloaded = self.loaded.lock().expect("loaded lock").take();
+        let records = match preloaded {
+            Some(records) => records,
+            None => self.load()?,
+        };
         match alive_at {
             Some(t) if wall_clock_ms().saturating_sub(t) > grace_ms && !records.is_empty() => {
                 tracing::warn!(
@@ -229,25 +241,14 @@ impl RedbStore {
         }
     }
 
-    /// Every stored record that verifies; a record that fails its checksum
-    /// or does not decode is left out, with a warning naming its key id (the
-    /// key's other replicas hold it; anti-entropy brings it back).
+    /// Every stored record that verifies (see [`read_records`]).
     pub fn load(&self) -> Result<Vec<(Id, Record)>, StoreError> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(RECORDS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
-            let id = id_of(k.value())?;
-            match decode_record(k.value(), v.value()) {
-                Ok(r) => out.push((id, r)),
-                Err(e) => tracing::warn!(
-                    key = %hex(id),
-                    "damaged record not loaded ({e}); its other copies will replace it"
-                ),
-            }
-        }
-        Ok(out)
+        let path = self.dir.path().join(DB_FILE);
+        sealed::guarded(&path, || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            read_records(&tx)
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
     }
 
     /// Writes `changes` in one transaction, with the current time as the

@@ -95,8 +95,9 @@ pub fn unseal<'a>(record: &'a [u8], format: u8, key: &[u8]) -> Result<&'a [u8], 
     Ok(body)
 }
 
-/// Why a store was not opened. Nothing in the file was changed, except by
-/// redb's own repair of a file that was not closed cleanly.
+/// Why the storage library could not open or read a store. Nothing in the
+/// file was changed, except by redb's own repair of a file that was not
+/// closed cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The storage library could not open or read the file.
@@ -115,14 +116,9 @@ pub enum OpenError {
         /// The panic's message.
         detail: String,
     },
-    /// The node's own check of the records failed.
-    #[error("the store {path} is damaged: {detail}")]
-    Damaged {
-        /// The file.
-        path: PathBuf,
-        /// Which record, and how.
-        detail: String,
-    },
+    /// The file is open in this process already.
+    #[error("the store {0} is in use")]
+    InUse(PathBuf),
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -141,49 +137,70 @@ pub fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, OpenError> {
     })
 }
 
-/// Opens (or creates) the redb file at `path` for writing, after `verify`
-/// has read it and accepted it. `verify` returns a description of the first
-/// damaged record it finds. See the module documentation.
-pub fn open_checked(
+/// When a node's reading of its store happened ([`open_checked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Through a read-only view, before anything was written to the file.
+    ReadOnly,
+    /// After redb repaired a file that was not closed cleanly (the repair
+    /// writes to it).
+    AfterRepair,
+}
+
+/// Opens (or creates) the redb file at `path` for writing, after `read` has
+/// read what exists: through a read-only view first, so that a refusal
+/// (an error of `read`, or of the library, or a panic of the library)
+/// leaves the file as it was; or, when redb must first repair a file that
+/// was not closed cleanly, right after the writable open. Returns the
+/// database and, for a file that existed, what `read` returned. The
+/// library's failures become `E` through `library`. `cache_bytes` is redb's
+/// page cache (`None`: redb's default). See the module documentation.
+pub fn open_checked<T, E>(
     path: &Path,
-    cache_bytes: usize,
-    verify: impl Fn(&ReadTransaction) -> Result<(), String>,
-) -> Result<Database, OpenError> {
-    let unreadable = |e: &dyn std::fmt::Display| OpenError::Unreadable {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
+    cache_bytes: Option<usize>,
+    read: impl Fn(&ReadTransaction, Phase) -> Result<T, E>,
+    library: impl Fn(OpenError) -> E,
+) -> Result<(Database, Option<T>), E> {
+    let unreadable = |detail: String| {
+        library(OpenError::Unreadable {
+            path: path.to_path_buf(),
+            detail,
+        })
     };
-    let damaged = |detail: String| OpenError::Damaged {
-        path: path.to_path_buf(),
-        detail,
+    let read_through = |begin: &dyn Fn() -> Result<ReadTransaction, redb::TransactionError>,
+                        phase: Phase|
+     -> Result<T, E> {
+        let tx = guarded(path, begin)
+            .map_err(&library)?
+            .map_err(|e| unreadable(e.to_string()))?;
+        guarded(path, || read(&tx, phase)).map_err(&library)?
     };
     let exists = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-    let mut verified = false;
+    let mut found = None;
     if exists {
-        // Read-only first: nothing is written while we look.
-        if let Ok(ro) = guarded(path, || ReadOnlyDatabase::open(path))? {
-            guarded(path, || {
-                let tx = ro.begin_read().map_err(|e| e.to_string())?;
-                verify(&tx)
-            })?
-            .map_err(damaged)?;
-            verified = true;
+        // Read-only first: nothing is written while we look. If that open
+        // fails, redb needs to repair the file, which only a writable open
+        // does; the file is read after it, below.
+        if let Ok(ro) = guarded(path, || ReadOnlyDatabase::open(path)).map_err(&library)? {
+            found = Some(read_through(&|| ro.begin_read(), Phase::ReadOnly)?);
         }
-        // Else redb needs to repair the file (it was not closed cleanly),
-        // which only a writable open does; it is verified below.
     }
     let db = guarded(path, || {
-        Database::builder().set_cache_size(cache_bytes).create(path)
-    })?
-    .map_err(|e| unreadable(&e))?;
-    if exists && !verified {
-        guarded(path, || {
-            let tx = db.begin_read().map_err(|e| e.to_string())?;
-            verify(&tx)
-        })?
-        .map_err(damaged)?;
+        let mut builder = Database::builder();
+        if let Some(bytes) = cache_bytes {
+            builder.set_cache_size(bytes);
+        }
+        builder.create(path)
+    })
+    .map_err(&library)?
+    .map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => library(OpenError::InUse(path.to_path_buf())),
+        e => unreadable(e.to_string()),
+    })?;
+    if exists && found.is_none() {
+        found = Some(read_through(&|| db.begin_read(), Phase::AfterRepair)?);
     }
-    Ok(db)
+    Ok((db, found))
 }
 
 #[cfg(test)]
@@ -218,28 +235,36 @@ mod tests {
         const T: TableDefinition<&str, &[u8]> = TableDefinition::new("t");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
+        let library = |e: OpenError| e.to_string();
         {
-            let db = open_checked(&path, 1 << 20, |_| Ok(())).unwrap();
+            let (db, found) = open_checked(&path, Some(1 << 20), |_, _| Ok(()), library).unwrap();
+            assert!(found.is_none(), "a new file has nothing to read");
             let tx = db.begin_write().unwrap();
             tx.open_table(T).unwrap().insert("k", &b"v"[..]).unwrap();
             tx.commit().unwrap();
         }
+        let (_, found) = open_checked(&path, None, |_, phase| Ok(phase), library).unwrap();
+        assert_eq!(
+            found,
+            Some(Phase::ReadOnly),
+            "a cleanly closed file is read read-only"
+        );
         let before = std::fs::read(&path).unwrap();
         let Err(err) = open_checked(
             &path,
-            1 << 20,
-            |_| Err("record k: checksum mismatch".into()),
+            None,
+            |_, _| Err::<(), _>("record k: checksum mismatch".to_string()),
+            library,
         ) else {
             panic!("a store that fails its check was opened");
         };
-        assert!(
-            err.to_string().contains("record k: checksum mismatch"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("s.redb"), "{err}");
+        assert_eq!(err, "record k: checksum mismatch");
         assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
-        // Garbage in place of the file: an error, not a panic.
+        // Garbage in place of the file: an error naming it, not a panic.
         std::fs::write(&path, vec![0xAB; 8192]).unwrap();
-        assert!(open_checked(&path, 1 << 20, |_| Ok(())).is_err());
+        let Err(err) = open_checked(&path, None, |_, _| Ok(()), library) else {
+            panic!("garbage was opened");
+        };
+        assert!(err.contains("s.redb"), "{err}");
     }
 }
