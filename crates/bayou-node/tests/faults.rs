@@ -678,35 +678,6 @@ fn damage_values(file: &std::path::Path, writer: &str) -> Vec<u8> {
     bytes
 }
 
-/// Starts `bayou-node serve ARGS`: the running child once it answers on
-/// `port`, or its standard error if it exits (refuses) first.
-fn start_or_refusal(args: &[String], port: u16) -> Result<std::process::Child, String> {
-    let mut child = Command::new(common::BIN)
-        .arg("serve")
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(!status.success(), "exited successfully:\n{err}");
-            return Err(err);
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "neither started nor refused"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refills() {
     // [T95 §6]: the log is the truth, so a write whose stored bytes changed
@@ -727,7 +698,7 @@ fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refi
     b.terminate();
     let file = b.dir.join("bayou.redb");
     let bytes = damage_values(&file, "B");
-    let Err(stderr) = start_or_refusal(&b.args, b.port) else {
+    let Err(stderr) = b.try_start() else {
         panic!("B started on a damaged file");
     };
     assert!(
@@ -762,7 +733,7 @@ fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refi
     let b = c.r_mut("B");
     b.kill9();
     damage_values(&file, "A");
-    let outcome = match start_or_refusal(&b.args, b.port) {
+    let outcome = match b.try_start() {
         Err(stderr) => {
             assert!(
                 stderr.contains("checksum") || stderr.contains("corrupt"),
@@ -772,10 +743,7 @@ fn a_changed_byte_in_a_stopped_replicas_file_is_refused_and_a_wiped_replica_refi
             b.start();
             format!("refused ({})", stderr.lines().last().unwrap_or_default())
         }
-        Ok(child) => {
-            b.child = Some(child);
-            "started from an intact earlier commit".to_string()
-        }
+        Ok(()) => "started from an intact earlier commit".to_string(),
     };
     eprintln!("after kill -9 and damage: {outcome}");
     check(&c, &hist.lock().unwrap(), 2, "corruption after kill -9");

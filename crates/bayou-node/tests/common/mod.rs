@@ -40,11 +40,20 @@ pub struct Replica {
 impl Replica {
     /// Starts `bayou-node serve` and waits until it answers PING.
     pub fn start(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("replica {} {e}; log:\n{}", self.id, self.log_text());
+        }
+    }
+
+    /// Starts `bayou-node serve` and waits until it answers PING; if it
+    /// exits first (a refusal), what it wrote to its log in this attempt.
+    pub fn try_start(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        let logged_before = log.metadata().map_or(0, |m| m.len() as usize);
         let mut cmd = match self.wrap.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -69,14 +78,15 @@ impl Replica {
             if let Ok(mut c) = self.try_conn()
                 && redis::cmd("PING").query::<String>(&mut c).is_ok()
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "replica {} exited with {status}; log:\n{}",
-                    self.id,
-                    self.log_text()
-                );
+                self.child = None;
+                let text = self.log_text();
+                return Err(format!(
+                    "exited with {status}: {}",
+                    text.get(logged_before..).unwrap_or(&text)
+                ));
             }
             assert!(
                 Instant::now() < deadline,

@@ -138,13 +138,37 @@ impl Ring {
     pub fn add_node(&mut self) -> usize {
         let port = free_ports(1)[0];
         let dir = self._tmp.path().join(format!("n{port}"));
+        self.nodes.push(TestNode {
+            port,
+            child: None,
+            dir,
+        });
+        let i = self.nodes.len() - 1;
+        self.restart(i);
+        i
+    }
+
+    /// Starts node `i` (new, or killed) on its port and data directory,
+    /// joining through the first live node (or creating the ring if none).
+    pub fn restart(&mut self, i: usize) {
+        if let Err(e) = self.try_restart(i) {
+            panic!("node {i} did not start: {e}");
+        }
+    }
+
+    /// [`Ring::restart`], or the node's standard error if it exits instead
+    /// of listening.
+    pub fn try_restart(&mut self, i: usize) -> Result<(), String> {
+        assert!(!self.nodes[i].alive(), "node {i} is running");
+        let port = self.nodes[i].port;
         let join = self.nodes.iter().find(|n| n.alive()).map(|n| n.addr());
+        let log = self._tmp.path().join(format!("n{port}.stderr"));
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&self.nodes[i].dir)
             .args(if self.fast {
                 fast_flags_with(self.replicas, self.successors)
             } else {
@@ -155,51 +179,6 @@ impl Ring {
                     self.replicas.to_string(),
                 ]
             })
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(j) = &join {
-            cmd.arg("--join").arg(j);
-        }
-        let child = cmd.spawn().expect("spawn chord-node");
-        self.nodes.push(TestNode {
-            port,
-            child: Some(child),
-            dir,
-        });
-        wait_until(Duration::from_secs(10), "node listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        self.nodes.len() - 1
-    }
-
-    /// Starts killed node `i` again, on its port and data directory,
-    /// joining through another live node.
-    pub fn restart(&mut self, i: usize) {
-        if let Err(e) = self.try_restart(i) {
-            panic!("node {i} did not start again: {e}");
-        }
-    }
-
-    /// [`Ring::restart`], or the node's standard error if it exits instead
-    /// of listening.
-    pub fn try_restart(&mut self, i: usize) -> Result<(), String> {
-        assert!(!self.nodes[i].alive(), "node {i} is running");
-        let port = self.nodes[i].port;
-        let join = self
-            .nodes
-            .iter()
-            .enumerate()
-            .find(|(j, n)| *j != i && n.alive())
-            .map(|(_, n)| n.addr());
-        let log = self._tmp.path().join(format!("n{port}.stderr"));
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&self.nodes[i].dir)
-            .args(fast_flags_with(self.replicas, self.successors))
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("stderr file"));
