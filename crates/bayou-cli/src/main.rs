@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod app;
 mod bundle;
+mod status;
 
 use bayou_node::cli::{ClusterArgs, ServeArgs};
 use bayou_sim::random::{self, Params, Workload};
@@ -40,6 +41,9 @@ enum Cmd {
         #[command(subcommand)]
         command: app::AppCmd,
     },
+    /// The cluster at a glance from one replica: members, up or down, role,
+    /// CSN and commit lag, tentative writes, version vectors.
+    Status(status::StatusArgs),
     /// Anti-entropy over files: export what a replica lacks, carry the
     /// files, import them.
     Bundle {
@@ -121,6 +125,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::App { command } => {
             app::run(command)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status(args) => {
+            status::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bundle { command } => {

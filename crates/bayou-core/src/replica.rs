@@ -706,12 +706,21 @@ impl Replica {
     }
 
     /// The committed writes, in CSN order (`[i]` has CSN `i + 1`).
-    pub fn committed(&self) -> impl ExactSizeIterator<Item = (Csn, &Write)> + '_ {
+    pub fn committed(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (Csn, &Write)> + DoubleEndedIterator + '_ {
         let osn = self.osn;
         self.committed
             .iter()
             .enumerate()
             .map(move |(i, w)| (osn + i as Csn + 1, w))
+    }
+
+    /// The tentative writes, in log order.
+    pub fn tentative(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&WriteId, &Op)> + DoubleEndedIterator + '_ {
+        self.tentative.iter()
     }
 
     /// The database as seen by `view`.

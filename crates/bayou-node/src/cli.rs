@@ -32,6 +32,14 @@ pub struct ServeArgs {
     /// The primary's id; the replica with this id commits on receipt.
     #[arg(long)]
     pub primary: String,
+    /// Serve Prometheus metrics (/metrics), a health check (/healthz) and
+    /// the live web view (/) over HTTP on this address, e.g. 127.0.0.1:9001.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Another replica's --http address, as ID=HOST:PORT, so the web view
+    /// shows its log too. Repeatable.
+    #[arg(long = "peer-http", value_name = "ID=ADDR")]
+    pub peer_http: Vec<String>,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -94,6 +102,11 @@ pub struct ClusterArgs {
     /// Parent of the replicas' data directories (one subdirectory each).
     #[arg(long, default_value = "./cluster")]
     pub data_dir: PathBuf,
+    /// Serve Prometheus metrics of every replica (/metrics), a health
+    /// check (/healthz) and the live web view of all the replicas (/) over
+    /// HTTP on this address, e.g. 127.0.0.1:9000.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -149,6 +162,25 @@ impl ServeArgs {
         c.peers = peers;
         self.tuning.apply(&mut c);
         Ok(c)
+    }
+
+    /// The peers' HTTP addresses (`--peer-http`), as (id, address).
+    pub fn peer_http(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.peer_http
+            .iter()
+            .map(|p| match p.split_once('=') {
+                Some((id, addr)) => Ok((server_id(id)?.to_string(), addr.to_string())),
+                None => bail!("--peer-http {p:?}: expected ID=HOST:PORT"),
+            })
+            .collect()
+    }
+}
+
+/// Binds the `--http` address, if given, before anything else starts.
+async fn bind_http(addr: Option<&str>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(a) => Ok(Some(server_kit::http::bind(a).await?)),
+        None => Ok(None),
     }
 }
 
@@ -274,9 +306,19 @@ impl Running {
 /// Runs `bayou serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let peer_http = args.peer_http()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
+        let http = bind_http(args.http.as_deref()).await?;
         let running = start(config, shutdown.clone()).await?;
+        if let Some(listener) = http {
+            crate::web::serve(
+                listener,
+                vec![running.node.clone()],
+                peer_http,
+                shutdown.clone(),
+            );
+        }
         let _ = shutdown.wait_for(|s| *s).await;
         running.stop().await;
         Ok(())
@@ -288,7 +330,8 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let configs = args.configs()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
-        let mut running = Vec::new();
+        let http = bind_http(args.http.as_deref()).await?;
+        let mut running: Vec<Running> = Vec::new();
         for c in configs.clone() {
             match start(c, shutdown.clone()).await {
                 Ok(r) => running.push(r),
@@ -301,6 +344,15 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             }
         }
         println!("bayou cluster: {} replicas, primary P", configs.len());
+        let web = match http {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let nodes = running.iter().map(|r| r.node.clone()).collect();
+                crate::web::serve(listener, nodes, Vec::new(), shutdown.clone());
+                Some(addr)
+            }
+            None => None,
+        };
         for c in &configs {
             println!(
                 "  {:<2} {:<21} data {}{}",
@@ -315,6 +367,9 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         println!("connect with any Redis client, e.g.:");
         println!("  redis-cli -p {} SET x 1", port(some));
         println!("  redis-cli -p {} BAYOU.LOG", port(&configs[0]));
+        if let Some(addr) = web {
+            println!("web view http://{addr}/, metrics http://{addr}/metrics");
+        }
         println!("stop with Ctrl-C");
         let _ = shutdown.wait_for(|s| *s).await;
         for r in running {

@@ -9,6 +9,8 @@
 //! * [`peer`]: anti-entropy sessions, initiator and responder, and the
 //!   periodic loop.
 //! * [`cli`]: the `serve` and `cluster` subcommands.
+//! * [`web`]: the `--http` listener: Prometheus metrics (kept in
+//!   [`node::metrics`]), `/healthz` and the live web view.
 //!
 //! The protocol itself lives in `bayou-core`, storage in `bayou-store`; this
 //! crate only moves bytes and calls them.
@@ -19,4 +21,5 @@ pub mod cli;
 pub mod node;
 pub mod peer;
 pub mod server;
+pub mod web;
 pub mod wire;

@@ -44,6 +44,8 @@ use tracing::info;
 
 use server_kit::Reply;
 
+pub mod metrics;
+
 /// How a replica reads its physical clock for accept-stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClockMode {
@@ -203,6 +205,8 @@ pub struct Node {
     offline: AtomicBool,
     /// Counters.
     pub counters: Counters,
+    /// Metrics and the last sessions, for `--http`.
+    pub metrics: metrics::Metrics,
 }
 
 /// Why a node is gone.
@@ -235,6 +239,7 @@ impl Node {
         );
         let (durable_tx, durable_rx) = watch::channel(0u64);
         let clock = config.clock;
+        let config_peers: Vec<ServerId> = config.peers.keys().cloned().collect();
         let node = Arc::new(Node {
             config,
             core: Mutex::new(Core {
@@ -242,19 +247,27 @@ impl Node {
                 issued: 0,
                 batches: None,
                 clock,
+                accepted: 0,
             }),
             durable: durable_rx,
             offline: AtomicBool::new(false),
             counters: Counters::default(),
+            metrics: metrics::Metrics::new(config_peers.iter()),
         });
         // The kit's group-commit thread: queued batches merged into one
         // transaction; a failed write stops the process (exit status 70).
         let storage_node = node.clone();
+        let fsync_node = node.clone();
         let (committer, storage) = server_kit::commit::spawn(
             format!("bayou-store-{}", node.config.id),
             store.path().to_path_buf(),
             |batch: &mut Batch, next| batch.merge(next),
-            move |batch: &Batch| store.append(batch),
+            move |batch: &Batch| {
+                let started = std::time::Instant::now();
+                let result = store.append(batch);
+                fsync_node.metrics.observe_fsync(started.elapsed());
+                result
+            },
             move |seq| {
                 storage_node
                     .counters
@@ -289,7 +302,9 @@ impl Node {
         if core.batches.is_none() {
             return Err(self.gone());
         }
+        let mark = metrics::Mark::new(&core.replica);
         let t = f(&mut core);
+        mark.observe(&core.replica, &self.metrics, core.clock);
         let barrier = core.persist().ok_or_else(|| self.gone())?;
         Ok((t, barrier))
     }
@@ -409,6 +424,8 @@ struct Core {
     /// `None` once shut down.
     batches: Option<Committer<Batch>>,
     clock: ClockMode,
+    /// Writes accepted from clients (for the metrics).
+    accepted: u64,
 }
 
 impl Core {
@@ -434,6 +451,7 @@ impl Core {
 
     fn write(&mut self, op: Op) -> bayou_core::WriteId {
         let now = self.now();
+        self.accepted += 1;
         self.replica.client_write(now, op)
     }
 

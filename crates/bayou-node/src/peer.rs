@@ -115,6 +115,7 @@ impl<'a> Conn<'a> {
                     .counters
                     .peer_bytes_sent
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.node.metrics.bytes_sent(&self.peer, bytes.len());
                 Ok(())
             }
         }
@@ -144,6 +145,7 @@ impl<'a> Conn<'a> {
                     .counters
                     .peer_bytes_received
                     .fetch_add(n as u64, Ordering::Relaxed);
+                self.node.metrics.bytes_received(&self.peer, n);
                 Ok(())
             }
         }
@@ -245,6 +247,7 @@ impl<'a> Conn<'a> {
                 .counters
                 .items_sent
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.node.metrics.items_sent(&self.peer, chunk.len());
             self.send(&Msg::Chunk { chunk }).await?;
         }
         self.send(&Msg::End).await?;
@@ -262,6 +265,7 @@ impl<'a> Conn<'a> {
                         .counters
                         .items_received
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    self.node.metrics.items_received(&self.peer, chunk.len());
                     let (result, b) = self.node.receive(chunk).await?;
                     barrier = b;
                     match result {
@@ -298,6 +302,7 @@ impl<'a> Conn<'a> {
 /// are durable at their receivers.
 pub async fn sync_with(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionError> {
     let limit = Duration::from_millis(node.config.session_timeout_ms);
+    let started = std::time::Instant::now();
     let result = match timeout(limit, session(node, peer)).await {
         Ok(r) => r,
         Err(_) => Err(SessionError::Timeout(peer.to_string())),
@@ -307,6 +312,7 @@ pub async fn sync_with(node: &Node, peer: &ServerId) -> Result<SyncReport, Sessi
         Err(_) => &node.counters.sessions_failed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    node.metrics.session(peer, started.elapsed(), &result);
     result
 }
 

@@ -21,6 +21,8 @@
 //!   exclusive lock, refusal of someone else's directory);
 //! * [`sealed`]: checksummed storage records, and opening a store so that
 //!   damage is a clear refusal that changes nothing;
+//! * [`http`]: the optional HTTP listener (`--http`): Prometheus metrics,
+//!   `/healthz`, and the nodes' web pages;
 //! * [`process`]: logging set-up ([`init_tracing`]) and the shutdown
 //!   signal ([`shutdown_signal`]) both binaries use;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
@@ -60,6 +62,7 @@ pub mod commit;
 pub mod conn;
 pub mod datadir;
 pub mod frame;
+pub mod http;
 pub mod process;
 pub mod resp;
 pub mod sealed;
