@@ -55,7 +55,8 @@ pub fn router(nodes: Vec<Arc<Node>>, remote: Vec<(String, String)>) -> Router {
     }
     let health_nodes = nodes.clone();
     let health: Health = Arc::new(move || health_nodes.iter().try_for_each(|n| n.health()));
-    let listed: Vec<Listed> = nodes
+    let primary = nodes.first().map(|n| n.config.primary.to_string());
+    let mut listed: Vec<Listed> = nodes
         .iter()
         .map(|n| Listed {
             id: n.config.id.to_string(),
@@ -66,6 +67,10 @@ pub fn router(nodes: Vec<Arc<Node>>, remote: Vec<(String, String)>) -> Router {
             id,
         }))
         .collect();
+    // The primary first, then by id, as the slides draw them.
+    listed.sort_by(|a, b| {
+        (Some(&a.id) != primary.as_ref(), &a.id).cmp(&(Some(&b.id) != primary.as_ref(), &b.id))
+    });
     let listed = Arc::new(listed);
     let nodes = Arc::new(nodes);
     http::router(Arc::new(registry), health)

@@ -1,0 +1,274 @@
+//! The `--http` listener of real replica processes: `/metrics` scraped
+//! from a cluster under load (the values move as the protocol says they
+//! must), `/healthz`, the bounded state JSON, and the web view loaded in
+//! headless Chromium.
+
+mod common;
+
+#[path = "../../server-kit/tests/support/browser.rs"]
+mod browser;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{Cluster, free_ports, settled};
+
+/// `GET path` from an HTTP listener: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    // Small bodies come whole; chunked ones are decoded.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (len, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(len.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+}
+
+/// The samples of a scrape: `name{labels}` -> value.
+fn scrape(addr: &str) -> BTreeMap<String, f64> {
+    let (code, body) = http_get(addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.trim_end().ends_with("# EOF"),
+        "not OpenMetrics: {body}"
+    );
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn metric(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {:#?}", m.keys().collect::<Vec<_>>()))
+}
+
+/// A cluster P, A, B whose replicas also serve `--http` (A's page knows
+/// P's and B's listeners). The harness starts plain replicas; each is
+/// restarted with its HTTP flags.
+fn cluster_with_http(extra: &[&str]) -> (Cluster, BTreeMap<String, String>) {
+    let mut c = Cluster::start(&["P", "A", "B"], extra);
+    let ports = free_ports(3);
+    let http: BTreeMap<String, String> = ["P", "A", "B"]
+        .iter()
+        .zip(&ports)
+        .map(|(id, p)| (id.to_string(), format!("127.0.0.1:{p}")))
+        .collect();
+    for r in &mut c.replicas {
+        r.terminate();
+        r.args.extend(["--http".into(), http[&r.id].clone()]);
+        for (id, addr) in &http {
+            if *id != r.id {
+                r.args
+                    .extend(["--peer-http".into(), format!("{id}={addr}")]);
+            }
+        }
+        r.start();
+    }
+    (c, http)
+}
+
+#[test]
+fn metrics_follow_the_protocol_under_load() {
+    // Wall-clock stamps, so the commit lag is a time.
+    let (c, http) = cluster_with_http(&["--sync-interval-ms", "100"]);
+    let (a, b) = (c.r("A"), c.r("B"));
+    for addr in http.values() {
+        assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_string()));
+    }
+    let before = scrape(&http["A"]);
+    assert_eq!(
+        metric(&before, "bayou_writes_accepted_total{replica=\"A\"}"),
+        0.0
+    );
+    assert!(metric(&before, "process_resident_memory_bytes") > 1e6);
+
+    // B is cut off; clients write at A and B (two threads each) meanwhile.
+    b.ok(&["BAYOU.OFFLINE"]);
+    let per_thread = 50;
+    std::thread::scope(|s| {
+        for r in [a, a, b, b] {
+            s.spawn(move || {
+                let mut con = r.conn();
+                for i in 0..per_thread {
+                    let key = format!("k{}", i % 7);
+                    let _: () = redis::cmd("SET").arg(&key).arg(i).query(&mut con).unwrap();
+                }
+            });
+        }
+    });
+    let total = 4 * per_thread;
+    // A's writes commit at the primary; B holds all of its own tentatively.
+    let held = scrape(&http["B"]);
+    assert_eq!(
+        metric(&held, "bayou_tentative_writes{replica=\"B\"}"),
+        (2 * per_thread) as f64
+    );
+    assert_eq!(metric(&held, "bayou_offline{replica=\"B\"}"), 1.0);
+    assert_eq!(
+        metric(&held, "bayou_writes_accepted_total{replica=\"B\"}"),
+        (2 * per_thread) as f64
+    );
+
+    b.ok(&["BAYOU.ONLINE"]);
+    settled(&c, Duration::from_secs(30));
+    let mut accepted = 0.0;
+    for (id, addr) in &http {
+        let m = scrape(addr);
+        let l = |name: &str| format!("{name}{{replica=\"{id}\"}}");
+        let csn = metric(&m, &l("bayou_csn"));
+        assert_eq!(csn, total as f64, "{id}");
+        // Every write committed once, and this replica observed the commit
+        // lag of each (none was truncated away before it learned of it).
+        assert_eq!(metric(&m, &l("bayou_writes_committed_total")), csn, "{id}");
+        assert_eq!(
+            metric(&m, &l("bayou_commit_lag_seconds_count")),
+            csn,
+            "{id}"
+        );
+        assert!(metric(&m, &l("bayou_commit_lag_seconds_sum")) >= 0.0);
+        assert_eq!(metric(&m, &l("bayou_tentative_writes")), 0.0, "{id}");
+        assert_eq!(metric(&m, &l("bayou_offline")), 0.0, "{id}");
+        assert_eq!(metric(&m, &l("bayou_log_writes")), csn, "{id}");
+        assert!(metric(&m, &l("bayou_retained_bytes")) > 0.0, "{id}");
+        assert!(metric(&m, &l("bayou_fsync_seconds_count")) > 0.0, "{id}");
+        assert!(
+            metric(&m, &l("bayou_anti_entropy_sessions_total")) > 0.0,
+            "{id}"
+        );
+        accepted += metric(&m, &l("bayou_writes_accepted_total"));
+        // Traffic by peer: every replica talked to the primary.
+        if id != "P" {
+            let p = |name: &str| format!("{name}{{replica=\"{id}\",peer=\"P\"}}");
+            assert!(
+                metric(&m, &p("bayou_peer_items_received_total")) > 0.0,
+                "{id}"
+            );
+            assert!(
+                metric(&m, &p("bayou_peer_received_bytes_total")) > 0.0,
+                "{id}"
+            );
+            assert!(metric(&m, &p("bayou_peer_sent_bytes_total")) > 0.0, "{id}");
+            assert!(metric(&m, &p("bayou_peer_sessions_total")) > 0.0, "{id}");
+        }
+    }
+    assert_eq!(accepted, total as f64);
+    // B's tentative writes were rolled back to insert A's writes, which
+    // committed first, and redone after them.
+    let m = scrape(&http["B"]);
+    let rollbacks = metric(&m, "bayou_rollbacks_total{replica=\"B\"}");
+    assert!(rollbacks > 0.0, "{rollbacks}");
+    assert!(
+        metric(&m, "bayou_tentative_executions_total{replica=\"B\"}") >= (2 * per_thread) as f64
+    );
+}
+
+#[test]
+fn the_state_json_is_bounded_and_a_taken_http_address_is_refused() {
+    let (mut c, http) = cluster_with_http(&["--sync-interval-ms", "0", "--logical-clock"]);
+    let a = c.r("A");
+    let mut con = a.conn();
+    for i in 0..250 {
+        let _: () = redis::cmd("SET").arg("k").arg(i).query(&mut con).unwrap();
+    }
+    let (code, body) = http_get(&http["A"], "/api/state/A");
+    assert_eq!(code, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["tentative"], 250);
+    assert_eq!(state["tentative_writes"].as_array().unwrap().len(), 100);
+    assert_eq!(state["tentative_writes"][0]["csn"], serde_json::Value::Null);
+    assert_eq!(state["tentative_writes"][0]["op"], "W(k,0)");
+    assert_eq!(http_get(&http["A"], "/api/state/Z").0, 404);
+    let (_, nodes) = http_get(&http["A"], "/api/nodes");
+    let nodes: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 3, "{nodes}");
+
+    // Another replica asked to serve HTTP on A's address stops with a
+    // clear error.
+    let b = c.r_mut("B");
+    b.terminate();
+    let at = b.args.iter().position(|a| a == "--http").unwrap();
+    b.args[at + 1] = http["A"].clone();
+    let e = b.try_start().unwrap_err();
+    assert!(
+        e.contains("cannot listen for HTTP on") && e.contains("choose another --http address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_web_view_shows_every_replica_log_in_a_browser() {
+    let Some(chromium) = browser::require() else {
+        return;
+    };
+    let (c, http) = cluster_with_http(&["--sync-interval-ms", "100", "--logical-clock"]);
+    let (a, b) = (c.r("A"), c.r("B"));
+    for (k, v) in [("x", "1"), ("y", "2"), ("z", "3")] {
+        a.ok(&["SET", k, v]);
+    }
+    settled(&c, Duration::from_secs(20));
+    // B goes offline and writes: tentative entries (∞) in its column only.
+    b.ok(&["BAYOU.OFFLINE"]);
+    b.ok(&["SET", "room", "booked-by-B"]);
+    b.ok(&["SET", "y", "20"]);
+    a.ok(&["SET", "w", "4"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.r("P").status("csn") != "4" {
+        assert!(Instant::now() < deadline, "A's write did not commit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A's page: its own log and, through --peer-http, P's and B's.
+    let url = format!("http://{}/", http["A"]);
+    let dom = browser::dump_dom(&chromium, &url);
+    for id in ["P", "A", "B"] {
+        let at = dom
+            .find(&format!("data-replica=\"{id}\""))
+            .unwrap_or_else(|| panic!("no column for {id}:\n{dom}"));
+        let column = &dom[at..];
+        let column = &column[..column.find("</ol>").unwrap_or(column.len())];
+        let committed = column.matches("class=\"write committed\"").count();
+        let tentative = column.matches("class=\"write tentative\"").count();
+        let expected = if id == "B" { (3, 2) } else { (4, 0) };
+        assert_eq!((committed, tentative), expected, "{id}:\n{column}");
+        assert!(!column.contains("badge down"), "{id} shown down:\n{column}");
+    }
+    assert!(dom.contains("booked-by-B"), "{dom}");
+    assert!(dom.contains("badge offline"), "{dom}");
+    assert!(dom.contains("<circle"), "no SVG graph:\n{dom}");
+    let png = browser::screenshot_path("bayou-web.png");
+    browser::screenshot(&chromium, &url, &png);
+    eprintln!("screenshot: {}", png.display());
+}
