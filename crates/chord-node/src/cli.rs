@@ -99,6 +99,14 @@ pub struct ServeArgs {
     /// Node id (decimal, or 0x-prefixed hex up to 160 bits) instead of SHA-1(listen address).
     #[arg(long)]
     pub id: Option<String>,
+    /// Serve Prometheus metrics (/metrics), a health check (/healthz) and
+    /// the live ring view (/) over HTTP on this address, e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Another node's --http address, so the ring view shows it too.
+    /// Repeatable.
+    #[arg(long = "peer-http", value_name = "ADDR")]
+    pub peer_http: Vec<String>,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -119,6 +127,11 @@ pub struct ClusterArgs {
     /// Host to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Serve the ring view of the whole cluster (/) over HTTP on this
+    /// address; node i serves its own --http listener (metrics, health,
+    /// its view) on the port of this address plus 1 + i.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -197,11 +210,26 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run(cfg))
+    rt.block_on(async {
+        let http = match &a.http {
+            Some(addr) => Some((server_kit::http::bind(addr).await?, a.peer_http.clone())),
+            None => None,
+        };
+        run_with_http(cfg, http).await
+    })
 }
 
 /// Runs a node with `cfg` until shutdown (signal or `CHORD.LEAVE`).
 pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    run_with_http(cfg, None).await
+}
+
+/// [`run`], serving `--http` on `http` (a bound listener and the other
+/// nodes' HTTP addresses) too.
+pub async fn run_with_http(
+    cfg: NodeConfig,
+    http: Option<(TcpListener, Vec<String>)>,
+) -> anyhow::Result<()> {
     let space = IdSpace::default();
     let ids = cfg.vnode_ids(space);
     let store = RedbStore::open(&cfg.data_dir, ids[0])
@@ -242,9 +270,18 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         data: data_tx,
         shutdown,
         counters: Default::default(),
+        metrics: Default::default(),
         started: Instant::now(),
     });
     let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
+    if let Some((listener, peer_http)) = http {
+        crate::web::serve(
+            listener,
+            shared.clone(),
+            peer_http,
+            shared.shutdown.subscribe(),
+        );
+    }
     tokio::spawn(server::accept_loop(shared.clone(), listener));
     let data_task = tokio::spawn(data::run_data(shared.clone(), plane, persister, data_rx));
     let me = cfg.listen;
@@ -313,6 +350,23 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         bail!("ports beyond 65535");
     }
     let exe = std::env::current_exe()?;
+    // The cluster's page, bound before any node starts; node i serves its
+    // own listener on the next ports.
+    let web = match &a.http {
+        Some(addr) => {
+            let listener = server_kit::http::bind_std(addr)?;
+            let port = listener.local_addr()?.port();
+            if u32::from(port) + a.nodes as u32 > 65_535 {
+                bail!("--http port too high for {} nodes", a.nodes);
+            }
+            let host = addr.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            let nodes: Vec<String> = (0..a.nodes)
+                .map(|i| format!("{host}:{}", port + 1 + i as u16))
+                .collect();
+            Some((listener, nodes))
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&a.data_dir)?;
     let t = &a.tuning;
     let first = format!("{}:{}", a.host, a.base_port);
@@ -327,6 +381,9 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             .arg(a.data_dir.join(format!("n{i}")));
         if i > 0 {
             cmd.arg("--join").arg(&first);
+        }
+        if let Some((_, nodes)) = &web {
+            cmd.arg("--http").arg(&nodes[i]);
         }
         cmd.args([
             "--successors".into(),
@@ -394,7 +451,16 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (_web_stop, web_stopped) = watch::channel(false);
     let all_died = rt.block_on(async {
+        if let Some((listener, nodes)) = web {
+            let addr = listener.local_addr()?;
+            server_kit::http::serve_std(listener, crate::web::cluster_router(&nodes), web_stopped)?;
+            println!(
+                "chord cluster: ring view http://{addr}/; node i serves /metrics on port {} + i",
+                addr.port() + 1
+            );
+        }
         let mut watch = tokio::time::interval(Duration::from_millis(500));
         let mut reported = vec![false; children.len()];
         let mut stop = std::pin::pin!(server_kit::shutdown_signal()?);

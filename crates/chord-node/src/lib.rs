@@ -16,7 +16,9 @@
 //! * [`store`]: redb under the plane's `KeyStore` trait, and the group-commit
 //!   thread that makes the plane's changes durable;
 //! * [`server`]: the listener, peer connections and the RESP commands;
-//! * [`cli`]: `chord serve` and `chord cluster`.
+//! * [`cli`]: `chord serve` and `chord cluster`;
+//! * [`web`]: the `--http` listener: Prometheus metrics ([`metrics`]),
+//!   `/healthz` and the live ring view.
 //!
 //! The protocol decisions (who is whose successor, where a lookup goes, who
 //! owns a key, where its copies live, which record wins) are chord-core's;
@@ -26,8 +28,10 @@
 
 pub mod cli;
 pub mod data;
+pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod web;
 pub mod wire;

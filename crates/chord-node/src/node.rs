@@ -251,6 +251,8 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// Counters.
     pub counters: Counters,
+    /// Lookup metrics and the state of the last scrape, for `--http`.
+    pub metrics: crate::metrics::Metrics,
     /// When the process started.
     pub started: Instant,
 }
@@ -274,6 +276,7 @@ impl Shared {
         mode: LookupMode,
     ) -> Result<LookupOutcome<SocketAddr>, OpError> {
         let (tx, rx) = oneshot::channel();
+        let started = Instant::now();
         self.core
             .send(CoreEvent::Lookup {
                 key,
@@ -281,7 +284,9 @@ impl Shared {
                 reply: tx,
             })
             .map_err(|_| OpError::NotJoined)?;
-        rx.await.unwrap_or(Err(OpError::NotJoined))
+        let r = rx.await.unwrap_or(Err(OpError::NotJoined));
+        self.metrics.lookup(started.elapsed(), &r);
+        r
     }
 
     /// Runs `f` on the cores and returns its result.

@@ -16,6 +16,8 @@
 //! versions.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 pub use axum;
@@ -55,35 +57,64 @@ pub enum HttpError {
 
 /// Binds `addr` for HTTP.
 pub async fn bind(addr: &str) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr).await.map_err(|io| {
-        let hint = match io.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                " (another process listens there: choose another --http address)"
-            }
-            std::io::ErrorKind::AddrNotAvailable => " (not an address of this machine)",
-            std::io::ErrorKind::PermissionDenied => " (a port below 1024 needs privileges)",
-            _ => "",
-        };
-        HttpError::Bind {
-            addr: addr.to_string(),
-            io,
-            hint,
+    TcpListener::bind(addr)
+        .await
+        .map_err(|io| bind_error(addr, io))
+}
+
+/// Binds `addr` for HTTP outside a runtime (a process that starts one
+/// later); [`serve_std`] serves it.
+pub fn bind_std(addr: &str) -> Result<std::net::TcpListener, HttpError> {
+    std::net::TcpListener::bind(addr).map_err(|io| bind_error(addr, io))
+}
+
+fn bind_error(addr: &str, io: std::io::Error) -> HttpError {
+    let hint = match io.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there: choose another --http address)"
         }
-    })
+        std::io::ErrorKind::AddrNotAvailable => " (not an address of this machine)",
+        std::io::ErrorKind::PermissionDenied => " (a port below 1024 needs privileges)",
+        _ => "",
+    };
+    HttpError::Bind {
+        addr: addr.to_string(),
+        io,
+        hint,
+    }
 }
 
 /// A node's health check: `Ok` when it serves, or why not.
 pub type Health = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Gathers, before each scrape, what a node's collectors read (for a node
+/// whose state lives in tasks that answer through channels).
+pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The base router: `GET /metrics` (the registry, encoded at each scrape)
 /// and `GET /healthz` (`200 ok`, or `503` with the reason `health` gives).
 pub fn router(registry: Arc<Registry>, health: Health) -> Router {
+    router_refreshing(registry, health, None)
+}
+
+/// [`router`], with `refresh` awaited before each scrape.
+pub fn router_refreshing(
+    registry: Arc<Registry>,
+    health: Health,
+    refresh: Option<Refresh>,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
                 let registry = registry.clone();
-                async move { metrics_response(&registry) }
+                let refresh = refresh.clone();
+                async move {
+                    if let Some(r) = refresh {
+                        r().await;
+                    }
+                    metrics_response(&registry)
+                }
             }),
         )
         .route(
@@ -164,6 +195,16 @@ pub fn serve(
             warn!(%addr, "HTTP listener stopped: {e}");
         }
     })
+}
+
+/// [`serve`] for a listener from [`bind_std`] (inside a runtime).
+pub fn serve_std(
+    listener: std::net::TcpListener,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    Ok(serve(TcpListener::from_std(listener)?, router, shutdown))
 }
 
 /// Writes metrics whose values are read at scrape time, from a
