@@ -10,13 +10,15 @@
 //! chord sim data        [--seeds 1000] [--from 0] [--nodes 5] [--copies 3] [--keys 6] [--fault-ms 3000] [--no-faults] [--json]
 //! chord plots [--out docs/chord] [--quick]
 //! chord serve   --listen 127.0.0.1:8001 [--join 127.0.0.1:8000] --data-dir ./n1 [--successors 8] [--replicas 3] [--virtual 1] [--id ID]
-//! chord cluster --nodes 8 [--base-port 8000] [--data-dir DIR]
+//! chord cluster --nodes 8 [--base-port 8000] [--data-dir DIR] [--http ADDR]
+//! chord ring    --node 127.0.0.1:8000
 //! ```
 //!
 //! With `--json` the last line of output is one JSON object. Errors go to stderr
 //! with a non-zero exit status.
 
 mod plots;
+mod ring;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,9 @@ enum Cmd {
     Serve(chord_node::cli::ServeArgs),
     /// Run a local ring of `serve` processes.
     Cluster(chord_node::cli::ClusterArgs),
+    /// The ring at a glance from one node: members, up or down, ownership
+    /// share, keys owned and stored.
+    Ring(ring::RingArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -295,6 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Plots(a) => plots::regenerate(&a.out, a.quick),
         Cmd::Serve(a) => chord_node::cli::serve(a),
         Cmd::Cluster(a) => chord_node::cli::cluster(a),
+        Cmd::Ring(a) => ring::run(a),
         Cmd::Sim(SimCmd::Fingers(a)) => {
             let r = experiments::fingers(a.bits, &a.nodes, a.node)?;
             if a.out.json {
