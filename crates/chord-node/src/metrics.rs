@@ -4,19 +4,20 @@
 //! * Events the cores do not count are counted here through one-line hooks:
 //!   the hops and duration of every lookup the node starts
 //!   ([`Metrics::lookup`], in [`Shared::lookup`]) and the latency and
-//!   timeouts of node-to-node requests by peer ([`RpcMetrics`], in
-//!   [`Peers::call_with`](crate::transport::Peers::call_with)).
+//!   timeouts of the protocol's requests by peer ([`RpcMetrics`], where the
+//!   core task sends messages, receives them and fires timers).
 //! * Everything else is read at scrape time from what the cores already
 //!   keep (the counters `CHORD.INFO` shows, the ring view, the store):
 //!   [`refresh`] gathers it from the core and data tasks before each
 //!   scrape, and [`NodeCollector`] encodes it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chord_core::data::KeyStore;
-use chord_core::node::{LookupOutcome, OpError};
+use chord_core::node::{LookupOutcome, Message, OpError, Timer};
 use chord_core::{Id, IdSpace};
 use serde::Serialize;
 use server_kit::http::Scrape;
@@ -30,6 +31,7 @@ use server_kit::http::prometheus_client::registry::Registry;
 use crate::data;
 use crate::node::{Peer, Shared};
 use crate::store::hex;
+use crate::wire::CoreMsg;
 
 /// Labels of a per-peer metric: the peer's address.
 type PeerLabel = Vec<(String, String)>;
@@ -39,9 +41,18 @@ fn rpc_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
 
-/// Node-to-node requests (storage requests of the data plane) by peer.
+fn peer_label(addr: SocketAddr) -> PeerLabel {
+    vec![("peer".to_string(), addr.to_string())]
+}
+
+/// The protocol's requests to other processes (`Ping`, `GetState`,
+/// `FindStep`, `Forward`), matched with their answers (`Pong`, `State`,
+/// `StepReply`, `ForwardAck`) by the request id the core gives them, or
+/// with the core's deadline for them: latency and timeouts by peer.
 #[derive(Debug)]
 pub struct RpcMetrics {
+    /// (virtual node, request id) -> (peer, sent at).
+    pending: Mutex<HashMap<(Id, u64), (SocketAddr, Instant)>>,
     latency: Family<PeerLabel, Histogram, fn() -> Histogram>,
     timeouts: Family<PeerLabel, Counter>,
 }
@@ -49,45 +60,60 @@ pub struct RpcMetrics {
 impl Default for RpcMetrics {
     fn default() -> Self {
         RpcMetrics {
+            pending: Mutex::default(),
             latency: Family::new_with_constructor(rpc_histogram),
             timeouts: Family::default(),
         }
     }
 }
 
-fn peer_label(addr: SocketAddr) -> PeerLabel {
-    vec![("peer".to_string(), addr.to_string())]
-}
-
-/// Observes a request's duration when dropped (whatever its outcome).
-pub struct RpcTimer<'a> {
-    metrics: &'a RpcMetrics,
-    addr: SocketAddr,
-    started: Instant,
-}
-
-impl Drop for RpcTimer<'_> {
-    fn drop(&mut self) {
-        self.metrics
-            .latency
-            .get_or_create(&peer_label(self.addr))
-            .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
 impl RpcMetrics {
-    /// Starts timing a request to `addr`.
-    pub fn start(&self, addr: SocketAddr) -> RpcTimer<'_> {
-        RpcTimer {
-            metrics: self,
-            addr,
-            started: Instant::now(),
+    /// Virtual node `vnode` sends `msg` to another process at `to`.
+    pub fn sent(&self, vnode: Id, to: SocketAddr, msg: &CoreMsg) {
+        let req = match msg {
+            Message::Ping { req }
+            | Message::GetState { req }
+            | Message::FindStep { req, .. }
+            | Message::Forward { req, .. } => *req,
+            _ => return,
+        };
+        self.pending
+            .lock()
+            .expect("rpc lock")
+            .insert((vnode, req), (to, Instant::now()));
+    }
+
+    /// Virtual node `vnode` received `msg` from another process.
+    pub fn received(&self, vnode: Id, msg: &CoreMsg) {
+        let req = match msg {
+            Message::Pong { req }
+            | Message::State { req, .. }
+            | Message::StepReply { req, .. }
+            | Message::ForwardAck { req } => *req,
+            _ => return,
+        };
+        let sent = self.pending.lock().expect("rpc lock").remove(&(vnode, req));
+        if let Some((peer, at)) = sent {
+            self.latency
+                .get_or_create(&peer_label(peer))
+                .observe(at.elapsed().as_secs_f64());
         }
     }
 
-    /// A request to `addr` timed out.
-    pub fn timeout(&self, addr: SocketAddr) {
-        self.timeouts.get_or_create(&peer_label(addr)).inc();
+    /// A timer of virtual node `vnode` fired: a request's deadline, if it
+    /// is still unanswered, is a timeout.
+    pub fn timer(&self, vnode: Id, timer: &Timer) {
+        let Timer::Request(req) = timer else {
+            return;
+        };
+        let sent = self
+            .pending
+            .lock()
+            .expect("rpc lock")
+            .remove(&(vnode, *req));
+        if let Some((peer, _)) = sent {
+            self.timeouts.get_or_create(&peer_label(peer)).inc();
+        }
     }
 }
 
@@ -97,6 +123,8 @@ pub struct Metrics {
     hops: Histogram,
     lookup_seconds: Histogram,
     lookups_failed: Counter,
+    /// Requests to other processes.
+    pub rpc: RpcMetrics,
     scraped: Arc<Mutex<Option<Snapshot>>>,
 }
 
@@ -108,6 +136,7 @@ impl Default for Metrics {
             ]),
             lookup_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             lookups_failed: Counter::default(),
+            rpc: RpcMetrics::default(),
             scraped: Arc::default(),
         }
     }
@@ -146,15 +175,15 @@ pub fn register(shared: &Arc<Shared>, registry: &mut Registry) {
         "Lookups this node started for a client or the data plane that failed (timeout, not joined)",
         m.lookups_failed.clone(),
     );
-    let rpc = &shared.peers.metrics;
+    let rpc = &m.rpc;
     registry.register(
         "chord_rpc_seconds",
-        "Seconds from sending a node-to-node request to its answer or timeout, by peer",
+        "Seconds from sending a protocol request (ping, get-state, find-step, forward) to another process to its answer, by peer",
         rpc.latency.clone(),
     );
     registry.register(
         "chord_rpc_timeouts",
-        "Node-to-node requests that timed out, by peer",
+        "Protocol requests to another process that reached the core's deadline unanswered, by peer",
         rpc.timeouts.clone(),
     );
     registry.register_collector(Box::new(NodeCollector(m.scraped.clone())));

@@ -366,7 +366,10 @@ pub async fn run_core(
                 let Some(ev) = ev else { return };
                 let now = now_ms();
                 match ev {
-                    CoreEvent::Message { to, from, msg } => host.handle_message(now, to, from, msg),
+                    CoreEvent::Message { to, from, msg } => {
+                        shared.metrics.rpc.received(to, &msg);
+                        host.handle_message(now, to, from, msg)
+                    }
                     CoreEvent::Lookup { key, mode, reply } => {
                         // The joined virtual node closest before the key starts it.
                         let space = shared.space;
@@ -419,6 +422,7 @@ pub async fn run_core(
                         break;
                     }
                     timers.pop();
+                    shared.metrics.rpc.timer(v, &t);
                     host.handle_timer(now, v, t);
                 }
             }
@@ -487,6 +491,7 @@ fn drain(
                     if to.addr == me {
                         local.push_back((to.id, from, msg));
                     } else {
+                        shared.metrics.rpc.sent(vid, to.addr, &msg);
                         shared.peers.send(
                             to.addr,
                             &Body::Chord {

@@ -52,8 +52,6 @@ pub struct Peers {
     conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     max_frame_bytes: usize,
     timeout: Duration,
-    /// Request latency and timeouts by peer, for `--http`.
-    pub metrics: crate::metrics::RpcMetrics,
 }
 
 impl Peers {
@@ -64,7 +62,6 @@ impl Peers {
             conns: Mutex::new(HashMap::new()),
             max_frame_bytes,
             timeout,
-            metrics: Default::default(),
         })
     }
 
@@ -122,7 +119,6 @@ impl Peers {
         req: Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
-        let _timer = self.metrics.start(addr);
         let conn = self.conn(addr);
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -137,7 +133,6 @@ impl Peers {
             Ok(Err(_)) => Err(RpcError::Connection(addr)),
             Err(_) => {
                 conn.pending.lock().expect("pending lock").remove(&id);
-                self.metrics.timeout(addr);
                 Err(RpcError::Timeout(addr))
             }
         }
