@@ -48,11 +48,7 @@ pub struct Listed {
 pub fn router(nodes: Vec<Arc<Node>>, remote: Vec<(String, String)>) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ProcessCollector));
-    for node in &nodes {
-        let sub =
-            registry.sub_registry_with_label(("replica".into(), node.config.id.to_string().into()));
-        crate::node::metrics::Metrics::register(node, sub);
-    }
+    crate::node::metrics::Metrics::register(&nodes, &mut registry);
     let health_nodes = nodes.clone();
     let health: Health = Arc::new(move || health_nodes.iter().try_for_each(|n| n.health()));
     let primary = nodes.first().map(|n| n.config.primary.to_string());

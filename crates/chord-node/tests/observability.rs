@@ -47,6 +47,12 @@ fn scrape(addr: &str) -> BTreeMap<String, f64> {
         body.trim_end().ends_with("# EOF"),
         "not OpenMetrics: {body}"
     );
+    // Each family is described once, as the format requires.
+    let mut types: Vec<&str> = body.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let described = types.len();
+    types.sort();
+    types.dedup();
+    assert_eq!(types.len(), described, "a family described twice:\n{body}");
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {

@@ -29,8 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -248,47 +250,92 @@ impl<'a> Scrape<'a> {
         )
     }
 
-    /// A counter with one label, one sample per `(label value, count)`.
-    pub fn counters_by(
+    /// A counter family: one sample per `(labels, count)`.
+    pub fn counters(
         &mut self,
         name: &str,
         help: &str,
-        label: &str,
-        values: impl IntoIterator<Item = (String, u64)>,
+        samples: impl IntoIterator<Item = (Labels, u64)>,
     ) -> fmt::Result {
-        let mut m = self.encoder.encode_descriptor(
+        self.family(
             name,
             help,
-            None,
-            prometheus_client::metrics::MetricType::Counter,
-        )?;
-        for (v, n) in values {
-            let labels = [(label.to_string(), v)];
-            ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
-        }
-        Ok(())
+            MetricType::Counter,
+            samples.into_iter().map(|(l, n)| (l, ConstCounter::new(n))),
+        )
     }
 
-    /// A gauge with one label, one sample per `(label value, value)`.
-    pub fn gauges_by(
+    /// A gauge family: one sample per `(labels, value)`.
+    pub fn gauges(
         &mut self,
         name: &str,
         help: &str,
-        label: &str,
-        values: impl IntoIterator<Item = (String, i64)>,
+        samples: impl IntoIterator<Item = (Labels, i64)>,
     ) -> fmt::Result {
-        let mut m = self.encoder.encode_descriptor(
+        self.family(
             name,
             help,
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (v, n) in values {
-            let labels = [(label.to_string(), v)];
-            ConstGauge::new(n).encode(m.encode_family(&labels)?)?;
+            MetricType::Gauge,
+            samples.into_iter().map(|(l, n)| (l, ConstGauge::new(n))),
+        )
+    }
+
+    /// A histogram family: one histogram per `labels` (several replicas of
+    /// one process under one name).
+    pub fn histograms<'h>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, &'h Histogram)>,
+    ) -> fmt::Result {
+        self.family(
+            name,
+            help,
+            MetricType::Histogram,
+            samples.into_iter().map(|(l, h)| (l, HistogramRef(h))),
+        )
+    }
+
+    /// One descriptor, then every sample with its labels: a family appears
+    /// once however many label sets it has, as the format requires.
+    fn family<M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (Labels, M)>,
+    ) -> fmt::Result {
+        let mut m = self.encoder.encode_descriptor(name, help, None, kind)?;
+        for (labels, metric) in samples {
+            metric.encode(m.encode_family(&labels)?)?;
         }
         Ok(())
     }
+}
+
+/// A histogram encoded where it is (one of a node's own).
+#[derive(Debug)]
+struct HistogramRef<'h>(&'h Histogram);
+
+impl EncodeMetric for HistogramRef<'_> {
+    fn encode(&self, encoder: prometheus_client::encoding::MetricEncoder) -> fmt::Result {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The labels of one sample, e.g. `[("replica", "A"), ("peer", "P")]`.
+pub type Labels = Vec<(String, String)>;
+
+/// Labels from `(name, value)` pairs.
+pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The process's resident set size in bytes (`VmRSS` in
@@ -328,25 +375,36 @@ mod tests {
     use super::*;
 
     #[derive(Debug)]
-    struct Two;
+    struct Two(Histogram, Histogram);
 
     impl Collector for Two {
         fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
             let mut s = Scrape::new(encoder);
             s.counter("demo_items", "Items.", 7)?;
-            s.gauges_by(
+            s.gauges(
                 "demo_level_bytes",
                 "Levels.",
-                "peer",
-                [("A".to_string(), 3), ("B".to_string(), 4)],
+                [(labels([("peer", "A")]), 3), (labels([("peer", "B")]), 4)],
+            )?;
+            s.histograms(
+                "demo_seconds",
+                "Times.",
+                [
+                    (labels([("replica", "P")]), &self.0),
+                    (labels([("replica", "A")]), &self.1),
+                ],
             )
         }
     }
 
     #[test]
-    fn scraped_values_are_encoded_with_conventional_names() {
+    fn scraped_values_are_encoded_with_conventional_names_and_one_descriptor() {
+        let (p, a) = (Histogram::new([0.1, 1.0]), Histogram::new([0.1, 1.0]));
+        p.observe(0.05);
+        a.observe(0.5);
+        a.observe(5.0);
         let mut r = Registry::default();
-        r.register_collector(Box::new(Two));
+        r.register_collector(Box::new(Two(p, a)));
         r.register_collector(Box::new(ProcessCollector));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
@@ -354,6 +412,18 @@ mod tests {
         assert!(out.contains("demo_items_total 7"), "{out}");
         assert!(out.contains("demo_level_bytes{peer=\"A\"} 3"), "{out}");
         assert!(out.contains("demo_level_bytes{peer=\"B\"} 4"), "{out}");
+        assert_eq!(
+            out.matches("# TYPE demo_seconds histogram").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("demo_seconds_count{replica=\"P\"} 1"), "{out}");
+        assert!(out.contains("demo_seconds_count{replica=\"A\"} 2"), "{out}");
+        assert!(
+            out.contains("demo_seconds_bucket{le=\"1.0\",replica=\"A\"} 1")
+                || out.contains("demo_seconds_bucket{replica=\"A\",le=\"1.0\"} 1"),
+            "{out}"
+        );
         let rss: u64 = out
             .lines()
             .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))

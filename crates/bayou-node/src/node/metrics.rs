@@ -17,11 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bayou_core::{Csn, Replica, ServerId, View};
 use serde::Serialize;
-use server_kit::http::Scrape;
 use server_kit::http::prometheus_client::collector::Collector;
 use server_kit::http::prometheus_client::encoding::DescriptorEncoder;
 use server_kit::http::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use server_kit::http::prometheus_client::registry::Registry;
+use server_kit::http::{Scrape, labels};
 
 use super::{ClockMode, Node};
 use crate::peer::{SessionError, SyncReport};
@@ -192,21 +192,11 @@ impl Metrics {
             .collect()
     }
 
-    /// Registers the event metrics and a collector of `node`'s state in
-    /// `registry` (which a caller may label with the replica's id).
-    pub fn register(node: &Arc<Node>, registry: &mut Registry) {
-        let m = &node.metrics;
-        registry.register(
-            "bayou_commit_lag_seconds",
-            "Seconds from a write's acceptance (its wall-clock accept-stamp) to when this replica learned it committed; one observation per commit learned, with --logical-clock none (stamps are then not times)",
-            m.commit_lag.clone(),
-        );
-        registry.register(
-            "bayou_fsync_seconds",
-            "Seconds to write one durable batch: one redb transaction, fsync included",
-            m.fsync.clone(),
-        );
-        registry.register_collector(Box::new(NodeCollector(node.clone())));
+    /// Registers, in `registry`, one collector of the replicas `nodes` of
+    /// this process: every metric once, a sample per replica (label
+    /// `replica`).
+    pub fn register(nodes: &[Arc<Node>], registry: &mut Registry) {
+        registry.register_collector(Box::new(ReplicasCollector(nodes.to_vec())));
     }
 }
 
@@ -242,9 +232,9 @@ impl Mark {
     }
 }
 
-/// Reads a replica's state and counters at scrape time.
+/// Reads the replicas' state and counters at scrape time.
 #[derive(Debug)]
-struct NodeCollector(Arc<Node>);
+struct ReplicasCollector(Vec<Arc<Node>>);
 
 /// What a scrape reads under the replica's lock.
 struct Snapshot {
@@ -296,142 +286,192 @@ impl Node {
     }
 }
 
-impl Collector for NodeCollector {
+impl Collector for ReplicasCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
-        let node = &self.0;
-        let s = node.scrape_snapshot();
-        let m = &node.metrics;
-        let c = &node.counters;
+        let nodes: Vec<(String, &Node, Snapshot)> = self
+            .0
+            .iter()
+            .map(|n| (n.config.id.to_string(), &**n, n.scrape_snapshot()))
+            .collect();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let by_peer = |f: fn(&Traffic) -> &AtomicU64| {
-            m.peers
-                .iter()
-                .map(move |(p, t)| (p.clone(), f(t).load(Ordering::Relaxed)))
-        };
+        let replica = |id: &str| labels([("replica", id)]);
         let mut e = Scrape::new(encoder);
-        e.counter(
+        // One sample per replica of a value read from it.
+        macro_rules! each {
+            ($kind:ident, $name:expr, $help:expr, |$n:ident, $s:ident| $value:expr) => {
+                e.$kind(
+                    $name,
+                    $help,
+                    nodes.iter().map(|(id, $n, $s)| {
+                        let _ = (&$n, &$s);
+                        (replica(id), $value)
+                    }),
+                )?
+            };
+        }
+        // One sample per replica and peer of a traffic counter.
+        let by_peer = |f: fn(&Traffic) -> &AtomicU64| {
+            nodes
+                .iter()
+                .flat_map(move |(id, n, _)| {
+                    n.metrics
+                        .peers
+                        .iter()
+                        .map(move |(p, t)| (labels([("replica", id), ("peer", p)]), get(f(t))))
+                })
+                .collect::<Vec<_>>()
+        };
+        e.histograms(
+            "bayou_commit_lag_seconds",
+            "Seconds from a write's acceptance (its wall-clock accept-stamp) to when this replica learned it committed; one observation per commit learned, none with --logical-clock (stamps are then not times)",
+            nodes
+                .iter()
+                .map(|(id, n, _)| (replica(id), &n.metrics.commit_lag)),
+        )?;
+        e.histograms(
+            "bayou_fsync_seconds",
+            "Seconds to write one durable batch: one redb transaction, fsync included",
+            nodes
+                .iter()
+                .map(|(id, n, _)| (replica(id), &n.metrics.fsync)),
+        )?;
+        each!(
+            counters,
             "bayou_writes_accepted",
             "Writes accepted from clients by this replica since it started",
-            s.accepted,
-        )?;
-        e.counter(
+            |n, s| s.accepted
+        );
+        each!(
+            counters,
             "bayou_writes_committed",
             "Writes this replica learned are committed, since it started",
-            get(&m.commits),
-        )?;
-        e.gauge(
+            |n, s| get(&n.metrics.commits)
+        );
+        each!(
+            gauges,
             "bayou_tentative_writes",
             "Tentative writes held (not yet committed)",
-            s.tentative as i64,
-        )?;
-        e.gauge(
+            |n, s| s.tentative as i64
+        );
+        each!(
+            gauges,
             "bayou_csn",
             "Highest commit sequence number known",
-            s.csn as i64,
-        )?;
-        e.gauge(
+            |n, s| s.csn as i64
+        );
+        each!(
+            gauges,
             "bayou_osn",
             "CSN of the last write discarded by log truncation",
-            s.osn as i64,
-        )?;
-        e.gauge(
+            |n, s| s.osn as i64
+        );
+        each!(
+            gauges,
             "bayou_log_writes",
             "Writes in the log: retained committed writes plus tentative writes",
-            (s.retained_writes + s.tentative) as i64,
-        )?;
-        e.gauge(
+            |n, s| (s.retained_writes + s.tentative) as i64
+        );
+        each!(
+            gauges,
             "bayou_retained_writes",
             "Committed writes the log retains (not yet truncated)",
-            s.retained_writes as i64,
-        )?;
-        e.gauge(
+            |n, s| s.retained_writes as i64
+        );
+        each!(
+            gauges,
             "bayou_retained_bytes",
             "Approximate bytes of the retained committed writes",
-            s.retained_bytes as i64,
-        )?;
-        e.gauge("bayou_keys", "Keys in the full view", s.keys as i64)?;
-        e.counter(
+            |n, s| s.retained_bytes as i64
+        );
+        each!(gauges, "bayou_keys", "Keys in the full view", |n, s| s.keys
+            as i64);
+        each!(
+            counters,
             "bayou_rollbacks",
             "Tentative writes rolled back (undone) to insert writes ordered before them",
-            s.undos,
-        )?;
-        e.counter(
+            |n, s| s.undos
+        );
+        each!(
+            counters,
             "bayou_tentative_executions",
             "Executions of tentative writes on the full view: first runs and redos after rollbacks",
-            s.tentative_executions,
-        )?;
-        e.counter(
+            |n, s| s.tentative_executions
+        );
+        each!(
+            counters,
             "bayou_commit_executions",
             "Writes executed on the committed view",
-            s.commit_executions,
-        )?;
-        e.gauges_by(
+            |n, s| s.commit_executions
+        );
+        e.gauges(
             "bayou_version_vector",
             "This replica's version vector: the highest accept-stamp held from each server",
-            "server",
-            s.vv,
+            nodes.iter().flat_map(|(id, _, s)| {
+                s.vv.iter()
+                    .map(move |(server, t)| (labels([("replica", id), ("server", server)]), *t))
+            }),
         )?;
-        e.gauge(
+        each!(
+            gauges,
             "bayou_offline",
             "1 while anti-entropy is switched off (BAYOU.OFFLINE)",
-            node.is_offline() as i64,
-        )?;
-        e.counter(
+            |n, s| n.is_offline() as i64
+        );
+        each!(
+            counters,
             "bayou_anti_entropy_sessions",
             "Anti-entropy sessions this replica started that completed",
-            get(&c.sessions_ok),
-        )?;
-        e.counter(
+            |n, s| get(&n.counters.sessions_ok)
+        );
+        each!(
+            counters,
             "bayou_anti_entropy_sessions_failed",
             "Anti-entropy sessions this replica started that failed (peer down, refused, protocol error)",
-            get(&c.sessions_failed),
-        )?;
-        e.counters_by(
+            |n, s| get(&n.counters.sessions_failed)
+        );
+        e.counters(
             "bayou_peer_sessions",
             "Anti-entropy sessions this replica started that completed, by peer",
-            "peer",
             by_peer(|t| &t.sessions_ok),
         )?;
-        e.counters_by(
+        e.counters(
             "bayou_peer_sessions_failed",
             "Anti-entropy sessions this replica started that failed, by peer",
-            "peer",
             by_peer(|t| &t.sessions_failed),
         )?;
-        e.counters_by(
+        e.counters(
             "bayou_peer_items_sent",
             "Anti-entropy items (writes and commit notices) sent, by peer",
-            "peer",
             by_peer(|t| &t.items_sent),
         )?;
-        e.counters_by(
+        e.counters(
             "bayou_peer_items_received",
             "Anti-entropy items received, by peer",
-            "peer",
             by_peer(|t| &t.items_received),
         )?;
-        e.counters_by(
+        e.counters(
             "bayou_peer_sent_bytes",
-            "Peer protocol bytes written, by peer",
-            "peer",
+            "Peer protocol bytes written, by peer (other: connections that named no configured peer, such as refusals before the greeting)",
             by_peer(|t| &t.bytes_sent),
         )?;
-        e.counters_by(
+        e.counters(
             "bayou_peer_received_bytes",
-            "Peer protocol bytes read, by peer",
-            "peer",
+            "Peer protocol bytes read, by peer (other: as for bayou_peer_sent_bytes)",
             by_peer(|t| &t.bytes_received),
         )?;
-        e.counter(
+        each!(
+            counters,
             "bayou_durable_batches",
             "Durable batches (storage transactions) written",
-            get(&c.batches),
-        )?;
-        e.counter(
+            |n, s| get(&n.counters.batches)
+        );
+        each!(
+            counters,
             "bayou_client_commands",
             "Client commands served",
-            get(&c.commands),
-        )
+            |n, s| get(&n.counters.commands)
+        );
+        Ok(())
     }
 }
 
