@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// usual paths.
 pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BAYOU_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     [
         "/usr/bin/chromium",
