@@ -67,7 +67,7 @@ pub mod sealed;
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
 pub use command::{CommandSpec, CommandTable};
 pub use conn::{CONNECTION_COMMANDS, Client, Queued, ServerInfo, Step};
-pub use process::{init_tracing, shutdown_signal};
+pub use process::{init_tracing, runtime, shutdown_signal};
 pub use resp::{Limits, Protocol, ProtocolError, Reply, parse};
 
 use bytes::{Bytes, BytesMut};
