@@ -5,6 +5,10 @@
 //! protocol lives in `bayou-core`, the simulation in `bayou-sim`, the server
 //! in `bayou-node`.
 
+/// The allocator of every node binary ([`server_kit::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: server_kit::Allocator = server_kit::Allocator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

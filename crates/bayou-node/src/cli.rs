@@ -226,16 +226,7 @@ pub fn init_tracing() {
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 {
-            b.worker_threads(threads);
-        }
-        b
-    };
-    Ok(b.enable_all().build()?)
+    Ok(server_kit::runtime(threads)?)
 }
 
 /// A receiver that flips to `true` on SIGINT or SIGTERM (the kit's

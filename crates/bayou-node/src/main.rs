@@ -1,6 +1,10 @@
 //! `bayou-node`: the `serve` and `cluster` subcommands of `bayou`, as a binary
 //! of this crate so that its integration tests can run real processes.
 
+/// The allocator of every node binary ([`server_kit::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: server_kit::Allocator = server_kit::Allocator;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -38,8 +38,7 @@ use bayou_core::{
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
-use server_kit::commit::Committer;
-use tokio::sync::watch;
+use server_kit::commit::{Committer, DurableMark};
 use tracing::info;
 
 use server_kit::Reply;
@@ -201,7 +200,7 @@ pub struct Node {
     /// The configuration.
     pub config: Config,
     core: Mutex<Core>,
-    durable: watch::Receiver<u64>,
+    durable: Arc<DurableMark>,
     offline: AtomicBool,
     /// Counters.
     pub counters: Counters,
@@ -237,7 +236,7 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
-        let (durable_tx, durable_rx) = watch::channel(0u64);
+        let (durable, advancer) = DurableMark::new();
         let clock = config.clock;
         let config_peers: Vec<ServerId> = config.peers.keys().cloned().collect();
         let node = Arc::new(Node {
@@ -249,7 +248,7 @@ impl Node {
                 clock,
                 accepted: 0,
             }),
-            durable: durable_rx,
+            durable,
             offline: AtomicBool::new(false),
             counters: Counters::default(),
             metrics: metrics::Metrics::new(config_peers.iter()),
@@ -273,7 +272,7 @@ impl Node {
                     .counters
                     .batches
                     .fetch_add(1, Ordering::Relaxed);
-                durable_tx.send_replace(seq);
+                advancer.advance(seq);
             },
         );
         node.core.lock().expect("replica lock").batches = Some(committer);
@@ -311,14 +310,7 @@ impl Node {
 
     /// Waits until batch `barrier` is durable.
     pub async fn wait_durable(&self, barrier: u64) -> Result<(), Gone> {
-        if *self.durable.borrow() >= barrier {
-            return Ok(());
-        }
-        let mut rx = self.durable.clone();
-        rx.wait_for(|d| *d >= barrier)
-            .await
-            .map(|_| ())
-            .map_err(|_| self.gone())
+        self.durable.wait(barrier).await.map_err(|_| self.gone())
     }
 
     /// Runs client queries; returns the replies once they may be sent.

@@ -15,9 +15,14 @@
 //!   `server = <id>`. Written once when the directory is created and checked
 //!   on every open: a directory of another program, another format version or
 //!   another replica is refused with a [`StoreError`], never reset.
-//! * `log`: `seq (u64) -> record`, the items in the order they were made
-//!   durable. Replaying them through [`Replica::recover`] rebuilds the replica
-//!   (log, version vector, CSN, logical clock, both views).
+//! * `log`: `seq (u64) -> record`, one record per durable batch holding
+//!   its items, in the order they were made durable (format 4; a format 3
+//!   store, one item per record, is read as is and upgraded in place).
+//!   Replaying them through [`Replica::recover`] rebuilds the replica (log,
+//!   version vector, CSN, logical clock, both views). One record a batch
+//!   rather than one an item: a group commit of a hundred writes is one
+//!   B-tree insert, not two hundred (a write and its commit), which was
+//!   most of the storage thread's CPU under load.
 //! * `meta`: `state -> record` holding the version vector, the CSN and the
 //!   logical clock as of the last batch, and `checkpoint -> record` with the
 //!   checkpoint's CSN and commit vector and the truncation point (OSN and
@@ -25,10 +30,11 @@
 //! * `checkpoint`: `key -> value`, the committed database after the first
 //!   `csn` committed writes (the Tuple Store checkpoint of [T95 §7]). The
 //!   core decides when to take one (`bayou_core::Retention`); the store
-//!   replaces the table, and deletes the log items of every write the new
-//!   `O` covers, in the same transaction as the batch it rides with. So the
-//!   file holds the live data plus the retained log, never the whole
-//!   history.
+//!   replaces the table, and deletes every log record all of whose items
+//!   the new `O` covers, in the same transaction as the batch it rides
+//!   with (a record that also holds a write still retained stays, and its
+//!   covered items are skipped when it is read). So the file holds the
+//!   live data plus the retained log, never the whole history.
 //!
 //! Every record is sealed (`server_kit::sealed`): a one-byte format, a
 //! CRC-32 of the format, the key it is stored under and the body, then the
@@ -76,9 +82,13 @@ use serde::{Deserialize, Serialize};
 use server_kit::datadir::{DataDir, DataDirError, IDENTITY_FILE, Kind};
 use server_kit::sealed::{self, OpenError, Phase};
 
-/// The on-disk format version this build reads and writes (3: sealed
-/// records).
-pub const FORMAT_VERSION: u32 = 3;
+/// The on-disk format version this build writes (4: one sealed log record
+/// per batch). It also reads format 3 (one sealed record per item), and
+/// upgrades such a store to 4 when it opens it.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_READ: u32 = 3;
 
 /// The name of the database file inside a data directory.
 pub const DB_FILE: &str = "bayou.redb";
@@ -91,8 +101,11 @@ const MAGIC: &[u8] = b"bayou-store";
 /// re-reads.
 const CACHE_BYTES: usize = 32 << 20;
 
-/// Format byte of every sealed record.
+/// Format byte of every sealed record but a batch's log record: meta and
+/// checkpoint records, and the one-item log records of format 3.
 const RECORD_VERSION: u8 = 2;
+/// Format byte of a log record holding a batch of items (format 4).
+const BATCH_RECORD_VERSION: u8 = 3;
 
 const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -183,7 +196,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The directory was written by another on-disk format version.
-    #[error("{path} has store format version {found}; this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "{path} has store format version {found}; this build reads versions {OLDEST_FORMAT_READ} to {FORMAT_VERSION}"
+    )]
     UnsupportedFormat {
         /// The database file.
         path: PathBuf,
@@ -253,16 +268,18 @@ pub trait Storage: Send {
 pub struct RedbStore {
     /// The data directory, locked while the store is open.
     _dir: DataDir,
-    db: Database,
+    /// `None` only while the store is dropped.
+    db: Option<Database>,
     path: PathBuf,
     server: ServerId,
     next_seq: u64,
-    /// The write each stored log item concerns, by sequence number, so a
-    /// checkpoint can delete the items it covers without reading them.
-    index: BTreeMap<u64, WriteId>,
+    /// The writes each stored log record concerns that no checkpoint covers
+    /// yet, by sequence number, so a checkpoint can delete the records it
+    /// covers without reading them.
+    index: BTreeMap<u64, Vec<WriteId>>,
     /// What the read-only verification at open read, handed to the first
     /// [`Storage::load`] so the file is read once.
-    preloaded: Option<(Loaded, BTreeMap<u64, WriteId>)>,
+    preloaded: Option<(Loaded, BTreeMap<u64, Vec<WriteId>>)>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -349,6 +366,15 @@ impl RedbStore {
                 tx.open_table(CHECKPOINT).map_err(db_err)?;
             }
             tx.commit().map_err(db_err)?;
+        } else if stored_format(&db)? < FORMAT_VERSION {
+            // Every record it holds stays readable; new log records are
+            // batches, which an older build could not read.
+            let tx = db.begin_write().map_err(db_err)?;
+            tx.open_table(IDENTITY)
+                .map_err(db_err)?
+                .insert("format", &FORMAT_VERSION.to_le_bytes()[..])
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
         }
         // Check the identity of what we opened.
         let tx = db.begin_read().map_err(db_err)?;
@@ -366,7 +392,7 @@ impl RedbStore {
         drop(tx);
         Ok(RedbStore {
             _dir: data_dir,
-            db,
+            db: Some(db),
             path,
             server: server.clone(),
             next_seq,
@@ -391,10 +417,32 @@ impl RedbStore {
         self.index.len()
     }
 
+    /// How many stored log items no checkpoint covers yet.
+    pub fn retained_items(&self) -> usize {
+        self.index.values().map(Vec::len).sum()
+    }
+
+    fn db(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is open until the store drops")
+    }
+
     fn corrupt(&self, reason: String) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),
             reason,
+        }
+    }
+}
+
+impl Drop for RedbStore {
+    /// Closing a file that turned out to be damaged (a replica refused to
+    /// start on it) can panic inside redb; the refusal is the answer, so
+    /// the panic is caught rather than turned into an abort of the process.
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = sealed::guarded(&self.path, move || drop(db));
         }
     }
 }
@@ -422,13 +470,8 @@ fn check_identity(
     if field("magic")? != MAGIC {
         return Err(corrupt("identity record has no Bayou magic".into()));
     }
-    let format = field("format")?;
-    let format: [u8; 4] = format
-        .as_slice()
-        .try_into()
-        .map_err(|_| corrupt("format version is not 4 bytes".into()))?;
-    let format = u32::from_le_bytes(format);
-    if format != FORMAT_VERSION {
+    let format = parse_format(&field("format")?).map_err(corrupt)?;
+    if !(OLDEST_FORMAT_READ..=FORMAT_VERSION).contains(&format) {
         return Err(StoreError::UnsupportedFormat {
             path: path.to_path_buf(),
             found: format,
@@ -445,17 +488,51 @@ fn check_identity(
     Ok(())
 }
 
-/// Decodes the log record stored under sequence number `seq`, as a
-/// replica's start does: checksum first, then the item. Public for the
-/// fuzz targets (`crates/fuzz-targets`).
-pub fn decode_log_record(seq: u64, bytes: &[u8]) -> Result<Item, String> {
-    decode(&seq.to_be_bytes(), bytes)
+/// The stored format version field.
+fn parse_format(field: &[u8]) -> Result<u32, String> {
+    let format: [u8; 4] = field
+        .try_into()
+        .map_err(|_| "format version is not 4 bytes".to_string())?;
+    Ok(u32::from_le_bytes(format))
 }
 
-/// Seals `item` as the log record stored under `seq` (the fuzz targets'
-/// seeds).
-pub fn encode_log_record(seq: u64, item: &Item) -> Vec<u8> {
-    encode(&seq.to_be_bytes(), item)
+/// The format version of an opened store whose identity was checked.
+fn stored_format(db: &Database) -> Result<u32, StoreError> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let ident = tx.open_table(IDENTITY).map_err(db_err)?;
+    let field = ident.get("format").map_err(db_err)?;
+    let field = field.map(|v| v.value().to_vec()).unwrap_or_default();
+    parse_format(&field).map_err(|reason| StoreError::Corrupt {
+        path: PathBuf::from(DB_FILE),
+        reason,
+    })
+}
+
+/// Decodes the log record stored under sequence number `seq`, as a
+/// replica's start does: checksum first, then the items (a batch of
+/// format 4, or the single item of a format 3 record). Public for the
+/// fuzz targets (`crates/fuzz-targets`).
+pub fn decode_log_record(seq: u64, bytes: &[u8]) -> Result<Vec<Item>, String> {
+    let key = seq.to_be_bytes();
+    match bytes.first() {
+        Some(&RECORD_VERSION) => decode(&key, bytes).map(|item| vec![item]),
+        _ => {
+            let body =
+                sealed::unseal(bytes, BATCH_RECORD_VERSION, &key).map_err(|e| e.to_string())?;
+            let items: Vec<Item> = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+            if items.is_empty() {
+                return Err("empty batch".into());
+            }
+            Ok(items)
+        }
+    }
+}
+
+/// Seals `items` as the log record stored under `seq`.
+pub fn encode_log_record(seq: u64, items: &[Item]) -> Vec<u8> {
+    // Serialising our own plain data into a Vec cannot fail.
+    let body = postcard::to_stdvec(items).expect("postcard encodes plain data");
+    sealed::seal(BATCH_RECORD_VERSION, &seq.to_be_bytes(), &body)
 }
 
 /// `value` sealed as the record stored under `key`.
@@ -481,7 +558,7 @@ impl Storage for RedbStore {
             Some(p) => p,
             None => {
                 let path = self.path.clone();
-                let db = &self.db;
+                let db = self.db();
                 sealed::guarded(&path, || -> Result<_, StoreError> {
                     let tx = db.begin_read().map_err(db_err)?;
                     read_all(&tx, &path)
@@ -502,17 +579,17 @@ impl Storage for RedbStore {
                 state_csn: batch.state.csn,
             });
         }
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db().begin_write().map_err(db_err)?;
         // The index changes only once the transaction committed, so a failed
         // append leaves it describing the file; it is not cloned per batch
         // (a clone of the retained window's entries for every group commit
         // was most of the store's allocation traffic).
+        let seq = self.next_seq;
         let mut covered = Vec::new();
         {
             let mut log = tx.open_table(LOG).map_err(db_err)?;
-            for (i, item) in batch.items.iter().enumerate() {
-                let seq = self.next_seq + i as u64;
-                log.insert(seq, encode(&seq.to_be_bytes(), item).as_slice())
+            if !batch.items.is_empty() {
+                log.insert(seq, encode_log_record(seq, &batch.items).as_slice())
                     .map_err(db_err)?;
             }
             let mut meta = tx.open_table(META).map_err(db_err)?;
@@ -527,14 +604,19 @@ impl Storage for RedbStore {
                 };
                 meta.insert("checkpoint", encode(b"checkpoint", &m).as_slice())
                     .map_err(db_err)?;
-                // The items of discarded writes go with the checkpoint.
-                let stored = self.index.iter().map(|(&seq, id)| (seq, id));
-                let new = (batch.items.iter().enumerate())
-                    .map(|(i, item)| (self.next_seq + i as u64, item_write(item)));
+                // The records all of whose writes are discarded go with the
+                // checkpoint (the new one's too, when the checkpoint covers
+                // every write it carries).
+                let new_ids: Vec<&WriteId> = batch.items.iter().map(item_write).collect();
+                let stored = self
+                    .index
+                    .iter()
+                    .map(|(&seq, ids)| (seq, ids.iter().collect::<Vec<_>>()));
+                let new = (!new_ids.is_empty()).then_some((seq, new_ids));
                 covered.extend(
                     stored
                         .chain(new)
-                        .filter(|(_, id)| cp.omitted.covers(id))
+                        .filter(|(_, ids)| ids.iter().all(|id| cp.omitted.covers(id)))
                         .map(|(seq, _)| seq),
                 );
                 for &seq in &covered {
@@ -570,14 +652,23 @@ impl Storage for RedbStore {
         // The default durability is `Immediate`: commit returns once the
         // transaction is fsynced.
         tx.commit().map_err(db_err)?;
-        for (i, item) in batch.items.iter().enumerate() {
-            self.index
-                .insert(self.next_seq + i as u64, item_write(item).clone());
+        if !batch.items.is_empty() {
+            self.index.insert(
+                seq,
+                batch.items.iter().map(|i| item_write(i).clone()).collect(),
+            );
+            self.next_seq += 1;
         }
         for seq in covered {
             self.index.remove(&seq);
         }
-        self.next_seq += batch.items.len() as u64;
+        if let Some(cp) = &batch.checkpoint {
+            // Covered writes of records that stay are forgotten, so a
+            // record's list holds only what keeps it.
+            for ids in self.index.values_mut() {
+                ids.retain(|id| !cp.omitted.covers(id));
+            }
+        }
         Ok(())
     }
 }
@@ -589,27 +680,11 @@ impl Storage for RedbStore {
 fn read_all(
     tx: &redb::ReadTransaction,
     path: &Path,
-) -> Result<(Loaded, BTreeMap<u64, WriteId>), StoreError> {
+) -> Result<(Loaded, BTreeMap<u64, Vec<WriteId>>), StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
-    let mut index = BTreeMap::new();
-    let log = tx.open_table(LOG).map_err(db_err)?;
-    let mut items = Vec::new();
-    let mut previous: Option<u64> = None;
-    for entry in log.iter().map_err(db_err)? {
-        let (k, v) = entry.map_err(db_err)?;
-        let seq = k.value();
-        if previous.is_some_and(|p| p >= seq) {
-            return Err(corrupt(format!("log record {seq} follows {previous:?}")));
-        }
-        previous = Some(seq);
-        let item: Item = decode(&seq.to_be_bytes(), v.value())
-            .map_err(|e| corrupt(format!("log record {seq}: {e}")))?;
-        index.insert(seq, item_write(&item).clone());
-        items.push(item);
-    }
     let meta = tx.open_table(META).map_err(db_err)?;
     let state = match meta.get("state").map_err(db_err)? {
         Some(v) => {
@@ -624,6 +699,32 @@ fn read_all(
         ),
         None => None,
     };
+    // Items of discarded writes in a record kept for a write still
+    // retained are skipped: the checkpoint holds their effect.
+    let omitted = meta_cp
+        .as_ref()
+        .map(|m| m.omitted.clone())
+        .unwrap_or_default();
+    let mut index = BTreeMap::new();
+    let log = tx.open_table(LOG).map_err(db_err)?;
+    let mut items = Vec::new();
+    let mut previous: Option<u64> = None;
+    for entry in log.iter().map_err(db_err)? {
+        let (k, v) = entry.map_err(db_err)?;
+        let seq = k.value();
+        if previous.is_some_and(|p| p >= seq) {
+            return Err(corrupt(format!("log record {seq} follows {previous:?}")));
+        }
+        previous = Some(seq);
+        let record = decode_log_record(seq, v.value())
+            .map_err(|e| corrupt(format!("log record {seq}: {e}")))?;
+        let kept: Vec<Item> = record
+            .into_iter()
+            .filter(|item| !omitted.covers(item_write(item)))
+            .collect();
+        index.insert(seq, kept.iter().map(|i| item_write(i).clone()).collect());
+        items.extend(kept);
+    }
     let checkpoint = match meta_cp {
         None => None,
         Some(m) => {

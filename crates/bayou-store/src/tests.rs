@@ -37,7 +37,9 @@ fn appended_items_survive_reopen_with_state_and_checkpoint() {
         p.receive(items).unwrap();
         p.client_write(10, Op::delete("X"));
         persist(&mut p, &mut store);
-        assert_eq!(store.log_len(), 8); // 4 writes, 4 commits
+        // Two batches: one record each, 4 writes and 4 commits in all.
+        assert_eq!(store.log_len(), 2);
+        assert_eq!(store.retained_items(), 8);
     }
     let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
     let r = recover(&mut store, role, Retention::KEEP_ALL).unwrap();
@@ -273,12 +275,10 @@ fn truncation_keeps_the_store_to_the_live_data_and_the_retained_window() {
         p.client_write(1, op);
         persist(&mut p, &mut store);
     }
-    // Each write is two items (write, commit); at most 300 writes retained.
-    assert!(
-        store.retained_records() <= 600,
-        "{}",
-        store.retained_records()
-    );
+    // Each write is two items (write, commit), one record a batch (here a
+    // write); at most 300 writes retained.
+    assert!(store.retained_items() <= 600, "{}", store.retained_items());
+    assert!(store.retained_records() <= 300);
     assert!(p.retained_len() <= 300);
     assert_eq!(p.osn() + p.retained_len() as u64, 1_500);
     assert!(p.osn() >= 1_200);
@@ -413,4 +413,67 @@ fn random_damage_is_refused_without_panic_and_without_a_change() {
     }
     eprintln!("random damage: 60 trials, {refused} refused, {opened} opened intact, 0 panics");
     assert!(refused > 0);
+}
+
+/// A format 3 store (one sealed record per log item) opens, recovers the
+/// same replica, and is upgraded in place to format 4, whose new records
+/// hold a batch each; both kinds are read back together.
+#[test]
+fn a_format_3_store_is_read_and_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let role = Role::Primary { autocommit: true };
+    let mut p = Replica::new(sid("P"), role);
+    p.client_write(1, Op::put("X", "1"));
+    p.client_write(2, Op::put("Y", "2"));
+    drop(RedbStore::open(dir.path(), &sid("P")).unwrap());
+    {
+        // What a format 3 build wrote for these two writes.
+        let batch = take_batch(&mut p).unwrap();
+        let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut log = tx.open_table(LOG).unwrap();
+            for (seq, item) in batch.items.iter().enumerate() {
+                let seq = seq as u64;
+                log.insert(seq, encode(&seq.to_be_bytes(), item).as_slice())
+                    .unwrap();
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("state", encode(b"state", &batch.state).as_slice())
+                .unwrap();
+            tx.open_table(IDENTITY)
+                .unwrap()
+                .insert("format", &3u32.to_le_bytes()[..])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    {
+        let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+        let mut r = recover(&mut store, role, Retention::KEEP_ALL).unwrap();
+        assert_eq!(r.log().collect::<Vec<_>>(), p.log().collect::<Vec<_>>());
+        assert_eq!(store.retained_records(), 4, "one record an item");
+        r.client_write(3, Op::put("Z", "3"));
+        persist(&mut r, &mut store);
+        assert_eq!(store.retained_records(), 5, "then one record a batch");
+    }
+    let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+    let format = db
+        .begin_read()
+        .unwrap()
+        .open_table(IDENTITY)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(format, FORMAT_VERSION.to_le_bytes());
+    drop(db);
+    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let r = recover(&mut store, role, Retention::KEEP_ALL).unwrap();
+    assert_eq!(r.csn(), 3);
+    assert_eq!(r.get(b"Z", View::Full).unwrap(), "3");
+    assert_eq!(r.get(b"X", View::Committed).unwrap(), "1");
 }

@@ -17,6 +17,10 @@
 //! With `--json` the last line of output is one JSON object. Errors go to stderr
 //! with a non-zero exit status.
 
+/// The allocator of every node binary ([`server_kit::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: server_kit::Allocator = server_kit::Allocator;
+
 mod plots;
 mod ring;
 

@@ -82,6 +82,12 @@ pub struct Tuning {
     /// Log filter (tracing-subscriber syntax), e.g. info or chord_node=debug.
     #[arg(long, default_value = "warn")]
     pub log: String,
+    /// Threads for networking and the node's logic: 0 for one per core, 1
+    /// for a single-threaded runtime; storage always has a thread of its
+    /// own. `chord cluster` passes each node the cores shared among the
+    /// nodes (at least 1) unless this is given.
+    #[arg(long, default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 /// `chord serve`: one node.
@@ -206,10 +212,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let cfg = config(&a)?;
     server_kit::init_tracing(Some(&a.tuning.log));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = server_kit::runtime(a.tuning.worker_threads)?;
     rt.block_on(async {
         let http = match &a.http {
             Some(addr) => Some((server_kit::http::bind(addr).await?, a.peer_http.clone())),
@@ -416,6 +419,8 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             t.peer_idle_timeout_ms.to_string(),
             "--log".into(),
             t.log.clone(),
+            "--worker-threads".into(),
+            server_kit::process::cluster_worker_threads(t.worker_threads, a.nodes).to_string(),
         ]);
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",

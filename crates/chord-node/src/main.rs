@@ -1,6 +1,10 @@
 //! `chord-node`: the same `serve` and `cluster` subcommands as the `chord`
 //! binary, in this crate so that its integration tests can run it.
 
+/// The allocator of every node binary ([`server_kit::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: server_kit::Allocator = server_kit::Allocator;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

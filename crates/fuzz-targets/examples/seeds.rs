@@ -176,7 +176,7 @@ fn main() -> std::io::Result<()> {
     for (seq, item) in fresh.items_for(&Default::default()).enumerate() {
         let mut rec = vec![0u8];
         rec.extend_from_slice(&(seq as u64).to_be_bytes());
-        rec.extend(bayou_store::encode_log_record(seq as u64, &item));
+        rec.extend(bayou_store::encode_log_record(seq as u64, &[item]));
         put("store_records", &rec)?;
     }
     let key = 42u64.to_be_bytes();

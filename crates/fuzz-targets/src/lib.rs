@@ -224,10 +224,10 @@ pub fn store_records(data: &[u8]) {
     let stored = &data[9..];
     if data[0].is_multiple_of(2) {
         let seq = u64::from_be_bytes(key);
-        if let Ok(item) = bayou_store::decode_log_record(seq, stored) {
-            let again = bayou_store::encode_log_record(seq, &item);
+        if let Ok(items) = bayou_store::decode_log_record(seq, stored) {
+            let again = bayou_store::encode_log_record(seq, &items);
             assert!(
-                bayou_store::decode_log_record(seq, &again) == Ok(item),
+                bayou_store::decode_log_record(seq, &again) == Ok(items),
                 "a re-sealed record decodes differently"
             );
         }

@@ -70,7 +70,15 @@ pub mod sealed;
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
 pub use command::{CommandSpec, CommandTable};
 pub use conn::{CONNECTION_COMMANDS, Client, Queued, ServerInfo, Step};
-pub use process::{init_tracing, shutdown_signal};
+pub use process::{init_tracing, runtime, shutdown_signal};
+
+/// The allocator every node binary declares as its global allocator
+/// (`#[global_allocator] static ALLOCATOR: server_kit::Allocator =
+/// server_kit::Allocator;`): mimalloc rather than glibc's malloc. In a
+/// 3-replica Bayou soak (10^6 SETs over 10^3 keys) it held less memory
+/// (replica A 130 → 85 MB RSS, P 78 → 67 MB) and the run took 14 s instead
+/// of 20 s (docs/benchmarks.md).
+pub use mimalloc::MiMalloc as Allocator;
 pub use resp::{Limits, Protocol, ProtocolError, Reply, parse};
 
 use bytes::{Bytes, BytesMut};
