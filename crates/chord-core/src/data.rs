@@ -115,6 +115,11 @@ impl MemStore {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// The records in id order, read in place.
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, &Record)> {
+        self.map.iter()
+    }
 }
 
 impl KeyStore for MemStore {

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chord_core::data::KeyStore;
 use chord_core::node::{LookupOutcome, Message, OpError, Timer};
 use chord_core::{Id, IdSpace};
 use serde::Serialize;
@@ -234,15 +233,16 @@ fn finger_health(
     (set, distinct.len())
 }
 
-/// Key counts of the store: (live keys stored, of which owned here).
+/// Key counts of the store: (live keys stored, of which owned here),
+/// counted in place (a scrape or the web view's poll copies no record).
 async fn key_counts(shared: &Shared) -> (usize, usize) {
     data::inspect(shared, |p| {
         let mut stored = 0;
         let mut owned = 0;
-        for (id, r) in p.store().all() {
+        for (id, r) in p.store().records() {
             if !r.is_tombstone() {
                 stored += 1;
-                owned += p.owner_of(id).is_some() as usize;
+                owned += p.owner_of(*id).is_some() as usize;
             }
         }
         (stored, owned)

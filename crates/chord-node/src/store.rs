@@ -304,6 +304,11 @@ impl RedbKeyStore {
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changed).into_iter().collect()
     }
+
+    /// The records, read in place (for counting without copying them).
+    pub fn records(&self) -> impl Iterator<Item = (&Id, &Record)> {
+        self.mem.iter()
+    }
 }
 
 impl KeyStore for RedbKeyStore {
