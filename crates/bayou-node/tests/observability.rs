@@ -176,20 +176,29 @@ fn metrics_follow_the_protocol_under_load() {
             "{id}"
         );
         accepted += metric(&m, &l("bayou_writes_accepted_total"));
-        // Traffic by peer: every replica talked to the primary.
-        if id != "P" {
-            let p = |name: &str| format!("{name}{{replica=\"{id}\",peer=\"P\"}}");
-            assert!(
-                metric(&m, &p("bayou_peer_items_received_total")) > 0.0,
-                "{id}"
-            );
-            assert!(
-                metric(&m, &p("bayou_peer_received_bytes_total")) > 0.0,
-                "{id}"
-            );
-            assert!(metric(&m, &p("bayou_peer_sent_bytes_total")) > 0.0, "{id}");
-            assert!(metric(&m, &p("bayou_peer_sessions_total")) > 0.0, "{id}");
-        }
+        // Traffic by peer (which peers a replica picked is random): the
+        // sessions by peer add up to the totals BAYOU.STATUS keeps, and
+        // every replica received items and bytes from its peers.
+        let peers = |name: &str| -> f64 {
+            let prefix = format!("{name}{{replica=\"{id}\",peer=");
+            m.iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        assert_eq!(
+            peers("bayou_peer_sessions_total"),
+            metric(&m, &l("bayou_anti_entropy_sessions_total")),
+            "{id}"
+        );
+        assert_eq!(
+            peers("bayou_peer_sessions_failed_total"),
+            metric(&m, &l("bayou_anti_entropy_sessions_failed_total")),
+            "{id}"
+        );
+        assert!(peers("bayou_peer_items_received_total") > 0.0, "{id}");
+        assert!(peers("bayou_peer_received_bytes_total") > 0.0, "{id}");
+        assert!(peers("bayou_peer_sent_bytes_total") > 0.0, "{id}");
     }
     assert_eq!(accepted, total as f64);
     let m = scrape(&http["B"]);
