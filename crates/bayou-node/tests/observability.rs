@@ -287,7 +287,7 @@ fn the_web_view_shows_every_replica_log_in_a_browser() {
     b.ok(&["SET", "y", "20"]);
     a.ok(&["SET", "w", "4"]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while c.r("P").status("csn") != "4" {
+    while c.r("P").status("csn") != "4" || a.status("csn") != "4" || a.status("tentative") != "0" {
         assert!(Instant::now() < deadline, "A's write did not commit");
         std::thread::sleep(Duration::from_millis(50));
     }
