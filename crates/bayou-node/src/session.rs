@@ -1,0 +1,400 @@
+//! Session guarantees over RESP ([T94 §3–4]): `BAYOU.SESSION`.
+//!
+//! Each client connection is served through a [`Conn`], which holds the
+//! connection's session, if it opened or continued one. Without a session
+//! every command goes straight to the replica ([`Node`]'s handler), as
+//! before. With one, the node's commands run through [`run_checked`]: the
+//! rules themselves are `bayou_core::guarantee`'s; this module only decides
+//! which commands read and which write, holds the replica lock while it
+//! checks, runs and records, and, when this replica cannot serve the
+//! session yet, pulls from its peers (anti-entropy on demand) for up to
+//! the connection's wait before answering
+//! `-NOTYET <guarantee>: this replica lacks <write> (has <write>) …`.
+//!
+//! The session lives in the client's token, not here: `BAYOU.SESSION USE`
+//! on a connection to any replica continues it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bayou_core::{
+    ClientSession, Guarantee, Guarantees, NotYet, ServerId, VersionVector, View, WriteId,
+};
+use bytes::Bytes;
+use server_kit::command::CommandSpec;
+use server_kit::{Handler, Queued, Reply, Stopped};
+
+use crate::node::{Locked, Node, Query};
+use crate::server::{Action, classify};
+
+/// How long a replica that cannot yet serve a session pulls from its peers
+/// before it answers `NOTYET`, unless the connection set another wait.
+pub const DEFAULT_WAIT: Duration = Duration::from_millis(2000);
+
+/// The most a connection may ask to wait (`BAYOU.SESSION WAIT`).
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// The `BAYOU.SESSION` command's table entry.
+pub const SESSION_COMMAND: CommandSpec = CommandSpec::new(
+    "bayou.session",
+    -2,
+    &["fast", "no_multi"],
+    "BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | WAIT ms | CLOSE: session guarantees",
+);
+
+/// One client connection: the node and the connection's session.
+pub struct Conn {
+    node: Arc<Node>,
+    state: Mutex<State>,
+}
+
+struct State {
+    session: Option<ClientSession>,
+    wait: Duration,
+}
+
+impl Conn {
+    /// A connection to `node` without a session.
+    pub fn new(node: Arc<Node>) -> Conn {
+        Conn {
+            node,
+            state: Mutex::new(State {
+                session: None,
+                wait: DEFAULT_WAIT,
+            }),
+        }
+    }
+
+    fn session(&self) -> Option<ClientSession> {
+        self.state.lock().expect("session lock").session.clone()
+    }
+
+    fn set_session(&self, session: Option<ClientSession>) {
+        self.state.lock().expect("session lock").session = session;
+    }
+
+    fn wait(&self) -> Duration {
+        self.state.lock().expect("session lock").wait
+    }
+}
+
+impl Handler for Conn {
+    fn request_counter(&self) -> Option<&std::sync::atomic::AtomicU64> {
+        self.node.request_counter()
+    }
+
+    fn refuse(&self, name: &[u8]) -> Option<Reply> {
+        self.node.refuse(name)
+    }
+
+    async fn run(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
+        let is_session = |(spec, _): &Queued| spec.name == SESSION_COMMAND.name;
+        if self.session().is_none() && !commands.iter().any(is_session) {
+            return self.node.run(commands, exec).await;
+        }
+        // In order: a BAYOU.SESSION command ends the run of commands before
+        // it, which are checked and run together.
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut segment = Vec::new();
+        for command in commands {
+            if is_session(&command) {
+                replies.extend(self.segment(std::mem::take(&mut segment), exec).await?);
+                replies.push(self.session_command(&command.1));
+            } else {
+                segment.push(command);
+            }
+        }
+        replies.extend(self.segment(segment, exec).await?);
+        Ok(replies)
+    }
+}
+
+/// What a query does, for the guarantees: the view it reads, if it reads,
+/// and whether it writes. A write whose reply depends on the state it found
+/// (`INCR`, `SETNX`, `DEL`'s count, `SET … GET`) reads too.
+fn access(q: &Query) -> (Option<View>, bool) {
+    match q {
+        Query::Get(_, view) | Query::Scan(_, view) => (Some(*view), false),
+        Query::Exists(_)
+        | Query::MGet(_)
+        | Query::Type(_)
+        | Query::Strlen(_)
+        | Query::Keys(_)
+        | Query::KeyScan { .. }
+        | Query::DbSize => (Some(View::Full), false),
+        Query::Set(..) | Query::MSet(_) | Query::Write(_) | Query::FlushAll => (None, true),
+        Query::SetWith { present, get, .. } => {
+            ((present.is_some() || *get).then_some(View::Full), true)
+        }
+        Query::SetNx(..)
+        | Query::GetDel(_)
+        | Query::Incr(..)
+        | Query::Append(..)
+        | Query::Del(_) => (Some(View::Full), true),
+        // Administration and introspection: outside the session.
+        Query::Truncate(_)
+        | Query::Summary
+        | Query::Export(..)
+        | Query::Import(_)
+        | Query::Log
+        | Query::Vv
+        | Query::Status
+        | Query::Info(_) => (None, false),
+    }
+}
+
+/// The vector describing the database a read in `view` sees.
+fn observed(replica: &bayou_core::Replica, view: View) -> &VersionVector {
+    match view {
+        View::Full => replica.vv(),
+        View::Committed => replica.commit_vv(),
+    }
+}
+
+/// Checks every guarantee the queries need against the replica as it is.
+fn check(
+    session: &ClientSession,
+    replica: &bayou_core::Replica,
+    needs: &[(Option<View>, bool)],
+) -> Result<(), NotYet> {
+    for (read, write) in needs {
+        if let Some(view) = read {
+            session.check_read(observed(replica, *view))?;
+        }
+        if *write {
+            session.check_write(replica.vv())?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `queries` of `session` at the locked replica if every guarantee
+/// holds now, recording what they read and wrote; otherwise changes nothing.
+/// The same rules as the simulator's mobile clients.
+pub(crate) fn run_checked(
+    locked: &mut Locked<'_>,
+    session: &mut ClientSession,
+    queries: Vec<Query>,
+) -> Result<Vec<Reply>, NotYet> {
+    let needs: Vec<(Option<View>, bool)> = queries.iter().map(access).collect();
+    check(session, locked.replica(), &needs)?;
+    let me: ServerId = locked.replica().id().clone();
+    let mut replies = Vec::with_capacity(queries.len());
+    for (q, (read, write)) in queries.into_iter().zip(needs) {
+        let before = locked.replica().vv().get(&me);
+        let reply = locked.query(q);
+        if let Some(view) = read {
+            session.record_read(observed(locked.replica(), view));
+        }
+        if write {
+            // The replica's own entry rose by the writes this query made
+            // (the lock is held, so no other client's).
+            let after = locked.replica().vv().get(&me);
+            if after > before {
+                session.record_write(&WriteId::new(after, me.clone()));
+            }
+        }
+        replies.push(reply);
+    }
+    Ok(replies)
+}
+
+impl Conn {
+    /// Runs a run of the node's commands under the session (or without).
+    async fn segment(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(mut session) = self.session() else {
+            return self.node.run(commands, exec).await;
+        };
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
+        let mut at = Vec::new();
+        let mut queries = Vec::new();
+        for (spec, args) in &commands {
+            match classify(&self.node, spec, args) {
+                Action::Now(r) => replies.push(Some(r)),
+                Action::Query(q) => {
+                    at.push(replies.len());
+                    replies.push(None);
+                    queries.push(q);
+                }
+                // BAYOU.SYNC: administration, run as the node runs it.
+                Action::Sync(_) => {
+                    let mut r = self.node.run(vec![(*spec, args.clone())], false).await?;
+                    replies.push(r.pop());
+                }
+            }
+        }
+        if !queries.is_empty() {
+            let answers = match self.run_or_pull(&mut session, queries).await? {
+                Ok(answers) => {
+                    self.set_session(Some(session));
+                    answers
+                }
+                Err(not_yet) => {
+                    let e = not_yet_reply(&not_yet);
+                    vec![e; at.len()]
+                }
+            };
+            for (i, r) in at.into_iter().zip(answers) {
+                replies[i] = Some(r);
+            }
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| r.expect("every command answered"))
+            .collect())
+    }
+
+    /// Runs `queries` once the replica can serve the session, pulling from
+    /// peers for up to the connection's wait.
+    async fn run_or_pull(
+        &self,
+        session: &mut ClientSession,
+        queries: Vec<Query>,
+    ) -> Result<Result<Vec<Reply>, NotYet>, Stopped> {
+        let deadline = Instant::now() + self.wait();
+        loop {
+            let mut trial = session.clone();
+            let qs = queries.clone();
+            let outcome = self
+                .node
+                .locked(|l| run_checked(l, &mut trial, qs))
+                .await
+                .map_err(Stopped::from)?;
+            match outcome {
+                Ok(replies) => {
+                    *session = trial;
+                    return Ok(Ok(replies));
+                }
+                Err(not_yet) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || self.node.is_offline() || self.node.config.peers.is_empty()
+                    {
+                        return Ok(Err(not_yet));
+                    }
+                    pull(&self.node, left).await;
+                    // Peers that are down answer at once: do not spin.
+                    let pause = Duration::from_millis(20)
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    fn session_command(&self, args: &[Bytes]) -> Reply {
+        let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+        let rest = &args[2..];
+        match sub.as_str() {
+            "open" => {
+                let mut guarantees = Guarantees::NONE;
+                for a in rest {
+                    let text = String::from_utf8_lossy(a);
+                    if text.eq_ignore_ascii_case("all") {
+                        guarantees = Guarantees::ALL;
+                    } else if text.eq_ignore_ascii_case("none") {
+                    } else {
+                        match Guarantee::parse(&text) {
+                            Some(g) => guarantees = guarantees.with(g),
+                            None => {
+                                return Reply::err(format!(
+                                    "unknown guarantee {text:?}: BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL]"
+                                ));
+                            }
+                        }
+                    }
+                }
+                let session = ClientSession::new(guarantees);
+                let token = session.token();
+                self.set_session(Some(session));
+                Reply::text(token)
+            }
+            "use" if rest.len() == 1 => {
+                let text = String::from_utf8_lossy(&rest[0]);
+                match ClientSession::from_token(text.trim()) {
+                    Ok(session) => {
+                        self.set_session(Some(session));
+                        Reply::ok()
+                    }
+                    Err(e) => Reply::err(format!("bad session token: {e}")),
+                }
+            }
+            "token" if rest.is_empty() => match self.session() {
+                Some(s) => Reply::text(s.token()),
+                None => no_session(),
+            },
+            "info" if rest.is_empty() => match self.session() {
+                Some(s) => Reply::map([
+                    ("guarantees", Reply::text(s.guarantees().to_string())),
+                    ("read_set", Reply::text(vv_text(s.read_set()))),
+                    ("write_set", Reply::text(vv_text(s.write_set()))),
+                    ("wait_ms", Reply::Int(self.wait().as_millis() as i64)),
+                ]),
+                None => no_session(),
+            },
+            "wait" if rest.len() == 1 => {
+                match std::str::from_utf8(&rest[0])
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    Some(ms) if ms <= MAX_WAIT_MS => {
+                        self.state.lock().expect("session lock").wait = Duration::from_millis(ms);
+                        Reply::ok()
+                    }
+                    _ => Reply::err(format!(
+                        "BAYOU.SESSION WAIT takes milliseconds from 0 to {MAX_WAIT_MS}"
+                    )),
+                }
+            }
+            "close" if rest.is_empty() => {
+                self.set_session(None);
+                Reply::ok()
+            }
+            _ => Reply::err(
+                "syntax error: BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | WAIT ms | CLOSE",
+            ),
+        }
+    }
+}
+
+fn no_session() -> Reply {
+    Reply::err("no session on this connection: BAYOU.SESSION OPEN or BAYOU.SESSION USE first")
+}
+
+/// `-NOTYET RYW: this replica lacks 17:A (has 12:A); try another replica or retry`.
+pub fn not_yet_reply(not_yet: &NotYet) -> Reply {
+    Reply::Error(format!("NOTYET {not_yet}; try another replica or retry"))
+}
+
+/// A version vector as `A:12,B:13` (server, then stamp), as `BAYOU.VV`
+/// prints it.
+fn vv_text(vv: &VersionVector) -> String {
+    vv.iter()
+        .map(|(s, t)| format!("{s}:{t}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Anti-entropy with every peer at once, until the first session
+/// completes (or all fail, or `limit` passes): what a replica does when a
+/// session needs writes it lacks. The caller checks again; sessions still
+/// under way are cut off, which anti-entropy tolerates ([P97 §3.4]).
+async fn pull(node: &Arc<Node>, limit: Duration) {
+    let mut set = tokio::task::JoinSet::new();
+    for peer in node.config.peers.keys() {
+        let node = node.clone();
+        let peer = peer.clone();
+        set.spawn(async move { crate::peer::sync_with(&node, &peer).await.is_ok() });
+    }
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(done) = set.join_next().await {
+            if matches!(done, Ok(true)) {
+                break;
+            }
+        }
+    })
+    .await;
+    set.abort_all();
+}

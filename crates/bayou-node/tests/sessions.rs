@@ -1,0 +1,118 @@
+//! Session guarantees over RESP on real processes ([T94 §3–4]):
+//! `BAYOU.SESSION` tokens carried between replicas, anti-entropy on demand,
+//! and `-NOTYET` when a replica cut off from its peers cannot serve a
+//! session.
+
+mod common;
+
+use common::Cluster;
+use redis::Value;
+
+fn text(v: redis::RedisResult<Value>) -> String {
+    match v {
+        Ok(Value::BulkString(b)) => String::from_utf8(b).unwrap(),
+        Ok(Value::SimpleString(s)) => s,
+        Ok(Value::Nil) => "(nil)".into(),
+        Ok(Value::Int(n)) => n.to_string(),
+        Ok(Value::Okay) => "OK".into(),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn q(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    text(cmd.query(c))
+}
+
+#[test]
+fn a_token_carries_read_your_writes_to_another_replica() {
+    // [T94 §3]: RYW across servers. No periodic anti-entropy: only the
+    // session's on-demand pull can bring the write to B.
+    let c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "0"]);
+    let mut a = c.r("A").conn();
+    let token = q(&mut a, &["BAYOU.SESSION", "OPEN", "RYW", "MR"]);
+    assert_eq!(q(&mut a, &["SET", "x", "1"]), "OK");
+    let token2 = q(&mut a, &["BAYOU.SESSION", "TOKEN"]);
+    assert_ne!(token, token2, "the write is in the token");
+
+    // A session-less read at B does not see it; the session's read does.
+    let mut plain = c.r("B").conn();
+    assert_eq!(q(&mut plain, &["GET", "x"]), "(nil)");
+    let mut b = c.r("B").conn();
+    assert_eq!(q(&mut b, &["BAYOU.SESSION", "USE", &token2]), "OK");
+    assert_eq!(q(&mut b, &["GET", "x"]), "1");
+    let info = q(&mut b, &["BAYOU.SESSION", "INFO"]);
+    assert!(info.contains("RYW MR"), "{info}");
+
+    // Cut off from its peers, a replica answers NOTYET naming the guarantee
+    // and the write it lacks.
+    assert_eq!(q(&mut a, &["SET", "y", "2"]), "OK");
+    let token3 = q(&mut a, &["BAYOU.SESSION", "TOKEN"]);
+    c.r("B").ok(&["BAYOU.OFFLINE"]);
+    assert_eq!(q(&mut b, &["BAYOU.SESSION", "USE", &token3]), "OK");
+    let refused = q(&mut b, &["GET", "y"]);
+    assert!(
+        refused.contains("NOTYET") && refused.contains("RYW"),
+        "{refused}"
+    );
+    assert!(refused.contains(":A (has "), "{refused}");
+    // Writes are unaffected by read guarantees.
+    assert_eq!(q(&mut b, &["SET", "z", "3"]), "OK");
+    c.r("B").ok(&["BAYOU.ONLINE"]);
+    assert_eq!(q(&mut b, &["GET", "y"]), "2");
+}
+
+#[test]
+fn monotonic_writes_hold_a_write_back_until_the_sessions_earlier_writes_arrive() {
+    // [T94 §3]: MW. The write at B waits for the session's write at A, so
+    // it is ordered after it everywhere.
+    let c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "0"]);
+    let mut a = c.r("A").conn();
+    q(&mut a, &["BAYOU.SESSION", "OPEN", "MW"]);
+    assert_eq!(q(&mut a, &["APPEND", "doc", "v1;"]), "3");
+    let token = q(&mut a, &["BAYOU.SESSION", "TOKEN"]);
+    c.r("B").ok(&["BAYOU.OFFLINE"]);
+    let mut b = c.r("B").conn();
+    q(&mut b, &["BAYOU.SESSION", "USE", &token]);
+    q(&mut b, &["BAYOU.SESSION", "WAIT", "0"]);
+    let refused = q(&mut b, &["APPEND", "doc", "v2;"]);
+    assert!(
+        refused.contains("NOTYET") && refused.contains("MW: this replica lacks"),
+        "{refused}"
+    );
+    // Reads are unaffected by write guarantees.
+    assert_eq!(q(&mut b, &["GET", "doc"]), "(nil)");
+    c.r("B").ok(&["BAYOU.ONLINE"]);
+    q(&mut b, &["BAYOU.SESSION", "WAIT", "2000"]);
+    assert_eq!(q(&mut b, &["APPEND", "doc", "v2;"]), "6");
+    assert_eq!(q(&mut b, &["GET", "doc"]), "v1;v2;");
+}
+
+#[test]
+fn bad_tokens_and_bad_subcommands_are_clear_errors() {
+    let c = Cluster::start(&["P"], &[]);
+    let mut p = c.r("P").conn();
+    for bad in ["", "zz", "0102", "not a token", &"ab".repeat(40_000)] {
+        let e = q(&mut p, &["BAYOU.SESSION", "USE", bad]);
+        assert!(e.contains("bad session token"), "{bad:?}: {e}");
+    }
+    let e = q(&mut p, &["BAYOU.SESSION", "OPEN", "RYW", "XYZ"]);
+    assert!(e.contains("unknown guarantee"), "{e}");
+    let e = q(&mut p, &["BAYOU.SESSION", "TOKEN"]);
+    assert!(e.contains("no session"), "{e}");
+    let e = q(&mut p, &["BAYOU.SESSION", "FROB"]);
+    assert!(e.contains("syntax error"), "{e}");
+    let e = q(&mut p, &["BAYOU.SESSION", "WAIT", "-1"]);
+    assert!(e.contains("milliseconds"), "{e}");
+    // The connection still works, and a session opens.
+    let token = q(&mut p, &["BAYOU.SESSION", "OPEN", "ALL"]);
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    assert_eq!(q(&mut p, &["SET", "k", "v"]), "OK");
+    assert_eq!(q(&mut p, &["GET", "k"]), "v");
+    assert_eq!(q(&mut p, &["BAYOU.SESSION", "CLOSE"]), "OK");
+    assert_eq!(q(&mut p, &["GET", "k"]), "v");
+}
