@@ -116,3 +116,46 @@ fn bad_tokens_and_bad_subcommands_are_clear_errors() {
     assert_eq!(q(&mut p, &["BAYOU.SESSION", "CLOSE"]), "OK");
     assert_eq!(q(&mut p, &["GET", "k"]), "v");
 }
+
+#[test]
+fn the_client_library_moves_on_when_a_replica_dies_or_lags_and_keeps_the_guarantees() {
+    // [T94 §4]: the session manager. Writes at A, A is killed, the session
+    // moves to a replica that lacks them (cut off: it answers NOTYET) and
+    // then to one that has them.
+    use bayou_client::{Guarantees, Options, Session};
+    let mut c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "0"]);
+    let addr = |id: &str| format!("127.0.0.1:{}", c.r(id).port);
+    let (a, b, p) = (addr("A"), addr("B"), addr("P"));
+    let mut s = Session::open(&[&a, &b, &p], Guarantees::ALL)
+        .unwrap()
+        .with_options(Options {
+            wait: std::time::Duration::from_millis(100),
+            ..Options::default()
+        });
+    s.set("cart", "apples").unwrap();
+    assert_eq!(s.replica(), a);
+    // P learns the write, B does not (it is cut off); then A dies.
+    c.r("P").ok(&["BAYOU.SYNC", "A"]);
+    c.r("B").ok(&["BAYOU.OFFLINE"]);
+    c.r_mut("A").kill9();
+    assert_eq!(s.get("cart").unwrap().as_deref(), Some("apples"));
+    assert_eq!(s.replica(), p, "A is down and B lacks the write: P serves");
+    assert_eq!(s.moves(), 2);
+    // A session token carried to a fresh client keeps the guarantees.
+    let token = s.token().to_string();
+    let mut again = Session::resume(&[&b], &token)
+        .unwrap()
+        .with_options(Options {
+            wait: std::time::Duration::from_millis(50),
+            rounds: 1,
+            ..Options::default()
+        });
+    let refused = again.get("cart").unwrap_err().to_string();
+    assert!(
+        refused.contains("NOTYET") && refused.contains("RYW"),
+        "{refused}"
+    );
+    c.r("B").ok(&["BAYOU.ONLINE"]);
+    again = again.with_options(Options::default());
+    assert_eq!(again.get("cart").unwrap().as_deref(), Some("apples"));
+}
