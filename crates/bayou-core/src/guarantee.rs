@@ -34,10 +34,17 @@
 //!
 //! ```text
 //! version (1) | guarantees (1, bits RYW=1 MR=2 WFR=4 MW=8)
-//! | read-set | write-set | CRC-32 of everything before (4, big-endian)
-//! vector = entries (varint) then per entry, in strictly increasing
-//!          server-id order: id length (1) | id | stamp (varint, non-zero)
+//! | read-set | write-set | pending | dropped (1: 0 or 1)
+//! | CRC-32 of everything before (4, big-endian)
+//! vector  = entries (varint) then per entry, in strictly increasing
+//!           server-id order: id | stamp (varint, non-zero)
+//! pending = writes (varint, at most 64) then per write: id | stamp
+//! id      = length (1, 1 to 64) | ASCII letters and digits
 //! ```
+//!
+//! *Pending* lists the session's writes not yet seen committed (the last
+//! [`MAX_PENDING`]; *dropped* says older ones were let go), so that any
+//! replica can tell the client which of its writes are still tentative.
 //!
 //! [`ClientSession::from_token`] is strict: any other input (bad hex, a
 //! wrong checksum, an unknown version or guarantee bit, an invalid or
@@ -207,6 +214,11 @@ pub struct ClientSession {
     guarantees: Guarantees,
     read_set: VersionVector,
     write_set: VersionVector,
+    /// The session's writes not yet seen committed, oldest first, at most
+    /// [`MAX_PENDING`].
+    pending: Vec<WriteId>,
+    /// Whether older pending writes were dropped to keep that bound.
+    pending_dropped: bool,
 }
 
 impl ClientSession {
@@ -293,6 +305,30 @@ impl ClientSession {
     /// Records a write of the session.
     pub fn record_write(&mut self, id: &WriteId) {
         self.write_set.advance(id);
+        if !self.pending.contains(id) {
+            self.pending.push(id.clone());
+        }
+        if self.pending.len() > MAX_PENDING {
+            self.pending.remove(0);
+            self.pending_dropped = true;
+        }
+    }
+
+    /// The session's writes not yet seen committed, oldest first: the last
+    /// [`MAX_PENDING`] at most (see [`ClientSession::pending_dropped`]).
+    pub fn pending(&self) -> &[WriteId] {
+        &self.pending
+    }
+
+    /// Whether older writes were dropped from [`ClientSession::pending`]
+    /// to keep it bounded: they may or may not have committed.
+    pub fn pending_dropped(&self) -> bool {
+        self.pending_dropped
+    }
+
+    /// Forgets the pending writes `committed` says have committed.
+    pub fn prune_pending(&mut self, mut committed: impl FnMut(&WriteId) -> bool) {
+        self.pending.retain(|id| !committed(id));
     }
 
     /// Folds another copy of the same session into this one (a client that
@@ -301,6 +337,18 @@ impl ClientSession {
         self.guarantees = Guarantees(self.guarantees.0 | other.guarantees.0);
         self.read_set.merge(&other.read_set);
         self.write_set.merge(&other.write_set);
+        for id in &other.pending {
+            if !self.pending.contains(id) {
+                self.pending.push(id.clone());
+            }
+        }
+        self.pending.sort();
+        self.pending_dropped |= other.pending_dropped;
+        if self.pending.len() > MAX_PENDING {
+            let excess = self.pending.len() - MAX_PENDING;
+            self.pending.drain(..excess);
+            self.pending_dropped = true;
+        }
     }
 
     /// The session as a self-contained token. See the module documentation.
@@ -308,6 +356,12 @@ impl ClientSession {
         let mut bytes = vec![TOKEN_VERSION, self.guarantees.0];
         encode_vv(&self.read_set, &mut bytes);
         encode_vv(&self.write_set, &mut bytes);
+        encode_varint(self.pending.len() as u64, &mut bytes);
+        for id in &self.pending {
+            encode_id(&id.server, &mut bytes);
+            encode_varint(id.stamp, &mut bytes);
+        }
+        bytes.push(self.pending_dropped as u8);
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
         let mut out = String::with_capacity(bytes.len() * 2);
@@ -354,6 +408,31 @@ impl ClientSession {
         let mut reader = Reader { bytes: body, at: 2 };
         let read_set = reader.vv()?;
         let write_set = reader.vv()?;
+        let n = reader.varint()?;
+        if n > MAX_PENDING as u64 {
+            return Err(TokenError::TooManyPending(n));
+        }
+        let mut pending = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let server = reader.id()?;
+            let stamp = reader.varint()?;
+            if stamp == 0 {
+                return Err(TokenError::ZeroStamp(server.to_string()));
+            }
+            let id = WriteId::new(stamp, server);
+            if !write_set.covers(&id) {
+                return Err(TokenError::PendingOutsideWriteSet(id.to_string()));
+            }
+            if pending.contains(&id) {
+                return Err(TokenError::Unsorted(id.to_string()));
+            }
+            pending.push(id);
+        }
+        let pending_dropped = match reader.byte()? {
+            0 => false,
+            1 => true,
+            b => return Err(TokenError::BadFlag(b)),
+        };
         if reader.at != body.len() {
             return Err(TokenError::TrailingBytes(body.len() - reader.at));
         }
@@ -361,6 +440,8 @@ impl ClientSession {
             guarantees: Guarantees(body[1]),
             read_set,
             write_set,
+            pending,
+            pending_dropped,
         })
     }
 }
@@ -369,6 +450,8 @@ impl ClientSession {
 const TOKEN_VERSION: u8 = 1;
 /// The longest token accepted, in characters.
 pub const MAX_TOKEN_CHARS: usize = 64 << 10;
+/// The most pending writes a session keeps (and a token holds).
+pub const MAX_PENDING: usize = 64;
 /// The most entries one vector of a token may hold.
 pub const MAX_TOKEN_ENTRIES: u64 = 1024;
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -389,12 +472,16 @@ fn encode_varint(mut n: u64, out: &mut Vec<u8>) {
     out.push(n as u8);
 }
 
+fn encode_id(s: &ServerId, out: &mut Vec<u8>) {
+    out.push(s.as_str().len() as u8);
+    out.extend_from_slice(s.as_str().as_bytes());
+}
+
 fn encode_vv(vv: &VersionVector, out: &mut Vec<u8>) {
     let entries: Vec<(&ServerId, Stamp)> = vv.iter().collect();
     encode_varint(entries.len() as u64, out);
     for (s, t) in entries {
-        out.push(s.as_str().len() as u8);
-        out.extend_from_slice(s.as_str().as_bytes());
+        encode_id(s, out);
         encode_varint(t, out);
     }
 }
@@ -431,6 +518,19 @@ impl Reader<'_> {
         Err(TokenError::BadNumber)
     }
 
+    fn id(&mut self) -> Result<ServerId, TokenError> {
+        let len = self.byte()? as usize;
+        if len == 0 || len > MAX_SERVER_ID_LEN {
+            return Err(TokenError::BadServerId(format!("an id of {len} bytes")));
+        }
+        let end = self.at.checked_add(len).ok_or(TokenError::Truncated)?;
+        let raw = self.bytes.get(self.at..end).ok_or(TokenError::Truncated)?;
+        self.at = end;
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| TokenError::BadServerId(String::from_utf8_lossy(raw).into()))?;
+        ServerId::new(text).map_err(|e| TokenError::BadServerId(e.to_string()))
+    }
+
     fn vv(&mut self) -> Result<VersionVector, TokenError> {
         let n = self.varint()?;
         if n > MAX_TOKEN_ENTRIES {
@@ -439,16 +539,7 @@ impl Reader<'_> {
         let mut vv = VersionVector::new();
         let mut previous: Option<ServerId> = None;
         for _ in 0..n {
-            let len = self.byte()? as usize;
-            if len == 0 || len > MAX_SERVER_ID_LEN {
-                return Err(TokenError::BadServerId(format!("an id of {len} bytes")));
-            }
-            let end = self.at.checked_add(len).ok_or(TokenError::Truncated)?;
-            let raw = self.bytes.get(self.at..end).ok_or(TokenError::Truncated)?;
-            self.at = end;
-            let text = std::str::from_utf8(raw)
-                .map_err(|_| TokenError::BadServerId(String::from_utf8_lossy(raw).into()))?;
-            let id = ServerId::new(text).map_err(|e| TokenError::BadServerId(e.to_string()))?;
+            let id = self.id()?;
             if previous.as_ref().is_some_and(|p| *p >= id) {
                 return Err(TokenError::Unsorted(id.to_string()));
             }
@@ -505,7 +596,16 @@ pub enum TokenError {
     /// A zero stamp (absent entries are omitted).
     #[error("the session token has a zero stamp for server {0}")]
     ZeroStamp(String),
-    /// Bytes after the second vector.
+    /// More pending writes than [`MAX_PENDING`].
+    #[error("the session token lists {0} pending writes; the limit is {MAX_PENDING}")]
+    TooManyPending(u64),
+    /// A pending write the write-set does not cover.
+    #[error("the session token lists pending write {0}, which its write-set does not cover")]
+    PendingOutsideWriteSet(String),
+    /// A flag byte other than 0 or 1.
+    #[error("the session token has a bad flag byte {0}")]
+    BadFlag(u8),
+    /// Bytes after the end.
     #[error("the session token has {0} unexpected bytes at its end")]
     TrailingBytes(usize),
 }
@@ -621,7 +721,21 @@ mod tests {
         let cases: Vec<(Vec<u8>, TokenError)> = vec![
             (vec![2, 0, 0, 0], TokenError::UnknownVersion(2)),
             (vec![1, 0x10, 0, 0], TokenError::UnknownGuarantees(0x10)),
-            (vec![1, 0, 0, 0, 9], TokenError::TrailingBytes(1)),
+            (vec![1, 0, 0, 0, 0, 0, 9], TokenError::TrailingBytes(1)),
+            (vec![1, 0, 0, 0, 0, 2], TokenError::BadFlag(2)),
+            (vec![1, 0, 0, 0, 65], TokenError::TooManyPending(65)),
+            (
+                vec![1, 0, 0, 0, 1, 1, b'A', 3, 0],
+                TokenError::PendingOutsideWriteSet("3:A".into()),
+            ),
+            (
+                vec![1, 0, 0, 1, 1, b'A', 5, 1, 1, b'A', 0, 0],
+                TokenError::ZeroStamp("A".into()),
+            ),
+            (
+                vec![1, 0, 0, 1, 1, b'A', 5, 2, 1, b'A', 3, 1, b'A', 3, 0],
+                TokenError::Unsorted("3:A".into()),
+            ),
             (vec![1, 0, 0], TokenError::Truncated),
             (
                 vec![1, 0, 1, 1, b'A', 0, 0],
@@ -683,6 +797,22 @@ mod tests {
         let mut big = ClientSession::new(Guarantees::ALL);
         big.record_write(&WriteId::new(u64::MAX, s("A")));
         assert_eq!(ClientSession::from_token(&big.token()), Ok(big));
+    }
+
+    #[test]
+    fn pending_writes_are_bounded_pruned_and_carried_in_the_token() {
+        let mut session = ClientSession::new(Guarantees::ALL);
+        for t in 1..=(MAX_PENDING as u64 + 3) {
+            session.record_write(&WriteId::new(t, s("A")));
+        }
+        assert_eq!(session.pending().len(), MAX_PENDING);
+        assert_eq!(session.pending()[0], WriteId::new(4, s("A")));
+        assert!(session.pending_dropped());
+        session.prune_pending(|id| id.stamp <= 60);
+        assert_eq!(session.pending().len(), 7);
+        let back = ClientSession::from_token(&session.token()).unwrap();
+        assert_eq!(back, session);
+        assert!(back.pending_dropped());
     }
 
     #[test]

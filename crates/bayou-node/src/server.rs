@@ -299,6 +299,7 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         "BAYOU.IMPORT file: apply a bundle file",
     ),
     crate::session::SESSION_COMMAND,
+    crate::session::WAITCOMMIT_COMMAND,
 ];
 
 /// Redis commands this server knows it does not support, with why; they

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bayou_core::{
     ClientSession, Guarantee, Guarantees, NotYet, ServerId, VersionVector, View, WriteId,
+    WriteStatus,
 };
 use bytes::Bytes;
 use server_kit::command::CommandSpec;
@@ -39,8 +40,21 @@ pub const SESSION_COMMAND: CommandSpec = CommandSpec::new(
     "bayou.session",
     -2,
     &["fast", "no_multi"],
-    "BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | WAIT ms | CLOSE: session guarantees",
+    "BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | PENDING | WAIT ms | CLOSE: session guarantees",
 );
+
+/// The `BAYOU.WAITCOMMIT` command's table entry.
+pub const WAITCOMMIT_COMMAND: CommandSpec = CommandSpec::new(
+    "bayou.waitcommit",
+    -2,
+    &["readonly", "no_multi"],
+    "BAYOU.WAITCOMMIT stamp:server [timeout-ms]: blocks until the write commits; its CSN and outcome",
+);
+
+/// The default and largest time `BAYOU.WAITCOMMIT` waits, in milliseconds.
+pub const WAITCOMMIT_DEFAULT_MS: u64 = 5_000;
+/// See [`WAITCOMMIT_DEFAULT_MS`].
+pub const WAITCOMMIT_MAX_MS: u64 = 600_000;
 
 /// One client connection: the node and the connection's session.
 pub struct Conn {
@@ -88,7 +102,9 @@ impl Handler for Conn {
     }
 
     async fn run(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
-        let is_session = |(spec, _): &Queued| spec.name == SESSION_COMMAND.name;
+        let is_session = |(spec, _): &Queued| {
+            spec.name == SESSION_COMMAND.name || spec.name == WAITCOMMIT_COMMAND.name
+        };
         if self.session().is_none() && !commands.iter().any(is_session) {
             return self.node.run(commands, exec).await;
         }
@@ -99,7 +115,11 @@ impl Handler for Conn {
         for command in commands {
             if is_session(&command) {
                 replies.extend(self.segment(std::mem::take(&mut segment), exec).await?);
-                replies.push(self.session_command(&command.1));
+                replies.push(if command.0.name == WAITCOMMIT_COMMAND.name {
+                    wait_commit(&self.node, &command.1).await?
+                } else {
+                    self.session_command(&command.1).await?
+                });
             } else {
                 segment.push(command);
             }
@@ -196,6 +216,8 @@ pub(crate) fn run_checked(
         }
         replies.push(reply);
     }
+    let replica = locked.replica();
+    session.prune_pending(|id| committed(replica, id));
     Ok(replies)
 }
 
@@ -284,10 +306,40 @@ impl Conn {
         }
     }
 
-    fn session_command(&self, args: &[Bytes]) -> Reply {
+    async fn session_command(&self, args: &[Bytes]) -> Result<Reply, Stopped> {
         let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
         let rest = &args[2..];
-        match sub.as_str() {
+        if sub == "pending" && rest.is_empty() {
+            let Some(mut session) = self.session() else {
+                return Ok(no_session());
+            };
+            let listed = self
+                .node
+                .locked(|l| {
+                    let replica = l.replica();
+                    session.prune_pending(|id| committed(replica, id));
+                    session
+                        .pending()
+                        .iter()
+                        .map(|id| {
+                            let here = match replica.status(id) {
+                                WriteStatus::Unknown => "not at this replica yet",
+                                _ => "tentative",
+                            };
+                            Reply::Array(vec![Reply::text(id.to_string()), Reply::text(here)])
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(Stopped::from)?;
+            let dropped = session.pending_dropped();
+            self.set_session(Some(session));
+            return Ok(Reply::map([
+                ("tentative", Reply::Array(listed)),
+                ("older_untracked", Reply::Int(dropped as i64)),
+            ]));
+        }
+        Ok(match sub.as_str() {
             "open" => {
                 let mut guarantees = Guarantees::NONE;
                 for a in rest {
@@ -299,9 +351,9 @@ impl Conn {
                         match Guarantee::parse(&text) {
                             Some(g) => guarantees = guarantees.with(g),
                             None => {
-                                return Reply::err(format!(
+                                return Ok(Reply::err(format!(
                                     "unknown guarantee {text:?}: BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL]"
-                                ));
+                                )));
                             }
                         }
                     }
@@ -353,9 +405,106 @@ impl Conn {
                 Reply::ok()
             }
             _ => Reply::err(
-                "syntax error: BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | WAIT ms | CLOSE",
+                "syntax error: BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | PENDING | WAIT ms | CLOSE",
             ),
+        })
+    }
+}
+
+/// Whether `id` is committed at `replica` (discarded by truncation
+/// counts: only committed writes are).
+fn committed(replica: &bayou_core::Replica, id: &WriteId) -> bool {
+    matches!(
+        replica.status(id),
+        WriteStatus::Committed(_) | WriteStatus::Truncated
+    )
+}
+
+/// `stamp:server`, as `BAYOU.WRITE` and `BAYOU.LOG` print a write id.
+fn parse_write_id(text: &[u8]) -> Option<WriteId> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (stamp, server) = text.split_once(':')?;
+    let stamp = stamp.parse().ok().filter(|&s| s > 0)?;
+    Some(WriteId::new(stamp, ServerId::new(server).ok()?))
+}
+
+/// `BAYOU.WAITCOMMIT stamp:server [timeout-ms]`: waits until the write is
+/// committed here, pulling from the primary meanwhile, and replies with its
+/// CSN and the outcome of its (final) execution.
+async fn wait_commit(node: &Arc<Node>, args: &[Bytes]) -> Result<Reply, Stopped> {
+    let usage = "syntax error: BAYOU.WAITCOMMIT stamp:server [timeout-ms]";
+    let Some(id) = parse_write_id(&args[1]) else {
+        return Ok(Reply::err(format!(
+            "{usage}: not a write id {:?}",
+            String::from_utf8_lossy(&args[1])
+        )));
+    };
+    let ms = match args.get(2) {
+        None if args.len() == 2 => WAITCOMMIT_DEFAULT_MS,
+        Some(t) if args.len() == 3 => {
+            match std::str::from_utf8(t).ok().and_then(|t| t.parse().ok()) {
+                Some(ms) if ms <= WAITCOMMIT_MAX_MS => ms,
+                _ => {
+                    return Ok(Reply::err(format!(
+                        "{usage}: the timeout is milliseconds from 0 to {WAITCOMMIT_MAX_MS}"
+                    )));
+                }
+            }
         }
+        _ => return Ok(Reply::err(usage)),
+    };
+    let deadline = Instant::now() + Duration::from_millis(ms);
+    let primary = node.config.primary.clone();
+    loop {
+        let (status, outcome, osn) = node
+            .locked(|l| {
+                let r = l.replica();
+                (r.status(&id), r.outcome(&id), r.osn())
+            })
+            .await
+            .map_err(Stopped::from)?;
+        let done = match status {
+            WriteStatus::Committed(csn) => Some(Reply::map([
+                ("id", Reply::text(id.to_string())),
+                ("csn", Reply::Int(csn as i64)),
+                ("outcome", Reply::text(outcome.to_string())),
+            ])),
+            // Committed and discarded from the log: its CSN and outcome
+            // are no longer known here, only that it committed by the OSN.
+            WriteStatus::Truncated => Some(Reply::map([
+                ("id", Reply::text(id.to_string())),
+                ("csn", Reply::Null),
+                (
+                    "outcome",
+                    Reply::text("unknown: discarded by log truncation"),
+                ),
+                ("committed_by_csn", Reply::Int(osn as i64)),
+            ])),
+            WriteStatus::Tentative | WriteStatus::Unknown => None,
+        };
+        if let Some(reply) = done {
+            return Ok(reply);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let why = if status == WriteStatus::Unknown {
+                "has not reached this replica"
+            } else {
+                "is still tentative here"
+            };
+            return Ok(Reply::Error(format!(
+                "TIMEOUT write {id} {why} after {ms} ms; ask again, or ask the replica that accepted it"
+            )));
+        }
+        if primary != node.config.id
+            && !node.is_offline()
+            && node.config.peers.contains_key(&primary)
+        {
+            let _ = tokio::time::timeout(left, crate::peer::sync_with(node, &primary)).await;
+        }
+        let pause =
+            Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(pause).await;
     }
 }
 

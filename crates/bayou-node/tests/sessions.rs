@@ -159,3 +159,54 @@ fn the_client_library_moves_on_when_a_replica_dies_or_lags_and_keeps_the_guarant
     again = again.with_options(Options::default());
     assert_eq!(again.get("cart").unwrap().as_deref(), Some("apples"));
 }
+
+#[test]
+fn a_writes_life_from_tentative_to_committed_with_its_final_outcome() {
+    // [T95 §6]: a write is tentative until the primary commits it; its
+    // committed execution may differ from the tentative one. A counter
+    // incremented at A while P set the key to text fails once committed.
+    let c = Cluster::start(&["P", "A", "B"], &["--sync-interval-ms", "0"]);
+    let mut p = c.r("P").conn();
+    let mut a = c.r("A").conn();
+    assert_eq!(q(&mut p, &["SET", "c", "abc"]), "OK");
+    q(&mut a, &["BAYOU.SESSION", "OPEN", "RYW"]);
+    let incr = q(&mut a, &["BAYOU.WRITE", "INCR(c,1)"]);
+    assert!(incr.ends_with(":A"), "{incr}");
+    assert_eq!(q(&mut a, &["SET", "d", "1"]), "OK");
+    let pending = q(&mut a, &["BAYOU.SESSION", "PENDING"]);
+    assert!(
+        pending.contains(&incr) && pending.contains("tentative"),
+        "{pending}"
+    );
+    // Cut off from the primary, the wait times out, saying why.
+    c.r("A").ok(&["BAYOU.OFFLINE"]);
+    let e = q(&mut a, &["BAYOU.WAITCOMMIT", &incr, "100"]);
+    assert!(
+        e.contains("TIMEOUT") && e.contains("still tentative"),
+        "{e}"
+    );
+    c.r("A").ok(&["BAYOU.ONLINE"]);
+    // The wait pulls from the primary; the write committed after P's SET,
+    // so its final execution failed.
+    let done = q(&mut a, &["BAYOU.WAITCOMMIT", &incr, "5000"]);
+    assert!(done.contains("csn") && done.contains("int(2)"), "{done}");
+    assert!(done.contains("failed: value is not an integer"), "{done}");
+    let pending = q(&mut a, &["BAYOU.SESSION", "PENDING"]);
+    assert!(
+        !pending.contains(&incr) && pending.contains("array([])"),
+        "{pending}"
+    );
+    // A write B has never seen.
+    let mut b = c.r("B").conn();
+    c.r("B").ok(&["BAYOU.OFFLINE"]);
+    let e = q(&mut b, &["BAYOU.WAITCOMMIT", &incr, "0"]);
+    assert!(e.contains("has not reached this replica"), "{e}");
+    for bad in [
+        &["BAYOU.WAITCOMMIT", "x"][..],
+        &["BAYOU.WAITCOMMIT", "0:A"],
+        &["BAYOU.WAITCOMMIT", "1:A", "-5"],
+    ] {
+        let e = q(&mut b, bad);
+        assert!(e.contains("syntax error"), "{bad:?}: {e}");
+    }
+}
