@@ -76,7 +76,9 @@ pub enum Mutation {
 /// A key's value as the writes it reflects, in order.
 pub type Value = Vec<String>;
 
-/// A server's database at one moment, in one view: key -> writes.
+/// A server's database at one moment, in one view: key -> writes, for the
+/// keys observed (a key absent from the map was not observed; a key
+/// observed without writes maps to an empty value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// The server.
@@ -228,18 +230,18 @@ fn pull(servers: &mut [Server], from: usize, to: usize) {
     servers[from].replica.take_persist();
 }
 
-fn observe(replica: &Replica, view: View) -> Observation {
-    let db = replica
-        .db(view)
+/// Server `replica`'s database in `view`, every key of `keys` included (an
+/// absent key as no writes).
+fn observe(replica: &Replica, view: View, keys: &[String]) -> Observation {
+    let db = keys
         .iter()
-        .map(|(k, v)| {
-            let text = String::from_utf8_lossy(v);
-            let writes = text
-                .split(';')
-                .filter(|w| !w.is_empty())
-                .map(str::to_string)
-                .collect();
-            (String::from_utf8_lossy(k).into_owned(), writes)
+        .map(|k| {
+            let value = replica
+                .db(view)
+                .get(k.as_bytes())
+                .map(|v| parse_value(v))
+                .unwrap_or_default();
+            (k.clone(), value)
         })
         .collect();
     Observation {
@@ -247,6 +249,16 @@ fn observe(replica: &Replica, view: View) -> Observation {
         view,
         db,
     }
+}
+
+/// A value of this workload as the writes it reflects: `"0.1;2.1;"` is
+/// `["0.1", "2.1"]`.
+pub fn parse_value(v: &[u8]) -> Value {
+    String::from_utf8_lossy(v)
+        .split(';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn vector(replica: &Replica, view: View) -> &VersionVector {
@@ -321,7 +333,9 @@ impl Run {
             Some(view) => {
                 let replica = &self.servers[s].replica;
                 let seen = self.history.observations.len();
-                self.history.observations.push(observe(replica, view));
+                self.history
+                    .observations
+                    .push(observe(replica, view, &self.keys));
                 let observed = vector(replica, view).clone();
                 self.clients[c].session.record_read(&observed);
                 self.history.events.push(Event::Read {
@@ -394,7 +408,9 @@ impl Run {
         }
         for s in &self.servers {
             for view in [View::Full, View::Committed] {
-                self.history.observations.push(observe(&s.replica, view));
+                self.history
+                    .observations
+                    .push(observe(&s.replica, view, &self.keys));
             }
         }
     }
@@ -618,6 +634,10 @@ fn check_write_order(history: &History, g: Guarantee) -> Vec<Violation> {
                 continue;
             };
             for (k1, w1) in before {
+                if !o.db.contains_key(*k1) {
+                    // Not observed: nothing to say.
+                    continue;
+                }
                 let problem = match position.get(w1) {
                     None => Some("lacks"),
                     Some(&(k, p1)) if k == *key && p1 > p2 => Some("orders after it"),
