@@ -300,6 +300,8 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
     ),
     crate::session::SESSION_COMMAND,
     crate::session::WAITCOMMIT_COMMAND,
+    crate::session::SUBSCRIBE_COMMAND,
+    crate::session::UNSUBSCRIBE_COMMAND,
 ];
 
 /// Redis commands this server knows it does not support, with why; they
@@ -372,15 +374,8 @@ const UNSUPPORTED: &[(&[&str], &str)] = &[
         "not implemented as a Bayou write yet",
     ),
     (
-        &[
-            "subscribe",
-            "psubscribe",
-            "ssubscribe",
-            "publish",
-            "unsubscribe",
-            "punsubscribe",
-        ],
-        "there is no pub/sub",
+        &["psubscribe", "ssubscribe", "publish", "punsubscribe"],
+        "pub/sub offers only SUBSCRIBE bayou:commits (commit notifications)",
     ),
     (
         &["watch"],

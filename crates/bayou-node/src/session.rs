@@ -56,10 +56,50 @@ pub const WAITCOMMIT_DEFAULT_MS: u64 = 5_000;
 /// See [`WAITCOMMIT_DEFAULT_MS`].
 pub const WAITCOMMIT_MAX_MS: u64 = 600_000;
 
+/// `SUBSCRIBE channel [channel ...]`: pub/sub for commit notifications.
+pub const SUBSCRIBE_COMMAND: CommandSpec = CommandSpec::new(
+    "subscribe",
+    -2,
+    &["pubsub", "noscript", "loading", "stale", "no_multi"],
+    "SUBSCRIBE channel [channel ...]: bayou:commits carries every commit this replica learns",
+);
+
+/// `UNSUBSCRIBE [channel ...]`.
+pub const UNSUBSCRIBE_COMMAND: CommandSpec = CommandSpec::new(
+    "unsubscribe",
+    -1,
+    &["pubsub", "noscript", "loading", "stale", "no_multi"],
+    "UNSUBSCRIBE [channel ...]",
+);
+
+/// The channel of commit notifications: one message per write this
+/// replica learns is committed, `<csn> <stamp:server> <outcome>`.
+pub const COMMITS_CHANNEL: &str = "bayou:commits";
+
+/// How often a subscribed connection looks for new commits.
+const COMMIT_POLL: Duration = Duration::from_millis(10);
+
 /// One client connection: the node and the connection's session.
 pub struct Conn {
     node: Arc<Node>,
     state: Mutex<State>,
+    pubsub: PubSub,
+}
+
+/// A connection's subscriptions and the messages waiting to go out.
+struct PubSub {
+    channels: Mutex<Vec<Bytes>>,
+    tx: tokio::sync::mpsc::Sender<Reply>,
+    rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Reply>>,
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(task) = self.pubsub.watcher.lock().expect("pubsub lock").take() {
+            task.abort();
+        }
+    }
 }
 
 struct State {
@@ -70,12 +110,19 @@ struct State {
 impl Conn {
     /// A connection to `node` without a session.
     pub fn new(node: Arc<Node>) -> Conn {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
         Conn {
             node,
             state: Mutex::new(State {
                 session: None,
                 wait: DEFAULT_WAIT,
             }),
+            pubsub: PubSub {
+                channels: Mutex::new(Vec::new()),
+                tx,
+                rx: tokio::sync::Mutex::new(rx),
+                watcher: Mutex::new(None),
+            },
         }
     }
 
@@ -98,12 +145,30 @@ impl Handler for Conn {
     }
 
     fn refuse(&self, name: &[u8]) -> Option<Reply> {
+        if name.eq_ignore_ascii_case(b"subscribe") || name.eq_ignore_ascii_case(b"unsubscribe") {
+            return None;
+        }
         self.node.refuse(name)
+    }
+
+    async fn next_push(&self) -> Reply {
+        let mut rx = self.pubsub.rx.lock().await;
+        match rx.recv().await {
+            Some(r) => r,
+            // The connection holds a sender: never closed.
+            None => std::future::pending().await,
+        }
     }
 
     async fn run(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
         let is_session = |(spec, _): &Queued| {
-            spec.name == SESSION_COMMAND.name || spec.name == WAITCOMMIT_COMMAND.name
+            [
+                SESSION_COMMAND.name,
+                WAITCOMMIT_COMMAND.name,
+                SUBSCRIBE_COMMAND.name,
+                UNSUBSCRIBE_COMMAND.name,
+            ]
+            .contains(&spec.name)
         };
         if self.session().is_none() && !commands.iter().any(is_session) {
             return self.node.run(commands, exec).await;
@@ -115,10 +180,11 @@ impl Handler for Conn {
         for command in commands {
             if is_session(&command) {
                 replies.extend(self.segment(std::mem::take(&mut segment), exec).await?);
-                replies.push(if command.0.name == WAITCOMMIT_COMMAND.name {
-                    wait_commit(&self.node, &command.1).await?
-                } else {
-                    self.session_command(&command.1).await?
+                replies.push(match command.0.name {
+                    "bayou.waitcommit" => wait_commit(&self.node, &command.1).await?,
+                    "subscribe" => self.subscribe(&command.1[1..]).await,
+                    "unsubscribe" => self.unsubscribe(&command.1[1..]).await,
+                    _ => self.session_command(&command.1).await?,
                 });
             } else {
                 segment.push(command);
@@ -505,6 +571,132 @@ async fn wait_commit(node: &Arc<Node>, args: &[Bytes]) -> Result<Reply, Stopped>
         let pause =
             Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
         tokio::time::sleep(pause).await;
+    }
+}
+
+impl Conn {
+    /// `SUBSCRIBE`: the first confirmation is the reply, the others follow
+    /// as pushes, as Redis sends them.
+    async fn subscribe(&self, channels: &[Bytes]) -> Reply {
+        let mut confirmations = Vec::new();
+        for channel in channels {
+            let count = {
+                let mut subscribed = self.pubsub.channels.lock().expect("pubsub lock");
+                if !subscribed.contains(channel) {
+                    subscribed.push(channel.clone());
+                }
+                subscribed.len()
+            };
+            if channel.as_ref() == COMMITS_CHANNEL.as_bytes() {
+                let mut watcher = self.pubsub.watcher.lock().expect("pubsub lock");
+                if watcher.is_none() {
+                    let (node, tx) = (self.node.clone(), self.pubsub.tx.clone());
+                    *watcher = Some(tokio::spawn(watch_commits(node, tx)));
+                }
+            }
+            confirmations.push(Reply::Push(vec![
+                Reply::text("subscribe"),
+                Reply::Bulk(Some(channel.clone())),
+                Reply::Int(count as i64),
+            ]));
+        }
+        let mut confirmations = confirmations.into_iter();
+        let first = confirmations.next().expect("arity: at least one channel");
+        for c in confirmations {
+            let _ = self.pubsub.tx.send(c).await;
+        }
+        first
+    }
+
+    /// `UNSUBSCRIBE [channel ...]` (none: all).
+    async fn unsubscribe(&self, channels: &[Bytes]) -> Reply {
+        let names: Vec<Bytes> = if channels.is_empty() {
+            self.pubsub.channels.lock().expect("pubsub lock").clone()
+        } else {
+            channels.to_vec()
+        };
+        let mut confirmations = Vec::new();
+        for channel in names {
+            let count = {
+                let mut subscribed = self.pubsub.channels.lock().expect("pubsub lock");
+                subscribed.retain(|c| *c != channel);
+                let listening = subscribed
+                    .iter()
+                    .any(|c| c.as_ref() == COMMITS_CHANNEL.as_bytes());
+                let mut watcher = self.pubsub.watcher.lock().expect("pubsub lock");
+                if let Some(task) = watcher.take_if(|_| !listening) {
+                    task.abort();
+                }
+                subscribed.len()
+            };
+            confirmations.push(Reply::Push(vec![
+                Reply::text("unsubscribe"),
+                Reply::Bulk(Some(channel)),
+                Reply::Int(count as i64),
+            ]));
+        }
+        if confirmations.is_empty() {
+            return Reply::Push(vec![Reply::text("unsubscribe"), Reply::Null, Reply::Int(0)]);
+        }
+        let mut confirmations = confirmations.into_iter();
+        let first = confirmations.next().expect("not empty");
+        for c in confirmations {
+            let _ = self.pubsub.tx.send(c).await;
+        }
+        first
+    }
+}
+
+/// Sends a `bayou:commits` message for every write this replica learns is
+/// committed from now on, once that is durable here: `<csn> <stamp:server>
+/// <outcome>`, in CSN order. Commits that arrived inside a full-state
+/// transfer (no writes, [P97 §3.3]) or were discarded by truncation before
+/// they were seen come as one `<first>-<last> (full-state transfer or
+/// truncation: no write ids)` message.
+async fn watch_commits(node: Arc<Node>, tx: tokio::sync::mpsc::Sender<Reply>) {
+    let Ok(mut next) = node.locked(|l| l.replica().csn() + 1).await else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(COMMIT_POLL).await;
+        // `locked` returns once everything queued so far is durable.
+        let Ok((messages, after)) = node
+            .locked(|l| {
+                let r = l.replica();
+                let mut messages = Vec::new();
+                let mut at = next;
+                if r.csn() < at {
+                    return (messages, at);
+                }
+                if at <= r.osn() {
+                    messages.push(format!(
+                        "{at}-{} (full-state transfer or truncation: no write ids)",
+                        r.osn()
+                    ));
+                    at = r.osn() + 1;
+                }
+                let skip = (at - r.osn() - 1) as usize;
+                for (csn, w) in r.committed().skip(skip) {
+                    messages.push(format!("{csn} {} {}", w.id, r.outcome(&w.id)));
+                    at = csn + 1;
+                }
+                (messages, at)
+            })
+            .await
+        else {
+            return;
+        };
+        next = after;
+        for m in messages {
+            let push = Reply::Push(vec![
+                Reply::text("message"),
+                Reply::text(COMMITS_CHANNEL),
+                Reply::text(m),
+            ]);
+            if tx.send(push).await.is_err() {
+                return;
+            }
+        }
     }
 }
 

@@ -210,3 +210,35 @@ fn a_writes_life_from_tentative_to_committed_with_its_final_outcome() {
         assert!(e.contains("syntax error"), "{bad:?}: {e}");
     }
 }
+
+#[test]
+fn subscribers_of_bayou_commits_hear_every_commit_with_its_outcome() {
+    // [T95 §6]: commit notifications over RESP pub/sub, at a secondary
+    // that learns the commits by anti-entropy.
+    let c = Cluster::start(&["P", "A"], &["--sync-interval-ms", "50"]);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.r("A").port)).unwrap();
+    let mut sub = client.get_connection().unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("bayou:commits").unwrap();
+    pubsub
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut p = c.r("P").conn();
+    let mut a = c.r("A").conn();
+    assert_eq!(q(&mut p, &["SET", "c", "abc"]), "OK");
+    let id = q(&mut a, &["BAYOU.WRITE", "INCR(n,1)"]);
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let m = pubsub.get_message().unwrap();
+        assert_eq!(m.get_channel_name(), "bayou:commits");
+        heard.push(m.get_payload::<String>().unwrap());
+    }
+    assert!(
+        heard[0].starts_with("1 ") && heard[0].ends_with(":P applied"),
+        "{heard:?}"
+    );
+    assert_eq!(heard[1], format!("2 {id} applied"), "{heard:?}");
+    // Other connections are unaffected, and PUBLISH is not offered.
+    let e = q(&mut a, &["PUBLISH", "x", "y"]);
+    assert!(e.contains("not supported"), "{e}");
+}
