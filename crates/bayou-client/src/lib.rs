@@ -4,12 +4,12 @@
 //!
 //! A [`Session`] knows several replicas and holds the session's token
 //! (`BAYOU.SESSION`, see docs/sessions.md). It sends each command to its
-//! current replica together with `BAYOU.SESSION TOKEN`, so the token it
-//! holds always reflects every read and write that succeeded. When the
+//! current replica in one pipeline between `BAYOU.SESSION USE token` and
+//! `BAYOU.SESSION TOKEN`, so any connection serves the session and the
+//! token it holds always reflects every read and write that succeeded. When the
 //! replica cannot be reached, or answers `NOTYET` (it lacks writes the
 //! session's guarantees need, even after pulling from its peers), the
-//! session moves on to the next replica, continues the session there with
-//! `BAYOU.SESSION USE`, and repeats the command; the guarantees hold
+//! session moves on to the next replica and repeats the command there; the guarantees hold
 //! whichever replica answers, because every replica checks them against
 //! the token. Only when no replica can serve the command, for a few rounds,
 //! does a call fail with [`Error::Unavailable`].
@@ -78,7 +78,8 @@ impl Default for Options {
 pub struct Session {
     replicas: Vec<String>,
     current: usize,
-    conn: Option<redis::Connection>,
+    /// One connection per replica, opened when first needed.
+    conns: Vec<Option<redis::Connection>>,
     token: String,
     options: Options,
     moves: u64,
@@ -119,7 +120,7 @@ impl Session {
         Ok(Session {
             replicas: replicas.iter().map(|r| r.to_string()).collect(),
             current: 0,
-            conn: None,
+            conns: replicas.iter().map(|_| None).collect(),
             token: token.to_string(),
             options: Options::default(),
             moves: 0,
@@ -129,7 +130,7 @@ impl Session {
     /// Changes how the session moves between replicas.
     pub fn with_options(mut self, options: Options) -> Session {
         self.options = options;
-        self.conn = None;
+        self.conns.iter_mut().for_each(|c| *c = None);
         self
     }
 
@@ -155,9 +156,8 @@ impl Session {
 
     /// Makes `index` the replica the next command goes to first.
     pub fn prefer(&mut self, index: usize) {
-        if index < self.replicas.len() && index != self.current {
+        if index < self.replicas.len() {
             self.current = index;
-            self.conn = None;
         }
     }
 
@@ -197,7 +197,6 @@ impl Session {
                     Attempt::Refused(e) => return Err(Error::Refused(e)),
                     Attempt::Move(e) => {
                         why.push(format!("{}: {e}", self.replicas[self.current]));
-                        self.conn = None;
                         self.current = (self.current + 1) % n;
                         self.moves += 1;
                     }
@@ -208,8 +207,9 @@ impl Session {
     }
 
     fn connect(&mut self) -> Result<&mut redis::Connection, String> {
-        if self.conn.is_none() {
-            let addr = &self.replicas[self.current];
+        let slot = self.current;
+        if self.conns[slot].is_none() {
+            let addr = &self.replicas[slot];
             let client =
                 redis::Client::open(format!("redis://{addr}/")).map_err(|e| e.to_string())?;
             let mut conn = client
@@ -217,42 +217,57 @@ impl Session {
                 .map_err(|e| e.to_string())?;
             let _ = conn.set_read_timeout(Some(self.options.timeout));
             let _ = conn.set_write_timeout(Some(self.options.timeout));
-            redis::pipe()
-                .cmd("BAYOU.SESSION")
-                .arg("USE")
-                .arg(&self.token)
-                .cmd("BAYOU.SESSION")
+            redis::cmd("BAYOU.SESSION")
                 .arg("WAIT")
                 .arg(self.options.wait.as_millis() as u64)
                 .query::<()>(&mut conn)
                 .map_err(|e| e.to_string())?;
-            self.conn = Some(conn);
+            self.conns[slot] = Some(conn);
         }
-        Ok(self.conn.as_mut().expect("connected above"))
+        Ok(self.conns[slot].as_mut().expect("connected above"))
     }
 
+    /// One round trip: the session's token, the command, the new token.
+    /// Carrying the token each time keeps a connection that another
+    /// session of this process used, or that missed the session's latest
+    /// commands elsewhere, in step.
     fn attempt(&mut self, cmd: &redis::Cmd) -> Attempt {
+        let token = self.token.clone();
         let conn = match self.connect() {
             Ok(c) => c,
             Err(e) => return Attempt::Move(e),
         };
         let mut pipe = redis::pipe();
-        pipe.add_command(cmd.clone())
+        pipe.cmd("BAYOU.SESSION")
+            .arg("USE")
+            .arg(&token)
+            .ignore()
+            .add_command(cmd.clone())
             .cmd("BAYOU.SESSION")
             .arg("TOKEN");
-        match pipe.query::<Vec<Value>>(conn) {
+        let result = pipe.query::<Vec<Value>>(conn);
+        let (outcome, keep) = match result {
             Ok(mut replies) if replies.len() == 2 => {
                 let token = replies.pop().expect("two replies");
                 match text(token) {
-                    Ok(t) if ClientSession::from_token(&t).is_ok() => self.token = t,
-                    _ => return Attempt::Move("the replica sent no valid token".into()),
+                    Ok(t) if ClientSession::from_token(&t).is_ok() => {
+                        self.token = t;
+                        (Attempt::Done(replies.pop().expect("two replies")), true)
+                    }
+                    _ => (
+                        Attempt::Move("the replica sent no valid token".into()),
+                        false,
+                    ),
                 }
-                Attempt::Done(replies.pop().expect("two replies"))
             }
-            Ok(other) => Attempt::Move(format!("unexpected replies {other:?}")),
-            Err(e) if e.code() == Some("NOTYET") => Attempt::Move(e.to_string()),
+            Ok(other) => (
+                Attempt::Move(format!("unexpected replies {other:?}")),
+                false,
+            ),
+            // Nothing ran; the connection is fine for later.
+            Err(e) if e.code() == Some("NOTYET") => (Attempt::Move(e.to_string()), true),
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                Attempt::Move(e.to_string())
+                (Attempt::Move(e.to_string()), false)
             }
             Err(e) => {
                 // The command itself was refused; the session may still
@@ -260,13 +275,20 @@ impl Session {
                 let refreshed = redis::cmd("BAYOU.SESSION")
                     .arg("TOKEN")
                     .query::<String>(conn);
-                match refreshed {
-                    Ok(t) if ClientSession::from_token(&t).is_ok() => self.token = t,
-                    _ => self.conn = None,
-                }
-                Attempt::Refused(e.to_string())
+                let ok = match refreshed {
+                    Ok(t) if ClientSession::from_token(&t).is_ok() => {
+                        self.token = t;
+                        true
+                    }
+                    _ => false,
+                };
+                (Attempt::Refused(e.to_string()), ok)
             }
+        };
+        if !keep {
+            self.conns[self.current] = None;
         }
+        outcome
     }
 }
 
