@@ -289,50 +289,68 @@ pub(crate) fn run_checked(
 
 impl Conn {
     /// Runs a run of the node's commands under the session (or without).
+    /// `BAYOU.SYNC` runs after the queries before it, as the node runs it.
     async fn segment(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
-        let Some(mut session) = self.session() else {
+        if self.session().is_none() {
             return self.node.run(commands, exec).await;
-        };
+        }
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
-        let mut at = Vec::new();
-        let mut queries = Vec::new();
+        let mut pending: Vec<(usize, Query)> = Vec::new();
         for (spec, args) in &commands {
             match classify(&self.node, spec, args) {
                 Action::Now(r) => replies.push(Some(r)),
                 Action::Query(q) => {
-                    at.push(replies.len());
+                    pending.push((replies.len(), q));
                     replies.push(None);
-                    queries.push(q);
                 }
-                // BAYOU.SYNC: administration, run as the node runs it.
+                // Administration, refused inside MULTI: run as the node
+                // runs it, after the queries before it.
                 Action::Sync(_) => {
+                    self.flush(&mut pending, &mut replies).await?;
                     let mut r = self.node.run(vec![(*spec, args.clone())], false).await?;
                     replies.push(r.pop());
                 }
             }
         }
-        if !queries.is_empty() {
-            let answers = match self.run_or_pull(&mut session, queries).await? {
-                Ok(answers) => {
-                    self.set_session(Some(session));
-                    answers
-                }
-                Err(not_yet) => {
-                    let e = not_yet_reply(&not_yet);
-                    vec![e; at.len()]
-                }
-            };
-            for (i, r) in at.into_iter().zip(answers) {
-                replies[i] = Some(r);
-            }
-        }
+        self.flush(&mut pending, &mut replies).await?;
         Ok(replies
             .into_iter()
             .map(|r| r.expect("every command answered"))
             .collect())
+    }
+
+    /// Runs the pending queries under the session, checked together, and
+    /// puts their replies (or `NOTYET` for each) in their slots.
+    async fn flush(
+        &self,
+        pending: &mut Vec<(usize, Query)>,
+        replies: &mut [Option<Reply>],
+    ) -> Result<(), Stopped> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let (at, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
+        let Some(mut session) = self.session() else {
+            let answers = self.node.queries(queries).await.map_err(Stopped::from)?;
+            for (i, r) in at.into_iter().zip(answers) {
+                replies[i] = Some(r);
+            }
+            return Ok(());
+        };
+        let answers = match self.run_or_pull(&mut session, queries).await? {
+            Ok(answers) => {
+                self.set_session(Some(session));
+                answers
+            }
+            Err(not_yet) => vec![not_yet_reply(&not_yet); at.len()],
+        };
+        for (i, r) in at.into_iter().zip(answers) {
+            replies[i] = Some(r);
+        }
+        Ok(())
     }
 
     /// Runs `queries` once the replica can serve the session, pulling from

@@ -242,3 +242,46 @@ fn subscribers_of_bayou_commits_hear_every_commit_with_its_outcome() {
     let e = q(&mut a, &["PUBLISH", "x", "y"]);
     assert!(e.contains("not supported"), "{e}");
 }
+
+#[test]
+fn pipelines_and_transactions_run_under_the_session_in_order() {
+    let c = Cluster::start(&["P", "A"], &["--sync-interval-ms", "0"]);
+    let mut a = c.r("A").conn();
+    let (token, set, get, sync, after): (String, String, String, Value, String) = redis::pipe()
+        .cmd("BAYOU.SESSION")
+        .arg("OPEN")
+        .arg("RYW")
+        .arg("MW")
+        .cmd("SET")
+        .arg("x")
+        .arg("1")
+        .cmd("GET")
+        .arg("x")
+        .cmd("BAYOU.SYNC")
+        .arg("P")
+        .cmd("BAYOU.SESSION")
+        .arg("TOKEN")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!((set.as_str(), get.as_str()), ("OK", "1"));
+    assert!(matches!(sync, Value::Array(_) | Value::Map(_)), "{sync:?}");
+    assert_ne!(token, after, "the write is in the token");
+    // MULTI/EXEC under the session at P, which now holds the write.
+    let mut p = c.r("P").conn();
+    assert_eq!(q(&mut p, &["BAYOU.SESSION", "USE", &after]), "OK");
+    let (v, n): (String, i64) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg("x")
+        .cmd("APPEND")
+        .arg("x")
+        .arg("2")
+        .query(&mut p)
+        .unwrap();
+    assert_eq!((v.as_str(), n), ("1", 2));
+    let e = q(&mut p, &["MULTI"]);
+    assert_eq!(e, "OK");
+    let e = q(&mut p, &["BAYOU.SESSION", "TOKEN"]);
+    assert!(e.contains("not allowed inside a transaction"), "{e}");
+    q(&mut p, &["DISCARD"]);
+}
