@@ -88,6 +88,9 @@ pub struct Conn {
 
 /// A connection's subscriptions and the messages waiting to go out.
 struct PubSub {
+    /// Whether the connection ever subscribed: until then an idle
+    /// connection waits on its socket alone.
+    used: std::sync::atomic::AtomicBool,
     channels: Mutex<Vec<Bytes>>,
     tx: tokio::sync::mpsc::Sender<Reply>,
     rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Reply>>,
@@ -118,6 +121,7 @@ impl Conn {
                 wait: DEFAULT_WAIT,
             }),
             pubsub: PubSub {
+                used: std::sync::atomic::AtomicBool::new(false),
                 channels: Mutex::new(Vec::new()),
                 tx,
                 rx: tokio::sync::Mutex::new(rx),
@@ -152,6 +156,9 @@ impl Handler for Conn {
     }
 
     async fn next_push(&self) -> Reply {
+        if !self.pubsub.used.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::future::pending().await;
+        }
         let mut rx = self.pubsub.rx.lock().await;
         match rx.recv().await {
             Some(r) => r,
@@ -596,6 +603,9 @@ impl Conn {
     /// `SUBSCRIBE`: the first confirmation is the reply, the others follow
     /// as pushes, as Redis sends them.
     async fn subscribe(&self, channels: &[Bytes]) -> Reply {
+        self.pubsub
+            .used
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut confirmations = Vec::new();
         for channel in channels {
             let count = {
