@@ -8,6 +8,8 @@
 //! * [`server`]: the listener and the Redis commands.
 //! * [`peer`]: anti-entropy sessions, initiator and responder, and the
 //!   periodic loop.
+//! * [`session`]: session guarantees over RESP (`BAYOU.SESSION`), anti-entropy
+//!   on demand.
 //! * [`cli`]: the `serve` and `cluster` subcommands.
 //!
 //! The protocol itself lives in `bayou-core`, storage in `bayou-store`; this
@@ -19,4 +21,5 @@ pub mod cli;
 pub mod node;
 pub mod peer;
 pub mod server;
+pub mod session;
 pub mod wire;
