@@ -24,14 +24,19 @@
 //! * [`session`]: the anti-entropy session sans I/O: chunks, full-state
 //!   transfer, resuming a cut session, checkpoints.
 //! * [`bundle`]: anti-entropy over files.
+//! * [`guarantee`]: session guarantees for clients that move between
+//!   replicas ([T94]): read-sets, write-sets, their checks and the token.
 //! * [`script`]: Bayou writes with dependency checks and merge procedures,
 //!   run in a deterministic, resource-limited sandbox.
 //!
-//! Citations in comments: [T95] Terry et al. 1995, [P97] Petersen et al. 1997.
+//! Citations in comments: [T95] Terry et al. 1995, [P97] Petersen et al. 1997,
+//! [T94] Terry et al., "Session Guarantees for Weakly Consistent Replicated
+//! Data", PDIS 1994.
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bundle;
+pub mod guarantee;
 pub mod id;
 pub mod op;
 pub mod replica;
@@ -39,6 +44,7 @@ pub mod script;
 pub mod session;
 pub mod vv;
 
+pub use guarantee::{ClientSession, Guarantee, Guarantees, NotYet, TokenError};
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
 pub use op::{Db, Op, OpParseError, Undo, parse_integer};
 pub use replica::{

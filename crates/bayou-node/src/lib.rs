@@ -8,6 +8,8 @@
 //! * [`server`]: the listener and the Redis commands.
 //! * [`peer`]: anti-entropy sessions, initiator and responder, and the
 //!   periodic loop.
+//! * [`session`]: session guarantees over RESP (`BAYOU.SESSION`), anti-entropy
+//!   on demand.
 //! * [`cli`]: the `serve` and `cluster` subcommands.
 //! * [`web`]: the `--http` listener: Prometheus metrics (kept in
 //!   [`node::metrics`]), `/healthz` and the live web view.
@@ -21,5 +23,6 @@ pub mod cli;
 pub mod node;
 pub mod peer;
 pub mod server;
+pub mod session;
 pub mod web;
 pub mod wire;

@@ -789,3 +789,33 @@ pub fn decode_summary(bytes: &[u8]) -> Result<Summary, String> {
         None => Err("not a Bayou summary (use the output of BAYOU.SUMMARY)".into()),
     }
 }
+
+/// The replica as a client session sees it under the lock
+/// ([`Node::locked`]): session guarantees ([`crate::session`]) check and
+/// record version vectors around the queries they run, atomically.
+pub(crate) struct Locked<'a> {
+    core: &'a mut Core,
+    node: &'a Node,
+}
+
+impl Locked<'_> {
+    /// The replica, to read its vectors.
+    pub(crate) fn replica(&self) -> &Replica {
+        &self.core.replica
+    }
+
+    /// Runs one client query, as [`Node::queries`] does.
+    pub(crate) fn query(&mut self, q: Query) -> Reply {
+        self.core.query(q, self.node)
+    }
+}
+
+impl Node {
+    /// Runs `f` under one acquisition of the replica and returns its result
+    /// once what it changed is durable.
+    pub(crate) async fn locked<T>(&self, f: impl FnOnce(&mut Locked<'_>) -> T) -> Result<T, Gone> {
+        let (t, barrier) = self.with_core(|core| f(&mut Locked { core, node: self }))?;
+        self.wait_durable(barrier).await?;
+        Ok(t)
+    }
+}

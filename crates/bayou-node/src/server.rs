@@ -43,7 +43,8 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream) {
     match resp::open(&mut stream, crate::wire::MAGIC, peer::IDLE_TIMEOUT).await {
         Some(Opened::Peer(rest)) => peer::serve_peer(node, stream, rest).await,
         Some(Opened::Client(buf)) => {
-            if let Err(e) = server_kit::serve_client(&mut stream, buf, &SERVICE, &*node).await {
+            let conn = crate::session::Conn::new(node);
+            if let Err(e) = server_kit::serve_client(&mut stream, buf, &SERVICE, &conn).await {
                 debug!("client connection ended: {e}");
             }
         }
@@ -52,7 +53,7 @@ async fn handle(node: Arc<Node>, mut stream: TcpStream) {
 }
 
 /// What one request turns into.
-enum Action {
+pub(crate) enum Action {
     /// A reply that needs nothing from the replica.
     Now(Reply),
     /// A replica query.
@@ -297,6 +298,10 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         W,
         "BAYOU.IMPORT file: apply a bundle file",
     ),
+    crate::session::SESSION_COMMAND,
+    crate::session::WAITCOMMIT_COMMAND,
+    crate::session::SUBSCRIBE_COMMAND,
+    crate::session::UNSUBSCRIBE_COMMAND,
 ];
 
 /// Redis commands this server knows it does not support, with why; they
@@ -369,15 +374,8 @@ const UNSUPPORTED: &[(&[&str], &str)] = &[
         "not implemented as a Bayou write yet",
     ),
     (
-        &[
-            "subscribe",
-            "psubscribe",
-            "ssubscribe",
-            "publish",
-            "unsubscribe",
-            "punsubscribe",
-        ],
-        "there is no pub/sub",
+        &["psubscribe", "ssubscribe", "publish", "punsubscribe"],
+        "pub/sub offers only SUBSCRIBE bayou:commits (commit notifications)",
     ),
     (
         &["watch"],
@@ -501,7 +499,7 @@ fn scan_options(args: &[Bytes]) -> Result<Query, Reply> {
     })
 }
 
-fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Action {
+pub(crate) fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Action {
     let n = args.len();
     let name = spec.name;
     let keys = || args[1..].to_vec();

@@ -7,6 +7,8 @@
 //! * [`random`]: seeded random runs with crashes, cut-off sessions, log
 //!   truncation, full-state transfers and bundles carried between servers,
 //!   then healing, checked by [`check`].
+//! * [`mobile`]: mobile clients hopping between servers with session
+//!   guarantees ([T94]), and one checker per guarantee over their history.
 //! * [`render`]: servers side by side as on the slides, as text or SVG.
 //!
 //! Everything is deterministic: the same scenario or seed gives the same run.
@@ -14,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod check;
+pub mod mobile;
 pub mod random;
 pub mod render;
 pub mod scenario;

@@ -191,6 +191,21 @@ fn main() -> std::io::Result<()> {
             put("bayou_scenario", &text)?;
         }
     }
+    // Session tokens: empty, and with both vectors and pending writes.
+    let mut session = bayou_core::ClientSession::new(bayou_core::Guarantees::ALL);
+    put("bayou_session_token", session.token().as_bytes())?;
+    let (tp, ta) = (
+        ServerId::new("P").expect("id"),
+        ServerId::new("A").expect("id"),
+    );
+    let mut read = bayou_core::VersionVector::new();
+    read.advance(&bayou_core::WriteId::new(12, tp));
+    read.advance(&bayou_core::WriteId::new(1 << 40, ta.clone()));
+    session.record_read(&read);
+    session.record_write(&bayou_core::WriteId::new(17, ta.clone()));
+    session.record_write(&bayou_core::WriteId::new(18, ta));
+    put("bayou_session_token", session.token().as_bytes())?;
+
     eprintln!("wrote {n} seeds under {}", out.display());
     Ok(())
 }

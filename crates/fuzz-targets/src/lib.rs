@@ -35,6 +35,7 @@ pub const TARGETS: &[Target] = &[
     ("bayou_bundle", bayou_bundle),
     ("bayou_scenario", bayou_scenario),
     ("store_records", store_records),
+    ("bayou_session_token", bayou_session_token),
 ];
 
 /// Small limits, so the fuzzer reaches them with small inputs.
@@ -238,5 +239,16 @@ pub fn store_records(data: &[u8]) {
             Some(r),
             "a re-sealed record decodes differently"
         );
+    }
+}
+
+/// Session tokens (`bayou_core::ClientSession::from_token`, the argument of
+/// `BAYOU.SESSION USE`): anything that is not a token is an error; a token
+/// that decodes is canonical (encoding the session again gives the same
+/// text), so one session has one token.
+pub fn bayou_session_token(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(session) = bayou_core::ClientSession::from_token(&text) {
+        assert_eq!(session.token(), text, "a decoded token is not canonical");
     }
 }

@@ -94,6 +94,14 @@ pub trait Handler: Send + Sync {
         commands: Vec<Queued>,
         exec: bool,
     ) -> impl Future<Output = Result<Vec<Reply>, Stopped>> + Send;
+
+    /// The next out-of-band message for this connection (a pub/sub
+    /// message), awaited while the connection waits for requests and sent
+    /// as soon as it comes, in the connection's protocol (a RESP3 push, an
+    /// array in RESP2). Never, by default. Must be cancel-safe.
+    fn next_push(&self) -> impl Future<Output = Reply> + Send {
+        std::future::pending()
+    }
 }
 
 /// Serves one Redis client until it quits, hangs up, breaks the protocol
@@ -157,8 +165,19 @@ where
         }
         if !got_any {
             buf.reserve(64 << 10);
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Ok(());
+            let push = tokio::select! {
+                read = stream.read_buf(&mut buf) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                    None
+                }
+                push = handler.next_push() => Some(push),
+            };
+            if let Some(push) = push {
+                push.encode_as(client.protocol, &mut out);
+                stream.write_all(&out).await?;
+                out.clear();
             }
         }
     }
