@@ -148,6 +148,7 @@ fn an_idle_client_is_closed_after_the_client_timeout() {
     let c = Cluster::start(&["P"], &["--client-timeout-ms", "500"]);
     let p = c.r("P");
     let mut idle = raw(p.port);
+    let mut silent = raw(p.port);
     let mut busy = raw(p.port);
     assert_eq!(ping(&mut idle), "+PONG\r\n");
     let started = Instant::now();
@@ -157,6 +158,8 @@ fn an_idle_client_is_closed_after_the_client_timeout() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(read_to_close(&mut idle), "");
+    // A connection that never sent a byte is idle too.
+    assert_eq!(read_to_close(&mut silent), "");
     let closed_after = started.elapsed();
     assert!(
         closed_after >= Duration::from_millis(500),

@@ -19,7 +19,8 @@
 //!   reply; a connection whose pending encoded output passes the limit (one
 //!   reply bigger than it) is closed without that reply.
 //! * **Idle timeout** ([`ClientLimits::idle_timeout`], Redis' `timeout`):
-//!   a client that sends nothing for that long is closed. Off by default.
+//!   a client that sends nothing for that long is closed, including a
+//!   connection that never sends its first byte. Off by default.
 //! * **Write timeout** ([`ClientLimits::write_timeout`]): a client that does
 //!   not take a chunk of its replies (the write to it blocks on a full
 //!   socket) for that long is closed, so a client that pipelines requests
@@ -192,7 +193,13 @@ impl ClientGate {
         magic_timeout: Duration,
     ) -> Option<(Opened, Option<ClientSlot>)> {
         if let Some(slot) = self.try_admit() {
-            return match open(stream, magic, magic_timeout).await? {
+            // The idle timeout applies to a connection that sends nothing.
+            let first = open(stream, magic, magic_timeout);
+            let opened = match self.limits.idle_timeout {
+                Some(idle) => tokio::time::timeout(idle, first).await.ok()?,
+                None => first.await,
+            };
+            return match opened? {
                 Opened::Client(buf) => Some((Opened::Client(buf), Some(slot))),
                 peer @ Opened::Peer(_) => Some((peer, None)),
             };
