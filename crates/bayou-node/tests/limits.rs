@@ -238,3 +238,23 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
     }
     drop(c);
 }
+
+#[test]
+fn a_reply_over_the_output_limit_closes_the_connection() {
+    let c = Cluster::start(&["P"], &["--client-output-limit-bytes", "100000"]);
+    let p = c.r("P");
+    p.ok(&["SET", "big", &"v".repeat(200_000)]);
+    p.ok(&["SET", "small", "s"]);
+    let mut s = raw(p.port);
+    assert_eq!(ping(&mut s), "+PONG\r\n");
+    s.write_all(b"GET big\r\n").unwrap();
+    assert_eq!(read_to_close(&mut s), "");
+    // Smaller replies, and pipelines of them past the limit in all, are fine.
+    let mut s = raw(p.port);
+    let pipeline = "GET small\r\n".repeat(20_000);
+    s.write_all(pipeline.as_bytes()).unwrap();
+    let want = "$1\r\ns\r\n".repeat(20_000);
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8(got).unwrap(), want);
+}

@@ -1,8 +1,8 @@
 //! Connection limits with real processes on loopback: with `--max-clients`
 //! reached a client is refused with Redis' error while a joining node (a
-//! peer) is still served; `--client-timeout-ms` closes an idle client. (The
-//! write timeout is the kit's, shared with Bayou, and tested there against
-//! a real process: crates/bayou-node/tests/limits.rs.)
+//! peer) is still served; `--client-timeout-ms` closes an idle client;
+//! `--client-write-timeout-ms` closes a client that pipelines requests and
+//! never reads while another client keeps being answered.
 
 mod common;
 
@@ -117,4 +117,78 @@ fn an_idle_client_is_closed_after_the_client_timeout() {
     assert_eq!(read_to_close(&mut idle), "");
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(say(&mut busy, "PING"), "+PONG\r\n");
+}
+
+/// `connected_clients` asked on `conn`.
+fn connected(conn: &mut redis::Connection) -> String {
+    let text: String = redis::cmd("INFO").query(conn).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap_or_else(|| panic!("no connected_clients in {text}"))
+        .to_string()
+}
+
+#[test]
+fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
+    let ring = Ring::start_opts(1, 1, 4, &["--client-write-timeout-ms", "1500"]);
+    let port = ring.nodes[0].port;
+    let mut good = ring.conn(0);
+    let value = "v".repeat(16 << 10);
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query(&mut good)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("small")
+        .arg("s")
+        .query(&mut good)
+        .unwrap();
+    wait_until(Duration::from_secs(10), "only one client", || {
+        connected(&mut good) == "1"
+    });
+    // Pipelined GETs of the 16 KiB value, never reading a byte.
+    let slow = raw(port);
+    slow.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let writer = {
+        let mut slow = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(256);
+            let mut sent = 0usize;
+            for _ in 0..16 {
+                if slow.write_all(&get).is_err() {
+                    break;
+                }
+                sent += 256;
+            }
+            sent
+        })
+    };
+    let started = Instant::now();
+    let mut answered = 0u32;
+    let mut slowest = Duration::ZERO;
+    let closed_after = loop {
+        let t = Instant::now();
+        let got: Option<String> = redis::cmd("GET").arg("small").query(&mut good).unwrap();
+        assert_eq!(got.as_deref(), Some("s"));
+        slowest = slowest.max(t.elapsed());
+        answered += 1;
+        if connected(&mut good) == "1" {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the slow client was never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(writer.join().unwrap() > 0, "the slow client sent nothing");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "closed after {closed_after:?}, before the write timeout"
+    );
+    assert!(answered >= 20, "only {answered} answers while it was open");
+    assert!(slowest < Duration::from_secs(1), "a GET took {slowest:?}");
+    drop(slow);
 }

@@ -56,6 +56,11 @@ pub const OUTPUT_CHUNK_BYTES: usize = 64 << 10;
 /// first byte) before it is refused as a client.
 const OVER_LIMIT_PEER_WAIT: Duration = Duration::from_millis(500);
 
+/// Most refusals in progress (each waits up to [`OVER_LIMIT_PEER_WAIT`]
+/// for a first byte, then up to a second to answer); beyond it a
+/// connection over the limit is closed at once, unanswered (and counted).
+const MAX_REFUSING: usize = 256;
+
 /// At most one warning about refused connections in this long.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -133,6 +138,7 @@ pub struct ClientGate {
     limits: ClientLimits,
     connected: AtomicUsize,
     rejected: AtomicU64,
+    refusing: AtomicUsize,
     last_warn: Mutex<Option<Instant>>,
 }
 
@@ -146,6 +152,23 @@ impl Drop for ClientSlot {
     }
 }
 
+/// A refusal in progress, counted while it lasts.
+struct Refusing<'a>(&'a ClientGate);
+
+impl<'a> Refusing<'a> {
+    /// The refusal, and how many are in progress with it.
+    fn enter(gate: &'a ClientGate) -> (Refusing<'a>, usize) {
+        let n = gate.refusing.fetch_add(1, Ordering::AcqRel) + 1;
+        (Refusing(gate), n)
+    }
+}
+
+impl Drop for Refusing<'_> {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl ClientGate {
     /// A gate with these limits and no connections yet.
     pub fn new(limits: ClientLimits) -> Arc<ClientGate> {
@@ -153,6 +176,7 @@ impl ClientGate {
             limits,
             connected: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
+            refusing: AtomicUsize::new(0),
             last_warn: Mutex::new(None),
         })
     }
@@ -205,7 +229,13 @@ impl ClientGate {
             };
         }
         // Over the limit: a peer sends its magic at once; anything else
-        // (or nothing within the wait) is a client and refused.
+        // (or nothing within the wait) is a client and refused. In a flood,
+        // past MAX_REFUSING refusals in progress, closed at once.
+        let (_refusing, in_progress) = Refusing::enter(self);
+        if in_progress > MAX_REFUSING {
+            self.count_refusal();
+            return None;
+        }
         let mut first = [0u8; 1];
         let peer = matches!(
             tokio::time::timeout(OVER_LIMIT_PEER_WAIT, stream.peek(&mut first)).await,
@@ -221,8 +251,8 @@ impl ClientGate {
         None
     }
 
-    /// Counts, logs (rate-limited) and answers a refused client.
-    async fn refuse(&self, stream: &mut TcpStream) {
+    /// Counts and logs (rate-limited) a refused client.
+    fn count_refusal(&self) {
         let rejected = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
         debug!(
             max_clients = self.limits.max_clients,
@@ -244,6 +274,11 @@ impl ClientGate {
                 WARN_EVERY.as_secs()
             );
         }
+    }
+
+    /// Counts, logs (rate-limited) and answers a refused client.
+    async fn refuse(&self, stream: &mut TcpStream) {
+        self.count_refusal();
         let reply = format!("-ERR {MAX_CLIENTS_REACHED}\r\n");
         let answer = async {
             stream.write_all(reply.as_bytes()).await?;
