@@ -85,6 +85,21 @@ pub struct Tuning {
     /// single-threaded runtime. Storage always has a thread of its own.
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
+    /// Most client connections at once; beyond it a new one gets "-ERR max
+    /// number of clients reached" and is closed. Peers are not counted.
+    #[arg(long, default_value_t = server_kit::limits::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// Close a client whose pending replies pass this many bytes (0: no
+    /// limit).
+    #[arg(long, default_value_t = server_kit::limits::DEFAULT_OUTPUT_LIMIT_BYTES)]
+    pub client_output_limit_bytes: usize,
+    /// Close a client idle this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub client_timeout_ms: u64,
+    /// Close a client that does not read its replies (a write to it blocks)
+    /// for this many milliseconds (0: never).
+    #[arg(long, default_value_t = server_kit::limits::DEFAULT_WRITE_TIMEOUT_MS)]
+    pub client_write_timeout_ms: u64,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -113,7 +128,7 @@ pub struct ClusterArgs {
 }
 
 impl Tuning {
-    fn apply(&self, c: &mut Config) {
+    fn apply(&self, c: &mut Config) -> anyhow::Result<()> {
         c.sync_interval_ms = self.sync_interval_ms;
         c.clock = if self.logical_clock {
             ClockMode::Logical
@@ -129,6 +144,13 @@ impl Tuning {
             bytes: self.retain_bytes,
             checkpoint_every: self.checkpoint_every.max(1),
         };
+        c.client_limits = server_kit::ClientLimits::from_flags(
+            self.max_clients,
+            self.client_output_limit_bytes,
+            self.client_timeout_ms,
+            self.client_write_timeout_ms,
+        )?;
+        Ok(())
     }
 }
 
@@ -160,7 +182,7 @@ impl ServeArgs {
             }
         }
         c.peers = peers;
-        self.tuning.apply(&mut c);
+        self.tuning.apply(&mut c)?;
         Ok(c)
     }
 
@@ -212,7 +234,7 @@ impl ClusterArgs {
                     c.peers.insert(server_id(other)?, addr(j));
                 }
             }
-            self.tuning.apply(&mut c);
+            self.tuning.apply(&mut c)?;
             configs.push(c);
         }
         Ok(configs)

@@ -163,6 +163,8 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// How much committed history the log keeps.
     pub retention: Retention,
+    /// Client connection limits (`--max-clients`, timeouts, output limit).
+    pub client_limits: server_kit::ClientLimits,
 }
 
 impl Config {
@@ -181,6 +183,7 @@ impl Config {
             session_timeout_ms: 60_000,
             connect_timeout_ms: 1_000,
             retention: Retention::default(),
+            client_limits: server_kit::ClientLimits::DEFAULT,
         }
     }
 
@@ -206,6 +209,8 @@ pub struct Node {
     pub counters: Counters,
     /// Metrics and the last sessions, for `--http`.
     pub metrics: metrics::Metrics,
+    /// Admits clients up to `--max-clients` and counts them.
+    pub clients: Arc<server_kit::ClientGate>,
 }
 
 /// Why a node is gone.
@@ -239,6 +244,7 @@ impl Node {
         let (durable, advancer) = DurableMark::new();
         let clock = config.clock;
         let config_peers: Vec<ServerId> = config.peers.keys().cloned().collect();
+        let clients = server_kit::ClientGate::new(config.client_limits);
         let node = Arc::new(Node {
             config,
             core: Mutex::new(Core {
@@ -252,6 +258,7 @@ impl Node {
             offline: AtomicBool::new(false),
             counters: Counters::default(),
             metrics: metrics::Metrics::new(config_peers.iter()),
+            clients,
         });
         // The kit's group-commit thread: queued batches merged into one
         // transaction; a failed write stops the process (exit status 70).
@@ -666,8 +673,12 @@ impl Core {
                         text(vec![(
                             "total_commands_processed",
                             node.counters.commands.load(Ordering::Relaxed).to_string(),
-                        )]),
+                        )])
+                        .into_iter()
+                        .chain(node.clients.clients_info())
+                        .collect(),
                     ),
+                    ("stats", node.clients.stats_info()),
                     (
                         "persistence",
                         text(vec![("loading", "0".into()), ("aof_enabled", "1".into())]),

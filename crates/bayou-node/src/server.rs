@@ -40,11 +40,18 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, shutdown: watch
 }
 
 async fn handle(node: Arc<Node>, mut stream: TcpStream) {
-    match resp::open(&mut stream, crate::wire::MAGIC, peer::IDLE_TIMEOUT).await {
-        Some(Opened::Peer(rest)) => peer::serve_peer(node, stream, rest).await,
-        Some(Opened::Client(buf)) => {
+    let gate = node.clients.clone();
+    match gate
+        .open(&mut stream, crate::wire::MAGIC, peer::IDLE_TIMEOUT)
+        .await
+    {
+        Some((Opened::Peer(rest), _)) => peer::serve_peer(node, stream, rest).await,
+        Some((Opened::Client(buf), _slot)) => {
             let conn = crate::session::Conn::new(node);
-            if let Err(e) = server_kit::serve_client(&mut stream, buf, &SERVICE, &conn).await {
+            let limits = gate.limits();
+            if let Err(e) =
+                server_kit::serve_client_limited(&mut stream, buf, &SERVICE, &conn, limits).await
+            {
                 debug!("client connection ended: {e}");
             }
         }

@@ -88,6 +88,21 @@ pub struct Tuning {
     /// nodes (at least 1) unless this is given.
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
+    /// Most client connections at once; beyond it a new one gets "-ERR max
+    /// number of clients reached" and is closed. Peers are not counted.
+    #[arg(long, default_value_t = server_kit::limits::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// Close a client whose pending replies pass this many bytes (0: no
+    /// limit).
+    #[arg(long, default_value_t = server_kit::limits::DEFAULT_OUTPUT_LIMIT_BYTES)]
+    pub client_output_limit_bytes: usize,
+    /// Close a client idle this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub client_timeout_ms: u64,
+    /// Close a client that does not read its replies (a write to it blocks)
+    /// for this many milliseconds (0: never).
+    #[arg(long, default_value_t = server_kit::limits::DEFAULT_WRITE_TIMEOUT_MS)]
+    pub client_write_timeout_ms: u64,
 }
 
 /// `chord serve`: one node.
@@ -195,6 +210,12 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.op_timeout_ms = t.op_timeout_ms;
     c.max_frame_bytes = t.max_frame_bytes;
     c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
+    c.client_limits = server_kit::ClientLimits::from_flags(
+        t.max_clients,
+        t.client_output_limit_bytes,
+        t.client_timeout_ms,
+        t.client_write_timeout_ms,
+    )?;
     if let Some(id) = &a.id {
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
@@ -275,6 +296,7 @@ pub async fn run_with_http(
         counters: Default::default(),
         metrics: Default::default(),
         started: Instant::now(),
+        clients: server_kit::ClientGate::new(cfg.client_limits),
     });
     let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
     if let Some((listener, peer_http)) = http {
@@ -417,6 +439,14 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             t.max_frame_bytes.to_string(),
             "--peer-idle-timeout-ms".into(),
             t.peer_idle_timeout_ms.to_string(),
+            "--max-clients".into(),
+            t.max_clients.to_string(),
+            "--client-output-limit-bytes".into(),
+            t.client_output_limit_bytes.to_string(),
+            "--client-timeout-ms".into(),
+            t.client_timeout_ms.to_string(),
+            "--client-write-timeout-ms".into(),
+            t.client_write_timeout_ms.to_string(),
             "--log".into(),
             t.log.clone(),
             "--worker-threads".into(),

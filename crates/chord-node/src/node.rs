@@ -76,6 +76,8 @@ pub struct NodeConfig {
     /// A peer connection that sends its magic prefix but no complete first
     /// frame within this long is closed.
     pub peer_idle_timeout_ms: u64,
+    /// Client connection limits (`--max-clients`, timeouts, output limit).
+    pub client_limits: server_kit::ClientLimits,
 }
 
 impl NodeConfig {
@@ -101,6 +103,7 @@ impl NodeConfig {
             op_timeout_ms: 10_000,
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
             peer_idle_timeout_ms: server_kit::frame::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            client_limits: server_kit::ClientLimits::DEFAULT,
         }
     }
 
@@ -255,6 +258,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// When the process started.
     pub started: Instant,
+    /// Admits clients up to `--max-clients` and counts them.
+    pub clients: Arc<server_kit::ClientGate>,
 }
 
 impl Shared {

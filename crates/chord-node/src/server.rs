@@ -46,9 +46,7 @@ use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
 use server_kit::command::{self as cmd, CommandSpec, CommandTable};
-use server_kit::{
-    self as resp, CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped,
-};
+use server_kit::{CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -73,11 +71,18 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
-    match resp::open(&mut stream, MAGIC, shared.cfg.peer_idle_timeout()).await {
-        Some(Opened::Peer(rest)) => serve_peer(shared, stream, rest).await,
-        Some(Opened::Client(buf)) => {
+    let gate = shared.clients.clone();
+    match gate
+        .open(&mut stream, MAGIC, shared.cfg.peer_idle_timeout())
+        .await
+    {
+        Some((Opened::Peer(rest), _)) => serve_peer(shared, stream, rest).await,
+        Some((Opened::Client(buf), _slot)) => {
             let clients = Clients(shared);
-            if let Err(e) = server_kit::serve_client(&mut stream, buf, &SERVICE, &clients).await {
+            let limits = gate.limits();
+            if let Err(e) =
+                server_kit::serve_client_limited(&mut stream, buf, &SERVICE, &clients, limits).await
+            {
                 debug!("client connection ended: {e}");
             }
         }
@@ -704,6 +709,15 @@ async fn redis_info(shared: &Arc<Shared>) -> Reply {
             _ => String::new(),
         };
         text.push_str(&format!("{k}:{v}\r\n"));
+    }
+    for (title, fields) in [
+        ("Clients", shared.clients.clients_info()),
+        ("Stats", shared.clients.stats_info()),
+    ] {
+        text.push_str(&format!("\r\n# {title}\r\n"));
+        for (k, v) in fields {
+            text.push_str(&format!("{k}:{v}\r\n"));
+        }
     }
     Reply::text(text)
 }

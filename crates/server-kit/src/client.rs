@@ -18,12 +18,15 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
 
 use crate::command::{CommandSpec, CommandTable};
 use crate::conn::{Client, Queued, ServerInfo, Step};
+use crate::limits::{ClientLimits, OUTPUT_CHUNK_BYTES};
 use crate::resp::{self, Limits, Protocol, Reply};
 
 /// Most requests handled in one round for one connection.
@@ -106,12 +109,33 @@ pub trait Handler: Send + Sync {
 
 /// Serves one Redis client until it quits, hangs up, breaks the protocol
 /// or the node stops; `buf` holds the bytes already read. I/O errors are
-/// returned for the caller to log.
+/// returned for the caller to log. No connection limits: see
+/// [`serve_client_limited`].
 pub async fn serve_client<S, H>(
+    stream: &mut S,
+    buf: BytesMut,
+    service: &Service,
+    handler: &H,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    serve_client_limited(stream, buf, service, handler, &ClientLimits::NONE).await
+}
+
+/// [`serve_client`] with the per-connection [`ClientLimits`]: a client idle
+/// for [`ClientLimits::idle_timeout`] is closed; replies are written in
+/// chunks of [`OUTPUT_CHUNK_BYTES`] and a write blocked longer than
+/// [`ClientLimits::write_timeout`], or pending output over
+/// [`ClientLimits::output_limit_bytes`], ends the connection with an error
+/// (`TimedOut`, `OutOfMemory`) for the caller to log.
+pub async fn serve_client_limited<S, H>(
     stream: &mut S,
     mut buf: BytesMut,
     service: &Service,
     handler: &H,
+    limits: &ClientLimits,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -143,24 +167,28 @@ where
                 Ok(r) => r,
                 Err(Stopped) => return Ok(()),
             };
-            for (r, protocol, q) in &replies {
-                r.encode_as(*protocol, &mut out);
+            for (r, protocol, q) in replies {
+                r.encode_as(protocol, &mut out);
+                drop(r);
                 quit |= q;
+                check_output(&out, limits)?;
+                if out.len() >= OUTPUT_CHUNK_BYTES {
+                    send(stream, &mut out, limits).await?;
+                }
             }
         }
         if let Some(e) = &error {
             Reply::err(e).encode_as(client.protocol, &mut out);
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
+            send(stream, &mut out, limits).await?;
         }
         if quit || error.is_some() {
             return Ok(());
         }
         if buf.len() > MAX_QUERY_BUFFER_BYTES {
             Reply::err(QUERY_BUFFER_EXCEEDED).encode(&mut out);
-            stream.write_all(&out).await?;
+            send(stream, &mut out, limits).await?;
             return Ok(());
         }
         if !got_any {
@@ -173,14 +201,64 @@ where
                     None
                 }
                 push = handler.next_push() => Some(push),
+                _ = sleep_for(limits.idle_timeout) => {
+                    debug!("closing a client idle for {:?}", limits.idle_timeout.unwrap_or_default());
+                    return Ok(());
+                }
             };
             if let Some(push) = push {
                 push.encode_as(client.protocol, &mut out);
-                stream.write_all(&out).await?;
-                out.clear();
+                check_output(&out, limits)?;
+                send(stream, &mut out, limits).await?;
             }
         }
     }
+}
+
+/// Sleeps for `d`, or forever for `None`.
+async fn sleep_for(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `out` to the client and clears it, within the write timeout.
+async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut BytesMut,
+    limits: &ClientLimits,
+) -> std::io::Result<()> {
+    let write = stream.write_all(out);
+    match limits.write_timeout {
+        None => write.await?,
+        Some(t) => tokio::time::timeout(t, write).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client did not read its replies for {} ms (client write timeout)",
+                    t.as_millis()
+                ),
+            )
+        })??,
+    }
+    out.clear();
+    Ok(())
+}
+
+/// An error when the pending output is over the output limit.
+fn check_output(out: &BytesMut, limits: &ClientLimits) -> std::io::Result<()> {
+    if limits.output_limit_bytes > 0 && out.len() > limits.output_limit_bytes {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!(
+                "{} bytes of replies pending, over the client output limit of {} bytes",
+                out.len(),
+                limits.output_limit_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One reply slot: the reply (once known), the protocol to encode it in,
@@ -344,6 +422,49 @@ mod tests {
             "{out}"
         );
         assert_eq!(runs, 1);
+    }
+
+    /// Serves `input` on a pipe of `pipe` bytes whose other end never
+    /// reads nor closes, with `limits`.
+    async fn unread(input: Vec<u8>, pipe: usize, limits: ClientLimits) -> std::io::Result<()> {
+        let (_a, mut b) = tokio::io::duplex(pipe);
+        let h = Echo(Default::default());
+        let serve = serve_client_limited(&mut b, BytesMut::from(&input[..]), &SERVICE, &h, &limits);
+        tokio::time::timeout(Duration::from_secs(5), serve)
+            .await
+            .expect("the limits end the connection")
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_is_closed_after_the_write_timeout() {
+        let value = "x".repeat(10_000);
+        let input = format!("GET {value}\r\n").repeat(100).into_bytes();
+        let limits = ClientLimits {
+            write_timeout: Some(Duration::from_millis(100)),
+            ..ClientLimits::NONE
+        };
+        let e = unread(input, 4096, limits).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_reply_over_the_output_limit_closes_the_connection() {
+        let input = format!("GET {}\r\n", "x".repeat(2000)).into_bytes();
+        let limits = ClientLimits {
+            output_limit_bytes: 1000,
+            ..ClientLimits::NONE
+        };
+        let e = unread(input, 1 << 20, limits).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory, "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_client_is_closed_after_the_idle_timeout() {
+        let limits = ClientLimits {
+            idle_timeout: Some(Duration::from_millis(50)),
+            ..ClientLimits::NONE
+        };
+        unread(b"PING\r\n".to_vec(), 1 << 20, limits).await.unwrap();
     }
 
     #[tokio::test]

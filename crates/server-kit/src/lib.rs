@@ -26,7 +26,9 @@
 //! * [`process`]: logging set-up ([`init_tracing`]) and the shutdown
 //!   signal ([`shutdown_signal`]) both binaries use;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
-//!   each served by its own task.
+//!   each served by its own task;
+//! * [`limits`]: maximum clients ([`ClientGate`]), the output limit and the
+//!   idle and write timeouts of a client ([`ClientLimits`]).
 //!
 //! Both runtimes serve clients and peers on one port: a peer connection
 //! starts with a magic byte string no RESP request can start with, and the
@@ -63,13 +65,16 @@ pub mod conn;
 pub mod datadir;
 pub mod frame;
 pub mod http;
+pub mod limits;
 pub mod process;
 pub mod resp;
 pub mod sealed;
 
+pub use client::serve_client_limited;
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
 pub use command::{CommandSpec, CommandTable};
 pub use conn::{CONNECTION_COMMANDS, Client, Queued, ServerInfo, Step};
+pub use limits::{ClientGate, ClientLimits, ClientSlot};
 pub use process::{init_tracing, runtime, shutdown_signal};
 
 /// The allocator every node binary declares as its global allocator
