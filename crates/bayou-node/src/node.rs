@@ -13,8 +13,9 @@
 //!   [`server_kit::commit`], the same as Chord's) writes batches to the
 //!   [`Storage`]; when several are waiting it merges them into one
 //!   transaction (group commit: while one fsync runs, the batches of every
-//!   other client pile up for the next), then publishes the number of the
-//!   last durable batch on a watch channel.
+//!   other client pile up for the next), then advances the kit's
+//!   [`DurableMark`] to the number of the last durable batch, which wakes
+//!   the tasks waiting for it (each once).
 //! * Whoever holds a barrier waits until that number reaches it before
 //!   letting anything out of the process: a reply to a client, items to a
 //!   peer. That is the persistence contract of `bayou_core::replica`: nothing
