@@ -312,6 +312,9 @@ pub struct Stats {
     pub tentative_executions: u64,
     /// Tentative writes undone.
     pub undos: u64,
+    /// Tentative writes executed again after they were undone (or after a
+    /// full-state install reset the full view under them).
+    pub redos: u64,
     /// Writes executed on the committed view.
     pub commit_executions: u64,
 }
@@ -436,6 +439,9 @@ pub struct Replica {
     /// The tentative writes executed on `full_db`, in log order: always the
     /// first `executed.len()` tentative writes. The rest await redo.
     executed: VecDeque<(WriteId, Undo)>,
+    /// Tentative writes undone and not executed since: the next execution
+    /// of one is a redo. At most the tentative writes.
+    undone: BTreeSet<WriteId>,
     to_persist: Vec<Item>,
     /// The outcome of each Bayou write's latest execution, where it is not
     /// simply `Applied` (plain writes always are).
@@ -503,6 +509,7 @@ impl Replica {
             full_db: Db::new(),
             commits_unshared: 0,
             executed: VecDeque::new(),
+            undone: BTreeSet::new(),
             to_persist: Vec::new(),
             outcomes: BTreeMap::new(),
             stats: Stats::default(),
@@ -1215,7 +1222,9 @@ impl Replica {
                 });
             }
         }
-        self.executed.clear();
+        for (id, _) in self.executed.drain(..) {
+            self.undone.insert(id);
+        }
         self.committed.clear();
         self.retained_bytes = 0;
         self.osn = st.csn;
@@ -1363,6 +1372,7 @@ impl Replica {
                 e.remove();
             }
         }
+        self.undone.remove(id);
         self.tentative
             .remove(id)
             .expect("remove_tentative is called for held writes")
@@ -1371,15 +1381,17 @@ impl Replica {
     /// Undoes executed tentative writes that sort after `id`.
     fn undo_after(&mut self, id: &WriteId) {
         while self.executed.back().is_some_and(|(e, _)| e > id) {
-            let (_, undo) = self.executed.pop_back().expect("checked above");
+            let (e, undo) = self.executed.pop_back().expect("checked above");
             self.full_db.undo(undo);
+            self.undone.insert(e);
             self.stats.undos += 1;
         }
     }
 
     fn undo_all(&mut self) {
-        while let Some((_, undo)) = self.executed.pop_back() {
+        while let Some((e, undo)) = self.executed.pop_back() {
             self.full_db.undo(undo);
+            self.undone.insert(e);
             self.stats.undos += 1;
         }
     }
@@ -1426,6 +1438,9 @@ impl Replica {
             note_outcome(&mut self.outcomes, id, outcome);
             self.executed.push_back((id.clone(), undo));
             self.stats.tentative_executions += 1;
+            if self.undone.remove(id) {
+                self.stats.redos += 1;
+            }
         }
     }
 }

@@ -108,6 +108,8 @@ fn an_earlier_write_arriving_rolls_back_and_redoes_once_per_session() {
     let after = a.stats();
     assert_eq!(after.undos - before.undos, 10);
     assert_eq!(after.tentative_executions - before.tentative_executions, 13);
+    // 13 executions: B's 3 writes for the first time, A's 10 again.
+    assert_eq!(after.redos - before.redos, 10);
     // K's last write in log order is 19:A.
     assert_eq!(get(&a, "K", View::Full).as_deref(), Some("a19"));
     assert_eq!(get(&a, "J", View::Full).as_deref(), Some("b2"));

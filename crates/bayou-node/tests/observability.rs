@@ -176,7 +176,12 @@ fn the_state_json_is_bounded_rollbacks_are_counted_and_a_taken_http_address_is_r
         metric(&mb, "bayou_tentative_executions_total{replica=\"B\"}"),
         1.0 + 250.0 + 1.0
     );
+    assert_eq!(metric(&mb, "bayou_redone_writes_total{replica=\"B\"}"), 1.0);
     assert_eq!(metric(&ma, "bayou_rollbacks_total{replica=\"A\"}"), 249.0);
+    assert_eq!(
+        metric(&ma, "bayou_redone_writes_total{replica=\"A\"}"),
+        249.0
+    );
     assert_eq!(
         metric(&ma, "bayou_tentative_executions_total{replica=\"A\"}"),
         250.0 + 1.0 + 249.0

@@ -517,6 +517,10 @@ pub enum DataCommand<A> {
 pub struct DataStats {
     /// Records sent in `Replicate` by anti-entropy and hand-off.
     pub records_pushed: u64,
+    /// Of those, records handed off to a successor (join, leave).
+    pub records_handed_off: u64,
+    /// Of those, records pushed by anti-entropy to repair a copy.
+    pub records_repaired: u64,
     /// Records pulled by anti-entropy.
     pub records_pulled: u64,
     /// Anti-entropy rounds that confirmed every replica.
@@ -1029,6 +1033,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
             );
             st.waiting.insert(req);
             self.stats.records_pushed += records.len() as u64;
+            self.stats.records_handed_off += records.len() as u64;
             let epoch = self.epoch_of(&succ.addr);
             self.send(
                 succ.addr,
@@ -1677,6 +1682,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 .waiting
                 .insert(req);
             self.stats.records_pushed += push.len() as u64;
+            self.stats.records_repaired += push.len() as u64;
             let epoch = self.epoch_of(&to);
             self.send(
                 to,

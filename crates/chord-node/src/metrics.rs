@@ -206,6 +206,8 @@ struct Snapshot {
     lookups_ok: u64,
     lookups_failed: u64,
     records_pushed: u64,
+    records_handed_off: u64,
+    records_repaired: u64,
     records_pulled: u64,
     rounds_confirmed: u64,
     tombstones_purged: u64,
@@ -288,6 +290,8 @@ pub async fn refresh(shared: Arc<Shared>) {
         lookups_ok: stats.lookups_ok,
         lookups_failed: stats.lookups_failed,
         records_pushed: ds.records_pushed,
+        records_handed_off: ds.records_handed_off,
+        records_repaired: ds.records_repaired,
         records_pulled: ds.records_pulled,
         rounds_confirmed: ds.rounds_confirmed,
         tombstones_purged: ds.tombstones_purged,
@@ -389,6 +393,16 @@ impl Collector for NodeCollector {
             "chord_records_pushed",
             "Records sent to other nodes by replica repair (anti-entropy) and join/leave hand-off",
             s.records_pushed,
+        )?;
+        e.counter(
+            "chord_records_handed_off",
+            "Records handed off to a successor when a node joins or leaves",
+            s.records_handed_off,
+        )?;
+        e.counter(
+            "chord_records_repaired",
+            "Records pushed by anti-entropy to repair a missing or older copy",
+            s.records_repaired,
         )?;
         e.counter(
             "chord_records_pulled",

@@ -173,9 +173,12 @@ fn metrics_follow_the_ring_under_load_and_through_a_death() {
 
     // Node 3 dies. The others time out on it, shorten their successor
     // lists, and repair: three copies again, on the three left.
-    let pushed_before: f64 = (0..3)
-        .map(|i| metric(&scrape(&nodes.http[i]), "chord_records_pushed_total"))
-        .sum();
+    let before: Vec<_> = (0..3).map(|i| scrape(&nodes.http[i])).collect();
+    let total = |ms: &[BTreeMap<String, f64>], name: &str| -> f64 {
+        ms.iter().map(|m| metric(m, name)).sum()
+    };
+    let pushed_before = total(&before, "chord_records_pushed_total");
+    let repaired_before = total(&before, "chord_records_repaired_total");
     let mut dead = nodes.children[3].take().unwrap();
     dead.kill().unwrap();
     dead.wait().unwrap();
@@ -198,11 +201,14 @@ fn metrics_follow_the_ring_under_load_and_through_a_death() {
             .sum::<f64>()
             > 0.0
     );
-    let pushed: f64 = ms
-        .iter()
-        .map(|m| metric(m, "chord_records_pushed_total"))
-        .sum();
+    let pushed = total(&ms, "chord_records_pushed_total");
     assert!(pushed > pushed_before, "{pushed} <= {pushed_before}");
+    // The copies lost with node 3 come back by repair, not by hand-off.
+    let repaired = total(&ms, "chord_records_repaired_total");
+    assert!(
+        repaired > repaired_before,
+        "{repaired} <= {repaired_before}"
+    );
 }
 
 #[test]

@@ -247,6 +247,7 @@ struct Snapshot {
     keys: u64,
     undos: u64,
     tentative_executions: u64,
+    redos: u64,
     commit_executions: u64,
     vv: Vec<(String, i64)>,
 }
@@ -266,6 +267,7 @@ impl Node {
             keys: r.db(View::Full).len() as u64,
             undos: stats.undos,
             tentative_executions: stats.tentative_executions,
+            redos: stats.redos,
             commit_executions: stats.commit_executions,
             vv: r
                 .vv()
@@ -396,6 +398,12 @@ impl Collector for ReplicasCollector {
             "bayou_tentative_executions",
             "Executions of tentative writes on the full view: first runs and redos after rollbacks",
             |n, s| s.tentative_executions
+        );
+        each!(
+            counters,
+            "bayou_redone_writes",
+            "Tentative writes executed again after a rollback (or a full-state install) undid them",
+            |n, s| s.redos
         );
         each!(
             counters,
