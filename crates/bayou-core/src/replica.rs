@@ -446,6 +446,14 @@ pub struct Replica {
     /// The outcome of each Bayou write's latest execution, where it is not
     /// simply `Applied` (plain writes always are).
     outcomes: BTreeMap<WriteId, Outcome>,
+    /// The tentative writes executed here at least once (an autocommitting
+    /// primary commits its writes before executing them tentatively).
+    ran_tentatively: BTreeSet<WriteId>,
+    /// For each retained committed write whose execution at commit had
+    /// another outcome than its last tentative execution here, that
+    /// tentative outcome ([`Replica::changed_outcome`]). Pruned with
+    /// `outcomes`, so bounded by the retained committed writes.
+    changed: BTreeMap<WriteId, Outcome>,
     stats: Stats,
 }
 
@@ -512,6 +520,8 @@ impl Replica {
             undone: BTreeSet::new(),
             to_persist: Vec::new(),
             outcomes: BTreeMap::new(),
+            ran_tentatively: BTreeSet::new(),
+            changed: BTreeMap::new(),
             stats: Stats::default(),
         }
     }
@@ -767,6 +777,15 @@ impl Replica {
     /// script failed. Plain writes, and writes not held, are `Applied`.
     pub fn outcome(&self, id: &WriteId) -> Outcome {
         self.outcomes.get(id).cloned().unwrap_or(Outcome::Applied)
+    }
+
+    /// For a retained committed write whose execution at commit had another
+    /// outcome than its last tentative execution at this replica, that
+    /// tentative outcome ([`Replica::outcome`] is the committed one). `None`
+    /// when the outcome did not change, when the write was never executed
+    /// tentatively here, or when it is not held.
+    pub fn changed_outcome(&self, id: &WriteId) -> Option<&Outcome> {
+        self.changed.get(id)
     }
 
     /// Drains the items to make durable. See the persistence contract in the
@@ -1077,6 +1096,7 @@ impl Replica {
             self.osn += 1;
             self.omitted.advance(&w.id);
             self.outcomes.remove(&w.id);
+            self.changed.remove(&w.id);
             discarded += 1;
         }
         self.checkpoint_csn = self.csn();
@@ -1240,6 +1260,7 @@ impl Replica {
             self.remove_tentative(id);
         }
         self.outcomes.retain(|id, _| !st.vv.covers(id));
+        self.changed.retain(|id, _| !st.vv.covers(id));
         self.vv.merge(&st.vv);
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
@@ -1300,6 +1321,7 @@ impl Replica {
     /// Commits a write held tentatively, as the next CSN.
     fn commit_held(&mut self, id: &WriteId, csn: Csn) {
         debug_assert_eq!(csn, self.csn() + 1);
+        let tentative_outcome = self.ran_tentatively.contains(id).then(|| self.outcome(id));
         let op = self.remove_tentative(id);
         let write = Write { id: id.clone(), op };
         if csn <= self.replayed_upto {
@@ -1323,6 +1345,9 @@ impl Replica {
             self.execute_committed_alone(op)
         };
         note_dirty(&mut self.dirty, &undo);
+        if let Some(before) = tentative_outcome.filter(|before| *before != outcome) {
+            self.changed.insert(id.clone(), before);
+        }
         note_outcome(&mut self.outcomes, id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
@@ -1366,6 +1391,7 @@ impl Replica {
     }
 
     fn remove_tentative(&mut self, id: &WriteId) -> Op {
+        self.ran_tentatively.remove(id);
         if let Entry::Occupied(mut e) = self.tentative_by_server.entry(id.server.clone()) {
             e.get_mut().remove(&id.stamp);
             if e.get().is_empty() {
@@ -1436,6 +1462,7 @@ impl Replica {
         for (id, op) in self.tentative.range((start, Bound::Unbounded)) {
             let (undo, outcome) = self.full_db.execute(op);
             note_outcome(&mut self.outcomes, id, outcome);
+            self.ran_tentatively.insert(id.clone());
             self.executed.push_back((id.clone(), undo));
             self.stats.tentative_executions += 1;
             if self.undone.remove(id) {

@@ -378,3 +378,66 @@ fn a_session_computed_before_a_crash_is_refused_whole() {
         ["∞:70:Z W(K,70)", "∞:75:Z W(K,75)", "∞:84:Z W(K,84)"]
     );
 }
+
+#[test]
+fn a_write_whose_outcome_changes_at_commit_is_recorded_with_its_tentative_outcome() {
+    // [T95 §7]: a write is re-executed at commit, where another server's
+    // write committed first can change what it does.
+    use bayou_core::Outcome;
+    let mut p = primary("P", true);
+    let mut b = secondary("B");
+    let set = p.client_write(1, Op::put("k", "not a number"));
+    let incr = b.client_write(
+        2,
+        Op::Incr {
+            key: "k".into(),
+            by: 1,
+        },
+    );
+    let keep = b.client_write(3, Op::put("other", "1"));
+    // At B the INCR runs on a missing key: applied.
+    assert_eq!(b.outcome(&incr), Outcome::Applied);
+    assert_eq!(get(&b, "k", View::Full).as_deref(), Some("1"));
+    sync(&b, &mut p);
+    // The primary commits it after its own SET: it fails there, but it
+    // never ran tentatively at the primary, so nothing changed there.
+    assert!(matches!(p.outcome(&incr), Outcome::Failed(_)));
+    assert_eq!(p.changed_outcome(&incr), None);
+    sync(&p, &mut b);
+    assert!(matches!(b.status(&incr), WriteStatus::Committed(_)));
+    assert!(matches!(b.outcome(&incr), Outcome::Failed(_)));
+    assert_eq!(b.changed_outcome(&incr), Some(&Outcome::Applied));
+    // The SET never ran tentatively at B; the other write kept its outcome.
+    assert_eq!(b.changed_outcome(&set), None);
+    assert_eq!(b.changed_outcome(&keep), None);
+    assert_eq!(
+        get(&b, "k", View::Committed).as_deref(),
+        Some("not a number")
+    );
+    // Truncation discards the record with the write.
+    b.checkpoint(Some(0));
+    assert_eq!(b.changed_outcome(&incr), None);
+}
+
+#[test]
+fn a_write_whose_tentative_reexecution_already_failed_is_not_reported_changed() {
+    // The SET arrives before the INCR commits: the INCR is rolled back and
+    // redone after it tentatively, fails there, and fails at commit too.
+    use bayou_core::Outcome;
+    let mut p = primary("P", true);
+    let mut b = secondary("B");
+    p.client_write(1, Op::put("k", "x"));
+    let incr = b.client_write(
+        2,
+        Op::Incr {
+            key: "k".into(),
+            by: 1,
+        },
+    );
+    sync(&p, &mut b);
+    assert!(matches!(b.outcome(&incr), Outcome::Failed(_)));
+    sync(&b, &mut p);
+    sync(&p, &mut b);
+    assert!(matches!(b.status(&incr), WriteStatus::Committed(_)));
+    assert_eq!(b.changed_outcome(&incr), None);
+}

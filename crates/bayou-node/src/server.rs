@@ -382,7 +382,7 @@ const UNSUPPORTED: &[(&[&str], &str)] = &[
     ),
     (
         &["psubscribe", "ssubscribe", "publish", "punsubscribe"],
-        "pub/sub offers only SUBSCRIBE bayou:commits (commit notifications)",
+        "pub/sub offers only SUBSCRIBE bayou:commits and bayou:outcomes (commit notifications)",
     ),
     (
         &["watch"],

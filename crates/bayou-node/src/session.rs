@@ -61,7 +61,7 @@ pub const SUBSCRIBE_COMMAND: CommandSpec = CommandSpec::new(
     "subscribe",
     -2,
     &["pubsub", "noscript", "loading", "stale", "no_multi"],
-    "SUBSCRIBE channel [channel ...]: bayou:commits carries every commit this replica learns",
+    "SUBSCRIBE channel [channel ...]: bayou:commits carries every commit this replica learns, bayou:outcomes every committed write whose outcome differs from its tentative one",
 );
 
 /// `UNSUBSCRIBE [channel ...]`.
@@ -75,6 +75,15 @@ pub const UNSUBSCRIBE_COMMAND: CommandSpec = CommandSpec::new(
 /// The channel of commit notifications: one message per write this
 /// replica learns is committed, `<csn> <stamp:server> <outcome>`.
 pub const COMMITS_CHANNEL: &str = "bayou:commits";
+
+/// The channel of changed outcomes: one message per write this replica
+/// executed tentatively and learns is committed with another outcome than
+/// its last tentative execution here, `<csn> <stamp:server> tentative
+/// <old outcome> committed <new outcome>`.
+pub const OUTCOMES_CHANNEL: &str = "bayou:outcomes";
+
+/// The channels the commit watcher serves.
+const WATCHED_CHANNELS: [&str; 2] = [COMMITS_CHANNEL, OUTCOMES_CHANNEL];
 
 /// How often a subscribed connection looks for new commits.
 const COMMIT_POLL: Duration = Duration::from_millis(10);
@@ -91,7 +100,9 @@ struct PubSub {
     /// Whether the connection ever subscribed: until then an idle
     /// connection waits on its socket alone.
     used: std::sync::atomic::AtomicBool,
-    channels: Mutex<Vec<Bytes>>,
+    /// Shared with the commit watcher, which publishes on the channels
+    /// subscribed when it finds a commit.
+    channels: Arc<Mutex<Vec<Bytes>>>,
     tx: tokio::sync::mpsc::Sender<Reply>,
     rx: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Reply>>,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -122,7 +133,7 @@ impl Conn {
             }),
             pubsub: PubSub {
                 used: std::sync::atomic::AtomicBool::new(false),
-                channels: Mutex::new(Vec::new()),
+                channels: Arc::new(Mutex::new(Vec::new())),
                 tx,
                 rx: tokio::sync::Mutex::new(rx),
                 watcher: Mutex::new(None),
@@ -615,11 +626,12 @@ impl Conn {
                 }
                 subscribed.len()
             };
-            if channel.as_ref() == COMMITS_CHANNEL.as_bytes() {
+            if watched(channel) {
                 let mut watcher = self.pubsub.watcher.lock().expect("pubsub lock");
                 if watcher.is_none() {
                     let (node, tx) = (self.node.clone(), self.pubsub.tx.clone());
-                    *watcher = Some(tokio::spawn(watch_commits(node, tx)));
+                    let channels = self.pubsub.channels.clone();
+                    *watcher = Some(tokio::spawn(watch_commits(node, channels, tx)));
                 }
             }
             confirmations.push(Reply::Push(vec![
@@ -648,9 +660,7 @@ impl Conn {
             let count = {
                 let mut subscribed = self.pubsub.channels.lock().expect("pubsub lock");
                 subscribed.retain(|c| *c != channel);
-                let listening = subscribed
-                    .iter()
-                    .any(|c| c.as_ref() == COMMITS_CHANNEL.as_bytes());
+                let listening = subscribed.iter().any(watched);
                 let mut watcher = self.pubsub.watcher.lock().expect("pubsub lock");
                 if let Some(task) = watcher.take_if(|_| !listening) {
                     task.abort();
@@ -675,13 +685,29 @@ impl Conn {
     }
 }
 
-/// Sends a `bayou:commits` message for every write this replica learns is
-/// committed from now on, once that is durable here: `<csn> <stamp:server>
-/// <outcome>`, in CSN order. Commits that arrived inside a full-state
-/// transfer (no writes, [P97 §3.3]) or were discarded by truncation before
-/// they were seen come as one `<first>-<last> (full-state transfer or
+/// Whether `channel` is one the commit watcher serves.
+fn watched(channel: &Bytes) -> bool {
+    WATCHED_CHANNELS
+        .iter()
+        .any(|c| channel.as_ref() == c.as_bytes())
+}
+
+/// The one watcher of a connection's commit channels. Finds every write
+/// this replica learns is committed from now on, once that is durable here,
+/// in CSN order, and publishes, on the channels subscribed at that moment:
+/// on `bayou:commits` a `<csn> <stamp:server> <outcome>` message for each;
+/// on `bayou:outcomes` a `<csn> <stamp:server> tentative <old> committed
+/// <new>` message for each whose outcome at commit differs from its last
+/// tentative execution here ([`bayou_core::Replica::changed_outcome`]).
+/// Commits that arrived inside a full-state transfer (no writes, [P97
+/// §3.3]) or were discarded by truncation before they were seen come on
+/// `bayou:commits` as one `<first>-<last> (full-state transfer or
 /// truncation: no write ids)` message.
-async fn watch_commits(node: Arc<Node>, tx: tokio::sync::mpsc::Sender<Reply>) {
+async fn watch_commits(
+    node: Arc<Node>,
+    channels: Arc<Mutex<Vec<Bytes>>>,
+    tx: tokio::sync::mpsc::Sender<Reply>,
+) {
     let Ok(mut next) = node.locked(|l| l.replica().csn() + 1).await else {
         return;
     };
@@ -696,16 +722,35 @@ async fn watch_commits(node: Arc<Node>, tx: tokio::sync::mpsc::Sender<Reply>) {
                 if r.csn() < at {
                     return (messages, at);
                 }
+                let (commits, outcomes) = {
+                    let subscribed = channels.lock().expect("pubsub lock");
+                    let on = |name: &str| subscribed.iter().any(|c| c.as_ref() == name.as_bytes());
+                    (on(COMMITS_CHANNEL), on(OUTCOMES_CHANNEL))
+                };
                 if at <= r.osn() {
-                    messages.push(format!(
-                        "{at}-{} (full-state transfer or truncation: no write ids)",
-                        r.osn()
-                    ));
+                    if commits {
+                        messages.push((
+                            COMMITS_CHANNEL,
+                            format!(
+                                "{at}-{} (full-state transfer or truncation: no write ids)",
+                                r.osn()
+                            ),
+                        ));
+                    }
                     at = r.osn() + 1;
                 }
                 let skip = (at - r.osn() - 1) as usize;
                 for (csn, w) in r.committed().skip(skip) {
-                    messages.push(format!("{csn} {} {}", w.id, r.outcome(&w.id)));
+                    let outcome = r.outcome(&w.id);
+                    if let Some(before) = r.changed_outcome(&w.id).filter(|_| outcomes) {
+                        messages.push((
+                            OUTCOMES_CHANNEL,
+                            format!("{csn} {} tentative {before} committed {outcome}", w.id),
+                        ));
+                    }
+                    if commits {
+                        messages.push((COMMITS_CHANNEL, format!("{csn} {} {outcome}", w.id)));
+                    }
                     at = csn + 1;
                 }
                 (messages, at)
@@ -715,10 +760,10 @@ async fn watch_commits(node: Arc<Node>, tx: tokio::sync::mpsc::Sender<Reply>) {
             return;
         };
         next = after;
-        for m in messages {
+        for (channel, m) in messages {
             let push = Reply::Push(vec![
                 Reply::text("message"),
-                Reply::text(COMMITS_CHANNEL),
+                Reply::text(channel),
                 Reply::text(m),
             ]);
             if tx.send(push).await.is_err() {

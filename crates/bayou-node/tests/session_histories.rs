@@ -1,7 +1,9 @@
 //! Session guarantees on a real cluster under partitions ([T94 §3–4]):
 //! clients hop between the three replicas at random, through the client
 //! library (`bayou-client`), while replicas are cut off and reconnected
-//! (`BAYOU.OFFLINE` / `BAYOU.ONLINE`, the primary included). Every client
+//! (`BAYOU.OFFLINE` / `BAYOU.ONLINE`, the primary included) and killed
+//! with SIGKILL at random points and restarted from their data directories
+//! a moment later (the primary included). Every client
 //! appends tagged items to a few keys and reads them back; the history
 //! (acknowledged writes, reads and what they returned, and every replica's
 //! values once healed) goes to the same checkers as the simulator's mobile
@@ -111,27 +113,51 @@ fn client(
     (ops, s.moves())
 }
 
-/// Runs the workload under partitions and returns the history.
-fn run(seed: u64, guarantees: Guarantees) -> History {
+/// Runs the workload under partitions and crashes and returns the history
+/// and the number of replicas killed.
+fn run(seed: u64, guarantees: Guarantees) -> (History, u64) {
     let c = Cluster::start(&IDS, &["--sync-interval-ms", "100"]);
     let addrs: Vec<String> = IDS
         .iter()
         .map(|id| format!("127.0.0.1:{}", c.r(id).port))
         .collect();
     let ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
-    // Partitions: every 150 ms one replica goes offline or comes back.
+    // Partitions: every 150 ms one replica goes offline or comes back;
+    // every second time instead a replica picked at random is killed
+    // (SIGKILL), 0-100 ms later, wherever its clients' commands and its
+    // anti-entropy sessions are, and restarted from its data directory
+    // 50-300 ms later (online: its offline switch is not durable).
     let stop = Arc::new(AtomicBool::new(false));
     let offline = Arc::new(Mutex::new([false; 3]));
     let chaos = {
         let stop = stop.clone();
         let offline = offline.clone();
         let ports: Vec<u16> = IDS.iter().map(|id| c.r(id).port).collect();
+        let mut c = c;
         std::thread::spawn(move || {
             let mut rng = Rng(seed | 1);
-            while !stop.load(Ordering::SeqCst) {
+            let mut kills = 0;
+            for tick in 1.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(150));
+                // Kills counted all happen while the clients run.
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
                 let i = rng.below(3);
                 let mut off = offline.lock().unwrap();
+                if tick % 2 == 0 {
+                    std::thread::sleep(Duration::from_millis(rng.below(101) as u64));
+                    let replica = c.r_mut(IDS[i]);
+                    replica.kill9();
+                    std::thread::sleep(Duration::from_millis(50 + 50 * rng.below(6) as u64));
+                    replica.start();
+                    off[i] = false;
+                    kills += 1;
+                    continue;
+                }
                 off[i] = !off[i];
                 let cmd = if off[i] {
                     "BAYOU.OFFLINE"
@@ -144,6 +170,7 @@ fn run(seed: u64, guarantees: Guarantees) -> History {
                     .unwrap();
                 let _: () = redis::cmd(cmd).query(&mut conn).unwrap();
             }
+            (c, kills)
         })
     };
     let started = Instant::now();
@@ -157,13 +184,13 @@ fn run(seed: u64, guarantees: Guarantees) -> History {
     let moves: u64 = results.iter().map(|r| r.1).sum();
     let per_client: Vec<Vec<Op>> = results.into_iter().map(|r| r.0).collect();
     stop.store(true, Ordering::SeqCst);
-    chaos.join().unwrap();
+    let (c, kills) = chaos.join().unwrap();
     for id in IDS {
         c.r(id).ok(&["BAYOU.ONLINE"]);
     }
     c.converged(Duration::from_secs(30));
     eprintln!(
-        "seed {seed}, {guarantees}: {} of {} ops done in {:?}, {moves} moves to another replica",
+        "seed {seed}, {guarantees}: {} of {} ops done in {:?}, {moves} moves to another replica, {kills} kills",
         per_client.iter().map(Vec::len).sum::<usize>(),
         CLIENTS * OPS,
         started.elapsed()
@@ -224,7 +251,7 @@ fn run(seed: u64, guarantees: Guarantees) -> History {
             });
         }
     }
-    history
+    (history, kills)
 }
 
 fn seed() -> u64 {
@@ -240,9 +267,10 @@ fn seed() -> u64 {
 }
 
 #[test]
-fn hopping_clients_under_partitions_keep_all_four_guarantees() {
+fn hopping_clients_under_partitions_and_crashes_keep_all_four_guarantees() {
     let seed = seed();
-    let history = run(seed, Guarantees::ALL);
+    let (history, kills) = run(seed, Guarantees::ALL);
+    assert!(kills > 0, "seed {seed}: the workload ended before any kill");
     let violations = check(&history);
     assert!(
         violations.is_empty(),
@@ -265,7 +293,7 @@ fn the_same_workload_without_guarantees_breaks_them() {
     let seed = seed();
     let mut found: Vec<Guarantee> = Vec::new();
     for attempt in 0..3u64 {
-        let mut history = run(seed.wrapping_add(attempt), Guarantees::NONE);
+        let (mut history, _) = run(seed.wrapping_add(attempt), Guarantees::NONE);
         history.sessions = vec![Guarantees::ALL; CLIENTS];
         for g in Guarantee::ALL {
             if !found.contains(&g) && !check_one(&history, g).is_empty() {

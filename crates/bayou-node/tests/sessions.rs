@@ -244,6 +244,71 @@ fn subscribers_of_bayou_commits_hear_every_commit_with_its_outcome() {
 }
 
 #[test]
+fn subscribers_of_bayou_outcomes_hear_only_the_writes_whose_outcome_changed_at_commit() {
+    // [T95 §7]: a write is re-executed at commit. A's INCR ran tentatively
+    // on a missing key (applied); P's SET of text commits first, so at
+    // commit it fails. A's other write keeps its outcome.
+    let c = Cluster::start(&["P", "A"], &["--sync-interval-ms", "0"]);
+    let connect = |id: &str| {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.r(id).port)).unwrap();
+        client.get_connection().unwrap()
+    };
+    let (mut at_a, mut at_p) = (connect("A"), connect("P"));
+    let mut pubsub = at_a.as_pubsub();
+    pubsub.subscribe("bayou:outcomes").unwrap();
+    pubsub.subscribe("bayou:commits").unwrap();
+    pubsub
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut at_p = at_p.as_pubsub();
+    at_p.subscribe("bayou:outcomes").unwrap();
+    let mut p = c.r("P").conn();
+    let mut a = c.r("A").conn();
+    assert_eq!(q(&mut p, &["SET", "c", "abc"]), "OK");
+    let incr = q(&mut a, &["BAYOU.WRITE", "INCR(c,1)"]);
+    assert_eq!(q(&mut a, &["GET", "c"]), "1");
+    let plain = q(&mut a, &["BAYOU.WRITE", "INCR(d,1)"]);
+    // One session each way: P commits A's writes after its SET, and A
+    // learns the three commits in one batch.
+    c.r("A").ok(&["BAYOU.SYNC", "P"]);
+    let mut commits = Vec::new();
+    let mut outcomes = Vec::new();
+    while commits.len() < 3 {
+        let m = pubsub.get_message().unwrap();
+        let payload = m.get_payload::<String>().unwrap();
+        match m.get_channel_name() {
+            "bayou:commits" => commits.push(payload),
+            "bayou:outcomes" => outcomes.push(payload),
+            other => panic!("{other}: {payload}"),
+        }
+    }
+    assert!(
+        commits[1].starts_with(&format!("2 {incr} failed")),
+        "{commits:?}"
+    );
+    assert_eq!(commits[2], format!("3 {plain} applied"), "{commits:?}");
+    // Nothing more comes for the unchanged ones.
+    pubsub
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(m) = pubsub.get_message() {
+        outcomes.push(m.get_payload::<String>().unwrap());
+    }
+    assert_eq!(
+        outcomes,
+        [format!(
+            "2 {incr} tentative applied committed failed: value is not an integer or out of range"
+        )]
+    );
+    // The primary committed the INCR without executing it tentatively:
+    // nothing changed there.
+    at_p.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    assert!(at_p.get_message().is_err());
+    assert_eq!(q(&mut a, &["GET", "c"]), "abc");
+}
+
+#[test]
 fn pipelines_and_transactions_run_under_the_session_in_order() {
     let c = Cluster::start(&["P", "A"], &["--sync-interval-ms", "0"]);
     let mut a = c.r("A").conn();
