@@ -196,7 +196,17 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
             sent
         })
     };
-    // The other client is answered throughout, until the slow one is gone.
+    // Both connections admitted (the accept of the slow one may come after
+    // the good one's first request), then the other client is answered
+    // throughout, until the slow one is gone.
+    let admitted = Instant::now();
+    while info_field(&mut good, "connected_clients") != "2" {
+        assert!(
+            admitted.elapsed() < Duration::from_secs(10),
+            "the slow client was never admitted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let started = Instant::now();
     let mut answered = 0u32;
     let mut slowest = Duration::ZERO;

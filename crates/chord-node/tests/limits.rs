@@ -165,6 +165,11 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
             sent
         })
     };
+    // The slow connection admitted first (its accept may come after the
+    // good one's next request).
+    wait_until(Duration::from_secs(10), "the slow client admitted", || {
+        connected(&mut good) == "2"
+    });
     let started = Instant::now();
     let mut answered = 0u32;
     let mut slowest = Duration::ZERO;
