@@ -85,21 +85,9 @@ pub struct Tuning {
     /// single-threaded runtime. Storage always has a thread of its own.
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
-    /// Most client connections at once; beyond it a new one gets "-ERR max
-    /// number of clients reached" and is closed. Peers are not counted.
-    #[arg(long, default_value_t = server_kit::limits::DEFAULT_MAX_CLIENTS)]
-    pub max_clients: usize,
-    /// Close a client whose pending replies pass this many bytes (0: no
-    /// limit).
-    #[arg(long, default_value_t = server_kit::limits::DEFAULT_OUTPUT_LIMIT_BYTES)]
-    pub client_output_limit_bytes: usize,
-    /// Close a client idle this many milliseconds (0: never).
-    #[arg(long, default_value_t = 0)]
-    pub client_timeout_ms: u64,
-    /// Close a client that does not read its replies (a write to it blocks)
-    /// for this many milliseconds (0: never).
-    #[arg(long, default_value_t = server_kit::limits::DEFAULT_WRITE_TIMEOUT_MS)]
-    pub client_write_timeout_ms: u64,
+    /// Client connection limits.
+    #[command(flatten)]
+    pub client_limits: server_kit::limits::ClientLimitFlags,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -144,12 +132,7 @@ impl Tuning {
             bytes: self.retain_bytes,
             checkpoint_every: self.checkpoint_every.max(1),
         };
-        c.client_limits = server_kit::ClientLimits::from_flags(
-            self.max_clients,
-            self.client_output_limit_bytes,
-            self.client_timeout_ms,
-            self.client_write_timeout_ms,
-        )?;
+        c.client_limits = server_kit::ClientLimits::from_flags(&self.client_limits)?;
         Ok(())
     }
 }

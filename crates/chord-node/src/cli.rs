@@ -88,21 +88,9 @@ pub struct Tuning {
     /// nodes (at least 1) unless this is given.
     #[arg(long, default_value_t = 0)]
     pub worker_threads: usize,
-    /// Most client connections at once; beyond it a new one gets "-ERR max
-    /// number of clients reached" and is closed. Peers are not counted.
-    #[arg(long, default_value_t = server_kit::limits::DEFAULT_MAX_CLIENTS)]
-    pub max_clients: usize,
-    /// Close a client whose pending replies pass this many bytes (0: no
-    /// limit).
-    #[arg(long, default_value_t = server_kit::limits::DEFAULT_OUTPUT_LIMIT_BYTES)]
-    pub client_output_limit_bytes: usize,
-    /// Close a client idle this many milliseconds (0: never).
-    #[arg(long, default_value_t = 0)]
-    pub client_timeout_ms: u64,
-    /// Close a client that does not read its replies (a write to it blocks)
-    /// for this many milliseconds (0: never).
-    #[arg(long, default_value_t = server_kit::limits::DEFAULT_WRITE_TIMEOUT_MS)]
-    pub client_write_timeout_ms: u64,
+    /// Client connection limits.
+    #[command(flatten)]
+    pub client_limits: server_kit::limits::ClientLimitFlags,
 }
 
 /// `chord serve`: one node.
@@ -210,12 +198,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.op_timeout_ms = t.op_timeout_ms;
     c.max_frame_bytes = t.max_frame_bytes;
     c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
-    c.client_limits = server_kit::ClientLimits::from_flags(
-        t.max_clients,
-        t.client_output_limit_bytes,
-        t.client_timeout_ms,
-        t.client_write_timeout_ms,
-    )?;
+    c.client_limits = server_kit::ClientLimits::from_flags(&t.client_limits)?;
     if let Some(id) = &a.id {
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
@@ -439,19 +422,12 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             t.max_frame_bytes.to_string(),
             "--peer-idle-timeout-ms".into(),
             t.peer_idle_timeout_ms.to_string(),
-            "--max-clients".into(),
-            t.max_clients.to_string(),
-            "--client-output-limit-bytes".into(),
-            t.client_output_limit_bytes.to_string(),
-            "--client-timeout-ms".into(),
-            t.client_timeout_ms.to_string(),
-            "--client-write-timeout-ms".into(),
-            t.client_write_timeout_ms.to_string(),
             "--log".into(),
             t.log.clone(),
             "--worker-threads".into(),
             server_kit::process::cluster_worker_threads(t.worker_threads, a.nodes).to_string(),
         ]);
+        cmd.args(t.client_limits.to_args());
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",
             LookupArg::Recursive => "recursive",

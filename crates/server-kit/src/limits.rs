@@ -98,22 +98,54 @@ impl ClientLimits {
     /// The limits from the flags `--max-clients`,
     /// `--client-output-limit-bytes`, `--client-timeout-ms` and
     /// `--client-write-timeout-ms` (a timeout of 0 is none).
-    pub fn from_flags(
-        max_clients: usize,
-        output_limit_bytes: usize,
-        client_timeout_ms: u64,
-        client_write_timeout_ms: u64,
-    ) -> Result<ClientLimits, LimitsError> {
-        if max_clients == 0 {
+    pub fn from_flags(flags: &ClientLimitFlags) -> Result<ClientLimits, LimitsError> {
+        if flags.max_clients == 0 {
             return Err(LimitsError::NoClients);
         }
         let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
         Ok(ClientLimits {
-            max_clients,
-            output_limit_bytes,
-            idle_timeout: ms(client_timeout_ms),
-            write_timeout: ms(client_write_timeout_ms),
+            max_clients: flags.max_clients,
+            output_limit_bytes: flags.client_output_limit_bytes,
+            idle_timeout: ms(flags.client_timeout_ms),
+            write_timeout: ms(flags.client_write_timeout_ms),
         })
+    }
+}
+
+/// The client-limit flags of both node binaries (flattened into each
+/// one's clap arguments, so they are declared once).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ClientLimitFlags {
+    /// Most client connections at once; beyond it a new one gets "-ERR max
+    /// number of clients reached" and is closed. Peers are not counted.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// Close a client whose pending replies pass this many bytes (0: no
+    /// limit).
+    #[arg(long, default_value_t = DEFAULT_OUTPUT_LIMIT_BYTES)]
+    pub client_output_limit_bytes: usize,
+    /// Close a client idle this many milliseconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub client_timeout_ms: u64,
+    /// Close a client that does not read its replies (a write to it blocks)
+    /// for this many milliseconds (0: never).
+    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT_MS)]
+    pub client_write_timeout_ms: u64,
+}
+
+impl ClientLimitFlags {
+    /// The flags as command-line arguments, to pass on to a child process.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--max-clients".into(),
+            self.max_clients.to_string(),
+            "--client-output-limit-bytes".into(),
+            self.client_output_limit_bytes.to_string(),
+            "--client-timeout-ms".into(),
+            self.client_timeout_ms.to_string(),
+            "--client-write-timeout-ms".into(),
+            self.client_write_timeout_ms.to_string(),
+        ]
     }
 }
 
@@ -327,15 +359,30 @@ mod tests {
 
     #[test]
     fn flags_of_zero_mean_no_timeout_and_zero_clients_is_refused() {
-        let l = ClientLimits::from_flags(5, 100, 0, 0).unwrap();
+        let flags = |max_clients, client_timeout_ms, client_write_timeout_ms| ClientLimitFlags {
+            max_clients,
+            client_output_limit_bytes: 100,
+            client_timeout_ms,
+            client_write_timeout_ms,
+        };
+        let l = ClientLimits::from_flags(&flags(5, 0, 0)).unwrap();
         assert_eq!((l.idle_timeout, l.write_timeout), (None, None));
-        let l = ClientLimits::from_flags(5, 100, 10, 20).unwrap();
+        let l = ClientLimits::from_flags(&flags(5, 10, 20)).unwrap();
         assert_eq!(l.idle_timeout, Some(Duration::from_millis(10)));
         assert_eq!(l.write_timeout, Some(Duration::from_millis(20)));
         assert_eq!(
-            ClientLimits::from_flags(0, 0, 0, 0),
+            ClientLimits::from_flags(&flags(0, 0, 0)),
             Err(LimitsError::NoClients)
         );
+        // Passed on to a child process, the flags parse back the same.
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            limits: ClientLimitFlags,
+        }
+        let f = flags(7, 30, 40);
+        let args = std::iter::once("node".to_string()).chain(f.to_args());
+        assert_eq!(<Cli as clap::Parser>::parse_from(args).limits, f);
     }
 
     #[tokio::test]
