@@ -15,6 +15,9 @@
 
 use std::time::{Duration, Instant};
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use bayou_client::{Error, Guarantee, Guarantees, Options, Session};
 
 struct Args {
@@ -74,18 +77,6 @@ fn guarantees(mode: &str) -> Result<Guarantees, String> {
     }
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
-    }
-}
-
 #[derive(Default)]
 struct Outcome {
     latencies: Vec<Duration>,
@@ -94,7 +85,7 @@ struct Outcome {
 }
 
 fn plain(args: &Args, client: usize) -> Outcome {
-    let mut rng = Rng(client as u64 * 7919 + 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(client as u64 * 7919 + 1);
     let mut conns: Vec<redis::Connection> = args
         .addrs
         .iter()
@@ -107,11 +98,11 @@ fn plain(args: &Args, client: usize) -> Outcome {
     let mut out = Outcome::default();
     let mut at = client % args.addrs.len();
     for i in 0..args.ops {
-        if rng.below(100) < args.hop {
-            at = rng.below(args.addrs.len());
+        if rng.random_range(0..100) < args.hop {
+            at = rng.random_range(0..args.addrs.len());
         }
         let conn = &mut conns[at];
-        let key = format!("bench:{}", rng.below(args.keys));
+        let key = format!("bench:{}", rng.random_range(0..args.keys));
         let t = Instant::now();
         if i % 2 == 0 {
             let _: () = redis::cmd("SET").arg(&key).arg(i).query(conn).expect("SET");
@@ -124,7 +115,7 @@ fn plain(args: &Args, client: usize) -> Outcome {
 }
 
 fn with_session(args: &Args, client: usize, g: Guarantees) -> Outcome {
-    let mut rng = Rng(client as u64 * 7919 + 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(client as u64 * 7919 + 1);
     let addrs: Vec<&str> = args.addrs.iter().map(String::as_str).collect();
     let mut s = Session::open(&addrs, g)
         .expect("a session")
@@ -135,10 +126,10 @@ fn with_session(args: &Args, client: usize, g: Guarantees) -> Outcome {
     let mut out = Outcome::default();
     s.prefer(client % addrs.len());
     for i in 0..args.ops {
-        if rng.below(100) < args.hop {
-            s.prefer(rng.below(addrs.len()));
+        if rng.random_range(0..100) < args.hop {
+            s.prefer(rng.random_range(0..addrs.len()));
         }
-        let key = format!("bench:{}", rng.below(args.keys));
+        let key = format!("bench:{}", rng.random_range(0..args.keys));
         let t = Instant::now();
         let r = if i % 2 == 0 {
             s.set(&key, &i.to_string())

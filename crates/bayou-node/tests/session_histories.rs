@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use bayou_client::{Guarantee, Guarantees, Options, Session};
 use bayou_core::{ServerId, View};
 use bayou_sim::mobile::{Event, History, Observation, check, check_one, parse_value};
@@ -30,18 +33,6 @@ const IDS: [&str; 3] = ["P", "A", "B"];
 const KEYS: [&str; 2] = ["k0", "k1"];
 const CLIENTS: usize = 4;
 const OPS: usize = 250;
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
-    }
-}
 
 /// One client's operations: writes and reads, with the replica that
 /// served each.
@@ -65,7 +56,7 @@ fn client(
     guarantees: Guarantees,
     ids: Vec<String>,
 ) -> (Vec<Op>, u64) {
-    let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(index as u64 + 1) | 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(index as u64 + 1));
     let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let mut s = Session::open(&refs, guarantees)
         .unwrap()
@@ -78,13 +69,13 @@ fn client(
     let mut ops = Vec::new();
     let mut writes = 0;
     for _ in 0..OPS {
-        s.prefer(rng.below(addrs.len()));
-        let key = KEYS[rng.below(KEYS.len())];
+        s.prefer(rng.random_range(0..addrs.len()));
+        let key = KEYS[rng.random_range(0..KEYS.len())];
         let served_by = |s: &Session| {
             let at = addrs.iter().position(|a| a == s.replica()).unwrap();
             ids[at].clone()
         };
-        if rng.below(2) == 0 {
+        if rng.random_range(0..2) == 0 {
             writes += 1;
             let tag = format!("{index}.{writes}");
             match s.append(key, &format!("{tag};")) {
@@ -135,7 +126,7 @@ fn run(seed: u64, guarantees: Guarantees) -> (History, u64) {
         let ports: Vec<u16> = IDS.iter().map(|id| c.r(id).port).collect();
         let mut c = c;
         std::thread::spawn(move || {
-            let mut rng = Rng(seed | 1);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut kills = 0;
             for tick in 1.. {
                 if stop.load(Ordering::SeqCst) {
@@ -146,13 +137,15 @@ fn run(seed: u64, guarantees: Guarantees) -> (History, u64) {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let i = rng.below(3);
+                let i = rng.random_range(0..3);
                 let mut off = offline.lock().unwrap();
                 if tick % 2 == 0 {
-                    std::thread::sleep(Duration::from_millis(rng.below(101) as u64));
+                    std::thread::sleep(Duration::from_millis(rng.random_range(0..101) as u64));
                     let replica = c.r_mut(IDS[i]);
                     replica.kill9();
-                    std::thread::sleep(Duration::from_millis(50 + 50 * rng.below(6) as u64));
+                    std::thread::sleep(Duration::from_millis(
+                        50 + 50 * rng.random_range(0..6) as u64,
+                    ));
                     replica.start();
                     off[i] = false;
                     kills += 1;
