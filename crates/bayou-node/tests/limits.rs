@@ -6,17 +6,15 @@
 
 mod common;
 
+#[path = "../../server-kit/tests/support/clients.rs"]
+mod clients;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use clients::{raw, read_to_close};
 use common::Cluster;
-
-fn raw(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
 
 /// Sends `PING` and reads the reply line.
 fn ping(s: &mut TcpStream) -> String {
@@ -24,23 +22,6 @@ fn ping(s: &mut TcpStream) -> String {
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-/// Reads until the server closes the connection; what it sent.
-fn read_to_close(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .expect("the server closes the connection");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A field of `INFO` asked on `conn`.
-fn info_field(conn: &mut redis::Connection, field: &str) -> String {
-    let text: String = redis::cmd("INFO").query(conn).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in INFO:\n{text}"))
-        .to_string()
 }
 
 /// A field of `INFO` asked over a raw connection.
@@ -179,52 +160,13 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
     let mut good = p.conn();
     // The slow client: pipelined GETs of the 16 KiB value (up to 64 MiB of
     // replies, far beyond the socket buffers), never reading a byte.
-    let mut slow = raw(p.port);
-    slow.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let writer = {
-        let mut slow = slow.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(256);
-            let mut sent = 0usize;
-            for _ in 0..16 {
-                if slow.write_all(&get).is_err() {
-                    break;
-                }
-                sent += 256;
-            }
-            sent
-        })
-    };
-    // Both connections admitted (the accept of the slow one may come after
-    // the good one's first request), then the other client is answered
-    // throughout, until the slow one is gone.
-    let admitted = Instant::now();
-    while info_field(&mut good, "connected_clients") != "2" {
-        assert!(
-            admitted.elapsed() < Duration::from_secs(10),
-            "the slow client was never admitted"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let started = Instant::now();
-    let mut answered = 0u32;
-    let mut slowest = Duration::ZERO;
-    let closed_after = loop {
-        let t = Instant::now();
-        let got: Option<String> = redis::cmd("GET").arg("small").query(&mut good).unwrap();
-        assert_eq!(got.as_deref(), Some("s"));
-        slowest = slowest.max(t.elapsed());
-        answered += 1;
-        if info_field(&mut good, "connected_clients") == "1" {
-            break started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the slow client was never closed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut slow, writer) = clients::flood_unread(p.port, "big");
+    // The other client is answered throughout, until the slow one is gone.
+    let clients::Served {
+        closed_after,
+        answered,
+        slowest,
+    } = clients::serve_beside_slow_client(&mut good);
     let sent = writer.join().unwrap();
     assert!(sent > 0, "the slow client sent nothing");
     assert!(

@@ -6,32 +6,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+#[path = "../../server-kit/tests/support/clients.rs"]
+mod clients;
+
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use clients::{info_field, raw, read_to_close, say};
 use common::*;
-
-fn raw(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Sends an inline command and reads one chunk of the reply.
-fn say(s: &mut TcpStream, line: &str) -> String {
-    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let n = s.read(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-fn read_to_close(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .expect("the server closes the connection");
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Holds `n` client connections to `port`, retrying while the harness's
 /// own probes still count against the limit.
@@ -119,15 +102,6 @@ fn an_idle_client_is_closed_after_the_client_timeout() {
     assert_eq!(say(&mut busy, "PING"), "+PONG\r\n");
 }
 
-/// `connected_clients` asked on `conn`.
-fn connected(conn: &mut redis::Connection) -> String {
-    let text: String = redis::cmd("INFO").query(conn).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .unwrap_or_else(|| panic!("no connected_clients in {text}"))
-        .to_string()
-}
-
 #[test]
 fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
     let ring = Ring::start_opts(1, 1, 4, &["--client-write-timeout-ms", "1500"]);
@@ -145,49 +119,15 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
         .query(&mut good)
         .unwrap();
     wait_until(Duration::from_secs(10), "only one client", || {
-        connected(&mut good) == "1"
+        info_field(&mut good, "connected_clients") == "1"
     });
     // Pipelined GETs of the 16 KiB value, never reading a byte.
-    let slow = raw(port);
-    slow.set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let writer = {
-        let mut slow = slow.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(256);
-            let mut sent = 0usize;
-            for _ in 0..16 {
-                if slow.write_all(&get).is_err() {
-                    break;
-                }
-                sent += 256;
-            }
-            sent
-        })
-    };
-    // The slow connection admitted first (its accept may come after the
-    // good one's next request).
-    wait_until(Duration::from_secs(10), "the slow client admitted", || {
-        connected(&mut good) == "2"
-    });
-    let started = Instant::now();
-    let mut answered = 0u32;
-    let mut slowest = Duration::ZERO;
-    let closed_after = loop {
-        let t = Instant::now();
-        let got: Option<String> = redis::cmd("GET").arg("small").query(&mut good).unwrap();
-        assert_eq!(got.as_deref(), Some("s"));
-        slowest = slowest.max(t.elapsed());
-        answered += 1;
-        if connected(&mut good) == "1" {
-            break started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the slow client was never closed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (slow, writer) = clients::flood_unread(port, "big");
+    let clients::Served {
+        closed_after,
+        answered,
+        slowest,
+    } = clients::serve_beside_slow_client(&mut good);
     assert!(writer.join().unwrap() > 0, "the slow client sent nothing");
     assert!(
         closed_after >= Duration::from_millis(1500),
