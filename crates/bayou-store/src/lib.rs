@@ -607,18 +607,15 @@ impl Storage for RedbStore {
                 // The records all of whose writes are discarded go with the
                 // checkpoint (the new one's too, when the checkpoint covers
                 // every write it carries).
-                let new_ids: Vec<&WriteId> = batch.items.iter().map(item_write).collect();
-                let stored = self
-                    .index
-                    .iter()
-                    .map(|(&seq, ids)| (seq, ids.iter().collect::<Vec<_>>()));
-                let new = (!new_ids.is_empty()).then_some((seq, new_ids));
+                let discarded = |id: &WriteId| cp.omitted.covers(id);
                 covered.extend(
-                    stored
-                        .chain(new)
-                        .filter(|(_, ids)| ids.iter().all(|id| cp.omitted.covers(id)))
-                        .map(|(seq, _)| seq),
+                    (self.index.iter())
+                        .filter(|(_, ids)| ids.iter().all(discarded))
+                        .map(|(&seq, _)| seq),
                 );
+                if !batch.items.is_empty() && batch.items.iter().map(item_write).all(discarded) {
+                    covered.push(seq);
+                }
                 for &seq in &covered {
                     log.remove(seq).map_err(db_err)?;
                 }

@@ -1,6 +1,7 @@
 //! The group-commit thread both nodes write through: jobs (a node's batch of
 //! changes, with a token that only grows) queue on a channel; the thread
-//! takes one, **drains whatever else is queued** and merges it in, writes
+//! takes one, **drains whatever else is queued** and merges it in (waiting
+//! briefly for the clients the last write acknowledged, see `Gather`), writes
 //! the lot in one storage transaction (one fsync), and then reports the
 //! highest token written ([`spawn`]'s `done`), which lets the node
 //! acknowledge every job up to it. While one fsync runs, the jobs of every
