@@ -3,7 +3,7 @@ between replicas (docs/sessions.md).
 
     bayou cluster --replicas 3          # in another terminal
     pip install redis
-    python3 examples/python/session.py 7001 7002 7003
+    python3 examples/python/session.py 7000 7001 7002
 
 Each command is sent with BAYOU.SESSION TOKEN in one pipeline, so the
 token always reflects what succeeded; on NOTYET or a connection error the
@@ -73,7 +73,7 @@ class Session:
 
 
 def main():
-    ports = [int(p) for p in sys.argv[1:]] or [7001, 7002, 7003]
+    ports = [int(p) for p in sys.argv[1:]] or [7000, 7001, 7002]
     s = Session(ports)
     key = f"todo:{os.getpid()}"
     for i, item in enumerate(["milk", "bread", "eggs"]):

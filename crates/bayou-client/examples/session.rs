@@ -2,8 +2,8 @@
 //! replicas as they fail or lag.
 //!
 //! ```text
-//! bayou cluster --replicas 3        # in another terminal: 7001 (P), 7002, 7003
-//! cargo run --release -p bayou-client --example session -- 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003
+//! bayou cluster --replicas 3        # in another terminal: 7000 (P), 7001, 7002
+//! cargo run --release -p bayou-client --example session -- 127.0.0.1:7000 127.0.0.1:7001 127.0.0.1:7002
 //! ```
 //!
 //! It appends to a to-do list at one replica, reads it back at each of the
@@ -16,7 +16,7 @@ use bayou_client::{Guarantees, Session};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let replicas: Vec<&str> = if args.is_empty() {
-        vec!["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+        vec!["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
     } else {
         args.iter().map(String::as_str).collect()
     };
