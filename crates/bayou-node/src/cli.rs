@@ -88,6 +88,9 @@ pub struct Tuning {
     /// Client connection limits.
     #[command(flatten)]
     pub client_limits: server_kit::limits::ClientLimitFlags,
+    /// Peer authentication.
+    #[command(flatten)]
+    pub peer_auth: server_kit::peer_auth::PeerAuthFlags,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -133,9 +136,15 @@ impl Tuning {
             checkpoint_every: self.checkpoint_every.max(1),
         };
         c.client_limits = server_kit::ClientLimits::from_flags(&self.client_limits)?;
+        c.cluster_secret = self.peer_auth.load()?;
         Ok(())
     }
 }
+
+/// The cluster secret `bayou cluster` makes in its data directory when
+/// `--cluster-secret-file` is not given; a `bayou serve` joining the local
+/// cluster passes this file.
+pub const CLUSTER_SECRET_FILE: &str = "cluster.secret";
 
 fn server_id(s: &str) -> anyhow::Result<ServerId> {
     ServerId::new(s).with_context(|| format!("bad replica id {s:?}"))
@@ -204,6 +213,18 @@ impl ClusterArgs {
             .collect();
         let addr = |i: usize| format!("{}:{}", self.host, self.base_port as usize + i);
         let primary = server_id("P")?;
+        // A local cluster authenticates its peers by default: a secret in
+        // its data directory, made on first start, unless one is given.
+        let secret = match self.tuning.peer_auth.load()? {
+            Some(s) => s,
+            None => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+                server_kit::peer_auth::ClusterSecret::load_or_create(
+                    &self.data_dir.join(CLUSTER_SECRET_FILE),
+                )?
+            }
+        };
         let mut configs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let mut c = Config::new(
@@ -218,6 +239,7 @@ impl ClusterArgs {
                 }
             }
             self.tuning.apply(&mut c)?;
+            c.cluster_secret = Some(secret.clone());
             configs.push(c);
         }
         Ok(configs)

@@ -166,6 +166,9 @@ pub struct Config {
     pub retention: Retention,
     /// Client connection limits (`--max-clients`, timeouts, output limit).
     pub client_limits: server_kit::ClientLimits,
+    /// The cluster secret peers must prove they hold
+    /// (`--cluster-secret-file`); `None`: peers are not authenticated.
+    pub cluster_secret: Option<server_kit::peer_auth::ClusterSecret>,
 }
 
 impl Config {
@@ -185,6 +188,7 @@ impl Config {
             connect_timeout_ms: 1_000,
             retention: Retention::default(),
             client_limits: server_kit::ClientLimits::DEFAULT,
+            cluster_secret: None,
         }
     }
 
@@ -212,6 +216,8 @@ pub struct Node {
     pub metrics: metrics::Metrics,
     /// Admits clients up to `--max-clients` and counts them.
     pub clients: Arc<server_kit::ClientGate>,
+    /// Logs refused peers (rate-limited).
+    pub(crate) refused_peers: server_kit::peer_auth::RefusalLog,
 }
 
 /// Why a node is gone.
@@ -260,6 +266,7 @@ impl Node {
             counters: Counters::default(),
             metrics: metrics::Metrics::new(config_peers.iter()),
             clients,
+            refused_peers: Default::default(),
         });
         // The kit's group-commit thread: queued batches merged into one
         // transaction; a failed write stops the process (exit status 70).

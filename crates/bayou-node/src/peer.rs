@@ -60,6 +60,15 @@ pub enum SessionError {
         /// What went wrong.
         message: String,
     },
+    /// The peer and this replica did not authenticate each other with the
+    /// cluster secret.
+    #[error("peer {peer}: {source}")]
+    Auth {
+        /// The peer.
+        peer: String,
+        /// Why.
+        source: server_kit::peer_auth::PeerAuthError,
+    },
     /// The replica is shutting down.
     #[error(transparent)]
     Gone(#[from] Gone),
@@ -79,6 +88,15 @@ pub struct SyncReport {
 }
 
 /// A framed peer connection.
+/// Which end of a peer connection this replica is.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    /// It connected (an anti-entropy session it started).
+    Initiator,
+    /// It accepted.
+    Acceptor,
+}
+
 struct Conn<'a> {
     stream: TcpStream,
     rbuf: BytesMut,
@@ -102,6 +120,30 @@ impl<'a> Conn<'a> {
         SessionError::Io {
             peer: self.peer.clone(),
             source,
+        }
+    }
+
+    /// The cluster-secret exchange right after the magic
+    /// ([`server_kit::peer_auth`]): nothing the peer sends is read as a
+    /// protocol message before it succeeds.
+    async fn authenticate(&mut self, side: Side) -> Result<(), SessionError> {
+        use server_kit::peer_auth::{self, PeerAuthError};
+        let secret = self.node.config.cluster_secret.as_ref();
+        let exchange = async {
+            match side {
+                Side::Initiator => {
+                    peer_auth::initiate(&mut self.stream, secret, &mut self.rbuf).await
+                }
+                Side::Acceptor => peer_auth::accept(&mut self.stream, secret, &mut self.rbuf).await,
+            }
+        };
+        match peer_auth::within(IDLE_TIMEOUT, exchange).await {
+            Ok(()) => Ok(()),
+            Err(PeerAuthError::Timeout) => Err(SessionError::Timeout(self.peer.clone())),
+            Err(source) => Err(SessionError::Auth {
+                peer: self.peer.clone(),
+                source,
+            }),
         }
     }
 
@@ -339,6 +381,7 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(node, stream, BytesMut::new(), peer.to_string());
     conn.write_raw(MAGIC).await?;
+    conn.authenticate(Side::Initiator).await?;
     conn.send(&Msg::Hello {
         from: node.config.id.clone(),
         to: peer.clone(),
@@ -383,6 +426,16 @@ pub(crate) async fn serve_peer(node: Arc<Node>, stream: TcpStream, rbuf: BytesMu
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let mut conn = Conn::new(&node, stream, rbuf, remote.clone());
+    if let Err(e) = conn.authenticate(Side::Acceptor).await {
+        match &e {
+            SessionError::Auth { source, .. } => {
+                node.refused_peers
+                    .refused(node.config.id.as_str(), &remote, source)
+            }
+            _ => debug!(id = %node.config.id, %remote, "peer connection ended: {e}"),
+        }
+        return;
+    }
     if let Err(e) = respond(&mut conn).await {
         debug!(id = %node.config.id, %remote, "peer connection ended: {e}");
     }

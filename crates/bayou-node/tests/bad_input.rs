@@ -33,8 +33,26 @@ fn frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Decodes the frames in `bytes`.
-fn frames(mut bytes: &[u8]) -> Vec<Msg> {
+/// A connection that has passed the peer magic and the open
+/// authentication exchange ([`server_kit::peer_auth`]) of a replica
+/// without a cluster secret; what it writes next is read as peer messages.
+fn peer(port: u16) -> TcpStream {
+    let mut s = raw(port);
+    s.write_all(MAGIC).unwrap();
+    s.write_all(&server_kit::peer_auth::open_hello_frame())
+        .unwrap();
+    s
+}
+
+/// Decodes the peer messages in `bytes`, after the authentication
+/// exchange's challenge frame.
+fn frames(bytes: &[u8]) -> Vec<Msg> {
+    let mut buf = bytes::BytesMut::from(bytes);
+    assert!(
+        server_kit::peer_auth::skip_challenge(&mut buf).unwrap(),
+        "no challenge frame"
+    );
+    let mut bytes = &buf[..];
     let mut out = Vec::new();
     while bytes.len() >= 4 {
         let n = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
@@ -104,15 +122,13 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
     check_alive(&mut good);
 
     // Garbage on the peer protocol: a frame header of 4 GiB.
-    let mut s = raw(p.port);
-    s.write_all(MAGIC).unwrap();
+    let mut s = peer(p.port);
     s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
     read_to_close(&mut s);
     check_alive(&mut good);
 
     // Garbage inside a well-sized frame: an Error, then close.
-    let mut s = raw(p.port);
-    s.write_all(MAGIC).unwrap();
+    let mut s = peer(p.port);
     s.write_all(&frame(&[0, 1, 0xee, 0xee, 0xee, 0xee]))
         .unwrap();
     let msgs = frames(&read_to_close(&mut s));
@@ -125,8 +141,7 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
     check_alive(&mut good);
 
     // A peer speaking the next protocol version.
-    let mut s = raw(p.port);
-    s.write_all(MAGIC).unwrap();
+    let mut s = peer(p.port);
     let hello = Msg::Hello {
         from: ServerId::new("A").unwrap(),
         to: ServerId::new("P").unwrap(),
@@ -149,8 +164,7 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
     }
 
     // A Hello meant for another replica.
-    let mut s = raw(p.port);
-    s.write_all(MAGIC).unwrap();
+    let mut s = peer(p.port);
     let wrong = Msg::Hello {
         from: ServerId::new("A").unwrap(),
         to: ServerId::new("B").unwrap(),
@@ -161,8 +175,7 @@ fn bad_clients_and_peers_get_errors_and_change_nothing() {
 
     // A peer pushing an item that breaks the protocol: a commit for a write
     // P does not hold, to the primary.
-    let mut s = raw(p.port);
-    s.write_all(MAGIC).unwrap();
+    let mut s = peer(p.port);
     s.write_all(&frame(&wire::encode(&hello))).unwrap();
     s.write_all(&frame(&wire::encode(&Msg::PushOffer))).unwrap();
     let bogus = Item::Commit {

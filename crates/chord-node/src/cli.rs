@@ -91,6 +91,9 @@ pub struct Tuning {
     /// Client connection limits.
     #[command(flatten)]
     pub client_limits: server_kit::limits::ClientLimitFlags,
+    /// Peer authentication.
+    #[command(flatten)]
+    pub peer_auth: server_kit::peer_auth::PeerAuthFlags,
 }
 
 /// `chord serve`: one node.
@@ -146,6 +149,11 @@ pub struct ClusterArgs {
     pub tuning: Tuning,
 }
 
+/// The cluster secret `chord cluster` makes in its data directory when
+/// `--cluster-secret-file` is not given; a `chord serve --join` joining the
+/// local ring passes this file.
+pub const CLUSTER_SECRET_FILE: &str = "cluster.secret";
+
 fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
     s.to_socket_addrs()
         .with_context(|| format!("bad address {s:?}"))?
@@ -199,6 +207,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.max_frame_bytes = t.max_frame_bytes;
     c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
     c.client_limits = server_kit::ClientLimits::from_flags(&t.client_limits)?;
+    c.cluster_secret = t.peer_auth.load()?;
     if let Some(id) = &a.id {
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
@@ -269,6 +278,7 @@ pub async fn run_with_http(
         peers: Peers::new(
             cfg.max_frame_bytes,
             Duration::from_millis(cfg.rpc_timeout_ms),
+            cfg.cluster_secret.clone(),
         ),
         cfg: cfg.clone(),
         space,
@@ -280,6 +290,7 @@ pub async fn run_with_http(
         metrics: Default::default(),
         started: Instant::now(),
         clients: server_kit::ClientGate::new(cfg.client_limits),
+        refused_peers: Default::default(),
     });
     let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
     if let Some((listener, peer_http)) = http {
@@ -377,6 +388,18 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&a.data_dir)?;
     let t = &a.tuning;
+    // A local ring authenticates its peers by default: a secret in its data
+    // directory, made on first start, unless one is given.
+    let peer_auth = match &t.peer_auth.cluster_secret_file {
+        Some(_) => t.peer_auth.clone(),
+        None => {
+            let path = a.data_dir.join(CLUSTER_SECRET_FILE);
+            server_kit::peer_auth::ClusterSecret::load_or_create(&path)?;
+            server_kit::peer_auth::PeerAuthFlags {
+                cluster_secret_file: Some(std::path::absolute(&path)?),
+            }
+        }
+    };
     let first = format!("{}:{}", a.host, a.base_port);
     let mut children = Vec::new();
     for i in 0..a.nodes {
@@ -428,6 +451,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             server_kit::process::cluster_worker_threads(t.worker_threads, a.nodes).to_string(),
         ]);
         cmd.args(t.client_limits.to_args());
+        cmd.args(peer_auth.to_args());
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",
             LookupArg::Recursive => "recursive",

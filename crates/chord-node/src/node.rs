@@ -78,6 +78,9 @@ pub struct NodeConfig {
     pub peer_idle_timeout_ms: u64,
     /// Client connection limits (`--max-clients`, timeouts, output limit).
     pub client_limits: server_kit::ClientLimits,
+    /// The cluster secret peers must prove they hold
+    /// (`--cluster-secret-file`); `None`: peers are not authenticated.
+    pub cluster_secret: Option<server_kit::peer_auth::ClusterSecret>,
 }
 
 impl NodeConfig {
@@ -104,6 +107,7 @@ impl NodeConfig {
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
             peer_idle_timeout_ms: server_kit::frame::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             client_limits: server_kit::ClientLimits::DEFAULT,
+            cluster_secret: None,
         }
     }
 
@@ -260,6 +264,8 @@ pub struct Shared {
     pub started: Instant,
     /// Admits clients up to `--max-clients` and counts them.
     pub clients: Arc<server_kit::ClientGate>,
+    /// Logs peers refused by the cluster-secret exchange (rate-limited).
+    pub refused_peers: server_kit::peer_auth::RefusalLog,
 }
 
 impl Shared {

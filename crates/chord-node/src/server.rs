@@ -46,6 +46,8 @@ use bytes::{Bytes, BytesMut};
 use chord_core::Id;
 use chord_core::node::LookupMode;
 use server_kit::command::{self as cmd, CommandSpec, CommandTable};
+use server_kit::frame::FrameError;
+use server_kit::peer_auth::{self, PeerAuthError};
 use server_kit::{CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -95,7 +97,26 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
 /// A connection that sends its magic but no complete first frame within
 /// the peer idle timeout is closed; after that a peer may be quiet as long
 /// as it likes (a process may have nothing to tell this one for a while).
-async fn serve_peer(shared: Arc<Shared>, stream: TcpStream, already: BytesMut) {
+async fn serve_peer(shared: Arc<Shared>, mut stream: TcpStream, mut already: BytesMut) {
+    // Nothing the peer sends is read as a message before it proves it holds
+    // the cluster secret (server_kit::peer_auth).
+    let secret = shared.cfg.cluster_secret.as_ref();
+    let exchange = peer_auth::accept(&mut stream, secret, &mut already);
+    match peer_auth::within(shared.cfg.peer_idle_timeout(), exchange).await {
+        Ok(()) => {}
+        Err(e @ (PeerAuthError::Timeout | PeerAuthError::Frame(FrameError::Truncated))) => {
+            debug!("peer connection closed during authentication: {e}");
+            return;
+        }
+        Err(e) => {
+            let remote = stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            let me = shared.cfg.listen.to_string();
+            shared.refused_peers.refused(&me, &remote, &e);
+            return;
+        }
+    }
     let (r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(1024);
     let writer = tokio::spawn(async move {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use server_kit::frame::{FrameReader, write_frame};
+use server_kit::peer_auth::{self, ClusterSecret, PeerAuthError, RefusalLog};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -52,16 +53,25 @@ pub struct Peers {
     conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     max_frame_bytes: usize,
     timeout: Duration,
+    secret: Option<ClusterSecret>,
+    refused: RefusalLog,
 }
 
 impl Peers {
     /// Peers with frames of at most `max_frame_bytes` and `timeout` for
-    /// connecting and for each request.
-    pub fn new(max_frame_bytes: usize, timeout: Duration) -> Arc<Peers> {
+    /// connecting (with the cluster-secret exchange, when `secret` is set)
+    /// and for each request.
+    pub fn new(
+        max_frame_bytes: usize,
+        timeout: Duration,
+        secret: Option<ClusterSecret>,
+    ) -> Arc<Peers> {
         Arc::new(Peers {
             conns: Mutex::new(HashMap::new()),
             max_frame_bytes,
             timeout,
+            secret,
+            refused: RefusalLog::default(),
         })
     }
 
@@ -139,27 +149,54 @@ impl Peers {
     }
 }
 
+/// Connects, sends the magic and passes the cluster-secret exchange
+/// ([`server_kit::peer_auth`]); `None` (logged) when any of it fails.
+async fn connect(peers: &Peers, addr: SocketAddr, leftover: &mut BytesMut) -> Option<TcpStream> {
+    let mut stream = match tokio::time::timeout(peers.timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            debug!(%addr, "connect failed");
+            return None;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let exchange = async {
+        stream.write_all(MAGIC).await?;
+        peer_auth::initiate(&mut stream, peers.secret.as_ref(), leftover).await
+    };
+    match peer_auth::within(peers.timeout, exchange).await {
+        Ok(()) => Some(stream),
+        Err(e @ (PeerAuthError::Timeout | PeerAuthError::Frame(_) | PeerAuthError::Io(_))) => {
+            debug!(%addr, "peer connection failed: {e}");
+            None
+        }
+        Err(e) => {
+            peers.refused.refused("this node", &addr.to_string(), &e);
+            None
+        }
+    }
+}
+
 async fn run_conn(
     peers: Arc<Peers>,
     addr: SocketAddr,
     conn: Arc<Conn>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
-    let stream = match tokio::time::timeout(peers.timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        _ => {
-            debug!(%addr, "connect failed");
+    let mut leftover = BytesMut::new();
+    let stream = match connect(&peers, addr, &mut leftover).await {
+        Some(s) => s,
+        None => {
             peers.forget(addr, &conn);
             conn.pending.lock().expect("pending lock").clear();
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
     let (mut r, w) = stream.into_split();
     let max = peers.max_frame_bytes;
     let pending = conn.pending.clone();
     let reader = tokio::spawn(async move {
-        let mut frames = FrameReader::new(&mut r, BytesMut::new(), max);
+        let mut frames = FrameReader::new(&mut r, leftover, max);
         loop {
             let buf = match frames.next(None).await {
                 Ok(Some(buf)) => buf,
@@ -181,7 +218,6 @@ async fn run_conn(
     });
     let mut w = BufWriter::with_capacity(64 << 10, w);
     let write = async {
-        w.write_all(MAGIC).await?;
         while let Some(frame) = rx.recv().await {
             write_frame(&mut w, &frame).await?;
             while let Ok(f) = rx.try_recv() {

@@ -27,8 +27,17 @@ fn send_raw(port: u16, bytes: &[u8]) {
     }
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
+/// The peer prefix and the open authentication hello a node without a
+/// cluster secret accepts (`server_kit::peer_auth`): what follows is read
+/// as peer frames.
+fn after_auth() -> Vec<u8> {
     let mut f = MAGIC.to_vec();
+    f.extend_from_slice(&server_kit::peer_auth::open_hello_frame());
+    f
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = after_auth();
     f.extend((payload.len() as u32).to_be_bytes());
     f.extend(payload);
     f
@@ -101,6 +110,7 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
         MAGIC[..5].to_vec(),
         b"\xC4CHORDX\n".to_vec(),
         frame(&[]),
+        // Garbage where the authentication hello belongs.
         {
             let mut f = MAGIC.to_vec();
             f.extend(u32::MAX.to_be_bytes());
@@ -108,7 +118,13 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
             f
         },
         {
-            let mut f = MAGIC.to_vec();
+            let mut f = after_auth();
+            f.extend(u32::MAX.to_be_bytes());
+            f.extend([1u8; 64]);
+            f
+        },
+        {
+            let mut f = after_auth();
             f.extend(((64u32 << 20) + 1).to_be_bytes());
             f
         },
@@ -118,7 +134,7 @@ fn malformed_frames_and_resp_never_crash_a_node_or_corrupt_its_store() {
         frame(&valid[..2]),
         {
             // A frame announcing more bytes than it sends, then hang up.
-            let mut f = MAGIC.to_vec();
+            let mut f = after_auth();
             f.extend(1000u32.to_be_bytes());
             f.extend(&valid);
             f

@@ -66,6 +66,7 @@ pub mod datadir;
 pub mod frame;
 pub mod http;
 pub mod limits;
+pub mod peer_auth;
 pub mod process;
 pub mod resp;
 pub mod sealed;

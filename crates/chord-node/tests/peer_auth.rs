@@ -1,0 +1,119 @@
+//! Nodes prove they hold the cluster secret before anything they send is
+//! read (`--cluster-secret-file`, `server_kit::peer_auth`): a forged peer
+//! that knows the magic cannot store a record, and a node of another
+//! cluster cannot join the ring.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use chord_core::data::{DataMsg, Record, Version};
+use chord_node::wire::{self, Body, MAGIC};
+use common::*;
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+    f.extend(payload);
+    f
+}
+
+/// Sends `bytes` on a fresh connection; what the node sent back before it
+/// closed the connection.
+fn exchange(port: u16, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn stored_names(ring: &Ring) -> Vec<String> {
+    let mut all = Vec::new();
+    for i in ring.live() {
+        let names: Vec<String> = redis::cmd("CHORD.KEYS").query(&mut ring.conn(i)).unwrap();
+        all.extend(names);
+    }
+    all
+}
+
+#[test]
+fn forged_peers_and_nodes_of_another_cluster_are_refused() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let secrets = tempfile::tempdir().unwrap();
+    let ours = secrets.path().join("ours.secret");
+    let theirs = secrets.path().join("theirs.secret");
+    std::fs::write(&ours, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n").unwrap();
+    std::fs::write(&theirs, "another cluster entirely, 32 b\n").unwrap();
+    let ours_arg = ours.display().to_string();
+    let mut ring = Ring::start_opts(3, 3, 4, &["--cluster-secret-file", &ours_arg]);
+    ring.wait_ring(Duration::from_secs(30));
+    let keys = ring.write_keys("a", 30, 3);
+    wait_until(Duration::from_secs(20), "3 copies", || {
+        ring.copies_are(&keys, 3).is_ok()
+    });
+
+    // A forged peer: the magic, no credentials, then a well-formed
+    // replication of a record under its right id, with the highest version.
+    let x = chord_core::IdSpace::default().hash(b"forged");
+    let replicate = wire::encode(&Body::Data {
+        from: "127.0.0.1:1".parse().unwrap(),
+        msg: DataMsg::Replicate {
+            epoch: 0,
+            req: 1,
+            records: vec![(
+                x,
+                Record {
+                    name: b"forged".to_vec(),
+                    value: Some(b"z".to_vec()),
+                    version: Version {
+                        stamp: u64::MAX,
+                        writer: x,
+                    },
+                },
+            )],
+        },
+    });
+    for i in ring.live() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&server_kit::peer_auth::open_hello_frame());
+        bytes.extend(frame(&replicate));
+        let answer = String::from_utf8_lossy(&exchange(ring.nodes[i].port, &bytes)).into_owned();
+        assert!(
+            answer.contains("peer sent no credentials; this node requires the cluster secret"),
+            "node {i} answered {answer:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !stored_names(&ring).iter().any(|k| k == "forged"),
+        "a forged record was stored"
+    );
+
+    // A node of another cluster tries to join through node 0.
+    let ours_extra = ring.extra.clone();
+    ring.extra = vec!["--cluster-secret-file".into(), theirs.display().to_string()];
+    let stranger = ring.add_node();
+    ring.extra = ours_extra;
+    let stranger_addr = ring.nodes[stranger].addr();
+    std::thread::sleep(Duration::from_secs(2));
+    for i in [0, 1, 2] {
+        let succs: Vec<Vec<String>> = redis::cmd("CHORD.SUCCESSORS")
+            .query(&mut ring.conn(i))
+            .unwrap();
+        assert!(
+            succs.iter().all(|s| s[1] != stranger_addr),
+            "node {i} took the stranger as a successor: {succs:?}"
+        );
+        let pred: Option<Vec<String>> = redis::cmd("CHORD.PREDECESSOR")
+            .query(&mut ring.conn(i))
+            .unwrap();
+        assert_ne!(pred.map(|p| p[1].clone()), Some(stranger_addr.clone()));
+    }
+    ring.stop(stranger);
+    assert!(ring.ring_correct());
+    ring.check_keys(&keys, 3);
+    ring.copies_are(&keys, 3).unwrap();
+}
