@@ -9,9 +9,67 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{Debug, Display};
+use std::net::SocketAddr;
 
 use crate::id::{Id, IdSpace};
 use crate::node::{Command, Config, Message, Node, NodeRef, Time, Timer};
+
+/// The most virtual nodes one process may run; ids bound to an address
+/// ([`id_is_bound`]) are looked for among this many.
+pub const MAX_VIRTUAL_NODES: usize = 64;
+
+/// What a node's ring position is bound to, so a node cannot place itself
+/// at a point of its choosing (SIGCOMM §7 and the Sybil discussion of ToN
+/// §VI: ids are `SHA-1` of the node's address, so choosing an id means
+/// controlling the address that hashes to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdBinding {
+    /// Ids are whatever a node claims (`--id`); for experiments only.
+    None,
+    /// An id is `SHA-1("ip:port")` with one virtual node, or
+    /// `SHA-1("ip:port#i")`, `i < 64`, with several: one address gives at
+    /// most 65 positions, and an attacker needs a listening port per try.
+    #[default]
+    Address,
+    /// An id is `SHA-1("ip")` or `SHA-1("ip#i")`, `i < 64`: the Chord
+    /// paper's choice; one process per IP address, so trying many positions
+    /// costs many IP addresses rather than many ports.
+    Host,
+}
+
+impl IdBinding {
+    /// The text the ids of a process at `addr` are hashed from.
+    fn base(self, addr: &SocketAddr) -> String {
+        match self {
+            IdBinding::Host => addr.ip().to_string(),
+            IdBinding::None | IdBinding::Address => addr.to_string(),
+        }
+    }
+}
+
+/// The ids of the `v` virtual nodes of the process at `addr` under
+/// `binding` (`None` binds like `Address`): `SHA-1(base)` for one,
+/// `SHA-1("base#i")` for several.
+pub fn bound_ids(space: IdSpace, binding: IdBinding, addr: &SocketAddr, v: usize) -> Vec<Id> {
+    let base = binding.base(addr);
+    if v <= 1 {
+        vec![space.hash(base.as_bytes())]
+    } else {
+        virtual_ids(space, &base, v)
+    }
+}
+
+/// Whether `id` is one a process at `addr` may hold under `binding`: its
+/// single id or one of its first [`MAX_VIRTUAL_NODES`] virtual ids. Pure
+/// (at most 65 SHA-1s); a driver caches the pairs it has checked.
+pub fn id_is_bound(space: IdSpace, binding: IdBinding, id: Id, addr: &SocketAddr) -> bool {
+    if binding == IdBinding::None {
+        return true;
+    }
+    let base = binding.base(addr);
+    space.hash(base.as_bytes()) == id
+        || (0..MAX_VIRTUAL_NODES).any(|i| space.hash(format!("{base}#{i}").as_bytes()) == id)
+}
 
 /// The virtual-node ids of the process at `addr`: `SHA-1("addr#i") mod 2^m`.
 pub fn virtual_ids(space: IdSpace, addr: &impl Display, v: usize) -> Vec<Id> {
@@ -200,5 +258,44 @@ mod tests {
             .find(|(k, _)| *k == key)
             .expect("lookup finished");
         assert_eq!(res.as_ref().unwrap().owner.id, want);
+    }
+}
+
+#[cfg(test)]
+mod binding_tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_bound_to_the_address_they_hash_from() {
+        let space = IdSpace::default();
+        let a: SocketAddr = "127.0.0.1:8001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:8002".parse().unwrap();
+        let one = bound_ids(space, IdBinding::Address, &a, 1)[0];
+        assert_eq!(one, space.hash(b"127.0.0.1:8001"));
+        assert!(id_is_bound(space, IdBinding::Address, one, &a));
+        assert!(!id_is_bound(space, IdBinding::Address, one, &b));
+        // Virtual nodes: the same ids virtual_ids gives, each bound.
+        let many = bound_ids(space, IdBinding::Address, &a, 8);
+        assert_eq!(many, virtual_ids(space, &a, 8));
+        assert!(
+            many.iter()
+                .all(|id| id_is_bound(space, IdBinding::Address, *id, &a))
+        );
+        // A chosen point of the ring is not.
+        let chosen = space.hash(b"just before the key I want");
+        assert!(!id_is_bound(space, IdBinding::Address, chosen, &a));
+        assert!(id_is_bound(space, IdBinding::None, chosen, &a));
+    }
+
+    #[test]
+    fn host_binding_ignores_the_port() {
+        let space = IdSpace::default();
+        let a: SocketAddr = "10.0.0.7:8001".parse().unwrap();
+        let b: SocketAddr = "10.0.0.7:9999".parse().unwrap();
+        let id = bound_ids(space, IdBinding::Host, &a, 1)[0];
+        assert_eq!(id, space.hash(b"10.0.0.7"));
+        assert!(id_is_bound(space, IdBinding::Host, id, &b));
+        let port_bound = bound_ids(space, IdBinding::Address, &a, 1)[0];
+        assert!(!id_is_bound(space, IdBinding::Host, port_bound, &a));
     }
 }

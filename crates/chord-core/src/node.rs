@@ -241,6 +241,33 @@ pub enum Message<A> {
     },
 }
 
+impl<A> Message<A> {
+    /// Every node the message names (predecessors, successor lists, lookup
+    /// paths and answers), for a driver that checks each is bound to its
+    /// address before the core learns it ([`crate::host::id_is_bound`]).
+    pub fn node_refs(&self) -> Vec<&NodeRef<A>> {
+        match self {
+            Message::Ping { .. }
+            | Message::Pong { .. }
+            | Message::GetState { .. }
+            | Message::Notify
+            | Message::FindStep { .. }
+            | Message::ForwardAck { .. } => Vec::new(),
+            Message::State { pred, succs, .. } | Message::Leaving { pred, succs } => {
+                pred.iter().chain(succs).collect()
+            }
+            Message::StepReply { step, .. } => match step {
+                Step::Done { owner, succs } => std::iter::once(owner).chain(succs).collect(),
+                Step::Next { candidates } => candidates.iter().collect(),
+            },
+            Message::Forward { origin, path, .. } => std::iter::once(origin).chain(path).collect(),
+            Message::LookupResult {
+                owner, path, succs, ..
+            } => std::iter::once(owner).chain(path).chain(succs).collect(),
+        }
+    }
+}
+
 /// Timers a node asks its driver to arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Timer {

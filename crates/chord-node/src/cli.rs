@@ -19,6 +19,37 @@ use crate::store::{Persister, RedbKeyStore, RedbStore, hex};
 use crate::transport::Peers;
 use crate::{data, server};
 
+/// What ring positions are bound to (`--id-binding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdBindingArg {
+    /// Ids are whatever a node claims (`--id`): for experiments only.
+    None,
+    /// An id is SHA-1 of the node's ip:port (with #i per virtual node).
+    Address,
+    /// An id is SHA-1 of the node's IP alone (with #i per virtual node):
+    /// one process per IP address, as in the Chord paper.
+    Host,
+}
+
+impl IdBindingArg {
+    fn binding(self) -> chord_core::host::IdBinding {
+        use chord_core::host::IdBinding;
+        match self {
+            IdBindingArg::None => IdBinding::None,
+            IdBindingArg::Address => IdBinding::Address,
+            IdBindingArg::Host => IdBinding::Host,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            IdBindingArg::None => "none",
+            IdBindingArg::Address => "address",
+            IdBindingArg::Host => "host",
+        }
+    }
+}
+
 /// How lookups are carried out.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LookupArg {
@@ -94,6 +125,13 @@ pub struct Tuning {
     /// Peer authentication.
     #[command(flatten)]
     pub peer_auth: server_kit::peer_auth::PeerAuthFlags,
+    /// What a node's ring position is bound to: `address` (SHA-1 of
+    /// ip:port), `host` (SHA-1 of the IP; one node process per IP) or
+    /// `none` (any id, needed for --id). Peer messages naming a node whose
+    /// id its address does not bind are dropped. Every node of a ring must
+    /// use the same binding.
+    #[arg(long, value_enum, default_value_t = IdBindingArg::Address)]
+    pub id_binding: IdBindingArg,
 }
 
 /// `chord serve`: one node.
@@ -208,7 +246,14 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
     c.client_limits = server_kit::ClientLimits::from_flags(&t.client_limits)?;
     c.cluster_secret = t.peer_auth.load()?;
+    c.id_binding = t.id_binding.binding();
     if let Some(id) = &a.id {
+        if t.id_binding != IdBindingArg::None {
+            bail!(
+                "--id places the node at a chosen point of the ring, which peers bound to \
+                 addresses refuse; pass --id-binding none to every node of the ring to allow it"
+            );
+        }
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
         }
@@ -291,6 +336,8 @@ pub async fn run_with_http(
         started: Instant::now(),
         clients: server_kit::ClientGate::new(cfg.client_limits),
         refused_peers: Default::default(),
+        bound_nodes: Default::default(),
+        unbound_refused: Default::default(),
     });
     let core = tokio::spawn(run_core(shared.clone(), host, core_rx));
     if let Some((listener, peer_http)) = http {
@@ -452,6 +499,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         ]);
         cmd.args(t.client_limits.to_args());
         cmd.args(peer_auth.to_args());
+        cmd.arg("--id-binding").arg(t.id_binding.as_str());
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",
             LookupArg::Recursive => "recursive",

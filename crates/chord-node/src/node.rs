@@ -13,11 +13,11 @@
 //! replica sets from it.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chord_core::node::{Command, LookupMode, LookupOutcome, OpError, Stats};
@@ -81,6 +81,10 @@ pub struct NodeConfig {
     /// The cluster secret peers must prove they hold
     /// (`--cluster-secret-file`); `None`: peers are not authenticated.
     pub cluster_secret: Option<server_kit::peer_auth::ClusterSecret>,
+    /// What ring positions are bound to (`--id-binding`): nodes named in
+    /// peer messages whose ids are not bound to their addresses are
+    /// refused.
+    pub id_binding: chord_core::host::IdBinding,
 }
 
 impl NodeConfig {
@@ -108,6 +112,7 @@ impl NodeConfig {
             peer_idle_timeout_ms: server_kit::frame::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             client_limits: server_kit::ClientLimits::DEFAULT,
             cluster_secret: None,
+            id_binding: chord_core::host::IdBinding::Address,
         }
     }
 
@@ -116,18 +121,15 @@ impl NodeConfig {
         std::time::Duration::from_millis(self.peer_idle_timeout_ms)
     }
 
-    /// The ids of this process's virtual nodes: `--id`, or SHA-1 of the listen
-    /// address with one virtual node, or SHA-1 of `"addr#i"` with several.
+    /// The ids of this process's virtual nodes: `--id`, or those its
+    /// listen address binds it to ([`chord_core::host::bound_ids`]): SHA-1
+    /// of the address with one virtual node, of `"addr#i"` with several
+    /// (of the IP alone under `--id-binding host`).
     pub fn vnode_ids(&self, space: IdSpace) -> Vec<Id> {
         if let Some(id) = self.id {
             return vec![id];
         }
-        let addr = self.listen.to_string();
-        if self.virtual_nodes <= 1 {
-            vec![space.hash(addr.as_bytes())]
-        } else {
-            chord_core::host::virtual_ids(space, &addr, self.virtual_nodes)
-        }
+        chord_core::host::bound_ids(space, self.id_binding, &self.listen, self.virtual_nodes)
     }
 
     /// The data-plane configuration these settings imply.
@@ -191,6 +193,9 @@ impl RingView {
 pub struct Counters {
     /// RESP commands served.
     pub commands: AtomicU64,
+    /// Peer messages dropped for naming a node whose id its address does
+    /// not bind (`--id-binding`).
+    pub unbound_refused: AtomicU64,
 }
 
 /// Where a lookup's outcome goes.
@@ -240,6 +245,9 @@ pub enum CoreEvent {
     Inspect(InspectFn),
 }
 
+/// Most (id, address) pairs [`Shared::is_bound`] remembers.
+pub const MAX_BOUND_CACHE: usize = 4096;
+
 /// State shared by the tasks of one process.
 pub struct Shared {
     /// Configuration.
@@ -266,6 +274,11 @@ pub struct Shared {
     pub clients: Arc<server_kit::ClientGate>,
     /// Logs peers refused by the cluster-secret exchange (rate-limited).
     pub refused_peers: server_kit::peer_auth::RefusalLog,
+    /// Nodes (id, address) already checked against `--id-binding`.
+    pub bound_nodes: Mutex<HashSet<(Id, SocketAddr)>>,
+    /// Peer messages dropped because they named a node whose id is not
+    /// bound to its address.
+    pub unbound_refused: server_kit::peer_auth::RefusalLog,
 }
 
 impl Shared {
@@ -331,11 +344,55 @@ impl Shared {
         .unwrap_or_default()
     }
 
-    /// Asks a process which virtual nodes it hosts, retrying until it answers.
+    /// Whether `node`'s id is one its address may hold under
+    /// `--id-binding` ([`chord_core::host::id_is_bound`]); the pairs
+    /// checked are remembered (up to [`MAX_BOUND_CACHE`], then forgotten
+    /// all at once).
+    pub fn is_bound(&self, node: &NodeRef<SocketAddr>) -> bool {
+        use chord_core::host::{IdBinding, id_is_bound};
+        if self.cfg.id_binding == IdBinding::None {
+            return true;
+        }
+        let key = (node.id, node.addr);
+        if self.bound_nodes.lock().expect("bound lock").contains(&key) {
+            return true;
+        }
+        if !id_is_bound(self.space, self.cfg.id_binding, node.id, &node.addr) {
+            return false;
+        }
+        let mut cache = self.bound_nodes.lock().expect("bound lock");
+        if cache.len() >= MAX_BOUND_CACHE {
+            cache.clear();
+        }
+        cache.insert(key);
+        true
+    }
+
+    /// Asks a process which virtual nodes it hosts, retrying until it
+    /// answers; ids not bound to its address are left out (and logged).
     pub async fn whoami(&self, addr: SocketAddr) -> Vec<Id> {
         loop {
             match self.peers.call(addr, Request::Whoami).await {
-                Ok(Response::Ids(ids)) if !ids.is_empty() => return ids,
+                Ok(Response::Ids(ids)) if !ids.is_empty() => {
+                    let (bound, unbound): (Vec<Id>, Vec<Id>) = ids
+                        .into_iter()
+                        .partition(|id| self.is_bound(&NodeRef { id: *id, addr }));
+                    if !unbound.is_empty() {
+                        self.unbound_refused.refused(
+                            &self.cfg.listen.to_string(),
+                            &addr.to_string(),
+                            &format!(
+                                "it claims {} id(s) its address does not bind it to \
+                                 (--id-binding {:?}): ignored",
+                                unbound.len(),
+                                self.cfg.id_binding
+                            ),
+                        );
+                    }
+                    if !bound.is_empty() {
+                        return bound;
+                    }
+                }
                 other => debug!(%addr, "bootstrap not ready: {other:?}"),
             }
             if *self.shutdown.borrow() {

@@ -139,6 +139,30 @@ async fn serve_peer(shared: Arc<Shared>, mut stream: TcpStream, mut already: Byt
         };
         match wire::decode(&buf) {
             Ok(Body::Chord { to, from, msg }) => {
+                // A node named with an id its address does not bind it to
+                // (--id-binding) never reaches the core: a node cannot
+                // place itself, or anyone, at a chosen point of the ring.
+                if let Some(bad) = std::iter::once(&from)
+                    .chain(msg.node_refs())
+                    .find(|n| !shared.is_bound(n))
+                {
+                    shared.unbound_refused.refused(
+                        &shared.cfg.listen.to_string(),
+                        &from.addr.to_string(),
+                        &format!(
+                            "message names node {} at {}, an id that address does not bind \
+                             (--id-binding {:?}): dropped",
+                            crate::store::hex(bad.id),
+                            bad.addr,
+                            shared.cfg.id_binding
+                        ),
+                    );
+                    shared
+                        .counters
+                        .unbound_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let _ = shared.core.send(CoreEvent::Message { to, from, msg });
             }
             Ok(Body::Request {
@@ -731,9 +755,34 @@ async fn redis_info(shared: &Arc<Shared>) -> Reply {
         };
         text.push_str(&format!("{k}:{v}\r\n"));
     }
+    let mut stats = shared.clients.stats_info();
+    stats.push((
+        "peer_messages_unbound_ids".into(),
+        shared
+            .counters
+            .unbound_refused
+            .load(Ordering::Relaxed)
+            .to_string(),
+    ));
+    let security = vec![
+        (
+            "peer_auth".to_string(),
+            if shared.cfg.cluster_secret.is_some() {
+                "cluster-secret"
+            } else {
+                "none"
+            }
+            .to_string(),
+        ),
+        (
+            "id_binding".to_string(),
+            format!("{:?}", shared.cfg.id_binding).to_lowercase(),
+        ),
+    ];
     for (title, fields) in [
         ("Clients", shared.clients.clients_info()),
-        ("Stats", shared.clients.stats_info()),
+        ("Stats", stats),
+        ("Security", security),
     ] {
         text.push_str(&format!("\r\n# {title}\r\n"));
         for (k, v) in fields {

@@ -458,6 +458,8 @@ fn serve_once(dir: &std::path::Path, id: &str) -> (bool, String) {
             &format!("127.0.0.1:{port}"),
             "--id",
             id,
+            "--id-binding",
+            "none",
         ])
         .arg("--data-dir")
         .arg(dir)

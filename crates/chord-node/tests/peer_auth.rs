@@ -117,3 +117,71 @@ fn forged_peers_and_nodes_of_another_cluster_are_refused() {
     ring.check_keys(&keys, 3);
     ring.copies_are(&keys, 3).unwrap();
 }
+
+/// SIGCOMM §7 / ToN §VI: a node's id is SHA-1 of its address, so it cannot
+/// choose its point of the ring. A node claiming a chosen id (`--id`) is
+/// dropped by peers that bind ids to addresses (the default), and `--id`
+/// alone is refused at start.
+#[test]
+fn a_node_cannot_place_itself_at_a_chosen_point_of_the_ring() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ring = Ring::start(3, 3);
+    ring.wait_ring(Duration::from_secs(30));
+    let keys = ring.write_keys("s", 20, 9);
+
+    // Just before a key's id: the position a Sybil would pick to own it.
+    let space = chord_core::IdSpace::default();
+    let target = space.hash(b"s:1");
+    let chosen = format!(
+        "0x{}",
+        chord_node::store::hex(space.sub(target, chord_core::Id::from_u64(1)))
+    );
+    let port = free_ports(1)[0];
+    let dir = tempfile::tempdir().unwrap();
+    let start = |binding: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--id", &chosen, "--join", &ring.nodes[0].addr()])
+            .args(binding)
+            .args(fast_flags(3))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = start(&[]).wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("pass --id-binding none"), "{err}");
+
+    let mut sybil = start(&["--id-binding", "none"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let sybil_addr = format!("127.0.0.1:{port}");
+    for i in [0, 1, 2] {
+        let succs: Vec<Vec<String>> = redis::cmd("CHORD.SUCCESSORS")
+            .query(&mut ring.conn(i))
+            .unwrap();
+        assert!(
+            succs.iter().all(|s| s[1] != sybil_addr),
+            "node {i} took the chosen id as a successor: {succs:?}"
+        );
+    }
+    let dropped: u64 = (0..3)
+        .map(|i| {
+            let info: String = redis::cmd("INFO").query(&mut ring.conn(i)).unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("peer_messages_unbound_ids:"))
+                .expect("INFO has peer_messages_unbound_ids")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(dropped > 0, "no message was dropped");
+    let _ = sybil.kill();
+    let _ = sybil.wait();
+    assert!(ring.ring_correct());
+    ring.check_keys(&keys, 9);
+}

@@ -497,7 +497,7 @@ pub struct RefusalLog {
 
 impl RefusalLog {
     /// Records that the peer at `remote` was refused for `why`.
-    pub fn refused(&self, node: &str, remote: &str, why: &PeerAuthError) {
+    pub fn refused(&self, node: &str, remote: &str, why: &dyn std::fmt::Display) {
         let due = {
             let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
             let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
