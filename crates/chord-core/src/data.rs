@@ -60,6 +60,10 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
     /// Version; the highest wins.
     pub version: Version,
+    /// The user who wrote it, as the coordinating node authenticated them
+    /// (`AUTH`); `None` on a node without users. Replicated with the record;
+    /// not part of the version.
+    pub author: Option<String>,
 }
 
 impl Record {
@@ -840,9 +844,17 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
         self.start_op(now, key, OpKind::Read)
     }
 
-    /// Starts a client write (`Some`) or delete (`None`) of `name` (id `key`);
+    /// Starts a client write (`Some`) or delete (`None`) of `name` (id `key`)
+    /// by `author` (the client's user, if the node authenticates them);
     /// completion: [`DataCommand::WriteDone`].
-    pub fn write(&mut self, now: Time, key: Id, name: Vec<u8>, value: Option<Vec<u8>>) -> u64 {
+    pub fn write(
+        &mut self,
+        now: Time,
+        key: Id,
+        name: Vec<u8>,
+        value: Option<Vec<u8>>,
+        author: Option<String>,
+    ) -> u64 {
         self.now = now;
         self.last_stamp = (self.last_stamp + 1).max(now.saturating_mul(1000));
         let writer = self.views.first().map_or(key, |v| v.id);
@@ -853,6 +865,7 @@ impl<A: Clone + Ord + Debug, S: KeyStore> DataPlane<A, S> {
                 stamp: self.last_stamp,
                 writer,
             },
+            author,
         };
         self.start_op(now, key, OpKind::Write(record))
     }
@@ -2059,6 +2072,7 @@ mod tests {
                 stamp: stamp_ms * 1000,
                 writer: Id::from_u64(7),
             },
+            author: None,
         }
     }
 

@@ -81,6 +81,8 @@ pub enum DataEvent {
         name: Vec<u8>,
         /// Value.
         value: Option<Vec<u8>>,
+        /// The client's user, recorded with the record.
+        author: Option<String>,
         /// Answer: whether the key existed.
         reply: oneshot::Sender<Result<bool, ClientError>>,
     },
@@ -159,8 +161,8 @@ pub async fn run_data(
                         let op = plane.read(now, key);
                         reads.insert(op, reply);
                     }
-                    DataEvent::Write { key, name, value, reply } => {
-                        let op = plane.write(now, key, name, value);
+                    DataEvent::Write { key, name, value, author, reply } => {
+                        let op = plane.write(now, key, name, value, author);
                         writes.insert(op, reply);
                     }
                     DataEvent::Routed { op, cands } => plane.routed(now, op, cands),
@@ -263,16 +265,23 @@ async fn ask<T>(
 
 /// The value of `name` (a read from the key's replica set).
 pub async fn get(shared: &Arc<Shared>, name: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-    let key = shared.space.hash(name);
-    let rec = ask(shared, |reply| DataEvent::Read { key, reply }).await??;
-    Ok(rec.and_then(|r| r.value))
+    Ok(record(shared, name).await?.and_then(|r| r.value))
 }
 
-/// Sets (`Some`) or deletes (`None`) `name`; whether it existed.
+/// The newest record of `name` in its replica set, tombstone included
+/// (`CHORD.RECORD`).
+pub async fn record(shared: &Arc<Shared>, name: &[u8]) -> Result<Option<Record>, ClientError> {
+    let key = shared.space.hash(name);
+    ask(shared, |reply| DataEvent::Read { key, reply }).await?
+}
+
+/// Sets (`Some`) or deletes (`None`) `name` on behalf of `author`; whether
+/// it existed.
 pub async fn write(
     shared: &Arc<Shared>,
     name: &[u8],
     value: Option<Vec<u8>>,
+    author: Option<String>,
 ) -> Result<bool, ClientError> {
     let key = shared.space.hash(name);
     let name = name.to_vec();
@@ -280,6 +289,7 @@ pub async fn write(
         key,
         name,
         value,
+        author,
         reply,
     })
     .await?

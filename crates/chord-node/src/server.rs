@@ -278,6 +278,13 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         "CHORD.PREDECESSOR [VNODE i]: [id, address] or nil",
     ),
     CommandSpec::new(
+        "chord.record",
+        2,
+        &["readonly"],
+        "CHORD.RECORD key: the newest copy's value (nil if deleted), version stamp, coordinator id and author",
+    )
+    .keys(1, 1, 1),
+    CommandSpec::new(
         "chord.info",
         1,
         &["readonly"],
@@ -314,6 +321,8 @@ impl Handler for Clients {
     /// one. The same for `EXEC` (not atomic, see the module docs).
     async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
         let shared = &self.0;
+        // Who the client is, recorded with every record it writes.
+        let author: Option<String> = None;
         let mut replies = Vec::with_capacity(commands.len());
         let mut i = 0;
         while i < commands.len() {
@@ -329,7 +338,8 @@ impl Handler for Clients {
                 let mut set = tokio::task::JoinSet::new();
                 for (k, (spec, args)) in commands[i..j].iter().cloned().enumerate() {
                     let s = shared.clone();
-                    set.spawn(async move { (k, execute(&s, spec, args).await) });
+                    let author = author.clone();
+                    set.spawn(async move { (k, execute(&s, spec, args, author).await) });
                 }
                 let mut run: Vec<Option<Reply>> = (i..j).map(|_| None).collect();
                 while let Some(r) = set.join_next().await {
@@ -345,7 +355,7 @@ impl Handler for Clients {
                 i = j;
             } else {
                 let (spec, args) = commands[i].clone();
-                replies.push(execute(shared, spec, args).await);
+                replies.push(execute(shared, spec, args, author.clone()).await);
                 i += 1;
             }
         }
@@ -356,6 +366,26 @@ impl Handler for Clients {
 /// `GET key` or `SET key value`.
 fn is_simple((spec, args): &Queued) -> bool {
     (spec.name == "get" && args.len() == 2) || (spec.name == "set" && args.len() == 3)
+}
+
+/// `CHORD.RECORD`'s answer: field/value pairs (a map in RESP3).
+fn record_reply(r: &chord_core::data::Record) -> Reply {
+    Reply::Map(vec![
+        (
+            Reply::text("value"),
+            Reply::Bulk(r.value.clone().map(Bytes::from)),
+        ),
+        (Reply::text("deleted"), Reply::Int(r.is_tombstone() as i64)),
+        (Reply::text("stamp"), Reply::Int(r.version.stamp as i64)),
+        (
+            Reply::text("coordinator"),
+            Reply::text(hex(r.version.writer)),
+        ),
+        (
+            Reply::text("author"),
+            Reply::Bulk(r.author.clone().map(Bytes::from)),
+        ),
+    ])
 }
 
 fn peer_reply(p: &Peer) -> Reply {
@@ -371,7 +401,12 @@ fn client_err(e: data::ClientError) -> Reply {
 }
 
 /// Runs one of [`CHORD_COMMANDS`] (its arity already checked).
-async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> Reply {
+async fn execute(
+    shared: &Arc<Shared>,
+    spec: &CommandSpec,
+    args: Vec<Bytes>,
+    author: Option<String>,
+) -> Reply {
     let n = args.len();
     match spec.name {
         "get" => match data::get(shared, &args[1]).await {
@@ -384,7 +419,7 @@ async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> 
             } else if too_big(shared, &args[1..]) {
                 Reply::err("key and value too large for a node-to-node frame")
             } else {
-                match data::write(shared, &args[1], Some(args[2].to_vec())).await {
+                match data::write(shared, &args[1], Some(args[2].to_vec()), author).await {
                     Ok(_) => Reply::ok(),
                     Err(e) => client_err(e),
                 }
@@ -392,8 +427,9 @@ async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> 
         }
         "del" => {
             let names: Vec<Bytes> = args[1..].to_vec();
-            fan_out(shared, names, |s, k| async move {
-                data::write(&s, &k, None).await.map(|e| e as i64)
+            fan_out(shared, names, |s, k| {
+                let author = author.clone();
+                async move { data::write(&s, &k, None, author).await.map(|e| e as i64) }
             })
             .await
             .map(|v| Reply::Int(v.into_iter().sum()))
@@ -441,8 +477,9 @@ async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> 
                 .filter(|(i, (k, _))| last[k] == *i)
                 .map(|(_, p)| p)
                 .collect();
-            fan_out(shared, pairs, |s, (k, v)| async move {
-                data::write(&s, &k, Some(v.to_vec())).await
+            fan_out(shared, pairs, |s, (k, v)| {
+                let author = author.clone();
+                async move { data::write(&s, &k, Some(v.to_vec()), author).await }
             })
             .await
             .map(|_| Reply::ok())
@@ -500,6 +537,11 @@ async fn execute(shared: &Arc<Shared>, spec: &CommandSpec, args: Vec<Bytes>) -> 
                 ring_state(shared, spec.name, vi, all).await
             }
         }
+        "chord.record" => match data::record(shared, &args[1]).await {
+            Ok(Some(r)) => record_reply(&r),
+            Ok(None) => Reply::Bulk(None),
+            Err(e) => client_err(e),
+        },
         "chord.info" => chord_info(shared).await,
         "chord.keys" if n > 2 => cmd::wrong_arity("chord.keys"),
         "chord.keys" => {

@@ -20,7 +20,8 @@
 //! node logs it by key id (a warning) and serves the key as if it had no
 //! copy, so anti-entropy fetches it again
 //! from the key's other replicas (and a write replaces it). Records of
-//! format 2 (before checksums) are still read. A panic of redb on a damaged
+//! format 3 (before records named their author) and format 2 (before
+//! checksums) are still read, as records without an author. A panic of redb on a damaged
 //! file is a refusal to start, checked read-only first so nothing is
 //! written.
 
@@ -37,11 +38,33 @@ use server_kit::sealed;
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Format byte of every stored record: 3 is sealed (checksummed); 2 is the
-/// same body without a checksum, still read; 1 was the driver's own record
-/// type before the data plane moved into chord-core.
-const RECORD_FORMAT: u8 = 3;
+/// Format byte of every stored record: 4 is sealed (checksummed) with the
+/// record's author; 3 is sealed without an author and 2 the same body
+/// without a checksum, both still read (as records without an author); 1
+/// was the driver's own record type before the data plane moved into
+/// chord-core.
+const RECORD_FORMAT: u8 = 4;
+const RECORD_FORMAT_NO_AUTHOR: u8 = 3;
 const RECORD_FORMAT_UNSEALED: u8 = 2;
+
+/// A record of formats 2 and 3: [`Record`] before it named its author.
+#[derive(serde::Deserialize)]
+struct RecordWithoutAuthor {
+    name: Vec<u8>,
+    value: Option<Vec<u8>>,
+    version: chord_core::data::Version,
+}
+
+impl From<RecordWithoutAuthor> for Record {
+    fn from(r: RecordWithoutAuthor) -> Record {
+        Record {
+            name: r.name,
+            value: r.value,
+            version: r.version,
+            author: None,
+        }
+    }
+}
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -79,15 +102,24 @@ pub fn encode_record(key: &[u8], r: &Record) -> Vec<u8> {
 /// Decodes the record stored under `key`: checksum first (format 3), then
 /// the record (public for the fuzz targets).
 pub fn decode_record(key: &[u8], b: &[u8]) -> Result<Record, StoreError> {
-    let body = match b.first() {
-        Some(&RECORD_FORMAT) => {
-            sealed::unseal(b, RECORD_FORMAT, key).map_err(|e| StoreError::Corrupt(e.to_string()))?
-        }
-        Some(&RECORD_FORMAT_UNSEALED) => &b[1..],
-        Some(v) => return Err(StoreError::Corrupt(format!("record format {v}"))),
-        None => return Err(StoreError::Corrupt("empty record".into())),
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(e.to_string());
+    let old = |body: &[u8]| {
+        postcard::from_bytes::<RecordWithoutAuthor>(body)
+            .map(Record::from)
+            .map_err(|e| corrupt(&e))
     };
-    postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(e.to_string()))
+    match b.first() {
+        Some(&RECORD_FORMAT) => {
+            let body = sealed::unseal(b, RECORD_FORMAT, key).map_err(|e| corrupt(&e))?;
+            postcard::from_bytes(body).map_err(|e| corrupt(&e))
+        }
+        Some(&RECORD_FORMAT_NO_AUTHOR) => {
+            old(sealed::unseal(b, RECORD_FORMAT_NO_AUTHOR, key).map_err(|e| corrupt(&e))?)
+        }
+        Some(&RECORD_FORMAT_UNSEALED) => old(&b[1..]),
+        Some(v) => Err(StoreError::Corrupt(format!("record format {v}"))),
+        None => Err(StoreError::Corrupt("empty record".into())),
+    }
 }
 
 fn id_of(b: &[u8]) -> Result<Id, StoreError> {
@@ -381,6 +413,7 @@ mod tests {
                 stamp,
                 writer: Id::from_u64(1),
             },
+            author: None,
         }
     }
 
@@ -436,5 +469,31 @@ mod tests {
             decode_record(b"j", &encode_record(b"k", &r)).is_err(),
             "under another key"
         );
+    }
+
+    #[test]
+    fn records_keep_their_author_and_older_formats_read_without_one() {
+        let mut r = rec("k", Some("v"), 3);
+        r.author = Some("alice".into());
+        assert_eq!(decode_record(b"k", &encode_record(b"k", &r)).unwrap(), r);
+        // Format 3 (sealed) and 2 (unsealed): the same fields, no author.
+        #[derive(serde::Serialize)]
+        struct Old<'a> {
+            name: &'a [u8],
+            value: Option<&'a [u8]>,
+            version: Version,
+        }
+        let body = postcard::to_stdvec(&Old {
+            name: b"k",
+            value: Some(b"v"),
+            version: r.version,
+        })
+        .unwrap();
+        let mut want = r.clone();
+        want.author = None;
+        let sealed3 = sealed::seal(RECORD_FORMAT_NO_AUTHOR, b"k", &body);
+        assert_eq!(decode_record(b"k", &sealed3).unwrap(), want);
+        let unsealed2 = [&[RECORD_FORMAT_UNSEALED][..], &body].concat();
+        assert_eq!(decode_record(b"k", &unsealed2).unwrap(), want);
     }
 }

@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 pub const MAGIC: &[u8; 8] = b"\xC4CHORD1\n";
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 << 20;

@@ -72,6 +72,7 @@ fn forged_peers_and_nodes_of_another_cluster_are_refused() {
                         stamp: u64::MAX,
                         writer: x,
                     },
+                    author: None,
                 },
             )],
         },

@@ -715,6 +715,9 @@ impl DataSim {
                     stamp: 0,
                     writer: key,
                 },
+                // Records carry their author through replication, repair and
+                // hand-off; the checks compare whole records.
+                author: Some(format!("client{ci}")),
             })
         } else if roll < 0.65 {
             ClientOp::Write(Record {
@@ -724,6 +727,7 @@ impl DataSim {
                     stamp: 0,
                     writer: key,
                 },
+                author: None,
             })
         } else {
             ClientOp::Read
@@ -732,7 +736,7 @@ impl DataSim {
         let (op, kind) = match kind {
             ClientOp::Read => (d.read(now, key), ClientOp::Read),
             ClientOp::Write(r) => (
-                d.write(now, key, r.name.clone(), r.value.clone()),
+                d.write(now, key, r.name.clone(), r.value.clone(), r.author.clone()),
                 ClientOp::Write(r),
             ),
         };

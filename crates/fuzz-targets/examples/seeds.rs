@@ -118,6 +118,7 @@ fn main() -> std::io::Result<()> {
             stamp: 1,
             writer: id,
         },
+        author: None,
     };
     for body in [
         Body::Chord {
