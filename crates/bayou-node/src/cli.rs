@@ -88,6 +88,9 @@ pub struct Tuning {
     /// Client connection limits.
     #[command(flatten)]
     pub client_limits: server_kit::limits::ClientLimitFlags,
+    /// Client users and permissions (`--acl-file`).
+    #[command(flatten)]
+    pub acl: server_kit::acl::AclFlags,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -166,6 +169,7 @@ impl ServeArgs {
         }
         c.peers = peers;
         self.tuning.apply(&mut c)?;
+        c.acl = self.tuning.acl.load(server::TABLE)?;
         Ok(c)
     }
 
@@ -204,6 +208,8 @@ impl ClusterArgs {
             .collect();
         let addr = |i: usize| format!("{}:{}", self.host, self.base_port as usize + i);
         let primary = server_id("P")?;
+        // One users file for the whole cluster: one reload on SIGHUP.
+        let acl = self.tuning.acl.load(server::TABLE)?;
         let mut configs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let mut c = Config::new(
@@ -218,6 +224,7 @@ impl ClusterArgs {
                 }
             }
             self.tuning.apply(&mut c)?;
+            c.acl = acl.clone();
             configs.push(c);
         }
         Ok(configs)
@@ -299,12 +306,23 @@ impl Running {
     }
 }
 
+/// Logs whether clients authenticate, and reloads the users file (if any)
+/// on SIGHUP.
+fn serve_users(config: &Config) -> anyhow::Result<()> {
+    server_kit::acl::log_mode(config.acl.as_deref(), &config.listen);
+    if let Some(acl) = &config.acl {
+        server_kit::acl::reload_on_hangup(acl.clone())?;
+    }
+    Ok(())
+}
+
 /// Runs `bayou serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let peer_http = args.peer_http()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
+        serve_users(&config)?;
         let http = bind_http(args.http.as_deref()).await?;
         let running = start(config, shutdown.clone()).await?;
         if let Some(listener) = http {
@@ -326,6 +344,7 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let configs = args.configs()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
+        serve_users(&configs[0])?;
         let http = bind_http(args.http.as_deref()).await?;
         let mut running: Vec<Running> = Vec::new();
         for c in configs.clone() {

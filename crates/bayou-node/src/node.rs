@@ -166,6 +166,9 @@ pub struct Config {
     pub retention: Retention,
     /// Client connection limits (`--max-clients`, timeouts, output limit).
     pub client_limits: server_kit::ClientLimits,
+    /// The users clients authenticate as (`--acl-file`); `None`: clients
+    /// are not authenticated.
+    pub acl: Option<Arc<server_kit::acl::Acl>>,
 }
 
 impl Config {
@@ -185,6 +188,7 @@ impl Config {
             connect_timeout_ms: 1_000,
             retention: Retention::default(),
             client_limits: server_kit::ClientLimits::DEFAULT,
+            acl: None,
         }
     }
 
@@ -677,6 +681,7 @@ impl Core {
                         )])
                         .into_iter()
                         .chain(node.clients.clients_info())
+                        .chain(server_kit::acl::info_fields(node.config.acl.as_deref()))
                         .collect(),
                     ),
                     ("stats", node.clients.stats_info()),

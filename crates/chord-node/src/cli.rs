@@ -91,6 +91,9 @@ pub struct Tuning {
     /// Client connection limits.
     #[command(flatten)]
     pub client_limits: server_kit::limits::ClientLimitFlags,
+    /// Client users and permissions (`--acl-file`).
+    #[command(flatten)]
+    pub acl: server_kit::acl::AclFlags,
 }
 
 /// `chord serve`: one node.
@@ -199,6 +202,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.max_frame_bytes = t.max_frame_bytes;
     c.peer_idle_timeout_ms = t.peer_idle_timeout_ms;
     c.client_limits = server_kit::ClientLimits::from_flags(&t.client_limits)?;
+    c.acl = t.acl.load(server::TABLE)?;
     if let Some(id) = &a.id {
         if t.virtual_nodes > 1 {
             bail!("--id cannot be combined with --virtual > 1");
@@ -262,6 +266,10 @@ pub async fn run_with_http(
         RedbKeyStore::new(records),
         id_base,
     );
+    server_kit::acl::log_mode(cfg.acl.as_deref(), &cfg.listen.to_string());
+    if let Some(acl) = &cfg.acl {
+        server_kit::acl::reload_on_hangup(acl.clone())?;
+    }
     let (shutdown, _) = watch::channel(false);
     let seed = u64::from_be_bytes(ids[0].to_be_bytes()[12..20].try_into().expect("8 bytes"));
     let host = VirtualHost::new(&cfg.core_config(space), cfg.listen, &ids, seed);
@@ -428,6 +436,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
             server_kit::process::cluster_worker_threads(t.worker_threads, a.nodes).to_string(),
         ]);
         cmd.args(t.client_limits.to_args());
+        cmd.args(t.acl.to_args());
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",
             LookupArg::Recursive => "recursive",

@@ -78,6 +78,9 @@ pub struct NodeConfig {
     pub peer_idle_timeout_ms: u64,
     /// Client connection limits (`--max-clients`, timeouts, output limit).
     pub client_limits: server_kit::ClientLimits,
+    /// The users clients authenticate as (`--acl-file`); `None`: clients
+    /// are not authenticated.
+    pub acl: Option<Arc<server_kit::acl::Acl>>,
 }
 
 impl NodeConfig {
@@ -104,6 +107,7 @@ impl NodeConfig {
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
             peer_idle_timeout_ms: server_kit::frame::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             client_limits: server_kit::ClientLimits::DEFAULT,
+            acl: None,
         }
     }
 

@@ -183,7 +183,7 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         "EXISTS key [key ...]: how many exist",
     )
     .keys(1, -1, 1),
-    CommandSpec::new("dbsize", 1, cmd::READ_FAST, "DBSIZE: keys owned here"),
+    CommandSpec::new("dbsize", 1, cmd::READ_FAST, "DBSIZE: keys owned here").all_keys(),
     CommandSpec::new(
         "set",
         -3,
@@ -206,8 +206,18 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         "INFO [section ...]: a Redis-style text with the CHORD.INFO fields",
     ),
     server_kit::CONFIG_COMMAND,
-    CommandSpec::new("readonly", 1, &["fast"], "READONLY: OK (not a cluster)"),
-    CommandSpec::new("readwrite", 1, &["fast"], "READWRITE: OK (not a cluster)"),
+    CommandSpec::new(
+        "readonly",
+        1,
+        &["fast", "connection"],
+        "READONLY: OK (not a cluster)",
+    ),
+    CommandSpec::new(
+        "readwrite",
+        1,
+        &["fast", "connection"],
+        "READWRITE: OK (not a cluster)",
+    ),
     CommandSpec::new(
         "chord.lookup",
         -2,
@@ -243,7 +253,8 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         -1,
         &["readonly"],
         "CHORD.KEYS [OWNED]: names of the live keys stored here",
-    ),
+    )
+    .all_keys(),
     CommandSpec::new(
         "chord.leave",
         1,
@@ -263,11 +274,22 @@ impl Handler for Clients {
         Some(&self.0.counters.commands)
     }
 
+    fn acl(&self) -> Option<Arc<server_kit::acl::Acl>> {
+        self.0.cfg.acl.clone()
+    }
+
     /// Runs the commands in order, except that a run of `GET`/`SET` on
     /// distinct keys runs concurrently: no request in it can observe
     /// another's effect, so the replies are those of running them one by
     /// one. The same for `EXEC` (not atomic, see the module docs).
-    async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+    async fn run(
+        &self,
+        user: &str,
+        commands: Vec<Queued>,
+        _exec: bool,
+    ) -> Result<Vec<Reply>, Stopped> {
+        // Who sent these commands, for writes to record as their author.
+        let _author = user;
         let shared = &self.0;
         let mut replies = Vec::with_capacity(commands.len());
         let mut i = 0;
@@ -710,10 +732,13 @@ async fn redis_info(shared: &Arc<Shared>) -> Reply {
         };
         text.push_str(&format!("{k}:{v}\r\n"));
     }
-    for (title, fields) in [
-        ("Clients", shared.clients.clients_info()),
-        ("Stats", shared.clients.stats_info()),
-    ] {
+    let clients = shared
+        .clients
+        .clients_info()
+        .into_iter()
+        .chain(server_kit::acl::info_fields(shared.cfg.acl.as_deref()))
+        .collect();
+    for (title, fields) in [("Clients", clients), ("Stats", shared.clients.stats_info())] {
         text.push_str(&format!("\r\n# {title}\r\n"));
         for (k, v) in fields {
             text.push_str(&format!("{k}:{v}\r\n"));
