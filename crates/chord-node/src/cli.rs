@@ -530,7 +530,8 @@ fn wait_listening(child: &mut (String, std::process::Child)) -> anyhow::Result<b
     }
 }
 
-/// Whether a Redis `PING` to `addr` gets `+PONG`: the node itself is up,
+/// Whether a Redis `PING` to `addr` gets `+PONG` (or `-NOAUTH`, from a
+/// node with a users file and no `default` user): the node itself is up,
 /// not just something listening on its port.
 fn answers_ping(addr: &std::net::SocketAddr) -> bool {
     use std::io::{Read, Write};
@@ -539,7 +540,9 @@ fn answers_ping(addr: &std::net::SocketAddr) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut reply = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut reply).is_ok()
+        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
 }
 
 /// Kills every node and waits for them.
