@@ -155,3 +155,78 @@ fn a_broken_users_file_stops_the_server_at_start() {
         "{err}"
     );
 }
+
+/// Two consecutive free ports, the first returned.
+fn two_ports() -> u16 {
+    loop {
+        let p = common::free_ports(1)[0];
+        if p < 65_000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn a_local_cluster_shares_one_users_file_and_one_sighup_reloads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.acl");
+    std::fs::write(&file, acl::users_file()).unwrap();
+    let base = two_ports();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let cluster = Stop(
+        std::process::Command::new(common::BIN)
+            .args([
+                "cluster",
+                "--replicas",
+                "2",
+                "--base-port",
+                &base.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--acl-file")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    for port in [base, base + 1] {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(20));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let mut readers: Vec<_> = [base, base + 1]
+        .iter()
+        .map(|&port| {
+            let mut s = raw(port);
+            assert_eq!(
+                say(&mut s, "GET app:1"),
+                "-NOAUTH Authentication required.\r\n"
+            );
+            assert_eq!(say(&mut s, "AUTH reader reader-secret"), "+OK\r\n");
+            assert_eq!(
+                say(&mut s, "SET app:1 x"),
+                "-NOPERM User reader has no permissions to run the 'set' command\r\n"
+            );
+            s
+        })
+        .collect();
+    std::fs::write(&file, acl::users_file_reader_writes()).unwrap();
+    acl::hangup(cluster.0.id());
+    let start = std::time::Instant::now();
+    for s in &mut readers {
+        while say(s, "SET app:1 x") != "+OK\r\n" {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

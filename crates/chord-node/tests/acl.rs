@@ -158,3 +158,56 @@ fn a_broken_users_file_stops_the_server_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn chord_cluster_passes_the_users_file_to_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.acl");
+    std::fs::write(&file, acl::users_file()).unwrap();
+    let base = loop {
+        let p = common::free_ports(1)[0];
+        if p < 65_000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let mut cluster = Command::new(common::BIN)
+        .args(["cluster", "--nodes", "2", "--replicas", "1"])
+        .args(["--base-port", &base.to_string(), "--log", "warn"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--acl-file")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The banner comes once every node answered PING (here -NOAUTH); the
+    // nodes print their own lines to the same stdout first.
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(cluster.stdout.take().unwrap()));
+    let banner = lines
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("chord cluster:"))
+        .unwrap_or_default();
+    let stop = |mut c: Child| {
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        let _ = c.wait();
+    };
+    if !banner.starts_with("chord cluster: 2 of 2 nodes") {
+        stop(cluster);
+        panic!("{banner}");
+    }
+    for port in [base, base + 1] {
+        let mut s = raw(port);
+        assert_eq!(
+            say(&mut s, "GET app:1"),
+            "-NOAUTH Authentication required.\r\n"
+        );
+        assert_eq!(say(&mut s, "AUTH app app-secret"), "+OK\r\n");
+        assert_eq!(
+            say(&mut s, "SET other x"),
+            "-NOPERM No permissions to access a key\r\n"
+        );
+    }
+    stop(cluster);
+}
