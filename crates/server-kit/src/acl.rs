@@ -302,17 +302,13 @@ impl User {
     /// password's SHA-256 is one of its hashes. The comparison takes the
     /// same time whichever hash matches, or none.
     pub fn password_ok(&self, password: &[u8]) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        if self.nopass {
-            return true;
-        }
         let digest: [u8; 32] = Sha256::digest(password).into();
-        self.hashes
+        let matched: bool = self
+            .hashes
             .iter()
             .fold(subtle::Choice::from(0), |ok, h| ok | h.ct_eq(&digest))
-            .into()
+            .into();
+        self.enabled && (self.nopass || matched)
     }
 
     /// Whether the command rules allow `spec` (connection commands are
@@ -424,7 +420,15 @@ impl Users {
 
     /// The user `name` if `password` opens it (see [`User::password_ok`]).
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<&User> {
-        let user = self.users.get(std::str::from_utf8(name).ok()?)?;
+        let user = std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.users.get(n));
+        let Some(user) = user else {
+            // Hash anyway, so an unknown name takes as long as a wrong
+            // password.
+            let _ = Sha256::digest(password);
+            return None;
+        };
         user.password_ok(password).then_some(user)
     }
 
@@ -1008,6 +1012,24 @@ mod tests {
         assert!(is_loopback("[::1]:7000"));
         assert!(!is_loopback("0.0.0.0:7000"));
         assert!(!is_loopback("10.1.2.3:7000"));
+    }
+
+    #[test]
+    fn the_flag_passes_on_to_a_child_process() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            acl: AclFlags,
+        }
+        for flags in [
+            AclFlags { acl_file: None },
+            AclFlags {
+                acl_file: Some(PathBuf::from("/etc/bayou/users.acl")),
+            },
+        ] {
+            let args = std::iter::once("node".to_string()).chain(flags.to_args());
+            assert_eq!(<Cli as clap::Parser>::parse_from(args).acl, flags);
+        }
     }
 
     #[test]

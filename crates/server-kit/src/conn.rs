@@ -557,12 +557,13 @@ impl Client {
                 .map_or(String::new(), |b| String::from_utf8_lossy(b).into_owned())
         };
         format!(
-            "id={} name={} db=0 multi={} resp={} lib-name={} lib-ver={}",
+            "id={} name={} db=0 multi={} user={} resp={} lib-name={} lib-ver={}",
             self.id,
             s(&self.name),
             self.transaction
                 .as_ref()
                 .map_or(-1, |(q, _)| q.len() as i64),
+            self.user.as_deref().unwrap_or(""),
             self.protocol.version(),
             s(&self.lib_name),
             s(&self.lib_ver)
@@ -696,6 +697,13 @@ mod tests {
         assert_eq!(reply(&mut c, &["AUTH", "app", "pw"]), Reply::ok());
         assert_eq!(c.user().map(|u| &**u), Some("app"));
         assert_eq!(reply(&mut c, &["ACL", "WHOAMI"]), Reply::text("app"));
+        assert_eq!(
+            reply(&mut c, &["CLIENT", "INFO"]),
+            Reply::text(format!(
+                "id={} name= db=0 multi=-1 user=app resp=2 lib-name= lib-ver=\n",
+                c.id
+            ))
+        );
         assert!(matches!(
             c.step(args(&["GET", "app:1"]), &TABLE, &SERVER),
             Step::Run(..)
