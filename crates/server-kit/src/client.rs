@@ -303,12 +303,17 @@ async fn round<H: Handler>(
             continue;
         }
         match client.step(args, &service.table, &service.info) {
-            Step::Reply(r) => slots.push((Some(r), client.protocol, false)),
-            Step::Run(spec, args) => {
+            Step::Reply(r) => {
+                slots.push((Some(r), client.protocol, false));
+                // Only a connection command (answered here) changes the
+                // user: the commands before it run as the user they were
+                // sent as. Checked here, not for every node command.
                 if client.auth_epoch() != epoch {
                     flush(handler, &user, &mut pending, &mut slots).await?;
                     (epoch, user) = (client.auth_epoch(), current_user(client));
                 }
+            }
+            Step::Run(spec, args) => {
                 pending.push((slots.len(), (spec, args)));
                 slots.push((None, protocol, false));
             }

@@ -94,9 +94,11 @@ pub const CONNECTION_COMMANDS: &[CommandSpec] = &[
     CommandSpec::new(
         "auth",
         -2,
+        // `no_multi`: the commands of one EXEC run as one user.
         &[
             "fast",
             "no_auth",
+            "no_multi",
             "noscript",
             "loading",
             "stale",
@@ -310,7 +312,7 @@ impl Client {
                     Step::Reply(Reply::ok())
                 }
                 "multi" => Step::Reply(Reply::err("MULTI calls can not be nested")),
-                _ if spec.has_flag("no_multi") => {
+                _ if spec.has_flag("no_multi") || authenticates(spec, &args) => {
                     *refused = true;
                     Step::Reply(Reply::err(format!(
                         "Command not allowed inside a transaction: '{}'",
@@ -571,6 +573,12 @@ impl Client {
     }
 }
 
+/// Whether the request is `HELLO … AUTH …`, which (like `AUTH`) is refused
+/// inside `MULTI`, so that the commands of one `EXEC` run as one user.
+fn authenticates(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    spec.name == "hello" && args.iter().skip(2).any(|a| a.eq_ignore_ascii_case(b"auth"))
+}
+
 /// The lower-case subcommand of a request (`ACL WHOAMI` → `whoami`).
 fn acl_subcommand(args: &[Bytes]) -> Option<String> {
     args.get(1)
@@ -812,6 +820,25 @@ mod tests {
                  and the EXEC call. This command is no longer allowed for the following reason: \
                  no permission to execute the command or subcommand"
             ))
+        );
+    }
+
+    #[test]
+    fn authentication_is_refused_inside_multi() {
+        let (mut c, _dir) = with_users(&format!("user app on #{PW} ~app:* +@all"));
+        reply(&mut c, &["AUTH", "app", "pw"]);
+        reply(&mut c, &["MULTI"]);
+        assert_eq!(
+            reply(&mut c, &["AUTH", "app", "pw"]),
+            Reply::err("Command not allowed inside a transaction: 'auth'")
+        );
+        assert_eq!(
+            reply(&mut c, &["HELLO", "3", "AUTH", "app", "pw"]),
+            Reply::err("Command not allowed inside a transaction: 'hello'")
+        );
+        assert_eq!(
+            reply(&mut c, &["HELLO", "3"]),
+            Reply::Simple("QUEUED".into())
         );
     }
 
