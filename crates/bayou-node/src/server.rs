@@ -14,6 +14,15 @@
 //! of the replica lock, so no other client's command interleaves with them
 //! at this replica; each write among them is still its own Bayou write,
 //! ordered and committed like any other.
+//!
+//! Users (`--acl-file`, docs/acl.md): the kit checks every command against
+//! the connection's user before it reaches [`Handler::run`], from the
+//! command's flags and the keys its [`TABLE`] entry names: by position, every
+//! key (`DBSIZE`, `FLUSHALL`, `BAYOU.LOG`, `BAYOU.EXPORT`, `BAYOU.IMPORT`),
+//! or a finder for the keys that are not positional (`SET … GET` reads too,
+//! `KEYS`/`SCAN MATCH` patterns, the `BAYOU.SCAN` prefix, the keys of a
+//! `BAYOU.WRITE`). `run` is told the user's name, for writes to record as
+//! their author.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

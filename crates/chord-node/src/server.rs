@@ -20,6 +20,7 @@
 //! | `CHORD.LEAVE` | hands the keys off, leaves the ring, replies the count, exits |
 //! | `PING [msg]`, `ECHO msg`, `HELLO [2\|3]`, `CLIENT ...`, `SELECT 0`, `COMMAND [DOCS\|INFO\|COUNT\|LIST]`, `MULTI`/`EXEC`/`DISCARD`, `QUIT` | as Redis, answered by the kit's connection state ([`server_kit::Client`]) |
 //! | `INFO`, `CONFIG GET`, `DBSIZE`, `READONLY`, `READWRITE` | as Redis, as far as redis-cli and redis-benchmark need |
+//! | `AUTH [user] password`, `ACL WHOAMI\|USERS\|LIST\|LOAD\|CAT` | users and permissions from `--acl-file` (docs/acl.md), answered by the kit |
 //!
 //! With several virtual nodes, `CHORD.FINGERS`, `CHORD.SUCCESSORS` and
 //! `CHORD.PREDECESSOR` describe the first one (or the one named by a trailing
@@ -31,6 +32,11 @@
 //! wrong arities, from the command table [`TABLE`]. In a pipeline, a run of
 //! `GET`/`SET` on distinct keys runs concurrently (no request in it can
 //! observe another's effect); everything else runs in order.
+//!
+//! Users: with `--acl-file` the kit checks every command against the
+//! connection's user (the keys from [`TABLE`]: by position; every key for
+//! `DBSIZE` and `CHORD.KEYS`) before [`Handler::run`], which is told the
+//! user's name.
 //!
 //! `MULTI`/`EXEC`: the commands are queued by the kit and `EXEC` runs them
 //! in order, each routed to its key's owner as if sent one by one. It is
