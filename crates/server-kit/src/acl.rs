@@ -708,6 +708,10 @@ pub const OPEN_LOG: &str =
 /// warning when `listen` is not a loopback address.
 pub fn log_mode(acl: Option<&Acl>, listen: &str) {
     match acl {
+        Some(acl) if acl.users().is_empty() => warn!(
+            path = %acl.path.display(),
+            "the users file defines no users: no client can authenticate"
+        ),
         Some(acl) => info!(
             path = %acl.path.display(),
             users = acl.users().len(),
