@@ -216,22 +216,25 @@ impl Client {
         self.auth_epoch
     }
 
+    /// The connection's user among `users`, if it is there and `on`.
+    fn current<'u>(&self, users: &'u Users) -> Option<&'u acl::User> {
+        self.user
+            .as_deref()
+            .and_then(|n| users.get(n))
+            .filter(|u| u.enabled())
+    }
+
     /// Checks a command against the users in force: `-NOAUTH` unless the
     /// connection is authenticated (as a user still `on`) or the command
     /// needs none; `-NOPERM` for what the user may not do.
     fn authorize(&self, users: &Users, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
-        let user = self
-            .user
-            .as_deref()
-            .and_then(|n| users.get(n))
-            .filter(|u| u.enabled());
-        let Some(user) = user else {
+        let Some(user) = self.current(users) else {
             return match spec.has_flag("no_auth") {
                 true => Ok(()),
                 false => Err(Reply::Error(acl::NOAUTH.into())),
             };
         };
-        if spec.name == "acl" && acl_subcommand(args).is_some_and(|s| s == "whoami" || s == "cat") {
+        if open_to_all_users(spec, args) {
             return Ok(());
         }
         user.check(spec, args)
@@ -241,17 +244,11 @@ impl Client {
     /// At `EXEC`, a queued command checked again against the rules in force
     /// now: `Some(error)` if they no longer allow it (Redis' text).
     pub fn recheck(&self, spec: &CommandSpec, args: &[Bytes]) -> Option<Reply> {
-        let acl = self.acl.as_ref()?;
-        let users = acl.users();
-        let Some(user) = self
-            .user
-            .as_deref()
-            .and_then(|n| users.get(n))
-            .filter(|u| u.enabled())
-        else {
+        let users = self.acl.as_ref()?.users();
+        let Some(user) = self.current(&users) else {
             return Some(Reply::Error(acl::NOAUTH.into()));
         };
-        if spec.name == "acl" && acl_subcommand(args).is_some_and(|s| s == "whoami" || s == "cat") {
+        if open_to_all_users(spec, args) {
             return None;
         }
         user.check(spec, args).err().map(Denied::exec_reply)
@@ -571,6 +568,12 @@ impl Client {
             s(&self.lib_ver)
         )
     }
+}
+
+/// `ACL WHOAMI` and `ACL CAT` (of the `@admin` command `ACL`), which every
+/// authenticated user may run, as in Redis.
+fn open_to_all_users(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    spec.name == "acl" && acl_subcommand(args).is_some_and(|s| s == "whoami" || s == "cat")
 }
 
 /// Whether the request is `HELLO … AUTH …`, which (like `AUTH`) is refused
