@@ -91,6 +91,9 @@ pub struct Tuning {
     /// Peer authentication.
     #[command(flatten)]
     pub peer_auth: server_kit::peer_auth::PeerAuthFlags,
+    /// Client users and permissions (`--acl-file`).
+    #[command(flatten)]
+    pub acl: server_kit::acl::AclFlags,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -175,6 +178,7 @@ impl ServeArgs {
         }
         c.peers = peers;
         self.tuning.apply(&mut c)?;
+        c.acl = self.tuning.acl.load(server::TABLE)?;
         Ok(c)
     }
 
@@ -225,6 +229,8 @@ impl ClusterArgs {
                 )?
             }
         };
+        // One users file for the whole cluster: one reload on SIGHUP.
+        let acl = self.tuning.acl.load(server::TABLE)?;
         let mut configs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let mut c = Config::new(
@@ -240,6 +246,7 @@ impl ClusterArgs {
             }
             self.tuning.apply(&mut c)?;
             c.cluster_secret = Some(secret.clone());
+            c.acl = acl.clone();
             configs.push(c);
         }
         Ok(configs)
@@ -321,12 +328,23 @@ impl Running {
     }
 }
 
+/// Logs whether clients authenticate, and reloads the users file (if any)
+/// on SIGHUP.
+fn serve_users(config: &Config) -> anyhow::Result<()> {
+    server_kit::acl::log_mode(config.acl.as_deref(), &config.listen);
+    if let Some(acl) = &config.acl {
+        server_kit::acl::reload_on_hangup(acl.clone())?;
+    }
+    Ok(())
+}
+
 /// Runs `bayou serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let peer_http = args.peer_http()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
+        serve_users(&config)?;
         let http = bind_http(args.http.as_deref()).await?;
         let running = start(config, shutdown.clone()).await?;
         if let Some(listener) = http {
@@ -348,6 +366,7 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let configs = args.configs()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
+        serve_users(&configs[0])?;
         let http = bind_http(args.http.as_deref()).await?;
         let mut running: Vec<Running> = Vec::new();
         for c in configs.clone() {

@@ -169,6 +169,9 @@ pub struct Config {
     /// The cluster secret peers must prove they hold
     /// (`--cluster-secret-file`); `None`: peers are not authenticated.
     pub cluster_secret: Option<server_kit::peer_auth::ClusterSecret>,
+    /// The users clients authenticate as (`--acl-file`); `None`: clients
+    /// are not authenticated.
+    pub acl: Option<Arc<server_kit::acl::Acl>>,
 }
 
 impl Config {
@@ -189,6 +192,7 @@ impl Config {
             retention: Retention::default(),
             client_limits: server_kit::ClientLimits::DEFAULT,
             cluster_secret: None,
+            acl: None,
         }
     }
 
@@ -684,6 +688,7 @@ impl Core {
                         )])
                         .into_iter()
                         .chain(node.clients.clients_info())
+                        .chain(server_kit::acl::info_fields(node.config.acl.as_deref()))
                         .collect(),
                     ),
                     ("stats", node.clients.stats_info()),

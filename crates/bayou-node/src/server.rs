@@ -14,6 +14,15 @@
 //! of the replica lock, so no other client's command interleaves with them
 //! at this replica; each write among them is still its own Bayou write,
 //! ordered and committed like any other.
+//!
+//! Users (`--acl-file`, docs/acl.md): the kit checks every command against
+//! the connection's user before it reaches [`Handler::run`], from the
+//! command's flags and the keys its [`TABLE`] entry names: by position, every
+//! key (`DBSIZE`, `FLUSHALL`, `BAYOU.LOG`, `BAYOU.EXPORT`, `BAYOU.IMPORT`),
+//! or a finder for the keys that are not positional (`SET … GET` reads too,
+//! `KEYS`/`SCAN MATCH` patterns, the `BAYOU.SCAN` prefix, the keys of a
+//! `BAYOU.WRITE`). `run` is told the user's name, for writes to record as
+//! their author.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -26,7 +35,7 @@ use tracing::{debug, info};
 
 use crate::node::{Node, Query};
 use crate::peer;
-use server_kit::command::{self as cmd, CommandSpec, CommandTable};
+use server_kit::command::{self as cmd, CommandSpec, CommandTable, KeyTarget, KeyUse};
 use server_kit::{
     self as resp, CONNECTION_COMMANDS, Handler, Opened, Queued, Reply, Service, Stopped,
 };
@@ -101,7 +110,18 @@ impl Handler for Node {
         unsupported(name)
     }
 
-    async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+    fn acl(&self) -> Option<Arc<server_kit::acl::Acl>> {
+        self.config.acl.clone()
+    }
+
+    async fn run(
+        &self,
+        user: &str,
+        commands: Vec<Queued>,
+        _exec: bool,
+    ) -> Result<Vec<Reply>, Stopped> {
+        // Who sent these commands, for writes to record as their author.
+        let _author = user;
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
         let mut pending: Vec<(usize, Query)> = Vec::new();
         for (spec, args) in commands {
@@ -178,7 +198,8 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         W,
         "SET key value [NX|XX] [GET]: a write; NX/XX are checked when the write executes",
     )
-    .keys(1, 1, 1),
+    .keys(1, 1, 1)
+    .named_keys(set_keys),
     CommandSpec::new(
         "setnx",
         3,
@@ -186,8 +207,12 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         "SETNX key value: SET key value NX, replying 1 or 0",
     )
     .keys(1, 1, 1),
-    CommandSpec::new("getset", 3, WF, "GETSET key value: SET key value GET").keys(1, 1, 1),
-    CommandSpec::new("getdel", 2, WF, "GETDEL key: the value, and a delete").keys(1, 1, 1),
+    CommandSpec::new("getset", 3, WF, "GETSET key value: SET key value GET")
+        .keys(1, 1, 1)
+        .reads_keys(),
+    CommandSpec::new("getdel", 2, WF, "GETDEL key: the value, and a delete")
+        .keys(1, 1, 1)
+        .reads_keys(),
     CommandSpec::new(
         "del",
         -2,
@@ -213,38 +238,55 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         "MSET key value [key value ...]: one write per key",
     )
     .keys(1, -1, 2),
-    CommandSpec::new("incr", 2, WF, "INCR key: a counter write, +1").keys(1, 1, 1),
-    CommandSpec::new("decr", 2, WF, "DECR key: a counter write, -1").keys(1, 1, 1),
-    CommandSpec::new("incrby", 3, WF, "INCRBY key n: a counter write, +n").keys(1, 1, 1),
-    CommandSpec::new("decrby", 3, WF, "DECRBY key n: a counter write, -n").keys(1, 1, 1),
+    CommandSpec::new("incr", 2, WF, "INCR key: a counter write, +1")
+        .keys(1, 1, 1)
+        .reads_keys(),
+    CommandSpec::new("decr", 2, WF, "DECR key: a counter write, -1")
+        .keys(1, 1, 1)
+        .reads_keys(),
+    CommandSpec::new("incrby", 3, WF, "INCRBY key n: a counter write, +n")
+        .keys(1, 1, 1)
+        .reads_keys(),
+    CommandSpec::new("decrby", 3, WF, "DECRBY key n: a counter write, -n")
+        .keys(1, 1, 1)
+        .reads_keys(),
     CommandSpec::new(
         "append",
         3,
         WF,
         "APPEND key value: a write appending to the value",
     )
-    .keys(1, 1, 1),
+    .keys(1, 1, 1)
+    .reads_keys(),
     CommandSpec::new(
         "keys",
         2,
         &["readonly"],
         "KEYS pattern: matching keys in the full view",
-    ),
+    )
+    .named_keys(|args| vec![KeyUse::read(KeyTarget::Pattern(args[1].clone()))]),
     CommandSpec::new(
         "scan",
         -2,
         &["readonly"],
         "SCAN cursor [MATCH pattern] [COUNT n] [TYPE string]: keys in the full view, in pages",
-    ),
-    CommandSpec::new("dbsize", 1, R, "DBSIZE: keys in the full view"),
+    )
+    .named_keys(scan_keys),
+    CommandSpec::new("dbsize", 1, R, "DBSIZE: keys in the full view").all_keys(),
     CommandSpec::new(
         "flushdb",
         -1,
         &["write"],
         "FLUSHDB [ASYNC|SYNC]: one write deleting every key present when it executes",
+    )
+    .all_keys(),
+    CommandSpec::new("flushall", -1, &["write"], "FLUSHALL [ASYNC|SYNC]: FLUSHDB").all_keys(),
+    CommandSpec::new(
+        "unwatch",
+        1,
+        &["fast", "connection"],
+        "UNWATCH: nothing is ever watched",
     ),
-    CommandSpec::new("flushall", -1, &["write"], "FLUSHALL [ASYNC|SYNC]: FLUSHDB"),
-    CommandSpec::new("unwatch", 1, &["fast"], "UNWATCH: nothing is ever watched"),
     CommandSpec::new(
         "info",
         -1,
@@ -258,19 +300,22 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         1,
         &["readonly"],
         "BAYOU.LOG: the log in the slides' notation",
-    ),
+    )
+    .all_keys(),
     CommandSpec::new(
         "bayou.write",
         2,
         W,
         "BAYOU.WRITE op: any operation; the write id",
-    ),
+    )
+    .named_keys(write_keys),
     CommandSpec::new(
         "bayou.scan",
         -2,
         &["readonly"],
         "BAYOU.SCAN prefix [COMMITTED|FULL]",
-    ),
+    )
+    .named_keys(|args| vec![KeyUse::read(KeyTarget::Prefix(args[1].clone()))]),
     CommandSpec::new("bayou.vv", 1, R, "BAYOU.VV: the version vector"),
     CommandSpec::new(
         "bayou.sync",
@@ -298,13 +343,15 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         -1,
         &["readonly"],
         "BAYOU.EXPORT [summary] [MAXBYTES n]: bundle files",
-    ),
+    )
+    .all_keys(),
     CommandSpec::new(
         "bayou.import",
         2,
         W,
         "BAYOU.IMPORT file: apply a bundle file",
-    ),
+    )
+    .all_keys(),
     crate::session::SESSION_COMMAND,
     crate::session::WAITCOMMIT_COMMAND,
     crate::session::SUBSCRIBE_COMMAND,
@@ -393,10 +440,6 @@ const UNSUPPORTED: &[(&[&str], &str)] = &[
         "there is no scripting; see BAYOU.WRITE for Bayou's dependency checks and merge procedures",
     ),
     (
-        &["auth"],
-        "there is no authentication (HELLO AUTH default <any> is accepted)",
-    ),
-    (
         &[
             "move",
             "swapdb",
@@ -424,6 +467,72 @@ const UNSUPPORTED: &[(&[&str], &str)] = &[
         "not offered by this server",
     ),
 ];
+
+/// The keys of `SET key value [NX|XX] [GET]`: written, and read too with
+/// `GET` (the reply shows the old value).
+fn set_keys(args: &[Bytes]) -> Vec<KeyUse> {
+    let get = args[3..].iter().any(|a| a.eq_ignore_ascii_case(b"get"));
+    vec![KeyUse {
+        target: KeyTarget::Key(args[1].clone()),
+        read: get,
+        write: true,
+    }]
+}
+
+/// The keys `SCAN` reads: those matching its `MATCH` pattern, or all.
+fn scan_keys(args: &[Bytes]) -> Vec<KeyUse> {
+    let pattern = args[2..]
+        .chunks(2)
+        .find(|o| o.len() == 2 && o[0].eq_ignore_ascii_case(b"match"))
+        .map(|o| o[1].clone());
+    vec![KeyUse::read(
+        pattern.map_or(KeyTarget::All, KeyTarget::Pattern),
+    )]
+}
+
+/// The keys `BAYOU.WRITE op` writes, parsed as [`classify`] parses it. A
+/// Bayou write with a dependency check or a merge procedure runs scripts
+/// that may read and write any key, so it needs read and write on every
+/// key; a write that does not parse touches nothing (it is refused).
+fn write_keys(args: &[Bytes]) -> Vec<KeyUse> {
+    let key = |k: &Bytes| KeyUse::write(KeyTarget::Key(k.clone()));
+    match parse_write(&args[1]) {
+        Err(_) => Vec::new(),
+        Ok(Op::Put { key: k, .. })
+        | Ok(Op::Delete { key: k })
+        | Ok(Op::Incr { key: k, .. })
+        | Ok(Op::Append { key: k, .. })
+        | Ok(Op::SetIfAbsent { key: k, .. })
+        | Ok(Op::SetIfPresent { key: k, .. }) => vec![key(&k)],
+        Ok(Op::DeleteAll) => vec![KeyUse::write(KeyTarget::All)],
+        Ok(Op::Bayou(w)) if w.check.is_some() || w.merge.is_some() => vec![KeyUse {
+            target: KeyTarget::All,
+            read: true,
+            write: true,
+        }],
+        Ok(Op::Bayou(w)) => w
+            .update
+            .iter()
+            .map(|m| match m {
+                bayou_core::script::Mutation::Put(k, _) | bayou_core::script::Mutation::Del(k) => {
+                    KeyUse::write(KeyTarget::Key(Bytes::from(k.clone())))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The operation of `BAYOU.WRITE`: a JSON Bayou write, or an operation in
+/// the slides' notation.
+fn parse_write(arg: &[u8]) -> Result<Op, String> {
+    let text = String::from_utf8_lossy(arg);
+    let t = text.trim();
+    if t.starts_with('{') {
+        BayouWrite::from_json(t).map(|w| Op::Bayou(Box::new(w)))
+    } else {
+        Op::parse(t).map_err(|e| e.to_string())
+    }
+}
 
 /// The error for a known-unsupported command, if `name` is one.
 fn unsupported(name: &[u8]) -> Option<Reply> {
@@ -573,19 +682,10 @@ pub(crate) fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Actio
             q(Query::Get(args[1].clone(), view))
         }
         "bayou.log" => q(Query::Log),
-        "bayou.write" => {
-            let text = String::from_utf8_lossy(&args[1]);
-            let t = text.trim();
-            let op = if t.starts_with('{') {
-                BayouWrite::from_json(t).map(|w| Op::Bayou(Box::new(w)))
-            } else {
-                Op::parse(t).map_err(|e| e.to_string())
-            };
-            match op {
-                Ok(op) => q(Query::Write(op)),
-                Err(e) => Action::Now(Reply::err(e)),
-            }
-        }
+        "bayou.write" => match parse_write(&args[1]) {
+            Ok(op) => q(Query::Write(op)),
+            Err(e) => Action::Now(Reply::err(e)),
+        },
         "bayou.scan" => {
             let view = match args.get(2).map(|a| lower(a)).as_deref() {
                 None | Some("full") if n <= 3 => View::Full,

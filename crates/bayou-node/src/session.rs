@@ -39,7 +39,9 @@ pub const MAX_WAIT_MS: u64 = 60_000;
 pub const SESSION_COMMAND: CommandSpec = CommandSpec::new(
     "bayou.session",
     -2,
-    &["fast", "no_multi"],
+    // `connection`: it acts on the connection's session only, so every
+    // authenticated user may run it.
+    &["fast", "no_multi", "connection"],
     "BAYOU.SESSION OPEN [RYW] [MR] [WFR] [MW] [ALL] | USE token | TOKEN | INFO | PENDING | WAIT ms | CLOSE: session guarantees",
 );
 
@@ -166,6 +168,10 @@ impl Handler for Conn {
         self.node.refuse(name)
     }
 
+    fn acl(&self) -> Option<Arc<server_kit::acl::Acl>> {
+        self.node.config.acl.clone()
+    }
+
     async fn next_push(&self) -> Reply {
         if !self.pubsub.used.load(std::sync::atomic::Ordering::Relaxed) {
             return std::future::pending().await;
@@ -178,7 +184,12 @@ impl Handler for Conn {
         }
     }
 
-    async fn run(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
+    async fn run(
+        &self,
+        user: &str,
+        commands: Vec<Queued>,
+        exec: bool,
+    ) -> Result<Vec<Reply>, Stopped> {
         let is_session = |(spec, _): &Queued| {
             [
                 SESSION_COMMAND.name,
@@ -189,7 +200,7 @@ impl Handler for Conn {
             .contains(&spec.name)
         };
         if self.session().is_none() && !commands.iter().any(is_session) {
-            return self.node.run(commands, exec).await;
+            return self.node.run(user, commands, exec).await;
         }
         // In order: a BAYOU.SESSION command ends the run of commands before
         // it, which are checked and run together.
@@ -197,7 +208,10 @@ impl Handler for Conn {
         let mut segment = Vec::new();
         for command in commands {
             if is_session(&command) {
-                replies.extend(self.segment(std::mem::take(&mut segment), exec).await?);
+                replies.extend(
+                    self.segment(user, std::mem::take(&mut segment), exec)
+                        .await?,
+                );
                 replies.push(match command.0.name {
                     "bayou.waitcommit" => wait_commit(&self.node, &command.1).await?,
                     "subscribe" => self.subscribe(&command.1[1..]).await,
@@ -208,7 +222,7 @@ impl Handler for Conn {
                 segment.push(command);
             }
         }
-        replies.extend(self.segment(segment, exec).await?);
+        replies.extend(self.segment(user, segment, exec).await?);
         Ok(replies)
     }
 }
@@ -308,12 +322,17 @@ pub(crate) fn run_checked(
 impl Conn {
     /// Runs a run of the node's commands under the session (or without).
     /// `BAYOU.SYNC` runs after the queries before it, as the node runs it.
-    async fn segment(&self, commands: Vec<Queued>, exec: bool) -> Result<Vec<Reply>, Stopped> {
+    async fn segment(
+        &self,
+        user: &str,
+        commands: Vec<Queued>,
+        exec: bool,
+    ) -> Result<Vec<Reply>, Stopped> {
         if commands.is_empty() {
             return Ok(Vec::new());
         }
         if self.session().is_none() {
-            return self.node.run(commands, exec).await;
+            return self.node.run(user, commands, exec).await;
         }
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
         let mut pending: Vec<(usize, Query)> = Vec::new();
@@ -328,7 +347,10 @@ impl Conn {
                 // runs it, after the queries before it.
                 Action::Sync(_) => {
                     self.flush(&mut pending, &mut replies).await?;
-                    let mut r = self.node.run(vec![(*spec, args.clone())], false).await?;
+                    let mut r = self
+                        .node
+                        .run(user, vec![(*spec, args.clone())], false)
+                        .await?;
                     replies.push(r.pop());
                 }
             }

@@ -132,6 +132,9 @@ pub struct Tuning {
     /// use the same binding.
     #[arg(long, value_enum, default_value_t = IdBindingArg::Address)]
     pub id_binding: IdBindingArg,
+    /// Client users and permissions (`--acl-file`).
+    #[command(flatten)]
+    pub acl: server_kit::acl::AclFlags,
 }
 
 /// `chord serve`: one node.
@@ -247,6 +250,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.client_limits = server_kit::ClientLimits::from_flags(&t.client_limits)?;
     c.cluster_secret = t.peer_auth.load()?;
     c.id_binding = t.id_binding.binding();
+    c.acl = t.acl.load(server::TABLE)?;
     if let Some(id) = &a.id {
         if t.id_binding != IdBindingArg::None {
             bail!(
@@ -316,6 +320,10 @@ pub async fn run_with_http(
         RedbKeyStore::new(records),
         id_base,
     );
+    server_kit::acl::log_mode(cfg.acl.as_deref(), &cfg.listen.to_string());
+    if let Some(acl) = &cfg.acl {
+        server_kit::acl::reload_on_hangup(acl.clone())?;
+    }
     let (shutdown, _) = watch::channel(false);
     let seed = u64::from_be_bytes(ids[0].to_be_bytes()[12..20].try_into().expect("8 bytes"));
     let host = VirtualHost::new(&cfg.core_config(space), cfg.listen, &ids, seed);
@@ -500,6 +508,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         cmd.args(t.client_limits.to_args());
         cmd.args(peer_auth.to_args());
         cmd.arg("--id-binding").arg(t.id_binding.as_str());
+        cmd.args(t.acl.to_args());
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",
             LookupArg::Recursive => "recursive",
@@ -593,7 +602,8 @@ fn wait_listening(child: &mut (String, std::process::Child)) -> anyhow::Result<b
     }
 }
 
-/// Whether a Redis `PING` to `addr` gets `+PONG`: the node itself is up,
+/// Whether a Redis `PING` to `addr` gets `+PONG` (or `-NOAUTH`, from a
+/// node with a users file and no `default` user): the node itself is up,
 /// not just something listening on its port.
 fn answers_ping(addr: &std::net::SocketAddr) -> bool {
     use std::io::{Read, Write};
@@ -602,7 +612,9 @@ fn answers_ping(addr: &std::net::SocketAddr) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     let mut reply = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut reply).is_ok()
+        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
 }
 
 /// Kills every node and waits for them.

@@ -85,6 +85,9 @@ pub struct NodeConfig {
     /// peer messages whose ids are not bound to their addresses are
     /// refused.
     pub id_binding: chord_core::host::IdBinding,
+    /// The users clients authenticate as (`--acl-file`); `None`: clients
+    /// are not authenticated.
+    pub acl: Option<Arc<server_kit::acl::Acl>>,
 }
 
 impl NodeConfig {
@@ -113,6 +116,7 @@ impl NodeConfig {
             client_limits: server_kit::ClientLimits::DEFAULT,
             cluster_secret: None,
             id_binding: chord_core::host::IdBinding::Address,
+            acl: None,
         }
     }
 

@@ -20,6 +20,7 @@
 //! | `CHORD.LEAVE` | hands the keys off, leaves the ring, replies the count, exits |
 //! | `PING [msg]`, `ECHO msg`, `HELLO [2\|3]`, `CLIENT ...`, `SELECT 0`, `COMMAND [DOCS\|INFO\|COUNT\|LIST]`, `MULTI`/`EXEC`/`DISCARD`, `QUIT` | as Redis, answered by the kit's connection state ([`server_kit::Client`]) |
 //! | `INFO`, `CONFIG GET`, `DBSIZE`, `READONLY`, `READWRITE` | as Redis, as far as redis-cli and redis-benchmark need |
+//! | `AUTH [user] password`, `ACL WHOAMI\|USERS\|LIST\|LOAD\|CAT` | users and permissions from `--acl-file` (docs/acl.md), answered by the kit |
 //!
 //! With several virtual nodes, `CHORD.FINGERS`, `CHORD.SUCCESSORS` and
 //! `CHORD.PREDECESSOR` describe the first one (or the one named by a trailing
@@ -31,6 +32,11 @@
 //! wrong arities, from the command table [`TABLE`]. In a pipeline, a run of
 //! `GET`/`SET` on distinct keys runs concurrently (no request in it can
 //! observe another's effect); everything else runs in order.
+//!
+//! Users: with `--acl-file` the kit checks every command against the
+//! connection's user (the keys from [`TABLE`]: by position; every key for
+//! `DBSIZE` and `CHORD.KEYS`) before [`Handler::run`], which is told the
+//! user's name.
 //!
 //! `MULTI`/`EXEC`: the commands are queued by the kit and `EXEC` runs them
 //! in order, each routed to its key's owner as if sent one by one. It is
@@ -228,7 +234,7 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         "EXISTS key [key ...]: how many exist",
     )
     .keys(1, -1, 1),
-    CommandSpec::new("dbsize", 1, cmd::READ_FAST, "DBSIZE: keys owned here"),
+    CommandSpec::new("dbsize", 1, cmd::READ_FAST, "DBSIZE: keys owned here").all_keys(),
     CommandSpec::new(
         "set",
         -3,
@@ -251,8 +257,18 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         "INFO [section ...]: a Redis-style text with the CHORD.INFO fields",
     ),
     server_kit::CONFIG_COMMAND,
-    CommandSpec::new("readonly", 1, &["fast"], "READONLY: OK (not a cluster)"),
-    CommandSpec::new("readwrite", 1, &["fast"], "READWRITE: OK (not a cluster)"),
+    CommandSpec::new(
+        "readonly",
+        1,
+        &["fast", "connection"],
+        "READONLY: OK (not a cluster)",
+    ),
+    CommandSpec::new(
+        "readwrite",
+        1,
+        &["fast", "connection"],
+        "READWRITE: OK (not a cluster)",
+    ),
     CommandSpec::new(
         "chord.lookup",
         -2,
@@ -295,7 +311,8 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
         -1,
         &["readonly"],
         "CHORD.KEYS [OWNED]: names of the live keys stored here",
-    ),
+    )
+    .all_keys(),
     CommandSpec::new(
         "chord.leave",
         1,
@@ -315,14 +332,24 @@ impl Handler for Clients {
         Some(&self.0.counters.commands)
     }
 
+    fn acl(&self) -> Option<Arc<server_kit::acl::Acl>> {
+        self.0.cfg.acl.clone()
+    }
+
     /// Runs the commands in order, except that a run of `GET`/`SET` on
     /// distinct keys runs concurrently: no request in it can observe
     /// another's effect, so the replies are those of running them one by
     /// one. The same for `EXEC` (not atomic, see the module docs).
-    async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+    async fn run(
+        &self,
+        user: &str,
+        commands: Vec<Queued>,
+        _exec: bool,
+    ) -> Result<Vec<Reply>, Stopped> {
         let shared = &self.0;
-        // Who the client is, recorded with every record it writes.
-        let author: Option<String> = None;
+        // Who sent these commands, recorded with every record they write
+        // (only when clients authenticate: an open node names nobody).
+        let author: Option<String> = shared.cfg.acl.as_ref().map(|_| user.to_string());
         let mut replies = Vec::with_capacity(commands.len());
         let mut i = 0;
         while i < commands.len() {
@@ -821,8 +848,14 @@ async fn redis_info(shared: &Arc<Shared>) -> Reply {
             format!("{:?}", shared.cfg.id_binding).to_lowercase(),
         ),
     ];
+    let clients = shared
+        .clients
+        .clients_info()
+        .into_iter()
+        .chain(server_kit::acl::info_fields(shared.cfg.acl.as_deref()))
+        .collect();
     for (title, fields) in [
-        ("Clients", shared.clients.clients_info()),
+        ("Clients", clients),
         ("Stats", stats),
         ("Security", security),
     ] {

@@ -15,8 +15,16 @@
 //! transaction's node commands in one [`Handler::run`] call with `exec`
 //! set; the reply is the array of the transaction's replies, in order.
 //! What `EXEC` guarantees beyond "in order" is the node's to say.
+//!
+//! Users ([`crate::acl`]): the loop starts each connection with the
+//! node's users file ([`Handler::acl`]); [`Client::step`] refuses what the
+//! connection's user may not do, and [`Handler::run`] is told the user's
+//! name, so a node can record who wrote what. Commands sent as different
+//! users in one round (an `AUTH` between them) go to [`Handler::run`] in
+//! separate calls.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,6 +32,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use crate::acl::Acl;
 use crate::command::{CommandSpec, CommandTable};
 use crate::conn::{Client, Queued, ServerInfo, Step};
 use crate::limits::{ClientLimits, OUTPUT_CHUNK_BYTES};
@@ -89,11 +98,20 @@ pub trait Handler: Send + Sync {
         None
     }
 
-    /// Runs `commands` (already checked against the table) and returns one
-    /// reply for each, in order. `exec` is set for the commands of one
-    /// `EXEC`. `Err(Stopped)` closes the connection.
+    /// The users file clients authenticate against; `None` (the default)
+    /// for none: every client is the `default` user and may run every
+    /// command. Asked once per connection.
+    fn acl(&self) -> Option<Arc<Acl>> {
+        None
+    }
+
+    /// Runs `commands` (already checked against the table and the user's
+    /// permissions) for the user named `user` and returns one reply for
+    /// each, in order. `exec` is set for the commands of one `EXEC`.
+    /// `Err(Stopped)` closes the connection.
     fn run(
         &self,
+        user: &str,
         commands: Vec<Queued>,
         exec: bool,
     ) -> impl Future<Output = Result<Vec<Reply>, Stopped>> + Send;
@@ -141,7 +159,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let mut client = Client::new();
+    let mut client = Client::with_acl(handler.acl());
     let mut out = BytesMut::with_capacity(16 << 10);
     loop {
         let mut requests = Vec::new();
@@ -274,6 +292,10 @@ async fn round<H: Handler>(
 ) -> Result<Vec<(Reply, Protocol, bool)>, Stopped> {
     let mut slots: Vec<Slot> = Vec::with_capacity(requests.len());
     let mut pending: Vec<(usize, Queued)> = Vec::new();
+    // The user the pending commands were sent as, and the authentication
+    // that made it: an AUTH in the round ends the batch before it.
+    let mut epoch = client.auth_epoch();
+    let mut user = current_user(client);
     for args in requests {
         let protocol = client.protocol;
         if let Some(refused) = handler.refuse(&args[0]) {
@@ -281,13 +303,23 @@ async fn round<H: Handler>(
             continue;
         }
         match client.step(args, &service.table, &service.info) {
-            Step::Reply(r) => slots.push((Some(r), client.protocol, false)),
+            Step::Reply(r) => {
+                slots.push((Some(r), client.protocol, false));
+                // Only a connection command (answered here) changes the
+                // user: the commands before it run as the user they were
+                // sent as. Checked here, not for every node command.
+                if client.auth_epoch() != epoch {
+                    flush(handler, &user, &mut pending, &mut slots).await?;
+                    (epoch, user) = (client.auth_epoch(), current_user(client));
+                }
+            }
             Step::Run(spec, args) => {
                 pending.push((slots.len(), (spec, args)));
                 slots.push((None, protocol, false));
             }
             Step::Exec(queued) => {
-                flush(handler, &mut pending, &mut slots).await?;
+                flush(handler, &user, &mut pending, &mut slots).await?;
+                (epoch, user) = (client.auth_epoch(), current_user(client));
                 let reply = exec(client, queued, service, handler).await?;
                 slots.push((Some(reply), client.protocol, false));
             }
@@ -297,16 +329,27 @@ async fn round<H: Handler>(
             }
         }
     }
-    flush(handler, &mut pending, &mut slots).await?;
+    flush(handler, &user, &mut pending, &mut slots).await?;
     Ok(slots
         .into_iter()
         .map(|(r, p, q)| (r.expect("every request answered"), p, q))
         .collect())
 }
 
-/// Runs the pending node commands and puts their replies in their slots.
+/// The connection's user now. A node command never runs unauthenticated
+/// ([`Client::step`] refuses it), so the fallback is never used for one.
+fn current_user(client: &Client) -> Arc<str> {
+    client
+        .user()
+        .cloned()
+        .unwrap_or_else(|| Arc::from(crate::conn::DEFAULT_USER))
+}
+
+/// Runs the pending node commands as `user` and puts their replies in
+/// their slots.
 async fn flush<H: Handler>(
     handler: &H,
+    user: &str,
     pending: &mut Vec<(usize, Queued)>,
     slots: &mut [Slot],
 ) -> Result<(), Stopped> {
@@ -314,7 +357,7 @@ async fn flush<H: Handler>(
         return Ok(());
     }
     let (at, commands): (Vec<usize>, Vec<Queued>) = pending.drain(..).unzip();
-    let replies = handler.run(commands, false).await?;
+    let replies = handler.run(user, commands, false).await?;
     debug_assert_eq!(replies.len(), at.len(), "one reply per command");
     for (i, r) in at.into_iter().zip(replies) {
         slots[i].0 = Some(r);
@@ -334,6 +377,10 @@ async fn exec<H: Handler>(
     let mut at = Vec::new();
     let mut commands = Vec::new();
     for (spec, args) in queued {
+        if let Some(denied) = client.recheck(spec, &args) {
+            replies.push(Some(denied));
+            continue;
+        }
         match client.connection_command(spec, &args, &service.table, &service.info) {
             Some(r) => replies.push(Some(r)),
             None => {
@@ -344,7 +391,8 @@ async fn exec<H: Handler>(
         }
     }
     if !commands.is_empty() {
-        let answers = handler.run(commands, true).await?;
+        let user = current_user(client);
+        let answers = handler.run(&user, commands, true).await?;
         for (i, r) in at.into_iter().zip(answers) {
             replies[i] = Some(r);
         }
@@ -376,7 +424,12 @@ mod tests {
             name.eq_ignore_ascii_case(b"expire")
                 .then(|| Reply::err("'EXPIRE' is not supported"))
         }
-        async fn run(&self, commands: Vec<Queued>, _exec: bool) -> Result<Vec<Reply>, Stopped> {
+        async fn run(
+            &self,
+            _user: &str,
+            commands: Vec<Queued>,
+            _exec: bool,
+        ) -> Result<Vec<Reply>, Stopped> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(commands
                 .into_iter()
@@ -471,5 +524,63 @@ mod tests {
     async fn a_protocol_error_is_answered_then_the_connection_closes() {
         let (out, _) = talk(b"PING\r\n*1\r\n$-5\r\n").await;
         assert!(out.starts_with("+PONG\r\n-ERR Protocol error"), "{out}");
+    }
+
+    /// Answers every command with the user it ran as, and records the
+    /// users of each `run` call.
+    struct Who(Arc<Acl>, std::sync::Mutex<Vec<Vec<String>>>);
+
+    impl Handler for Who {
+        fn acl(&self) -> Option<Arc<Acl>> {
+            Some(self.0.clone())
+        }
+        async fn run(
+            &self,
+            user: &str,
+            commands: Vec<Queued>,
+            _exec: bool,
+        ) -> Result<Vec<Reply>, Stopped> {
+            self.1
+                .lock()
+                .unwrap()
+                .push(commands.iter().map(|_| user.to_string()).collect());
+            Ok(commands.iter().map(|_| Reply::text(user)).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_run_as_the_user_they_were_sent_as_within_one_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.acl");
+        // "pw", hashed.
+        let pw = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
+        std::fs::write(
+            &path,
+            format!("user default on nopass ~* +@read\nuser app on #{pw} ~* +@read"),
+        )
+        .unwrap();
+        let acl = Acl::load(&path, SERVICE.table).unwrap();
+        let h = Who(acl, Default::default());
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(b"GET a\r\nGET b\r\nAUTH app nope\r\nGET c\r\nAUTH app pw\r\nGET d\r\n")
+            .await
+            .unwrap();
+        a.shutdown().await.unwrap();
+        serve_client(&mut b, BytesMut::new(), &SERVICE, &h)
+            .await
+            .unwrap();
+        drop(b);
+        let mut out = Vec::new();
+        a.read_to_end(&mut out).await.unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "$7\r\ndefault\r\n$7\r\ndefault\r\n\
+             -WRONGPASS invalid username-password pair or user is disabled.\r\n\
+             $7\r\ndefault\r\n+OK\r\n$3\r\napp\r\n"
+        );
+        assert_eq!(
+            h.1.into_inner().unwrap(),
+            vec![vec!["default".to_string(); 3], vec!["app".to_string()],]
+        );
     }
 }

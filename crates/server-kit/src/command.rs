@@ -3,6 +3,13 @@
 //! way (unknown command, wrong number of arguments) and the replies to
 //! `COMMAND`, `COMMAND COUNT|INFO|DOCS|LIST`, so the texts clients see are
 //! the same on every node.
+//!
+//! A spec also says which keys a command touches and how ([`KeyUse`]), for
+//! the users' key permissions ([`crate::acl`]): by position (Redis'
+//! first key, last key, step), "every key" for a command that enumerates
+//! or erases keys without naming them (`KEYS` without a pattern, `DBSIZE`,
+//! `FLUSHALL`), or, when the keys are not positional (a key pattern, a
+//! prefix, keys inside a JSON write), by a function of the arguments.
 
 use bytes::Bytes;
 
@@ -32,6 +39,90 @@ pub struct CommandSpec {
     pub step: i64,
     /// The syntax and what it does, one line, shown by `COMMAND DOCS`.
     pub help: &'static str,
+    /// Where the keys are, for permissions ([`CommandSpec::key_uses`]).
+    pub key_spec: KeySpec,
+    /// Whether a `write` command also reads its keys: its reply shows what
+    /// a key held (`INCR`, `GETSET`, `APPEND`), so it needs read permission
+    /// as well, as Redis' `RW` key specs do.
+    pub key_reads: bool,
+}
+
+/// Where a command's keys are, for permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// At the positions `first_key`, `last_key`, `step` (none when
+    /// `first_key` is 0).
+    Positional,
+    /// Every key of the database: the command enumerates or erases keys
+    /// without naming them.
+    All,
+    /// Named by a function of the arguments (with the command's name).
+    Named(KeyFinder),
+}
+
+/// A function naming the keys a command touches, from its arguments (the
+/// name first; the arity already checked).
+#[derive(Clone, Copy)]
+pub struct KeyFinder(pub fn(&[Bytes]) -> Vec<KeyUse>);
+
+impl std::fmt::Debug for KeyFinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyFinder")
+    }
+}
+
+// Compared by address: two specs with the same finder are the same spec.
+impl PartialEq for KeyFinder {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 as usize == other.0 as usize
+    }
+}
+
+impl Eq for KeyFinder {}
+
+/// Which keys a command use reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyTarget {
+    /// One key.
+    Key(Bytes),
+    /// Every key matching a Redis glob (`KEYS pattern`, `SCAN … MATCH`).
+    Pattern(Bytes),
+    /// Every key starting with these bytes (`BAYOU.SCAN prefix`).
+    Prefix(Bytes),
+    /// Every key.
+    All,
+}
+
+/// One use of keys by a command: which, and whether it reads or writes
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    /// The keys.
+    pub target: KeyTarget,
+    /// The command reads them (or shows what they hold).
+    pub read: bool,
+    /// The command changes them.
+    pub write: bool,
+}
+
+impl KeyUse {
+    /// A read of `target`.
+    pub fn read(target: KeyTarget) -> KeyUse {
+        KeyUse {
+            target,
+            read: true,
+            write: false,
+        }
+    }
+
+    /// A write of `target`.
+    pub fn write(target: KeyTarget) -> KeyUse {
+        KeyUse {
+            target,
+            read: false,
+            write: true,
+        }
+    }
 }
 
 impl CommandSpec {
@@ -50,6 +141,60 @@ impl CommandSpec {
             last_key: 0,
             step: 0,
             help,
+            key_spec: KeySpec::Positional,
+            key_reads: false,
+        }
+    }
+
+    /// The same command touching every key (it enumerates or erases keys
+    /// without naming them).
+    pub const fn all_keys(mut self) -> CommandSpec {
+        self.key_spec = KeySpec::All;
+        self
+    }
+
+    /// The same command with its keys named by `finder`.
+    pub const fn named_keys(mut self, finder: fn(&[Bytes]) -> Vec<KeyUse>) -> CommandSpec {
+        self.key_spec = KeySpec::Named(KeyFinder(finder));
+        self
+    }
+
+    /// The same `write` command, reading its keys too (see
+    /// [`CommandSpec::key_reads`]).
+    pub const fn reads_keys(mut self) -> CommandSpec {
+        self.key_reads = true;
+        self
+    }
+
+    /// The keys `args` (this command's request, name first, arity checked)
+    /// touch and how: a read for a `readonly` command, a write for a
+    /// `write` one (and a read too with [`CommandSpec::reads_keys`]).
+    pub fn key_uses(&self, args: &[Bytes]) -> Vec<KeyUse> {
+        let (read, write) = (
+            self.has_flag("readonly") || self.key_reads,
+            self.has_flag("write"),
+        );
+        let one = |target| KeyUse {
+            target,
+            read,
+            write,
+        };
+        match self.key_spec {
+            KeySpec::Named(KeyFinder(find)) => find(args),
+            KeySpec::All => vec![one(KeyTarget::All)],
+            KeySpec::Positional if self.first_key <= 0 => Vec::new(),
+            KeySpec::Positional => {
+                let n = args.len() as i64;
+                let last = if self.last_key < 0 {
+                    n + self.last_key
+                } else {
+                    self.last_key.min(n - 1)
+                };
+                (self.first_key..=last)
+                    .step_by(self.step.max(1) as usize)
+                    .map(|i| one(KeyTarget::Key(args[i as usize].clone())))
+                    .collect()
+            }
         }
     }
 
@@ -247,6 +392,51 @@ mod tests {
         assert_eq!(
             TABLE.lookup(&args(&["nope", "x"])).unwrap_err(),
             Reply::err("unknown command 'nope', with args beginning with: 'x'")
+        );
+    }
+
+    #[test]
+    fn key_uses_follow_positions_flags_and_finders() {
+        let key = |k: &str| KeyTarget::Key(Bytes::from(k.to_string()));
+        let del = SPECS[1];
+        assert_eq!(
+            del.key_uses(&args(&["del", "a", "b"])),
+            vec![KeyUse::write(key("a")), KeyUse::write(key("b"))]
+        );
+        let mset = CommandSpec::new("mset", -3, &["write"], "").keys(1, -1, 2);
+        assert_eq!(
+            mset.key_uses(&args(&["mset", "a", "1", "b", "2"])),
+            vec![KeyUse::write(key("a")), KeyUse::write(key("b"))]
+        );
+        let incr = CommandSpec::new("incr", 2, &["write"], "")
+            .keys(1, 1, 1)
+            .reads_keys();
+        assert_eq!(
+            incr.key_uses(&args(&["incr", "n"])),
+            vec![KeyUse {
+                target: key("n"),
+                read: true,
+                write: true
+            }]
+        );
+        let dbsize = CommandSpec::new("dbsize", 1, &["readonly"], "").all_keys();
+        assert_eq!(
+            dbsize.key_uses(&args(&["dbsize"])),
+            vec![KeyUse::read(KeyTarget::All)]
+        );
+        fn pattern(args: &[Bytes]) -> Vec<KeyUse> {
+            vec![KeyUse::read(KeyTarget::Pattern(args[1].clone()))]
+        }
+        let keys = CommandSpec::new("keys", 2, &["readonly"], "").named_keys(pattern);
+        assert_eq!(
+            keys.key_uses(&args(&["keys", "a*"])),
+            vec![KeyUse::read(KeyTarget::Pattern(Bytes::from_static(b"a*")))]
+        );
+        assert!(SPECS[0].key_uses(&args(&["get", "k"])).len() == 1);
+        assert!(
+            CommandSpec::new("ping", -1, &[], "")
+                .key_uses(&args(&["ping"]))
+                .is_empty()
         );
     }
 

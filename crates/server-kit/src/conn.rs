@@ -1,15 +1,26 @@
 //! A client connection's own state and the commands that act only on it,
-//! the same on every server: `HELLO`, `CLIENT …`, `SELECT`, `PING`, `ECHO`,
-//! `COMMAND`, and the queueing half of `MULTI`/`EXEC`/`DISCARD`.
+//! the same on every server: `HELLO`, `AUTH`, `ACL`, `CLIENT …`, `SELECT`,
+//! `PING`, `ECHO`, `COMMAND`, and the queueing half of
+//! `MULTI`/`EXEC`/`DISCARD`.
 //!
 //! A server feeds each request to [`Client::step`], which either answers it
 //! or tells the server to run it ([`Step::Run`]), or to run a whole queued
 //! transaction ([`Step::Exec`]) and answer with one array.
+//!
+//! With a users file ([`crate::acl`]), the connection holds the name of
+//! the user it authenticated as, and [`Client::step`] checks every command
+//! against that user's rules in force *now* (before queueing it inside
+//! `MULTI`; [`Client::recheck`] again at `EXEC`): `-NOAUTH` before
+//! authentication, `-NOPERM` for what the user may not do. Without one
+//! ([`Client::new`]) the connection is the `default` user and nothing is
+//! checked: the check is one branch.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use crate::acl::{self, Acl, Denied, Users};
 use crate::command::{CommandSpec, CommandTable, parse_i64, wrong_arity};
 use crate::resp::{Protocol, Reply};
 
@@ -80,7 +91,31 @@ pub const CONNECTION_COMMANDS: &[CommandSpec] = &[
         &["fast", "no_auth", "connection"],
         "QUIT: close the connection",
     ),
+    CommandSpec::new(
+        "auth",
+        -2,
+        // `no_multi`: the commands of one EXEC run as one user.
+        &[
+            "fast",
+            "no_auth",
+            "no_multi",
+            "noscript",
+            "loading",
+            "stale",
+            "connection",
+        ],
+        "AUTH [username] password: authenticate the connection as a user",
+    ),
+    CommandSpec::new(
+        "acl",
+        -2,
+        &["admin", "noscript", "loading", "stale"],
+        "ACL WHOAMI|USERS|LIST|LOAD|CAT [category]: the users and their rules",
+    ),
 ];
+
+/// The user of a connection to a server without a users file.
+pub const DEFAULT_USER: &str = "default";
 
 /// Who the server is, for `HELLO`.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +161,14 @@ pub struct Client {
     /// Commands queued since `MULTI`, and whether one was refused (then
     /// `EXEC` discards them all).
     transaction: Option<(Vec<Queued>, bool)>,
+    /// The users file in force, if the server has one.
+    acl: Option<Arc<Acl>>,
+    /// The user the connection authenticated as (`None`: not yet); shared
+    /// cheaply with the commands of a round.
+    user: Option<Arc<str>>,
+    /// Advanced at every authentication, so the client loop does not run
+    /// commands sent as different users in one batch.
+    auth_epoch: u64,
 }
 
 impl Default for Client {
@@ -144,7 +187,71 @@ impl Client {
             lib_name: None,
             lib_ver: None,
             transaction: None,
+            acl: None,
+            user: Some(Arc::from(DEFAULT_USER)),
+            auth_epoch: 0,
         }
+    }
+
+    /// A new connection to a server with the users file `acl` (or none):
+    /// it starts as `default` if the file has `user default on nopass`,
+    /// otherwise it must authenticate first.
+    pub fn with_acl(acl: Option<Arc<Acl>>) -> Client {
+        let mut c = Client::new();
+        if let Some(acl) = acl {
+            c.user = acl.users().initial_user().map(|u| Arc::from(u.name()));
+            c.acl = Some(acl);
+        }
+        c
+    }
+
+    /// The name of the user the connection authenticated as; `None` before
+    /// authentication. Without a users file, `default`.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// Advances at every successful `AUTH` or `HELLO … AUTH`.
+    pub fn auth_epoch(&self) -> u64 {
+        self.auth_epoch
+    }
+
+    /// The connection's user among `users`, if it is there and `on`.
+    fn current<'u>(&self, users: &'u Users) -> Option<&'u acl::User> {
+        self.user
+            .as_deref()
+            .and_then(|n| users.get(n))
+            .filter(|u| u.enabled())
+    }
+
+    /// Checks a command against the users in force: `-NOAUTH` unless the
+    /// connection is authenticated (as a user still `on`) or the command
+    /// needs none; `-NOPERM` for what the user may not do.
+    fn authorize(&self, users: &Users, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
+        let Some(user) = self.current(users) else {
+            return match spec.has_flag("no_auth") {
+                true => Ok(()),
+                false => Err(Reply::Error(acl::NOAUTH.into())),
+            };
+        };
+        if open_to_all_users(spec, args) {
+            return Ok(());
+        }
+        user.check(spec, args)
+            .map_err(|denied| denied.reply(user.name(), spec))
+    }
+
+    /// At `EXEC`, a queued command checked again against the rules in force
+    /// now: `Some(error)` if they no longer allow it (Redis' text).
+    pub fn recheck(&self, spec: &CommandSpec, args: &[Bytes]) -> Option<Reply> {
+        let users = self.acl.as_ref()?.users();
+        let Some(user) = self.current(&users) else {
+            return Some(Reply::Error(acl::NOAUTH.into()));
+        };
+        if open_to_all_users(spec, args) {
+            return None;
+        }
+        user.check(spec, args).err().map(Denied::exec_reply)
     }
 
     /// Whether a `MULTI` is open.
@@ -179,6 +286,12 @@ impl Client {
         if spec.name == "quit" {
             return Step::Quit;
         }
+        if let Some(acl) = &self.acl {
+            let users = acl.users();
+            if let Err(e) = self.authorize(&users, spec, &args) {
+                return Step::Reply(self.refuse(e));
+            }
+        }
         if let Some((queued, refused)) = &mut self.transaction {
             return match spec.name {
                 "exec" => {
@@ -196,7 +309,7 @@ impl Client {
                     Step::Reply(Reply::ok())
                 }
                 "multi" => Step::Reply(Reply::err("MULTI calls can not be nested")),
-                _ if spec.has_flag("no_multi") => {
+                _ if spec.has_flag("no_multi") || authenticates(spec, &args) => {
                     *refused = true;
                     Step::Reply(Reply::err(format!(
                         "Command not allowed inside a transaction: '{}'",
@@ -240,6 +353,8 @@ impl Client {
             },
             "echo" => Reply::bulk(args[1].clone()),
             "hello" => self.hello(args, server),
+            "auth" => self.auth(args),
+            "acl" => self.acl_command(args, table),
             "client" => self.client(args),
             "select" => match parse_i64(&args[1]) {
                 Some(0) => Reply::ok(),
@@ -252,11 +367,13 @@ impl Client {
     }
 
     /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
-    /// There is no authentication: `AUTH` is accepted for the `default`
-    /// user with any password, as Redis does for a user with `nopass`.
+    /// With `AUTH`, authenticates and switches protocol in one step; a bad
+    /// pair changes nothing. Without a users file, `AUTH default <any>` is
+    /// accepted, as Redis does for a `default` user with `nopass`.
     fn hello(&mut self, args: &[Bytes], server: &ServerInfo) -> Reply {
         let mut protocol = self.protocol;
         let mut name = None;
+        let mut auth = None;
         if let Some(v) = args.get(1) {
             protocol = match parse_i64(v) {
                 Some(2) => Protocol::Resp2,
@@ -269,12 +386,7 @@ impl Client {
                 let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
                 match opt.as_str() {
                     "auth" if i + 2 < args.len() => {
-                        if !args[i + 1].eq_ignore_ascii_case(b"default") {
-                            return Reply::Error(
-                                "WRONGPASS invalid username-password pair or user is disabled."
-                                    .into(),
-                            );
-                        }
+                        auth = Some((&args[i + 1], &args[i + 2]));
                         i += 3;
                     }
                     "setname" if i + 1 < args.len() => {
@@ -288,11 +400,111 @@ impl Client {
                 }
             }
         }
+        let user = match auth {
+            Some((user, password)) => match self.credentials_ok(user, password) {
+                Some(user) => Some(user),
+                None => return Reply::Error(acl::WRONGPASS.into()),
+            },
+            None if self.authenticated() => None,
+            None => return Reply::Error(acl::HELLO_NOAUTH.into()),
+        };
+        if let Some(user) = user {
+            self.become_user(user);
+        }
         self.protocol = protocol;
         if let Some(n) = name {
             self.name = (!n.is_empty()).then_some(n);
         }
         hello_map(server, protocol, self.id)
+    }
+
+    /// Whether the connection is authenticated as a user still `on`.
+    fn authenticated(&self) -> bool {
+        match (&self.acl, &self.user) {
+            (None, _) => true,
+            (Some(acl), Some(name)) => acl.users().get(name).is_some_and(|u| u.enabled()),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The user `user` with `password` opens, if any. Without a users file
+    /// only `default`, with any password.
+    fn credentials_ok(&self, user: &[u8], password: &[u8]) -> Option<String> {
+        match &self.acl {
+            None => (user == DEFAULT_USER.as_bytes()).then(|| DEFAULT_USER.to_string()),
+            Some(acl) => acl
+                .users()
+                .authenticate(user, password)
+                .map(|u| u.name().to_string()),
+        }
+    }
+
+    fn become_user(&mut self, user: String) {
+        self.user = Some(Arc::from(user));
+        self.auth_epoch += 1;
+    }
+
+    /// `AUTH password` (the `default` user) or `AUTH username password`.
+    fn auth(&mut self, args: &[Bytes]) -> Reply {
+        let (user, password) = match args.len() {
+            2 if self.acl.is_none() => {
+                return Reply::err(acl::AUTH_NOT_CONFIGURED);
+            }
+            2 => (DEFAULT_USER.as_bytes(), &args[1][..]),
+            3 => (&args[1][..], &args[2][..]),
+            _ => return crate::command::syntax_error(),
+        };
+        match self.credentials_ok(user, password) {
+            Some(user) => {
+                self.become_user(user);
+                Reply::ok()
+            }
+            None => Reply::Error(acl::WRONGPASS.into()),
+        }
+    }
+
+    /// `ACL WHOAMI|USERS|LIST|LOAD|CAT [category]`.
+    fn acl_command(&mut self, args: &[Bytes], table: &CommandTable) -> Reply {
+        let sub = acl_subcommand(args).unwrap_or_default();
+        let users = self.acl.as_ref().map(|a| a.users());
+        match (sub.as_str(), args.len()) {
+            ("whoami", 2) => Reply::text(self.user.as_deref().unwrap_or(DEFAULT_USER)),
+            ("users", 2) => match &users {
+                Some(u) => Reply::Array(u.iter().map(|u| Reply::text(u.name())).collect()),
+                None => Reply::Array(vec![Reply::text(DEFAULT_USER)]),
+            },
+            ("list", 2) => match &users {
+                Some(u) => Reply::Array(u.iter().map(|u| Reply::text(u.rules())).collect()),
+                None => Reply::Array(vec![Reply::text("user default on nopass ~* +@all")]),
+            },
+            ("load", 2) => match &self.acl {
+                Some(acl) => match acl.reload_logged("ACL LOAD") {
+                    Ok(_) => Reply::ok(),
+                    Err(e) => Reply::err(e),
+                },
+                None => Reply::err(
+                    "this server was started without --acl-file: there is no users file to load",
+                ),
+            },
+            ("cat", 2) => Reply::Array(acl::CATEGORIES.iter().map(|c| Reply::text(*c)).collect()),
+            ("cat", 3) => {
+                let category = String::from_utf8_lossy(&args[2]).to_ascii_lowercase();
+                if !acl::CATEGORIES.contains(&category.as_str()) {
+                    return Reply::err(format!("Unknown category '{category}'"));
+                }
+                Reply::Array(
+                    table
+                        .iter()
+                        .filter(|c| acl::in_category(c, &category))
+                        .map(|c| Reply::text(c.name))
+                        .collect(),
+                )
+            }
+            ("whoami" | "users" | "list" | "load" | "cat", _) => wrong_arity(&format!("acl|{sub}")),
+            _ => Reply::err(format!(
+                "unknown subcommand '{sub}'. This server supports ACL WHOAMI, USERS, LIST, LOAD and CAT"
+            )),
+        }
     }
 
     /// `CLIENT ID|GETNAME|SETNAME|SETINFO|INFO|LIST`.
@@ -344,17 +556,36 @@ impl Client {
                 .map_or(String::new(), |b| String::from_utf8_lossy(b).into_owned())
         };
         format!(
-            "id={} name={} db=0 multi={} resp={} lib-name={} lib-ver={}",
+            "id={} name={} db=0 multi={} user={} resp={} lib-name={} lib-ver={}",
             self.id,
             s(&self.name),
             self.transaction
                 .as_ref()
                 .map_or(-1, |(q, _)| q.len() as i64),
+            self.user.as_deref().unwrap_or(""),
             self.protocol.version(),
             s(&self.lib_name),
             s(&self.lib_ver)
         )
     }
+}
+
+/// `ACL WHOAMI` and `ACL CAT` (of the `@admin` command `ACL`), which every
+/// authenticated user may run, as in Redis.
+fn open_to_all_users(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    spec.name == "acl" && acl_subcommand(args).is_some_and(|s| s == "whoami" || s == "cat")
+}
+
+/// Whether the request is `HELLO … AUTH …`, which (like `AUTH`) is refused
+/// inside `MULTI`, so that the commands of one `EXEC` run as one user.
+fn authenticates(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    spec.name == "hello" && args.iter().skip(2).any(|a| a.eq_ignore_ascii_case(b"auth"))
+}
+
+/// The lower-case subcommand of a request (`ACL WHOAMI` → `whoami`).
+fn acl_subcommand(args: &[Bytes]) -> Option<String> {
+    args.get(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
 }
 
 /// Redis refuses names with spaces, newlines or other special characters.
@@ -387,7 +618,10 @@ mod tests {
 
     const TABLE: CommandTable = CommandTable::new(&[
         CONNECTION_COMMANDS,
-        &[CommandSpec::new("get", 2, &["readonly"], "GET key").keys(1, 1, 1)],
+        &[
+            CommandSpec::new("get", 2, &["readonly"], "GET key").keys(1, 1, 1),
+            CommandSpec::new("set", 3, &["write"], "SET key value").keys(1, 1, 1),
+        ],
     ]);
     const SERVER: ServerInfo = ServerInfo {
         name: "test",
@@ -425,6 +659,224 @@ mod tests {
             Reply::Error("NOPROTO unsupported protocol version".into())
         );
         assert_eq!(c.protocol, Protocol::Resp2);
+    }
+
+    /// SHA-256 of "pw".
+    const PW: &str = "30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4";
+
+    /// A connection to a server with these users (written to a file, so
+    /// `ACL LOAD` can read it again), and the file.
+    fn with_users(text: &str) -> (Client, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.acl");
+        std::fs::write(&path, text).unwrap();
+        let acl = Acl::load(&path, TABLE).unwrap();
+        (Client::with_acl(Some(acl)), dir)
+    }
+
+    fn err(text: &str) -> Reply {
+        Reply::Error(text.into())
+    }
+
+    #[test]
+    fn without_authentication_only_auth_hello_and_quit_are_answered() {
+        let (mut c, _dir) = with_users(&format!("user app on #{PW} ~app:* +@all"));
+        assert_eq!(c.user(), None);
+        assert_eq!(
+            reply(&mut c, &["GET", "app:1"]),
+            err("NOAUTH Authentication required.")
+        );
+        assert_eq!(
+            reply(&mut c, &["PING"]),
+            err("NOAUTH Authentication required.")
+        );
+        assert_eq!(reply(&mut c, &["HELLO", "3"]), err(acl::HELLO_NOAUTH));
+        assert_eq!(c.protocol, Protocol::Resp2);
+        // Unknown commands and wrong arities are told first, as in Redis.
+        assert_eq!(
+            reply(&mut c, &["NOPE"]),
+            Reply::err("unknown command 'NOPE', with args beginning with:")
+        );
+        assert_eq!(
+            reply(&mut c, &["AUTH", "app", "nope"]),
+            err("WRONGPASS invalid username-password pair or user is disabled.")
+        );
+        assert_eq!(
+            reply(&mut c, &["AUTH", "nope"]),
+            err("WRONGPASS invalid username-password pair or user is disabled.")
+        );
+        assert_eq!(reply(&mut c, &["AUTH", "app", "pw"]), Reply::ok());
+        assert_eq!(c.user().map(|u| &**u), Some("app"));
+        assert_eq!(reply(&mut c, &["ACL", "WHOAMI"]), Reply::text("app"));
+        assert_eq!(
+            reply(&mut c, &["CLIENT", "INFO"]),
+            Reply::text(format!(
+                "id={} name= db=0 multi=-1 user=app resp=2 lib-name= lib-ver=\n",
+                c.id
+            ))
+        );
+        assert!(matches!(
+            c.step(args(&["GET", "app:1"]), &TABLE, &SERVER),
+            Step::Run(..)
+        ));
+        assert!(matches!(
+            c.step(args(&["QUIT"]), &TABLE, &SERVER),
+            Step::Quit
+        ));
+    }
+
+    #[test]
+    fn hello_auth_authenticates_and_switches_protocol_together() {
+        let (mut c, _dir) = with_users(&format!("user app on #{PW} ~app:* +@all"));
+        assert_eq!(
+            reply(
+                &mut c,
+                &["HELLO", "3", "AUTH", "app", "bad", "SETNAME", "x"]
+            ),
+            err("WRONGPASS invalid username-password pair or user is disabled.")
+        );
+        assert_eq!(
+            (c.protocol, c.user(), &c.name),
+            (Protocol::Resp2, None, &None)
+        );
+        let r = reply(&mut c, &["HELLO", "3", "AUTH", "app", "pw", "SETNAME", "x"]);
+        assert!(matches!(r, Reply::Map(_)), "{r:?}");
+        assert_eq!(c.protocol, Protocol::Resp3);
+        assert_eq!(c.user().map(|u| &**u), Some("app"));
+        assert_eq!(reply(&mut c, &["CLIENT", "GETNAME"]), Reply::text("x"));
+    }
+
+    #[test]
+    fn a_default_nopass_user_needs_no_auth_and_noperm_is_redis_text() {
+        let (mut c, _dir) = with_users(&format!(
+            "user default on nopass %R~pub:* +@read\nuser app on #{PW} ~app:* +@all"
+        ));
+        assert_eq!(c.user().map(|u| &**u), Some("default"));
+        assert!(matches!(
+            c.step(args(&["GET", "pub:1"]), &TABLE, &SERVER),
+            Step::Run(..)
+        ));
+        assert_eq!(
+            reply(&mut c, &["GET", "app:1"]),
+            err("NOPERM No permissions to access a key")
+        );
+        assert_eq!(
+            reply(&mut c, &["SET", "pub:1", "v"]),
+            err("NOPERM User default has no permissions to run the 'set' command")
+        );
+        assert_eq!(
+            reply(&mut c, &["ACL", "USERS"]),
+            err("NOPERM User default has no permissions to run the 'acl' command")
+        );
+        // `default` is nopass: any password opens it, as in Redis.
+        assert_eq!(reply(&mut c, &["AUTH", "anything"]), Reply::ok());
+        assert_eq!(reply(&mut c, &["AUTH", "app", "bad"]), err(acl::WRONGPASS));
+        assert_eq!(c.user().map(|u| &**u), Some("default"));
+        assert_eq!(reply(&mut c, &["AUTH", "app", "pw"]), Reply::ok());
+        assert_eq!(
+            reply(&mut c, &["ACL", "USERS"]),
+            Reply::Array(vec![Reply::text("app"), Reply::text("default")])
+        );
+        assert_eq!(
+            reply(&mut c, &["ACL", "LIST"]),
+            Reply::Array(vec![
+                Reply::text(format!("user app on #{PW} ~app:* +@all")),
+                Reply::text("user default on nopass %R~pub:* -@all +@read"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_refused_command_aborts_multi_and_exec_checks_again() {
+        let (mut c, dir) = with_users(&format!("user app on #{PW} ~app:* +@all"));
+        reply(&mut c, &["AUTH", "app", "pw"]);
+        reply(&mut c, &["MULTI"]);
+        assert_eq!(
+            reply(&mut c, &["SET", "other", "v"]),
+            err("NOPERM No permissions to access a key")
+        );
+        assert_eq!(
+            reply(&mut c, &["EXEC"]),
+            err("EXECABORT Transaction discarded because of previous errors.")
+        );
+        // Queued while allowed, refused at EXEC after a reload.
+        reply(&mut c, &["MULTI"]);
+        assert_eq!(
+            reply(&mut c, &["SET", "app:1", "v"]),
+            Reply::Simple("QUEUED".into())
+        );
+        std::fs::write(
+            dir.path().join("users.acl"),
+            format!("user app on #{PW} ~app:* +@read"),
+        )
+        .unwrap();
+        // Reloaded as SIGHUP would (ACL LOAD here would be queued).
+        c.acl.as_ref().unwrap().reload().unwrap();
+        let Step::Exec(queued) = c.step(args(&["EXEC"]), &TABLE, &SERVER) else {
+            panic!()
+        };
+        let (spec, a) = &queued[0];
+        assert_eq!(
+            c.recheck(spec, a),
+            Some(err(
+                "NOPERM ACLs rules changed between the moment the transaction was accumulated \
+                 and the EXEC call. This command is no longer allowed for the following reason: \
+                 no permission to execute the command or subcommand"
+            ))
+        );
+    }
+
+    #[test]
+    fn authentication_is_refused_inside_multi() {
+        let (mut c, _dir) = with_users(&format!("user app on #{PW} ~app:* +@all"));
+        reply(&mut c, &["AUTH", "app", "pw"]);
+        reply(&mut c, &["MULTI"]);
+        assert_eq!(
+            reply(&mut c, &["AUTH", "app", "pw"]),
+            Reply::err("Command not allowed inside a transaction: 'auth'")
+        );
+        assert_eq!(
+            reply(&mut c, &["HELLO", "3", "AUTH", "app", "pw"]),
+            Reply::err("Command not allowed inside a transaction: 'hello'")
+        );
+        assert_eq!(
+            reply(&mut c, &["HELLO", "3"]),
+            Reply::Simple("QUEUED".into())
+        );
+    }
+
+    #[test]
+    fn a_user_removed_by_a_reload_is_unauthenticated() {
+        let (mut c, dir) = with_users(&format!("user app on #{PW} ~app:* +@all"));
+        reply(&mut c, &["AUTH", "app", "pw"]);
+        std::fs::write(dir.path().join("users.acl"), format!("user app off #{PW}")).unwrap();
+        assert_eq!(reply(&mut c, &["ACL", "LOAD"]), Reply::ok());
+        assert_eq!(reply(&mut c, &["GET", "app:1"]), err(acl::NOAUTH));
+    }
+
+    #[test]
+    fn without_users_auth_answers_as_redis_without_requirepass() {
+        let mut c = Client::new();
+        assert_eq!(
+            reply(&mut c, &["AUTH", "pw"]),
+            Reply::err(
+                "AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?"
+            )
+        );
+        assert_eq!(reply(&mut c, &["AUTH", "default", "any"]), Reply::ok());
+        assert_eq!(reply(&mut c, &["AUTH", "bob", "any"]), err(acl::WRONGPASS));
+        assert_eq!(reply(&mut c, &["ACL", "WHOAMI"]), Reply::text("default"));
+        assert_eq!(
+            reply(&mut c, &["ACL", "LOAD"]),
+            Reply::err(
+                "this server was started without --acl-file: there is no users file to load"
+            )
+        );
+        assert!(matches!(
+            c.step(args(&["SET", "k", "v"]), &TABLE, &SERVER),
+            Step::Run(..)
+        ));
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //!   commands) with hard limits, and encoding replies in RESP2 or RESP3;
 //! * [`command`]: a server's command table (name, arity, flags, keys, help)
 //!   with the lookups and error texts every server shares, and `COMMAND`;
-//! * [`conn`]: a client connection's state (protocol, name, id, an open
-//!   `MULTI`) and the commands that act only on it (`HELLO`, `CLIENT`,
-//!   `SELECT`, `PING`, `ECHO`, `COMMAND`, `MULTI`/`EXEC`/`DISCARD`);
+//! * [`conn`]: a client connection's state (protocol, name, id, user, an
+//!   open `MULTI`) and the commands that act only on it (`HELLO`, `AUTH`,
+//!   `ACL`, `CLIENT`, `SELECT`, `PING`, `ECHO`, `COMMAND`,
+//!   `MULTI`/`EXEC`/`DISCARD`);
+//! * [`acl`]: client users and their permissions (`--acl-file`, in Redis'
+//!   ACL file syntax), reloaded on `SIGHUP`;
 //! * [`client`]: the pipelined client loop ([`serve_client`]) with one set
 //!   of limits and error texts, calling a node's [`Handler`] for the node's
 //!   own commands;
@@ -58,6 +61,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod acl;
 pub mod client;
 pub mod command;
 pub mod commit;

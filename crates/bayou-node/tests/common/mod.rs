@@ -75,10 +75,13 @@ impl Replica {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut c) = self.try_conn()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return Ok(());
+            if let Ok(mut c) = self.try_conn() {
+                match redis::cmd("PING").query::<String>(&mut c) {
+                    Ok(_) => return Ok(()),
+                    // Up, with a users file and no `default` user.
+                    Err(e) if e.code() == Some("NOAUTH") => return Ok(()),
+                    Err(_) => {}
+                }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
