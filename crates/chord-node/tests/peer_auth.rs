@@ -186,3 +186,68 @@ fn a_node_cannot_place_itself_at_a_chosen_point_of_the_ring() {
     assert!(ring.ring_correct());
     ring.check_keys(&keys, 9);
 }
+
+/// Records name their writer: the user a client authenticated as on the
+/// node that coordinated the write, carried to every copy; an open node
+/// names nobody.
+#[test]
+fn records_name_the_user_who_wrote_them() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.acl");
+    // alice's password is "alice-secret" (SHA-256 below); the default
+    // user may do everything without a password, as the harness expects.
+    std::fs::write(
+        &users,
+        "user default on nopass ~* +@all\n\
+         user alice on #0c848abb03307b06cf70cd4e29c157dc81af5e94ab3eb1d0c59a120269572376 ~* +@all\n",
+    )
+    .unwrap();
+    let users_arg = users.display().to_string();
+    let ring = Ring::start_opts(3, 3, 4, &["--acl-file", &users_arg]);
+    ring.wait_ring(Duration::from_secs(30));
+    let mut alice = ring.conn(0);
+    let _: () = redis::cmd("AUTH")
+        .arg("alice")
+        .arg("alice-secret")
+        .query(&mut alice)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("doc")
+        .arg("v1")
+        .query(&mut alice)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("anon")
+        .arg("v")
+        .query(&mut ring.conn(1))
+        .unwrap();
+    for i in 0..3 {
+        let rec: std::collections::HashMap<String, redis::Value> = redis::cmd("CHORD.RECORD")
+            .arg("doc")
+            .query(&mut ring.conn(i))
+            .unwrap();
+        assert_eq!(
+            rec.get("author"),
+            Some(&redis::Value::BulkString(b"alice".to_vec())),
+            "through node {i}: {rec:?}"
+        );
+        assert_eq!(
+            rec.get("value"),
+            Some(&redis::Value::BulkString(b"v1".to_vec()))
+        );
+        let anon: std::collections::HashMap<String, redis::Value> = redis::cmd("CHORD.RECORD")
+            .arg("anon")
+            .query(&mut ring.conn(i))
+            .unwrap();
+        assert_eq!(
+            anon.get("author"),
+            Some(&redis::Value::BulkString(b"default".to_vec()))
+        );
+    }
+    let missing: redis::Value = redis::cmd("CHORD.RECORD")
+        .arg("nothing")
+        .query(&mut ring.conn(2))
+        .unwrap();
+    assert_eq!(missing, redis::Value::Nil);
+}
