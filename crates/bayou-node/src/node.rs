@@ -166,6 +166,8 @@ pub struct Config {
     pub retention: Retention,
     /// Client connection limits (`--max-clients`, timeouts, output limit).
     pub client_limits: server_kit::ClientLimits,
+    /// TLS for clients and peers (`--tls-cert` …); `None` for plain TCP.
+    pub tls: Option<server_kit::tls::Tls>,
 }
 
 impl Config {
@@ -185,6 +187,7 @@ impl Config {
             connect_timeout_ms: 1_000,
             retention: Retention::default(),
             client_limits: server_kit::ClientLimits::DEFAULT,
+            tls: None,
         }
     }
 
@@ -667,6 +670,7 @@ impl Core {
                             ("redis_version", "7.0.0".into()),
                             ("redis_mode", "standalone".into()),
                             ("bayou_version", env!("CARGO_PKG_VERSION").into()),
+                            ("tls_enabled", (node.config.tls.is_some() as u8).to_string()),
                         ]),
                     ),
                     (
