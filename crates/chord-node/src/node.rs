@@ -78,6 +78,8 @@ pub struct NodeConfig {
     pub peer_idle_timeout_ms: u64,
     /// Client connection limits (`--max-clients`, timeouts, output limit).
     pub client_limits: server_kit::ClientLimits,
+    /// TLS for clients and peers (`--tls-cert` …); `None` for plain TCP.
+    pub tls: Option<server_kit::tls::Tls>,
 }
 
 impl NodeConfig {
@@ -104,6 +106,7 @@ impl NodeConfig {
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
             peer_idle_timeout_ms: server_kit::frame::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             client_limits: server_kit::ClientLimits::DEFAULT,
+            tls: None,
         }
     }
 

@@ -6,6 +6,11 @@
 //! (core messages beyond it are dropped, as a lossy network would, and the
 //! core's timeouts take over), connecting and every request have a timeout,
 //! and a connection that fails is forgotten so the next send reconnects.
+//!
+//! With TLS on, a connection is TLS from the start (the kit's
+//! [`server_kit::tls::connect`]): the peer's certificate is verified
+//! against `--tls-ca` for the peer's IP address, and this node presents
+//! its own certificate, which the peer requires of a peer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +21,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use server_kit::frame::{FrameReader, write_frame};
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -52,16 +56,23 @@ pub struct Peers {
     conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     max_frame_bytes: usize,
     timeout: Duration,
+    tls: Option<server_kit::tls::Tls>,
 }
 
 impl Peers {
-    /// Peers with frames of at most `max_frame_bytes` and `timeout` for
-    /// connecting and for each request.
-    pub fn new(max_frame_bytes: usize, timeout: Duration) -> Arc<Peers> {
+    /// Peers with frames of at most `max_frame_bytes`, `timeout` for
+    /// connecting (the TLS handshake included) and for each request, and
+    /// TLS when `tls` is given.
+    pub fn new(
+        max_frame_bytes: usize,
+        timeout: Duration,
+        tls: Option<server_kit::tls::Tls>,
+    ) -> Arc<Peers> {
         Arc::new(Peers {
             conns: Mutex::new(HashMap::new()),
             max_frame_bytes,
             timeout,
+            tls,
         })
     }
 
@@ -145,16 +156,17 @@ async fn run_conn(
     conn: Arc<Conn>,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
-    let stream = match tokio::time::timeout(peers.timeout, TcpStream::connect(addr)).await {
+    let host_port = addr.to_string();
+    let connect = server_kit::tls::connect(peers.tls.as_ref(), &host_port);
+    let stream = match tokio::time::timeout(peers.timeout, connect).await {
         Ok(Ok(s)) => s,
-        _ => {
-            debug!(%addr, "connect failed");
+        failed => {
+            debug!(%addr, ?failed, "connect failed");
             peers.forget(addr, &conn);
             conn.pending.lock().expect("pending lock").clear();
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
     let (mut r, w) = stream.into_split();
     let max = peers.max_frame_bytes;
     let pending = conn.pending.clone();
