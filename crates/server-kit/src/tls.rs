@@ -575,7 +575,14 @@ pub fn generate(dir: &Path, hosts: &[String], force: bool) -> Result<(), TlsErro
     };
     let ca_key = KeyPair::generate().map_err(generate_error)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
-    ca.distinguished_name = named("local test CA (server-kit tls-certs)");
+    // A name of its own per CA (from its public key), so a certificate from
+    // another run's CA is an unknown issuer, not a bad signature, and the
+    // two are told apart in a certificate viewer.
+    let tag: String = ca_key.public_key_raw()[1..7]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    ca.distinguished_name = named(&format!("local test CA {tag} (tls-certs)"));
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
