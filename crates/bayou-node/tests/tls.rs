@@ -473,3 +473,90 @@ fn redis_py_works_over_tls() {
         libs::run(cmd, "redis-py over TLS");
     }
 }
+
+/// `n` consecutive loopback ports that were free a moment ago.
+fn consecutive_free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let base = free_ports(1)[0];
+        if base > 65535 - n {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .map_while(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+/// `bayou-node cluster --tls`, until dropped (SIGTERM).
+struct TlsCluster(Child);
+
+impl TlsCluster {
+    fn start(base: u16, data: &Path) -> TlsCluster {
+        let child = Command::new(BIN)
+            .args(["cluster", "--tls", "--sync-interval-ms", "100"])
+            .args(["--base-port", &base.to_string()])
+            .arg("--data-dir")
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let cluster = TlsCluster(child);
+        let ca = data.join("tls");
+        for port in base..base + 3 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !ca.join("ca.pem").exists()
+                || connect(&tls_client(port, &ca, false))
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_err()
+            {
+                assert!(Instant::now() < deadline, "port {port} not serving TLS");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+}
+
+impl Drop for TlsCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cluster_tls_makes_its_certificates_once_and_replicates_over_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cluster");
+    let base = consecutive_free_ports(3);
+    let ca = data.join("tls");
+    let get = |port: u16, key: &str| -> Option<String> {
+        let mut c = connect(&tls_client(port, &ca, false)).unwrap();
+        redis::cmd("GET").arg(key).query(&mut c).unwrap()
+    };
+    let first_ca = {
+        let _cluster = TlsCluster::start(base, &data);
+        let mut a = connect(&tls_client(base + 1, &ca, false)).unwrap();
+        let ok: String = redis::cmd("SET").arg("x").arg("1").query(&mut a).unwrap();
+        assert_eq!(ok, "OK");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(base + 2, "x").is_none() {
+            assert!(Instant::now() < deadline, "x never reached B");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read(ca.join("ca.pem")).unwrap()
+    };
+    // Restarted, the cluster reuses its certificates (clients keep
+    // trusting the same CA) and its data.
+    let _cluster = TlsCluster::start(base, &data);
+    assert_eq!(std::fs::read(ca.join("ca.pem")).unwrap(), first_ca);
+    assert_eq!(get(base, "x").as_deref(), Some("1"));
+}

@@ -230,3 +230,67 @@ fn a_node_with_another_cas_certificates_cannot_join() {
     let keys: Vec<String> = redis::cmd("CHORD.KEYS").query(&mut c).unwrap();
     assert_eq!(keys, Vec::<String>::new());
 }
+
+#[test]
+fn chord_cluster_tls_starts_a_ring_that_serves_over_tls() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cluster");
+    let base = loop {
+        let base = common::free_ports(1)[0];
+        if base < 65000 && std::net::TcpListener::bind(("127.0.0.1", base + 1)).is_ok() {
+            break base;
+        }
+    };
+    let mut child = Command::new(BIN)
+        .args(["cluster", "--tls", "--nodes", "2"])
+        .args(["--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .args(common::fast_flags(2))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The banner comes once both nodes answer PING over TLS.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.starts_with("chord cluster:") {
+        banner.clear();
+        if std::io::BufRead::read_line(&mut out, &mut banner).unwrap() == 0 {
+            break;
+        }
+    }
+    let ca = data.join("tls");
+    let stop = |child: &mut std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+    };
+    let expected = format!(
+        "chord cluster: 2 of 2 nodes on 127.0.0.1:{base}..{}; try: redis-cli --tls --cacert {}/ca.pem -p {base} CHORD.INFO; Ctrl-C stops them\n",
+        base + 1,
+        ca.display()
+    );
+    if banner != expected {
+        stop(&mut child);
+        panic!("banner {banner:?}, want {expected:?}");
+    }
+    let result = std::panic::catch_unwind(|| {
+        wait_until(Duration::from_secs(30), "a SET over TLS", || {
+            try_tls(base + 1, &ca)
+                .and_then(|mut c| redis::cmd("SET").arg("k").arg("v").query::<String>(&mut c))
+                .is_ok()
+        });
+        let got: Option<String> = redis::cmd("GET")
+            .arg("k")
+            .query(&mut tls(base, &ca))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some("v"));
+    });
+    stop(&mut child);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
