@@ -1,5 +1,9 @@
 //! The listener: accepts connections on `--listen`, tells peers (which start
 //! with [`crate::wire::MAGIC`]) from Redis clients, and serves RESP.
+//! With TLS on (`--tls-cert` …) every connection is TLS: the handshake comes
+//! first, then peers and clients are told apart on the decrypted bytes, and
+//! a peer must have presented a certificate of the CA (the kit's
+//! [`server_kit::tls`]).
 //!
 //! Clients are served by the kit's pipelined client loop
 //! ([`server_kit::serve_client`]): it reads requests with the shared

@@ -1,5 +1,9 @@
 //! The listener: tells peers (which start with [`MAGIC`]) from Redis clients,
 //! serves the peer protocol to the former and RESP to the latter.
+//! With TLS on (`--tls-cert` …) every connection is TLS: the handshake comes
+//! first, then peers and clients are told apart on the decrypted bytes, and
+//! a peer must have presented a certificate of the CA (the kit's
+//! [`server_kit::tls`]).
 //!
 //! Client commands:
 //!
