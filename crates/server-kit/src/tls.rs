@@ -481,7 +481,8 @@ pub async fn connect(tls: Option<&Tls>, addr: &str) -> io::Result<Stream> {
     }
 }
 
-/// The files [`generate`] writes: the CA's certificate and key.
+/// The CA's certificate, one of the files [`generate`] writes (for
+/// `--tls-ca`).
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key.
 pub const CA_KEY: &str = "ca-key.pem";
