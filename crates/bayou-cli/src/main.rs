@@ -39,6 +39,9 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run a whole local cluster in one process: P (the primary), A, B, …
     Cluster(ClusterArgs),
+    /// Make a local test CA and certificates for --tls-cert, --tls-key and
+    /// --tls-ca (see docs/tls.md).
+    TlsCerts(server_kit::tls::CertsArgs),
     /// The paper's applications (meeting rooms, bibliography) as clients
     /// of a running cluster.
     App {
@@ -125,6 +128,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Cluster(args) => {
             bayou_node::cli::init_tracing();
             bayou_node::cli::cluster(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::TlsCerts(args) => {
+            bayou_node::cli::tls_certs(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::App { command } => {

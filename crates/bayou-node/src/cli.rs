@@ -94,6 +94,9 @@ pub struct Tuning {
     /// Client users and permissions (`--acl-file`).
     #[command(flatten)]
     pub acl: server_kit::acl::AclFlags,
+    /// TLS for clients and peers (off unless --tls-cert is given).
+    #[command(flatten)]
+    pub tls: server_kit::tls::TlsFlags,
 }
 
 /// `bayou cluster`: a whole local cluster in one process.
@@ -116,13 +119,18 @@ pub struct ClusterArgs {
     /// HTTP on this address, e.g. 127.0.0.1:9000.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Serve TLS with a local test CA and certificates, made under
+    /// DATA_DIR/tls on the first run (for --host, 127.0.0.1, localhost and
+    /// ::1) and reused after.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub tls: bool,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
 }
 
 impl Tuning {
-    fn apply(&self, c: &mut Config) -> anyhow::Result<()> {
+    fn apply(&self, c: &mut Config, tls: Option<&server_kit::tls::Tls>) -> anyhow::Result<()> {
         c.sync_interval_ms = self.sync_interval_ms;
         c.clock = if self.logical_clock {
             ClockMode::Logical
@@ -140,6 +148,7 @@ impl Tuning {
         };
         c.client_limits = server_kit::ClientLimits::from_flags(&self.client_limits)?;
         c.cluster_secret = self.peer_auth.load()?;
+        c.tls = tls.cloned();
         Ok(())
     }
 }
@@ -177,7 +186,8 @@ impl ServeArgs {
             }
         }
         c.peers = peers;
-        self.tuning.apply(&mut c)?;
+        let tls = self.tuning.tls.load()?;
+        self.tuning.apply(&mut c, tls.as_ref())?;
         c.acl = self.tuning.acl.load(server::TABLE)?;
         Ok(c)
     }
@@ -231,6 +241,8 @@ impl ClusterArgs {
         };
         // One users file for the whole cluster: one reload on SIGHUP.
         let acl = self.tuning.acl.load(server::TABLE)?;
+        // The certificates are loaded once and shared by the replicas.
+        let tls = self.tls_flags()?.load()?;
         let mut configs = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let mut c = Config::new(
@@ -244,12 +256,42 @@ impl ClusterArgs {
                     c.peers.insert(server_id(other)?, addr(j));
                 }
             }
-            self.tuning.apply(&mut c)?;
+            self.tuning.apply(&mut c, tls.as_ref())?;
             c.cluster_secret = Some(secret.clone());
             c.acl = acl.clone();
             configs.push(c);
         }
         Ok(configs)
+    }
+
+    /// Where `--tls` keeps the cluster's certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    /// The TLS flags the replicas run with: with `--tls`, those naming the
+    /// certificates in [`ClusterArgs::tls_dir`], made there first if they
+    /// are not; otherwise `--tls-cert` … as given.
+    pub fn tls_flags(&self) -> anyhow::Result<server_kit::tls::TlsFlags> {
+        if !self.tls {
+            return Ok(self.tuning.tls.clone());
+        }
+        let dir = self.tls_dir();
+        let present = server_kit::tls::CERT_FILES
+            .iter()
+            .filter(|f| dir.join(f).exists())
+            .count();
+        if present < server_kit::tls::CERT_FILES.len() {
+            let mut hosts = vec![self.host.clone()];
+            for h in server_kit::tls::DEFAULT_HOSTS {
+                if !hosts.iter().any(|x| x == h) {
+                    hosts.push(h.to_string());
+                }
+            }
+            server_kit::tls::generate(&dir, &hosts, false)
+                .with_context(|| format!("bayou cluster --tls: {}", dir.display()))?;
+        }
+        Ok(self.tuning.tls.in_dir(&dir))
     }
 }
 
@@ -299,7 +341,8 @@ pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::R
             return Err(e).with_context(|| format!("replica {id}: cannot listen on {listen}"));
         }
     };
-    info!(%id, %listen, role = ?node.config.role(), "serving");
+    let tls = node.config.tls.is_some();
+    info!(%id, %listen, role = ?node.config.role(), tls, "serving");
     let tasks = vec![
         tokio::spawn(server::accept_loop(
             node.clone(),
@@ -401,9 +444,18 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         }
         let port = |c: &Config| c.listen.rsplit(':').next().unwrap_or("").to_string();
         let some = configs.get(1).unwrap_or(&configs[0]);
+        let cli = match &configs[0].tls {
+            Some(_) => {
+                let flags = args.tls_flags()?;
+                let ca = flags.tls_ca.unwrap_or_default();
+                println!("TLS on (CA {})", ca.display());
+                format!("redis-cli --tls --cacert {}", ca.display())
+            }
+            None => "redis-cli".to_string(),
+        };
         println!("connect with any Redis client, e.g.:");
-        println!("  redis-cli -p {} SET x 1", port(some));
-        println!("  redis-cli -p {} BAYOU.LOG", port(&configs[0]));
+        println!("  {cli} -p {} SET x 1", port(some));
+        println!("  {cli} -p {} BAYOU.LOG", port(&configs[0]));
         if let Some(addr) = web {
             println!("web view http://{addr}/, metrics http://{addr}/metrics");
         }
@@ -414,4 +466,11 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Runs `bayou tls-certs`: writes a local test CA and certificates and
+/// prints the flags to use them with.
+pub fn tls_certs(args: server_kit::tls::CertsArgs) -> anyhow::Result<()> {
+    print!("{}", args.run()?);
+    Ok(())
 }

@@ -24,6 +24,9 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run a local cluster in one process.
     Cluster(ClusterArgs),
+    /// Make a local test CA and certificates for --tls-cert, --tls-key and
+    /// --tls-ca.
+    TlsCerts(server_kit::tls::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Serve(a) => cli::serve(a),
         Cmd::Cluster(a) => cli::cluster(a),
+        Cmd::TlsCerts(a) => cli::tls_certs(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -172,6 +172,8 @@ pub struct Config {
     /// The users clients authenticate as (`--acl-file`); `None`: clients
     /// are not authenticated.
     pub acl: Option<Arc<server_kit::acl::Acl>>,
+    /// TLS for clients and peers (`--tls-cert` …); `None` for plain TCP.
+    pub tls: Option<server_kit::tls::Tls>,
 }
 
 impl Config {
@@ -193,6 +195,7 @@ impl Config {
             client_limits: server_kit::ClientLimits::DEFAULT,
             cluster_secret: None,
             acl: None,
+            tls: None,
         }
     }
 
@@ -678,6 +681,7 @@ impl Core {
                             ("redis_version", "7.0.0".into()),
                             ("redis_mode", "standalone".into()),
                             ("bayou_version", env!("CARGO_PKG_VERSION").into()),
+                            ("tls_enabled", (node.config.tls.is_some() as u8).to_string()),
                         ]),
                     ),
                     (

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bayou_core::{ChunkLimits, ServerId, SessionSender, Summary};
 use bytes::{Bytes, BytesMut};
+use server_kit::tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -98,7 +98,7 @@ enum Side {
 }
 
 struct Conn<'a> {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     wbuf: BytesMut,
     node: &'a Node,
@@ -106,7 +106,7 @@ struct Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
-    fn new(node: &'a Node, stream: TcpStream, rbuf: BytesMut, peer: String) -> Self {
+    fn new(node: &'a Node, stream: Stream, rbuf: BytesMut, peer: String) -> Self {
         Conn {
             stream,
             rbuf,
@@ -368,7 +368,8 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         .get(peer)
         .ok_or_else(|| SessionError::UnknownPeer(peer.to_string()))?;
     let connect = Duration::from_millis(node.config.connect_timeout_ms);
-    let stream = match timeout(connect, TcpStream::connect(addr.as_str())).await {
+    let tls = node.config.tls.as_ref();
+    let stream = match timeout(connect, server_kit::tls::connect(tls, addr)).await {
         Err(_) => return Err(SessionError::Timeout(peer.to_string())),
         Ok(Err(source)) => {
             return Err(SessionError::Io {
@@ -378,7 +379,6 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         }
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(node, stream, BytesMut::new(), peer.to_string());
     conn.write_raw(MAGIC).await?;
     conn.authenticate(Side::Initiator).await?;
@@ -420,7 +420,7 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
 }
 
 /// Serves a peer connection whose first bytes (at least one) are in `rbuf`.
-pub(crate) async fn serve_peer(node: Arc<Node>, stream: TcpStream, rbuf: BytesMut) {
+pub(crate) async fn serve_peer(node: Arc<Node>, stream: Stream, rbuf: BytesMut) {
     let remote = stream
         .peer_addr()
         .map(|a| a.to_string())

@@ -1,5 +1,9 @@
 //! The listener: accepts connections on `--listen`, tells peers (which start
 //! with [`crate::wire::MAGIC`]) from Redis clients, and serves RESP.
+//! With TLS on (`--tls-cert` …) every connection is TLS: the handshake comes
+//! first, then peers and clients are told apart on the decrypted bytes, and
+//! a peer must have presented a certificate of the CA (the kit's
+//! [`server_kit::tls`]).
 //!
 //! Clients are served by the kit's pipelined client loop
 //! ([`server_kit::serve_client`]): it reads requests with the shared
@@ -48,14 +52,18 @@ pub async fn accept_loop(node: Arc<Node>, listener: TcpListener, shutdown: watch
     .await
 }
 
-async fn handle(node: Arc<Node>, mut stream: TcpStream) {
+/// Serves one accepted connection: the TLS handshake when TLS is on, then
+/// a peer or a client, told apart by the first bytes (the kit's
+/// [`server_kit::tls::accept_connection`]).
+async fn handle(node: Arc<Node>, tcp: TcpStream) {
     let gate = node.clients.clone();
-    match gate
-        .open(&mut stream, crate::wire::MAGIC, peer::IDLE_TIMEOUT)
-        .await
-    {
-        Some((Opened::Peer(rest), _)) => peer::serve_peer(node, stream, rest).await,
-        Some((Opened::Client(buf), _slot)) => {
+    let tls = node.config.tls.as_ref();
+    let opened =
+        server_kit::tls::accept_connection(&gate, tls, tcp, crate::wire::MAGIC, peer::IDLE_TIMEOUT)
+            .await;
+    match opened {
+        Some((stream, Opened::Peer(rest), _)) => peer::serve_peer(node, stream, rest).await,
+        Some((mut stream, Opened::Client(buf), _slot)) => {
             let conn = crate::session::Conn::new(node);
             let limits = gate.limits();
             if let Err(e) =
@@ -553,6 +561,17 @@ const CONFIG: &[(&str, &str)] = &[
     ("maxmemory", "0"),
 ];
 
+/// `CONFIG`: [`CONFIG`], and the TLS settings when TLS is on.
+fn config(node: &Node, args: &[Bytes]) -> Reply {
+    let tls = node.config.tls.as_ref().map(|t| t.settings());
+    let settings: Vec<(&str, &str)> = CONFIG
+        .iter()
+        .copied()
+        .chain(tls.iter().flatten().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    resp::config(&settings, args)
+}
+
 fn lower(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_lowercase()
 }
@@ -670,7 +689,7 @@ pub(crate) fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Actio
         },
         "unwatch" => Action::Now(Reply::ok()),
         "info" => q(Query::Info(args[1..].to_vec())),
-        "config" => Action::Now(resp::config(CONFIG, args)),
+        "config" => Action::Now(config(node, args)),
         "bayou.get" => {
             let view = match args.get(2).map(|a| lower(a)).as_deref() {
                 None | Some("full") if n <= 3 => View::Full,

@@ -50,6 +50,9 @@ enum Cmd {
     Serve(chord_node::cli::ServeArgs),
     /// Run a local ring of `serve` processes.
     Cluster(chord_node::cli::ClusterArgs),
+    /// Make a local test CA and certificates for --tls-cert, --tls-key and
+    /// --tls-ca (see docs/tls.md).
+    TlsCerts(server_kit::tls::CertsArgs),
     /// The ring at a glance from one node: members, up or down, ownership
     /// share, keys owned and stored.
     Ring(ring::RingArgs),
@@ -304,6 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Plots(a) => plots::regenerate(&a.out, a.quick),
         Cmd::Serve(a) => chord_node::cli::serve(a),
         Cmd::Cluster(a) => chord_node::cli::cluster(a),
+        Cmd::TlsCerts(a) => chord_node::cli::tls_certs(a),
         Cmd::Ring(a) => ring::run(a),
         Cmd::Sim(SimCmd::Fingers(a)) => {
             let r = experiments::fingers(a.bits, &a.nodes, a.node)?;

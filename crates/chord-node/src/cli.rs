@@ -135,6 +135,9 @@ pub struct Tuning {
     /// Client users and permissions (`--acl-file`).
     #[command(flatten)]
     pub acl: server_kit::acl::AclFlags,
+    /// TLS for clients and peers (off unless --tls-cert is given).
+    #[command(flatten)]
+    pub tls: server_kit::tls::TlsFlags,
 }
 
 /// `chord serve`: one node.
@@ -185,6 +188,11 @@ pub struct ClusterArgs {
     /// its view) on the port of this address plus 1 + i.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Serve TLS with a local test CA and certificates, made under
+    /// DATA_DIR/tls on the first run (for --host, 127.0.0.1, localhost and
+    /// ::1) and reused after.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub tls: bool,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -194,6 +202,37 @@ pub struct ClusterArgs {
 /// `--cluster-secret-file` is not given; a `chord serve --join` joining the
 /// local ring passes this file.
 pub const CLUSTER_SECRET_FILE: &str = "cluster.secret";
+impl ClusterArgs {
+    /// Where `--tls` keeps the cluster's certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    /// The TLS flags the nodes run with: with `--tls`, those naming the
+    /// certificates in [`ClusterArgs::tls_dir`], made there first if they
+    /// are not; otherwise `--tls-cert` … as given.
+    pub fn tls_flags(&self) -> anyhow::Result<server_kit::tls::TlsFlags> {
+        if !self.tls {
+            return Ok(self.tuning.tls.clone());
+        }
+        let dir = self.tls_dir();
+        let present = server_kit::tls::CERT_FILES
+            .iter()
+            .filter(|f| dir.join(f).exists())
+            .count();
+        if present < server_kit::tls::CERT_FILES.len() {
+            let mut hosts = vec![self.host.clone()];
+            for h in server_kit::tls::DEFAULT_HOSTS {
+                if !hosts.iter().any(|x| x == h) {
+                    hosts.push(h.to_string());
+                }
+            }
+            server_kit::tls::generate(&dir, &hosts, false)
+                .with_context(|| format!("chord cluster --tls: {}", dir.display()))?;
+        }
+        Ok(self.tuning.tls.in_dir(&dir))
+    }
+}
 
 fn resolve(s: &str) -> anyhow::Result<SocketAddr> {
     s.to_socket_addrs()
@@ -251,6 +290,7 @@ pub fn config(a: &ServeArgs) -> anyhow::Result<NodeConfig> {
     c.cluster_secret = t.peer_auth.load()?;
     c.id_binding = t.id_binding.binding();
     c.acl = t.acl.load(server::TABLE)?;
+    c.tls = t.tls.load()?;
     if let Some(id) = &a.id {
         if t.id_binding != IdBindingArg::None {
             bail!(
@@ -331,6 +371,7 @@ pub async fn run_with_http(
         peers: Peers::new(
             cfg.max_frame_bytes,
             Duration::from_millis(cfg.rpc_timeout_ms),
+            cfg.tls.clone(),
             cfg.cluster_secret.clone(),
         ),
         cfg: cfg.clone(),
@@ -393,15 +434,17 @@ pub async fn run_with_http(
         }
     }
     println!(
-        "chord node {} id {} listening on {}{}",
+        "chord node {} id {} listening on {}{}{}",
         env!("CARGO_PKG_VERSION"),
         hex(ids[0]),
         me,
+        if cfg.tls.is_some() { " (TLS)" } else { "" },
         cfg.join
             .map(|j| format!(", joining via {j}"))
             .unwrap_or_default()
     );
-    info!(%me, id = %hex(ids[0]), "serving");
+    let tls = cfg.tls.is_some();
+    info!(%me, id = %hex(ids[0]), tls, "serving");
     let mut stop = shared.shutdown.subscribe();
     let signal = server_kit::shutdown_signal()?;
     tokio::select! {
@@ -442,6 +485,10 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         None => None,
     };
     std::fs::create_dir_all(&a.data_dir)?;
+    // Loaded here too, so bad certificates stop the cluster before any node
+    // starts, and the readiness check speaks TLS.
+    let tls_flags = a.tls_flags()?;
+    let tls = tls_flags.load()?;
     let t = &a.tuning;
     // A local ring authenticates its peers by default: a secret in its data
     // directory, made on first start, unless one is given.
@@ -509,6 +556,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         cmd.args(peer_auth.to_args());
         cmd.arg("--id-binding").arg(t.id_binding.as_str());
         cmd.args(t.acl.to_args());
+        cmd.args(tls_flags.to_args());
         cmd.arg("--lookup").arg(match t.lookup {
             LookupArg::Iterative => "iterative",
             LookupArg::Recursive => "recursive",
@@ -517,7 +565,7 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
         children.push((listen.clone(), child));
         if i == 0 {
             // The others join through the first: wait until it listens.
-            if !wait_listening(&mut children[0])? {
+            if !wait_listening(&mut children[0], tls.as_ref())? {
                 stop_all(&mut children);
                 bail!("node 0 did not start on {listen} (see its log above); no node started");
             }
@@ -526,14 +574,18 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
     // Report every node that did not come up; fail if none did.
     let mut started = 1;
     for (i, child) in children.iter_mut().enumerate().skip(1) {
-        if wait_listening(child)? {
+        if wait_listening(child, tls.as_ref())? {
             started += 1;
         } else {
             eprintln!("chord cluster: node {i} did not start on {}", child.0);
         }
     }
+    let cli = match &tls_flags.tls_ca {
+        Some(ca) if tls.is_some() => format!("redis-cli --tls --cacert {}", ca.display()),
+        _ => "redis-cli".to_string(),
+    };
     println!(
-        "chord cluster: {started} of {} nodes on {}:{}..{}; try: redis-cli -p {} CHORD.INFO; Ctrl-C stops them",
+        "chord cluster: {started} of {} nodes on {}:{}..{}; try: {cli} -p {} CHORD.INFO; Ctrl-C stops them",
         a.nodes,
         a.host,
         a.base_port,
@@ -584,7 +636,10 @@ pub fn cluster(a: ClusterArgs) -> anyhow::Result<()> {
 
 /// Waits up to 10 s until a started node accepts connections; `false` if
 /// it exited first or never listened.
-fn wait_listening(child: &mut (String, std::process::Child)) -> anyhow::Result<bool> {
+fn wait_listening(
+    child: &mut (String, std::process::Child),
+    tls: Option<&server_kit::tls::Tls>,
+) -> anyhow::Result<bool> {
     let addr = resolve(&child.0)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -592,7 +647,7 @@ fn wait_listening(child: &mut (String, std::process::Child)) -> anyhow::Result<b
         if child.1.try_wait()?.is_some() {
             return Ok(false);
         }
-        if answers_ping(&addr) {
+        if answers_ping(&addr, tls) {
             return Ok(true);
         }
         if Instant::now() > deadline {
@@ -604,17 +659,34 @@ fn wait_listening(child: &mut (String, std::process::Child)) -> anyhow::Result<b
 
 /// Whether a Redis `PING` to `addr` gets `+PONG` (or `-NOAUTH`, from a
 /// node with a users file and no `default` user): the node itself is up,
-/// not just something listening on its port.
-fn answers_ping(addr: &std::net::SocketAddr) -> bool {
+/// not just something listening on its port. Over TLS when the cluster
+/// runs with it.
+fn answers_ping(addr: &std::net::SocketAddr, tls: Option<&server_kit::tls::Tls>) -> bool {
     use std::io::{Read, Write};
+    fn ping(s: &mut (impl Read + Write)) -> bool {
+        let mut reply = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.flush().is_ok()
+            && s.read_exact(&mut reply).is_ok()
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
+    }
+    if let Some(tls) = tls {
+        return tls
+            .connect_blocking(addr, Duration::from_millis(500))
+            .is_ok_and(|mut s| ping(&mut s));
+    }
     let Ok(mut s) = std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok()
-        && s.read_exact(&mut reply).is_ok()
-        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
+    ping(&mut s)
+}
+
+/// Runs `chord tls-certs`: writes a local test CA and certificates and
+/// prints the flags to use them with.
+pub fn tls_certs(args: server_kit::tls::CertsArgs) -> anyhow::Result<()> {
+    print!("{}", args.run()?);
+    Ok(())
 }
 
 /// Kills every node and waits for them.

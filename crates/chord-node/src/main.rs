@@ -22,6 +22,9 @@ enum Cmd {
     Serve(chord_node::cli::ServeArgs),
     /// Run a local ring of several node processes.
     Cluster(chord_node::cli::ClusterArgs),
+    /// Make a local test CA and certificates for --tls-cert, --tls-key and
+    /// --tls-ca.
+    TlsCerts(server_kit::tls::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Serve(a) => chord_node::cli::serve(a),
         Cmd::Cluster(a) => chord_node::cli::cluster(a),
+        Cmd::TlsCerts(a) => chord_node::cli::tls_certs(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -88,6 +88,8 @@ pub struct NodeConfig {
     /// The users clients authenticate as (`--acl-file`); `None`: clients
     /// are not authenticated.
     pub acl: Option<Arc<server_kit::acl::Acl>>,
+    /// TLS for clients and peers (`--tls-cert` …); `None` for plain TCP.
+    pub tls: Option<server_kit::tls::Tls>,
 }
 
 impl NodeConfig {
@@ -117,6 +119,7 @@ impl NodeConfig {
             cluster_secret: None,
             id_binding: chord_core::host::IdBinding::Address,
             acl: None,
+            tls: None,
         }
     }
 

@@ -1,5 +1,9 @@
 //! The listener: tells peers (which start with [`MAGIC`]) from Redis clients,
 //! serves the peer protocol to the former and RESP to the latter.
+//! With TLS on (`--tls-cert` …) every connection is TLS: the handshake comes
+//! first, then peers and clients are told apart on the decrypted bytes, and
+//! a peer must have presented a certificate of the CA (the kit's
+//! [`server_kit::tls`]).
 //!
 //! Client commands:
 //!
@@ -65,6 +69,7 @@ use crate::store::hex;
 use crate::wire::{self, Body, MAGIC};
 use chord_core::data::KeyStore;
 use server_kit::frame::{FrameReader, write_frame};
+use server_kit::tls::Stream;
 
 /// Most keys of one MGET/MSET/DEL/EXISTS in flight at once.
 const MAX_FAN_OUT: usize = 256;
@@ -78,14 +83,22 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     .await
 }
 
-async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
+/// Serves one accepted connection: the TLS handshake when TLS is on, then
+/// a peer or a client, told apart by the first bytes (the kit's
+/// [`server_kit::tls::accept_connection`]).
+async fn handle(shared: Arc<Shared>, tcp: TcpStream) {
     let gate = shared.clients.clone();
-    match gate
-        .open(&mut stream, MAGIC, shared.cfg.peer_idle_timeout())
-        .await
-    {
-        Some((Opened::Peer(rest), _)) => serve_peer(shared, stream, rest).await,
-        Some((Opened::Client(buf), _slot)) => {
+    let opened = server_kit::tls::accept_connection(
+        &gate,
+        shared.cfg.tls.as_ref(),
+        tcp,
+        MAGIC,
+        shared.cfg.peer_idle_timeout(),
+    )
+    .await;
+    match opened {
+        Some((stream, Opened::Peer(rest), _)) => serve_peer(shared, stream, rest).await,
+        Some((mut stream, Opened::Client(buf), _slot)) => {
             let clients = Clients(shared);
             let limits = gate.limits();
             if let Err(e) =
@@ -103,7 +116,7 @@ async fn handle(shared: Arc<Shared>, mut stream: TcpStream) {
 /// A connection that sends its magic but no complete first frame within
 /// the peer idle timeout is closed; after that a peer may be quiet as long
 /// as it likes (a process may have nothing to tell this one for a while).
-async fn serve_peer(shared: Arc<Shared>, mut stream: TcpStream, mut already: BytesMut) {
+async fn serve_peer(shared: Arc<Shared>, mut stream: Stream, mut already: BytesMut) {
     // Nothing the peer sends is read as a message before it proves it holds
     // the cluster secret (server_kit::peer_auth).
     let secret = shared.cfg.cluster_secret.as_ref();
@@ -323,6 +336,17 @@ const CHORD_COMMANDS: &[CommandSpec] = &[
 
 /// Settings `CONFIG GET` reports.
 const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no"), ("databases", "1")];
+
+/// `CONFIG`: [`CONFIG`], and the TLS settings when TLS is on.
+fn config(shared: &Shared, args: &[Bytes]) -> Reply {
+    let tls = shared.cfg.tls.as_ref().map(|t| t.settings());
+    let settings: Vec<(&str, &str)> = CONFIG
+        .iter()
+        .copied()
+        .chain(tls.iter().flatten().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    server_kit::config(&settings, args)
+}
 
 /// The node's side of the kit's client loop.
 struct Clients(Arc<Shared>);
@@ -602,7 +626,7 @@ async fn execute(
             Err(e) => Reply::err(e),
         },
         "readonly" | "readwrite" => Reply::ok(),
-        "config" => server_kit::config(CONFIG, &args),
+        "config" => config(shared, &args),
         "info" => redis_info(shared).await,
         _ => cmd::unknown_command(&args),
     }
@@ -808,8 +832,9 @@ async fn redis_info(shared: &Arc<Shared>) -> Reply {
         "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nchord_node:1\r\n",
     );
     text.push_str(&format!(
-        "tcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n# Chord\r\n",
+        "tcp_port:{}\r\ntls_enabled:{}\r\nuptime_in_seconds:{}\r\n\r\n# Chord\r\n",
         shared.me().port(),
+        shared.cfg.tls.is_some() as u8,
         shared.started.elapsed().as_secs()
     ));
     for pair in items.chunks(2) {

@@ -6,6 +6,11 @@
 //! (core messages beyond it are dropped, as a lossy network would, and the
 //! core's timeouts take over), connecting and every request have a timeout,
 //! and a connection that fails is forgotten so the next send reconnects.
+//!
+//! With TLS on, a connection is TLS from the start (the kit's
+//! [`server_kit::tls::connect`]): the peer's certificate is verified
+//! against `--tls-ca` for the peer's IP address, and this node presents
+//! its own certificate, which the peer requires of a peer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,8 +21,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use server_kit::frame::{FrameReader, write_frame};
 use server_kit::peer_auth::{self, ClusterSecret, PeerAuthError, RefusalLog};
+use server_kit::tls::Stream;
 use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -53,23 +58,27 @@ pub struct Peers {
     conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     max_frame_bytes: usize,
     timeout: Duration,
+    tls: Option<server_kit::tls::Tls>,
     secret: Option<ClusterSecret>,
     refused: RefusalLog,
 }
 
 impl Peers {
-    /// Peers with frames of at most `max_frame_bytes` and `timeout` for
-    /// connecting (with the cluster-secret exchange, when `secret` is set)
-    /// and for each request.
+    /// Peers with frames of at most `max_frame_bytes`, `timeout` for
+    /// connecting (the TLS handshake and the cluster-secret exchange
+    /// included) and for each request, TLS when `tls` is given and the
+    /// cluster-secret exchange with `secret`.
     pub fn new(
         max_frame_bytes: usize,
         timeout: Duration,
+        tls: Option<server_kit::tls::Tls>,
         secret: Option<ClusterSecret>,
     ) -> Arc<Peers> {
         Arc::new(Peers {
             conns: Mutex::new(HashMap::new()),
             max_frame_bytes,
             timeout,
+            tls,
             secret,
             refused: RefusalLog::default(),
         })
@@ -151,15 +160,16 @@ impl Peers {
 
 /// Connects, sends the magic and passes the cluster-secret exchange
 /// ([`server_kit::peer_auth`]); `None` (logged) when any of it fails.
-async fn connect(peers: &Peers, addr: SocketAddr, leftover: &mut BytesMut) -> Option<TcpStream> {
-    let mut stream = match tokio::time::timeout(peers.timeout, TcpStream::connect(addr)).await {
+async fn connect(peers: &Peers, addr: SocketAddr, leftover: &mut BytesMut) -> Option<Stream> {
+    let host_port = addr.to_string();
+    let connect = server_kit::tls::connect(peers.tls.as_ref(), &host_port);
+    let mut stream = match tokio::time::timeout(peers.timeout, connect).await {
         Ok(Ok(s)) => s,
-        _ => {
-            debug!(%addr, "connect failed");
+        failed => {
+            debug!(%addr, ?failed, "connect failed");
             return None;
         }
     };
-    let _ = stream.set_nodelay(true);
     let exchange = async {
         stream.write_all(MAGIC).await?;
         peer_auth::initiate(&mut stream, peers.secret.as_ref(), leftover).await

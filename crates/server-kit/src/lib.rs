@@ -31,11 +31,16 @@
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task;
 //! * [`limits`]: maximum clients ([`ClientGate`]), the output limit and the
-//!   idle and write timeouts of a client ([`ClientLimits`]).
+//!   idle and write timeouts of a client ([`ClientLimits`]);
+//! * [`tls`]: optional TLS for clients and peers (`--tls-cert`, …), the
+//!   connection type both runtimes use ([`tls::Stream`]), and test
+//!   certificates (`tls-certs`).
 //!
 //! Both runtimes serve clients and peers on one port: a peer connection
 //! starts with a magic byte string no RESP request can start with, and the
 //! runtime's connection handler looks at the first bytes to tell them apart.
+//! With TLS on, every connection on the port is TLS and the first bytes
+//! are looked at after the handshake ([`tls::accept_connection`]).
 //!
 //! # Why a hand-written codec rather than `redis-protocol`
 //!
@@ -74,6 +79,7 @@ pub mod peer_auth;
 pub mod process;
 pub mod resp;
 pub mod sealed;
+pub mod tls;
 
 pub use client::serve_client_limited;
 pub use client::{Handler, MAX_PIPELINE, MAX_QUERY_BUFFER_BYTES, Service, Stopped, serve_client};
@@ -93,7 +99,7 @@ pub use resp::{Limits, Protocol, ProtocolError, Reply, parse};
 
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use std::future::Future;
 
@@ -264,12 +270,26 @@ pub enum Opened {
 /// may sit idle); once a peer has begun the prefix it must finish it within
 /// `magic_timeout`. `None` when the connection closed or failed first, the
 /// prefix timed out, or it was wrong: the caller just drops the connection.
-pub async fn open(stream: &mut TcpStream, magic: &[u8], magic_timeout: Duration) -> Option<Opened> {
+pub async fn open<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    magic: &[u8],
+    magic_timeout: Duration,
+) -> Option<Opened> {
     let mut buf = BytesMut::with_capacity(16 << 10);
     match stream.read_buf(&mut buf).await {
         Ok(0) | Err(_) => return None,
         Ok(_) => {}
     }
+    open_after(stream, buf, magic, magic_timeout).await
+}
+
+/// [`open`] once the first read is done: `buf` holds at least one byte.
+pub(crate) async fn open_after<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut buf: BytesMut,
+    magic: &[u8],
+    magic_timeout: Duration,
+) -> Option<Opened> {
     if buf[0] != magic[0] {
         return Some(Opened::Client(buf));
     }

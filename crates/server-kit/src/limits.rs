@@ -30,11 +30,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use crate::{Opened, open};
+use crate::{Opened, open, open_after};
 
 /// Redis' error text for a connection over `maxclients` (sent as `-ERR …`).
 pub const MAX_CLIENTS_REACHED: &str = "max number of clients reached";
@@ -242,9 +242,9 @@ impl ClientGate {
     /// [`open`] under the limit: a client comes with its slot; a peer is
     /// never counted nor refused. A client over the limit is sent
     /// `-ERR max number of clients reached` and closed here (`None`).
-    pub async fn open(
+    pub async fn open<S: AsyncRead + AsyncWrite + Unpin>(
         self: &Arc<Self>,
-        stream: &mut TcpStream,
+        stream: &mut S,
         magic: &[u8],
         magic_timeout: Duration,
     ) -> Option<(Opened, Option<ClientSlot>)> {
@@ -268,13 +268,13 @@ impl ClientGate {
             self.count_refusal();
             return None;
         }
-        let mut first = [0u8; 1];
-        let peer = matches!(
-            tokio::time::timeout(OVER_LIMIT_PEER_WAIT, stream.peek(&mut first)).await,
-            Ok(Ok(1..)) if first[0] == magic[0]
-        );
-        if peer {
-            return match open(stream, magic, magic_timeout).await? {
+        // The first bytes are read rather than peeked, so that this works
+        // on a TLS stream too; a client refused here is closed anyway, and
+        // a peer's bytes go on to `open_after`.
+        let mut first = BytesMut::with_capacity(64);
+        let read = tokio::time::timeout(OVER_LIMIT_PEER_WAIT, stream.read_buf(&mut first)).await;
+        if matches!(read, Ok(Ok(1..))) && first[0] == magic[0] {
+            return match open_after(stream, first, magic, magic_timeout).await? {
                 peer @ Opened::Peer(_) => Some((peer, None)),
                 Opened::Client(_) => None,
             };
@@ -309,7 +309,7 @@ impl ClientGate {
     }
 
     /// Counts, logs (rate-limited) and answers a refused client.
-    async fn refuse(&self, stream: &mut TcpStream) {
+    async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S) {
         self.count_refusal();
         let reply = format!("-ERR {MAX_CLIENTS_REACHED}\r\n");
         let answer = async {
@@ -341,6 +341,7 @@ impl ClientGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[test]
     fn slots_are_counted_and_given_back() {
