@@ -21,6 +21,13 @@ and the ratio to redis. Then anti-entropy between two real processes: P
 takes --ae-writes writes while A is offline, and one BAYOU.SYNC brings A
 up to date (a full-state transfer when P has truncated past A).
 
+With `security` in --only (the default), a second table shows what TLS
+and authentication cost: redis-server and a lone Bayou primary once with
+TLS (certificates from `bayou tls-certs`; redis-benchmark --tls) and once
+with a users file (redis-benchmark --user bench -a …; every command is
+then checked against the user's permissions), each against its plain
+self.
+
 Usage: bench/vs-redis.py [--requests N] [--clients C] [--repeat R]
                          [--ae-writes W] [--only redis,bayou-lone,...]
 Needs redis-server, redis-benchmark and redis-cli (Debian: redis-server,
@@ -76,10 +83,13 @@ def binary(env_var, package, name):
     return os.path.join(target, "release", name)
 
 
-def wait_ping(port, timeout=30.0):
+def wait_ping(port, timeout=30.0, extra=()):
+    """Waits until the server answers PING; `extra` are the TLS or user
+    flags redis-cli shares with redis-benchmark."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        r = subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True)
+        r = subprocess.run(["redis-cli", "-p", str(port), *extra, "--no-auth-warning", "PING"],
+                           capture_output=True, text=True)
         if r.stdout.strip() == "PONG":
             return
         time.sleep(0.1)
@@ -96,11 +106,12 @@ def status(port, field):
     return None
 
 
-def bench(port, test, pipe, n, clients):
-    """(requests/s, p50 ms, p99 ms) of one redis-benchmark run."""
+def bench(port, test, pipe, n, clients, extra=()):
+    """(requests/s, p50 ms, p99 ms) of one redis-benchmark run; `extra`
+    are more redis-benchmark flags (TLS, a user and password)."""
     r = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-t", test.lower(), "-n", str(n),
-         "-c", str(clients), "-r", "100000", "-P", str(pipe), "--csv"],
+         "-c", str(clients), "-r", "100000", "-P", str(pipe), "--csv", *extra],
         capture_output=True, text=True,
     )
     for line in r.stdout.splitlines():
@@ -143,18 +154,23 @@ def main():
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=5, help="runs per test and server (median shown)")
     ap.add_argument("--ae-writes", type=int, default=1000000, help="writes A lacks (0: skip)")
-    ap.add_argument("--only", default="redis,bayou-lone,bayou-A,chord")
+    ap.add_argument("--only", default="redis,bayou-lone,bayou-A,chord,security",
+                    help="servers to run; 'security' adds redis and a Bayou primary with TLS and "
+                         "with a users file (AUTH), each against its plain self")
     args = ap.parse_args()
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
         if not shutil.which(tool):
             sys.exit(f"missing {tool} (apt-get install redis-server redis-tools)")
     only = args.only.split(",")
-    bayou = binary("BAYOU_BIN", "bayou-cli", "bayou") if any(o.startswith("bayou") for o in only) or args.ae_writes else None
+    if "security" in only:
+        only += [o for o in ("redis", "bayou-lone") if o not in only]
+    bayou = (binary("BAYOU_BIN", "bayou-cli", "bayou")
+             if any(o.startswith("bayou") or o == "security" for o in only) or args.ae_writes else None)
     chord = binary("CHORD_BIN", "chord-cli", "chord") if "chord" in only else None
 
     work = tempfile.mkdtemp(prefix="vs-redis-")
     servers = Servers(work)
-    targets = []  # (label, port)
+    targets = []  # (label, port, extra redis-benchmark flags)
     try:
         if "redis" in only:
             port = free_port()
@@ -162,14 +178,14 @@ def main():
             servers.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                     "--dir", os.path.join(work, "redis"), "--appendonly", "yes",
                                     "--appendfsync", "always", "--save", "", "--daemonize", "no"])
-            targets.append(("redis", port))
+            targets.append(("redis", port, ()))
         if "bayou-lone" in only:
             port = free_port()
             servers.spawn("bayou-lone", [bayou, "serve", "--id", "P", "--primary", "P",
                                          "--listen", f"127.0.0.1:{port}",
                                          "--data-dir", os.path.join(work, "lone"),
                                          "--sync-interval-ms", "0"])
-            targets.append(("bayou lone", port))
+            targets.append(("bayou lone", port, ()))
         if "bayou-A" in only:
             ports = {r: free_port() for r in "PAB"}
             for r in "PAB":
@@ -181,14 +197,16 @@ def main():
                                              "--listen", f"127.0.0.1:{ports[r]}",
                                              "--data-dir", os.path.join(work, "cluster", r),
                                              "--sync-interval-ms", "100", *peers])
-            targets.append(("bayou A", ports["A"]))
+            targets.append(("bayou A", ports["A"], ()))
         if "chord" in only:
             base = free_run(8)
             servers.spawn("chord", [chord, "cluster", "--nodes", "8", "--base-port", str(base),
                                     "--data-dir", os.path.join(work, "chord"), "--replicas", "3"])
-            targets.append(("chord", base + 3))
-        for _, port in targets:
-            wait_ping(port)
+            targets.append(("chord", base + 3, ()))
+        if "security" in only:
+            targets += security_servers(bayou, work, servers)
+        for _, port, extra in targets:
+            wait_ping(port, extra=extra)
         if "chord" in only:
             time.sleep(3)  # let the ring settle its successor lists
 
@@ -204,33 +222,95 @@ def main():
               f"alternating runs; rps = requests/s, p50/p99 in ms, ratio = rps / redis rps")
         results = {}
         for test, pipe in TESTS:
-            runs = {label: [] for label, _ in targets}
+            runs = {label: [] for label, _, _ in targets}
             for _ in range(args.repeat):
-                for label, port in targets:
-                    runs[label].append(bench(port, test, pipe, args.requests, args.clients))
+                for label, port, extra in targets:
+                    runs[label].append(bench(port, test, pipe, args.requests, args.clients, extra))
             for label, rs in runs.items():
                 results[(test, pipe, label)] = (
                     statistics.median(r[0] for r in rs),
                     statistics.median(r[1] for r in rs),
                     statistics.median(r[2] for r in rs),
                 )
-        header = f"{'test':<10}" + "".join(f"{label:>30}" for label, _ in targets)
-        print(header)
-        print(f"{'':<10}" + "".join(f"{'rps  ratio   p50   p99':>30}" for _ in targets))
-        for test, pipe in TESTS:
-            base = results.get((test, pipe, "redis"))
-            row = f"{test + ' -P ' + str(pipe):<10}"
-            for label, _ in targets:
-                rps, p50, p99 = results[(test, pipe, label)]
-                ratio = f"{rps / base[0]:.2f}x" if base else "-"
-                row += f"{rps:>12.0f} {ratio:>6} {p50:>5.2f} {p99:>5.2f}"
-            print(row)
+        main_labels = [label for label, _, _ in targets if label not in SECURITY_LABELS]
+        table(results, [(label, "redis") for label in main_labels])
+        if "security" in only:
+            print("security: each server against its plain self (ratio = rps / plain rps)")
+            table(results, [("redis", None), ("redis TLS", "redis"), ("redis AUTH", "redis"),
+                            ("bayou lone", None), ("bayou TLS", "bayou lone"),
+                            ("bayou AUTH", "bayou lone")])
         sys.stdout.flush()
         if args.ae_writes:
             anti_entropy(bayou, work, servers, args.ae_writes)
     finally:
         servers.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+SECURITY_LABELS = ("redis TLS", "redis AUTH", "bayou TLS", "bayou AUTH")
+
+# The benchmark user's password and its SHA-256, as both users files hold it.
+BENCH_PASSWORD = "bench-password"
+
+
+def table(results, columns):
+    """Prints rps, ratio to the column named beside it, p50 and p99 for each
+    test; `columns` are (label, label of the reference or None)."""
+    print(f"{'test':<10}" + "".join(f"{label:>30}" for label, _ in columns))
+    print(f"{'':<10}" + "".join(f"{'rps  ratio   p50   p99':>30}" for _ in columns))
+    for test, pipe in TESTS:
+        row = f"{test + ' -P ' + str(pipe):<10}"
+        for label, ref in columns:
+            rps, p50, p99 = results[(test, pipe, label)]
+            base = results.get((test, pipe, ref)) if ref else None
+            ratio = f"{rps / base[0]:.2f}x" if base else "-"
+            row += f"{rps:>12.0f} {ratio:>6} {p50:>5.2f} {p99:>5.2f}"
+        print(row)
+
+
+def security_servers(bayou, work, servers):
+    """redis-server and a lone Bayou primary, each once with TLS (certificates
+    from `bayou tls-certs`) and once with a users file whose one user the
+    benchmark authenticates as: (label, port, redis-benchmark flags)."""
+    import hashlib
+    certs = os.path.join(work, "certs")
+    subprocess.run([bayou, "tls-certs", "--out", certs], capture_output=True, check=True)
+    pem = lambda name: os.path.join(certs, name)
+    tls_flags = ("--tls", "--cacert", pem("ca.pem"))
+    auth_flags = ("--user", "bench", "-a", BENCH_PASSWORD)
+    digest = hashlib.sha256(BENCH_PASSWORD.encode()).hexdigest()
+    users = os.path.join(work, "users.acl")
+    with open(users, "w") as f:
+        f.write(f"user bench on #{digest} ~* +@all\n")
+    out = []
+    port = free_port()
+    os.makedirs(os.path.join(work, "redis-tls"))
+    servers.spawn("redis-tls", ["redis-server", "--port", "0", "--tls-port", str(port),
+                                "--tls-cert-file", pem("server.pem"), "--tls-key-file", pem("server-key.pem"),
+                                "--tls-ca-cert-file", pem("ca.pem"), "--tls-auth-clients", "no",
+                                "--bind", "127.0.0.1", "--dir", os.path.join(work, "redis-tls"),
+                                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                                "--daemonize", "no"])
+    out.append(("redis TLS", port, tls_flags))
+    port = free_port()
+    os.makedirs(os.path.join(work, "redis-auth"))
+    servers.spawn("redis-auth", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--dir", os.path.join(work, "redis-auth"), "--appendonly", "yes",
+                                 "--appendfsync", "always", "--save", "", "--daemonize", "no",
+                                 "--aclfile", users])
+    out.append(("redis AUTH", port, auth_flags))
+    port = free_port()
+    servers.spawn("bayou-tls", [bayou, "serve", "--id", "P", "--primary", "P",
+                                "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "tls"),
+                                "--sync-interval-ms", "0", "--tls-cert", pem("server.pem"),
+                                "--tls-key", pem("server-key.pem"), "--tls-ca", pem("ca.pem")])
+    out.append(("bayou TLS", port, tls_flags))
+    port = free_port()
+    servers.spawn("bayou-auth", [bayou, "serve", "--id", "P", "--primary", "P",
+                                 "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "auth"),
+                                 "--sync-interval-ms", "0", "--acl-file", users])
+    out.append(("bayou AUTH", port, auth_flags))
+    return out
 
 
 def anti_entropy(bayou, work, servers, writes):
