@@ -39,6 +39,9 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run a whole local cluster in one process: P (the primary), A, B, …
     Cluster(ClusterArgs),
+    /// Create a replica's signing key if missing and print its keyring
+    /// line (`<id> <hex public key>`), for --signing-key and --keyring.
+    Keys(bayou_node::keys::KeysArgs),
     /// The paper's applications (meeting rooms, bibliography) as clients
     /// of a running cluster.
     App {
@@ -125,6 +128,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Cluster(args) => {
             bayou_node::cli::init_tracing();
             bayou_node::cli::cluster(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Keys(args) => {
+            println!("{}", bayou_node::keys::keys(&args)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::App { command } => {

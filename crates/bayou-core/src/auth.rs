@@ -161,7 +161,7 @@ pub enum ForgedWrite {
 /// decides what an author may write. See the module documentation. A
 /// replica with none (`Replica::set_authority(None)`) is an open cluster:
 /// nothing is signed, verified or checked.
-pub trait WriteAuthority: Send + Sync {
+pub trait WriteAuthority: Send + Sync + fmt::Debug {
     /// This replica's signature over a write it accepts from a client.
     fn sign(&self, write: &Write) -> Signature;
     /// Checks a write that arrived from anywhere else.

@@ -683,7 +683,23 @@ impl Replica {
         checkpoint: Option<Checkpoint>,
         items: impl IntoIterator<Item = Item>,
     ) -> Result<Replica, ProtocolError> {
+        Replica::restore_with_authority(id, role, retention, checkpoint, items, None)
+    }
+
+    /// [`Replica::restore_owned`] with an authority ([`crate::auth`]) set
+    /// before the replay, so the writes it executes again are checked as
+    /// they were the first time (authors' permissions). The durable items
+    /// are not verified again: they were when they arrived.
+    pub fn restore_with_authority(
+        id: ServerId,
+        role: Role,
+        retention: Retention,
+        checkpoint: Option<Checkpoint>,
+        items: impl IntoIterator<Item = Item>,
+        authority: Option<Arc<dyn WriteAuthority>>,
+    ) -> Result<Replica, ProtocolError> {
         let mut r = Replica::new(id, role);
+        r.authority = authority;
         r.retention = retention;
         if let Some(cp) = checkpoint {
             r.osn = cp.osn;

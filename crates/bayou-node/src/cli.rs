@@ -42,6 +42,9 @@ pub struct ServeArgs {
     pub peer_http: Vec<String>,
     #[allow(missing_docs)]
     #[command(flatten)]
+    pub signing: crate::keys::SigningFlags,
+    #[allow(missing_docs)]
+    #[command(flatten)]
     pub tuning: Tuning,
 }
 
@@ -110,6 +113,11 @@ pub struct ClusterArgs {
     /// HTTP on this address, e.g. 127.0.0.1:9000.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Sign every write with its accepting replica's key and verify it
+    /// wherever it arrives: a key per replica in DATA_DIR/keys/ID.pem and
+    /// their keyring in DATA_DIR/keys/keyring (created if missing).
+    #[arg(long)]
+    pub sign_writes: bool,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -166,6 +174,7 @@ impl ServeArgs {
         }
         c.peers = peers;
         self.tuning.apply(&mut c)?;
+        c.authority = crate::keys::authority(&id, &self.signing)?;
         Ok(c)
     }
 
@@ -219,6 +228,13 @@ impl ClusterArgs {
             }
             self.tuning.apply(&mut c)?;
             configs.push(c);
+        }
+        if self.sign_writes {
+            let ids: Vec<ServerId> = configs.iter().map(|c| c.id.clone()).collect();
+            let authorities = crate::keys::cluster_authorities(&self.data_dir, &ids)?;
+            for (c, a) in configs.iter_mut().zip(authorities) {
+                c.authority = Some(a);
+            }
         }
         Ok(configs)
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use bayou_node::cli::{self, ClusterArgs, ServeArgs};
+use bayou_node::keys::KeysArgs;
 
 #[derive(Parser)]
 #[command(name = "bayou-node", version, about = "A Bayou replica server")]
@@ -24,6 +25,8 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run a local cluster in one process.
     Cluster(ClusterArgs),
+    /// Create a replica's signing key if missing and print its keyring line.
+    Keys(KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Serve(a) => cli::serve(a),
         Cmd::Cluster(a) => cli::cluster(a),
+        Cmd::Keys(a) => bayou_node::keys::keys(&a).map(|line| println!("{line}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -136,7 +136,9 @@ async fn flush(
         return Ok(());
     }
     let (slots, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
-    let answers = node.queries(queries).await?;
+    // The connection's user becomes the writes' author once the ACL layer
+    // tells the handler who it is; until then, none (an open server).
+    let answers = node.queries(queries, None).await?;
     for (slot, answer) in slots.into_iter().zip(answers) {
         replies[slot] = Some(answer);
     }

@@ -352,7 +352,11 @@ impl Conn {
         }
         let (at, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
         let Some(mut session) = self.session() else {
-            let answers = self.node.queries(queries).await.map_err(Stopped::from)?;
+            let answers = self
+                .node
+                .queries(queries, None)
+                .await
+                .map_err(Stopped::from)?;
             for (i, r) in at.into_iter().zip(answers) {
                 replies[i] = Some(r);
             }

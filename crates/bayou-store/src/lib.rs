@@ -865,16 +865,35 @@ pub fn recover(
     role: Role,
     retention: Retention,
 ) -> Result<Replica, StoreError> {
+    recover_with_authority(store, role, retention, None)
+}
+
+/// [`recover`] for a replica that signs and verifies writes and checks
+/// authors' permissions (`bayou_core::auth`): the authority is set before
+/// the log is replayed, so replayed writes execute as they did first.
+pub fn recover_with_authority(
+    store: &mut dyn Storage,
+    role: Role,
+    retention: Retention,
+    authority: Option<Arc<dyn bayou_core::WriteAuthority>>,
+) -> Result<Replica, StoreError> {
     let id = store.server().clone();
     let loaded = store.load()?;
     let path = PathBuf::from(format!("data directory of {id}"));
     let had_checkpoint = loaded.checkpoint.is_some();
     let had_items = !loaded.items.is_empty();
-    let replica = Replica::restore_owned(id, role, retention, loaded.checkpoint, loaded.items)
-        .map_err(|source| StoreError::InvalidHistory {
-            path: path.clone(),
-            source,
-        })?;
+    let replica = Replica::restore_with_authority(
+        id,
+        role,
+        retention,
+        loaded.checkpoint,
+        loaded.items,
+        authority,
+    )
+    .map_err(|source| StoreError::InvalidHistory {
+        path: path.clone(),
+        source,
+    })?;
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.clone(),
         reason,
