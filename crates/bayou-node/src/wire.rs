@@ -141,7 +141,7 @@ pub fn decode_body(body: &[u8]) -> Result<Msg, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bayou_core::{Item, Op, SnapshotPart, VersionVector, Write, WriteId};
+    use bayou_core::{Item, Op, Signature, SnapshotPart, VersionVector, Write, WriteId};
 
     #[test]
     fn messages_round_trip() {
@@ -156,8 +156,11 @@ mod tests {
             },
             Msg::Chunk {
                 chunk: Chunk::Items(vec![Item::Write {
-                    write: Write::new(WriteId::new(5, a), Op::put("Z", "8"))
-                        .by(Some("alice".into())),
+                    write: Write {
+                        signature: Some(Signature::from_bytes([7; 64])),
+                        ..Write::new(WriteId::new(5, a), Op::put("Z", "8"))
+                            .by(Some("alice".into()))
+                    },
                     csn: Some(3),
                 }]),
             },
