@@ -7,27 +7,33 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bayou_core::{Op, Replica, WriteId, format_entry};
+use bayou_core::{Op, Replica, Write, WriteId, format_entry};
 
 /// What each accepting server accepted: the author and operation of every
 /// client write, by id.
 pub type Accepted = BTreeMap<WriteId, (Option<Arc<str>>, Op)>;
 
 /// Every write in `replica`'s log is one its accepting server accepted,
-/// with the same author and operation.
+/// with the same author and operation. Walks the log by reference: it runs
+/// after every step of every random run.
 pub fn write_truth(replica: &Replica, accepted: &Accepted) -> Result<(), String> {
-    for (csn, w) in replica.log() {
-        match accepted.get(&w.id) {
-            Some((author, op)) if *author == w.author && *op == w.op => {}
-            Some((author, op)) => {
-                let mut real = w.clone();
-                real.author = author.clone();
-                real.op = op.clone();
+    let committed = replica
+        .committed()
+        .map(|(csn, w)| (Some(csn), &w.id, w.author.as_ref(), &w.op));
+    let tentative = replica
+        .tentative()
+        .map(|(id, op)| (None, id, replica.tentative_author(id), op));
+    for (csn, id, author, op) in committed.chain(tentative) {
+        let held = || format_entry(csn, &Write::new(id.clone(), op.clone()).by(author.cloned()));
+        match accepted.get(id) {
+            Some((a, o)) if a.as_ref() == author && o == op => {}
+            Some((a, o)) => {
+                let real = Write::new(id.clone(), o.clone()).by(a.clone());
                 return Err(format!(
                     "write truth violated at {}: its log holds {} but {} accepted {}",
                     replica.id(),
-                    format_entry(csn, &w),
-                    w.id.server,
+                    held(),
+                    id.server,
                     format_entry(csn, &real)
                 ));
             }
@@ -35,8 +41,8 @@ pub fn write_truth(replica: &Replica, accepted: &Accepted) -> Result<(), String>
                 return Err(format!(
                     "write truth violated at {}: its log holds {}, which {} never accepted",
                     replica.id(),
-                    format_entry(csn, &w),
-                    w.id.server
+                    held(),
+                    id.server
                 ));
             }
         }
