@@ -42,6 +42,15 @@
 //! after everything its server knew when it accepted it: the tentative order
 //! respects causality, and so does the primary, which commits in that order.
 //!
+//! # Signed writes
+//!
+//! With an authority set ([`Replica::set_authority`], [`crate::auth`]) a
+//! replica signs the writes its clients submit, verifies every write it
+//! receives before a chunk applies, and executes a write whose author may
+//! not write a key it changes as a no-op (`NOPERM`). Without one (an open
+//! cluster) none of this costs anything: received items are applied as they
+//! stream in, as before.
+//!
 //! # Persistence contract
 //!
 //! Every change to the log is also queued as an [`Item`] for stable storage;
