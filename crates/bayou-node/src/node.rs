@@ -393,7 +393,11 @@ impl Node {
         &self,
         chunk: Chunk,
     ) -> Result<(Result<ReceiveReport, ProtocolError>, u64), Gone> {
-        self.with_core(|core| core.replica.receive_chunk(chunk))
+        self.with_core(|core| {
+            let mut chunk = chunk;
+            core.intern_authors(&mut chunk);
+            core.replica.receive_chunk(chunk)
+        })
     }
 
     /// Persists what is pending (with a fresh checkpoint) and stops the
@@ -497,13 +501,33 @@ impl Core {
 
     /// Makes `author` the author of the writes that follow, interned.
     fn set_author(&mut self, author: Option<Arc<str>>) {
-        self.author = author.map(|a| match self.authors.get(&a) {
+        self.author = author.map(|a| self.intern(a));
+    }
+
+    /// The one shared copy of the name `author`.
+    fn intern(&mut self, author: Arc<str>) -> Arc<str> {
+        match self.authors.get(&author) {
             Some(shared) => shared.clone(),
             None => {
-                self.authors.insert(a.clone());
-                a
+                self.authors.insert(author.clone());
+                author
             }
-        });
+        }
+    }
+
+    /// Makes the writes of a received chunk share the names of their
+    /// authors with the writes already held (each arrives with a copy of
+    /// its own).
+    fn intern_authors(&mut self, chunk: &mut Chunk) {
+        if let Chunk::Items(items) = chunk {
+            for item in items {
+                if let bayou_core::Item::Write { write, .. } = item
+                    && let Some(a) = write.author.take()
+                {
+                    write.author = Some(self.intern(a));
+                }
+            }
+        }
     }
 
     fn exists(&self, key: &[u8]) -> bool {

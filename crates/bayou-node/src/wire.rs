@@ -158,8 +158,7 @@ mod tests {
                 chunk: Chunk::Items(vec![Item::Write {
                     write: Write {
                         signature: Some(Signature::from_bytes([7; 64])),
-                        ..Write::new(WriteId::new(5, a), Op::put("Z", "8"))
-                            .by(Some("alice".into()))
+                        ..Write::new(WriteId::new(5, a), Op::put("Z", "8")).by(Some("alice".into()))
                     },
                     csn: Some(3),
                 }]),
