@@ -42,6 +42,9 @@ enum Cmd {
     /// Make a local test CA and certificates for --tls-cert, --tls-key and
     /// --tls-ca (see docs/tls.md).
     TlsCerts(server_kit::tls::CertsArgs),
+    /// Create a replica's signing key if missing and print its keyring
+    /// line (`<id> <hex public key>`), for --signing-key and --keyring.
+    Keys(bayou_node::keys::KeysArgs),
     /// The paper's applications (meeting rooms, bibliography) as clients
     /// of a running cluster.
     App {
@@ -132,6 +135,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::TlsCerts(args) => {
             bayou_node::cli::tls_certs(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Keys(args) => {
+            println!("{}", bayou_node::keys::keys(&args)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::App { command } => {

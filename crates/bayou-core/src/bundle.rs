@@ -23,7 +23,7 @@
 //! previous file's `end`, so they must be imported in order (a file imported
 //! out of order is refused as stale, harmlessly).
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! ```text
 //! file   := "BAYOUBDL" version:u16le record*
@@ -35,18 +35,25 @@
 //! does not end with its footer is truncated. Every record is checked before
 //! anything is applied, so a damaged, truncated or foreign file changes
 //! nothing.
+//!
+//! A write in a chunk carries its author and its accepting server's
+//! signature (version 2). The CRC only catches damage; a receiver with a
+//! keyring also verifies every write's signature ([`crate::auth`]), so a
+//! bundle edited on the way (its CRCs recomputed) is refused as forged.
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::{Csn, ServerId};
-use crate::replica::{ProtocolError, ReceiveReport, Replica, Summary};
+use crate::replica::{Item, ProtocolError, ReceiveReport, Replica, Summary};
 use crate::session::{Chunk, ChunkLimits, SessionSender};
 use crate::vv::VersionVector;
 
 /// The first bytes of every bundle file.
 pub const MAGIC: &[u8; 8] = b"BAYOUBDL";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes and reads (2: each write carries
+/// its author and its accepting server's signature, [`crate::auth`];
+/// version 1 bundles, without them, are refused by version).
+pub const VERSION: u16 = 2;
 /// The largest record accepted when reading (a chunk is far smaller).
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
@@ -395,6 +402,24 @@ impl Replica {
                 have_vv: self.vv().clone(),
                 have_csn: self.csn(),
             });
+        }
+        // A bundle is refused whole, not from its first forged chunk on:
+        // every write of every chunk is verified before any is applied
+        // (and again, cheaply enough, chunk by chunk by `receive`).
+        if let Some(authority) = self.authority() {
+            for chunk in &bundle.chunks {
+                let Chunk::Items(items) = chunk else { continue };
+                for item in items {
+                    if let Item::Write { write, .. } = item {
+                        authority.verify(write).map_err(|reason| {
+                            ImportError::Protocol(ProtocolError::Forged {
+                                id: write.id.clone(),
+                                reason,
+                            })
+                        })?;
+                    }
+                }
+            }
         }
         self.receive_session(&bundle.base, bundle.chunks.iter().cloned())
             .map_err(ImportError::Protocol)

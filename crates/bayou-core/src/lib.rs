@@ -16,6 +16,9 @@
 //! acknowledges or sends anything ([`Replica::take_persist`]).
 //!
 //! Modules:
+//! * [`auth`]: writes that carry their author and the accepting server's
+//!   signature, verified wherever they arrive; permissions checked where
+//!   they execute.
 //! * [`id`]: server ids, write ids `<accept-stamp, server-id>`, CSNs.
 //! * [`op`]: the operations `W(key,value)` and `D(key)`, and the database with
 //!   undo records.
@@ -35,6 +38,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod bundle;
 pub mod guarantee;
 pub mod id;
@@ -44,6 +48,9 @@ pub mod script;
 pub mod session;
 pub mod vv;
 
+pub use auth::{
+    Ed25519Authority, ForgedWrite, Keyring, KeyringError, Permissions, Signature, WriteAuthority,
+};
 pub use guarantee::{ClientSession, Guarantee, Guarantees, NotYet, TokenError};
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
 pub use op::{Db, Op, OpParseError, Undo, parse_integer};

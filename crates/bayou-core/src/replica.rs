@@ -42,6 +42,15 @@
 //! after everything its server knew when it accepted it: the tentative order
 //! respects causality, and so does the primary, which commits in that order.
 //!
+//! # Signed writes
+//!
+//! With an authority set ([`Replica::set_authority`], [`crate::auth`]) a
+//! replica signs the writes its clients submit, verifies every write it
+//! receives before a chunk applies, and executes a write whose author may
+//! not write a key it changes as a no-op (`NOPERM`). Without one (an open
+//! cluster) none of this costs anything: received items are applied as they
+//! stream in, as before.
+//!
 //! # Persistence contract
 //!
 //! Every change to the log is also queued as an [`Item`] for stable storage;
@@ -61,42 +70,79 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ForgedWrite, Signature, WriteAuthority};
 use crate::id::{Csn, ServerId, Stamp, WriteId};
 use crate::op::{Db, Op, Undo};
 use crate::script::Outcome;
 use crate::session::{Checkpoint, Chunk, Resume, Snapshot, SnapshotPart};
 use crate::vv::VersionVector;
 
-/// A write in the log: its name and its update.
+/// A write in the log: its name, its update, who submitted it and the
+/// accepting server's signature (see [`crate::auth`]).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Write {
     /// `<accept-stamp, server-id>`.
     pub id: WriteId,
     /// What the write does.
     pub op: Op,
+    /// The user who submitted it; `None` on an open server.
+    pub author: Option<Arc<str>>,
+    /// The accepting server's signature over id, author and op; `None`
+    /// where writes are not signed.
+    pub signature: Option<Signature>,
 }
 
 impl Write {
-    /// A rough size in bytes (key, value, id and framing), for retention
-    /// limits and frame sizes.
+    /// An unsigned write with no author (an open cluster's).
+    pub fn new(id: WriteId, op: Op) -> Write {
+        Write {
+            id,
+            op,
+            author: None,
+            signature: None,
+        }
+    }
+
+    /// The same write, submitted by `author`.
+    pub fn by(mut self, author: Option<Arc<str>>) -> Write {
+        self.author = author;
+        self
+    }
+
+    /// A rough size in bytes (key, value, id, author, signature and
+    /// framing), for retention limits and frame sizes.
     pub fn approx_size(&self) -> usize {
-        self.op.approx_size() + self.id.server.as_str().len() + 24
+        self.op.approx_size()
+            + self.id.server.as_str().len()
+            + 24
+            + self.author.as_ref().map_or(0, |a| a.len() + 16)
+            + if self.signature.is_some() { 72 } else { 0 }
     }
 }
 
 impl fmt::Debug for Write {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.id, self.op)
+        write!(f, "{} {}", self.id, self.op)?;
+        if let Some(a) = &self.author {
+            write!(f, " by {a}")?;
+        }
+        Ok(())
     }
 }
 
 /// Formats a log entry in the slides' notation, `CSN:stamp:server op`, with
-/// `∞` for a tentative write: `∞:5:B W(Z,8)`, `6:13:B D(Y)`.
+/// `∞` for a tentative write: `∞:5:B W(Z,8)`, `6:13:B D(Y)`. A write with an
+/// author says so at the end: `∞:5:B W(Z,8) by alice`.
 pub fn format_entry(csn: Option<Csn>, write: &Write) -> String {
-    match csn {
+    let mut s = match csn {
         Some(c) => format!("{c}:{}:{} {}", write.id.stamp, write.id.server, write.op),
         None => format!("∞:{}:{} {}", write.id.stamp, write.id.server, write.op),
+    };
+    if let Some(a) = &write.author {
+        s.push_str(" by ");
+        s.push_str(a);
     }
+    s
 }
 
 /// Formats a log entry as [`format_entry`] does and, for a Bayou write
@@ -232,6 +278,16 @@ pub enum ProtocolError {
     /// Someone else assigned a CSN the primary has not: two primaries.
     #[error("the primary received CSN {0} that it never assigned")]
     ForeignCommit(Csn),
+    /// A write whose signature does not verify ([`crate::auth`]): a peer or
+    /// a bundle changed it on the way, or forged it. Nothing of the chunk
+    /// that carried it was applied.
+    #[error("forged write {id} refused: {reason}")]
+    Forged {
+        /// The write's id as received.
+        id: WriteId,
+        /// Why it was refused.
+        reason: ForgedWrite,
+    },
     /// The session was computed against a state this replica no longer has
     /// (it lost writes in a crash since): its items may skip writes, which
     /// would break the prefix property, so none are applied.
@@ -427,7 +483,7 @@ pub struct Replica {
     /// A full-state transfer being received: parts are staged here and
     /// installed all at once when the last arrives.
     incoming: Option<Staging>,
-    tentative: BTreeMap<WriteId, Op>,
+    tentative: BTreeMap<WriteId, Body>,
     /// Stamps of the tentative writes, per accepting server: lets a sender
     /// find the tentative writes a receiver lacks without scanning the rest.
     tentative_by_server: BTreeMap<ServerId, BTreeSet<Stamp>>,
@@ -455,6 +511,66 @@ pub struct Replica {
     /// `outcomes`, so bounded by the retained committed writes.
     changed: BTreeMap<WriteId, Outcome>,
     stats: Stats,
+    /// Signs accepted writes, verifies received ones and checks authors'
+    /// permissions at execution; `None` in an open cluster.
+    authority: Option<Arc<dyn WriteAuthority>>,
+}
+
+/// A tentative write without its id (the key of the map that holds it).
+#[derive(Clone)]
+struct Body {
+    op: Op,
+    author: Option<Arc<str>>,
+    signature: Option<Signature>,
+}
+
+impl Body {
+    fn into_write(self, id: WriteId) -> Write {
+        Write {
+            id,
+            op: self.op,
+            author: self.author,
+            signature: self.signature,
+        }
+    }
+
+    fn to_write(&self, id: &WriteId) -> Write {
+        self.clone().into_write(id.clone())
+    }
+}
+
+/// Executes `op` on `db` for `author`: when an authority is set, every key
+/// the write changed must be one its author may write, or the write is
+/// undone and fails with `NOPERM` ([T95 §8]: permission is checked again
+/// wherever a write executes). Checking the keys the execution changed,
+/// rather than the keys the op names, covers Bayou writes too, whose
+/// updates and merge results are only known once they run.
+fn execute(
+    db: &mut Db,
+    op: &Op,
+    author: Option<&Arc<str>>,
+    authority: Option<&Arc<dyn WriteAuthority>>,
+) -> (Undo, Outcome) {
+    let (undo, outcome) = db.execute(op);
+    let (Some(author), Some(authority)) = (author, authority) else {
+        return (undo, outcome);
+    };
+    let denied = undo
+        .keys()
+        .find(|k| !authority.may_write(author, k))
+        .cloned();
+    match denied {
+        None => (undo, outcome),
+        Some(key) => {
+            // The write is a no-op, identically everywhere.
+            db.undo(undo);
+            let why = format!(
+                "NOPERM {author} may not write {}",
+                String::from_utf8_lossy(&key)
+            );
+            (Undo::default(), Outcome::Failed(why))
+        }
+    }
 }
 
 /// A full-state transfer being received.
@@ -523,7 +639,22 @@ impl Replica {
             ran_tentatively: BTreeSet::new(),
             changed: BTreeMap::new(),
             stats: Stats::default(),
+            authority: None,
         }
+    }
+
+    /// Signs the writes this replica accepts from now on, verifies every
+    /// write it receives, and checks authors' permissions where writes
+    /// execute ([`crate::auth`]). `None` (the default) is an open cluster.
+    /// Set it before writes arrive: writes already executed are not checked
+    /// again until they are redone or commit.
+    pub fn set_authority(&mut self, authority: Option<Arc<dyn WriteAuthority>>) {
+        self.authority = authority;
+    }
+
+    /// The authority set with [`Replica::set_authority`].
+    pub fn authority(&self) -> Option<&Arc<dyn WriteAuthority>> {
+        self.authority.as_ref()
     }
 
     /// Rebuilds a server from the items it made durable, in the order they
@@ -561,7 +692,23 @@ impl Replica {
         checkpoint: Option<Checkpoint>,
         items: impl IntoIterator<Item = Item>,
     ) -> Result<Replica, ProtocolError> {
+        Replica::restore_with_authority(id, role, retention, checkpoint, items, None)
+    }
+
+    /// [`Replica::restore_owned`] with an authority ([`crate::auth`]) set
+    /// before the replay, so the writes it executes again are checked as
+    /// they were the first time (authors' permissions). The durable items
+    /// are not verified again: they were when they arrived.
+    pub fn restore_with_authority(
+        id: ServerId,
+        role: Role,
+        retention: Retention,
+        checkpoint: Option<Checkpoint>,
+        items: impl IntoIterator<Item = Item>,
+        authority: Option<Arc<dyn WriteAuthority>>,
+    ) -> Result<Replica, ProtocolError> {
         let mut r = Replica::new(id, role);
+        r.authority = authority;
         r.retention = retention;
         if let Some(cp) = checkpoint {
             r.osn = cp.osn;
@@ -710,15 +857,10 @@ impl Replica {
             .iter()
             .enumerate()
             .map(move |(i, w)| (Some(osn + i as Csn + 1), w.clone()));
-        let tentative = self.tentative.iter().map(|(id, op)| {
-            (
-                None,
-                Write {
-                    id: id.clone(),
-                    op: op.clone(),
-                },
-            )
-        });
+        let tentative = self
+            .tentative
+            .iter()
+            .map(|(id, body)| (None, body.to_write(id)));
         committed.chain(tentative)
     }
 
@@ -737,7 +879,13 @@ impl Replica {
     pub fn tentative(
         &self,
     ) -> impl ExactSizeIterator<Item = (&WriteId, &Op)> + DoubleEndedIterator + '_ {
-        self.tentative.iter()
+        self.tentative.iter().map(|(id, body)| (id, &body.op))
+    }
+
+    /// The author of a tentative write held here (`None` when it has none,
+    /// or is not held tentatively).
+    pub fn tentative_author(&self, id: &WriteId) -> Option<&Arc<str>> {
+        self.tentative.get(id).and_then(|b| b.author.as_ref())
     }
 
     /// The database as seen by `view`.
@@ -816,10 +964,25 @@ impl Replica {
     /// reading. Returns the write's id. A primary in autocommit mode commits
     /// it at once.
     pub fn client_write(&mut self, clock_reading: Stamp, op: Op) -> WriteId {
+        self.client_write_as(clock_reading, op, None)
+    }
+
+    /// Accepts a write from a client as [`Replica::client_write`] does,
+    /// recording `author` as the user who submitted it, and signs it when
+    /// an authority is set ([`crate::auth`]).
+    pub fn client_write_as(
+        &mut self,
+        clock_reading: Stamp,
+        op: Op,
+        author: Option<Arc<str>>,
+    ) -> WriteId {
         let stamp = clock_reading.max(self.logical_clock + 1);
         self.logical_clock = stamp;
         let id = WriteId::new(stamp, self.id.clone());
-        let write = Write { id: id.clone(), op };
+        let mut write = Write::new(id.clone(), op).by(author);
+        if let Some(authority) = &self.authority {
+            write.signature = Some(authority.sign(&write));
+        }
         self.to_persist.push(Item::Write {
             write: write.clone(),
             csn: None,
@@ -876,11 +1039,8 @@ impl Replica {
         let tentative = TentativeMissing::new(self, &summary.vv)
             .take(if behind { 0 } else { usize::MAX })
             .map(move |id| {
-                let op = self.tentative[&id].clone();
-                Item::Write {
-                    write: Write { id, op },
-                    csn: None,
-                }
+                let write = self.tentative[&id].clone().into_write(id);
+                Item::Write { write, csn: None }
             });
         committed.chain(tentative)
     }
@@ -958,11 +1118,32 @@ impl Replica {
     /// already held are ignored, so duplicated or repeated sessions are
     /// harmless. Stops at the first item that breaks the protocol; those
     /// before it stay applied, and the replica stays valid.
+    ///
+    /// With an authority set ([`crate::auth`]) every write among the items
+    /// is verified first, and a forged one refuses them all
+    /// ([`ProtocolError::Forged`]): nothing of the batch is applied.
     pub fn receive(
         &mut self,
         items: impl IntoIterator<Item = Item>,
     ) -> Result<ReceiveReport, ProtocolError> {
-        let result = self.apply_items(items, Source::Peer);
+        let result = match &self.authority {
+            // The open cluster's path: no collection, no verification.
+            None => self.apply_items(items, Source::Peer),
+            Some(authority) => {
+                let items: Vec<Item> = items.into_iter().collect();
+                for item in &items {
+                    if let Item::Write { write, .. } = item {
+                        authority
+                            .verify(write)
+                            .map_err(|reason| ProtocolError::Forged {
+                                id: write.id.clone(),
+                                reason,
+                            })?;
+                    }
+                }
+                self.apply_items(items, Source::Peer)
+            }
+        };
         self.settle(Source::Peer);
         result
     }
@@ -1315,15 +1496,21 @@ impl Replica {
             .entry(write.id.server.clone())
             .or_default()
             .insert(write.id.stamp);
-        self.tentative.insert(write.id, write.op);
+        self.tentative.insert(
+            write.id,
+            Body {
+                op: write.op,
+                author: write.author,
+                signature: write.signature,
+            },
+        );
     }
 
     /// Commits a write held tentatively, as the next CSN.
     fn commit_held(&mut self, id: &WriteId, csn: Csn) {
         debug_assert_eq!(csn, self.csn() + 1);
         let tentative_outcome = self.ran_tentatively.contains(id).then(|| self.outcome(id));
-        let op = self.remove_tentative(id);
-        let write = Write { id: id.clone(), op };
+        let write = self.remove_tentative(id).into_write(id.clone());
         if csn <= self.replayed_upto {
             // Recovery: the checkpoint's database already reflects it.
             self.push_committed(write);
@@ -1333,16 +1520,17 @@ impl Replica {
         let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
+        let author = write.author.as_ref();
         let (undo, outcome) = if first_executed {
             // It already sits right after the committed prefix in the full
             // view: only the committed view changes.
             self.executed.pop_front();
             self.commits_unshared += 1;
-            self.committed_db.execute(op)
+            execute(&mut self.committed_db, op, author, self.authority.as_ref())
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
-            self.execute_committed_alone(op)
+            self.execute_committed_alone(op, author)
         };
         note_dirty(&mut self.dirty, &undo);
         if let Some(before) = tentative_outcome.filter(|before| *before != outcome) {
@@ -1360,10 +1548,10 @@ impl Replica {
     /// view changes in place, and the full view becomes its O(1) clone
     /// again. A primary and a replica receiving only committed writes copy
     /// no node per write.
-    fn execute_committed_alone(&mut self, op: &Op) -> (Undo, Outcome) {
+    fn execute_committed_alone(&mut self, op: &Op, author: Option<&Arc<str>>) -> (Undo, Outcome) {
         debug_assert!(self.executed.is_empty());
         self.full_db = Db::new();
-        let result = self.committed_db.execute(op);
+        let result = execute(&mut self.committed_db, op, author, self.authority.as_ref());
         self.full_db = self.committed_db.clone();
         result
     }
@@ -1383,14 +1571,14 @@ impl Replica {
             return;
         }
         self.undo_all();
-        let (undo, outcome) = self.execute_committed_alone(&write.op);
+        let (undo, outcome) = self.execute_committed_alone(&write.op, write.author.as_ref());
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
         self.push_committed(write);
     }
 
-    fn remove_tentative(&mut self, id: &WriteId) -> Op {
+    fn remove_tentative(&mut self, id: &WriteId) -> Body {
         self.ran_tentatively.remove(id);
         if let Entry::Occupied(mut e) = self.tentative_by_server.entry(id.server.clone()) {
             e.get_mut().remove(&id.stamp);
@@ -1459,8 +1647,13 @@ impl Replica {
             Some((last, _)) => Bound::Excluded(last.clone()),
             None => Bound::Unbounded,
         };
-        for (id, op) in self.tentative.range((start, Bound::Unbounded)) {
-            let (undo, outcome) = self.full_db.execute(op);
+        for (id, body) in self.tentative.range((start, Bound::Unbounded)) {
+            let (undo, outcome) = execute(
+                &mut self.full_db,
+                &body.op,
+                body.author.as_ref(),
+                self.authority.as_ref(),
+            );
             note_outcome(&mut self.outcomes, id, outcome);
             self.ran_tentatively.insert(id.clone());
             self.executed.push_back((id.clone(), undo));

@@ -208,10 +208,7 @@ fn only_the_primary_commits_and_it_refuses_foreign_csns() {
     assert_eq!(a.commit_all(), Err(CommitError::NotPrimary(s("A"))));
     let mut p = primary("P", false);
     let foreign = Item::Write {
-        write: bayou_core::Write {
-            id: WriteId::new(1, s("A")),
-            op: Op::put("X", "1"),
-        },
+        write: bayou_core::Write::new(WriteId::new(1, s("A")), Op::put("X", "1")),
         csn: Some(1),
     };
     assert_eq!(p.receive([foreign]), Err(ProtocolError::ForeignCommit(1)));
@@ -222,10 +219,7 @@ fn only_the_primary_commits_and_it_refuses_foreign_csns() {
 fn commits_must_arrive_in_csn_order() {
     // [P97 §3.2]: committed writes propagate in CSN order.
     let mut a = secondary("A");
-    let w = |stamp| bayou_core::Write {
-        id: WriteId::new(stamp, s("P")),
-        op: Op::put("X", "1"),
-    };
+    let w = |stamp| bayou_core::Write::new(WriteId::new(stamp, s("P")), Op::put("X", "1"));
     let gap = a.receive([Item::Write {
         write: w(2),
         csn: Some(2),

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     pub peer_http: Vec<String>,
     #[allow(missing_docs)]
     #[command(flatten)]
+    pub signing: crate::keys::SigningFlags,
+    #[allow(missing_docs)]
+    #[command(flatten)]
     pub tuning: Tuning,
 }
 
@@ -124,6 +127,11 @@ pub struct ClusterArgs {
     /// ::1) and reused after.
     #[arg(long, conflicts_with = "tls_cert")]
     pub tls: bool,
+    /// Sign every write with its accepting replica's key and verify it
+    /// wherever it arrives: a key per replica in DATA_DIR/keys/ID.pem and
+    /// their keyring in DATA_DIR/keys/keyring (created if missing).
+    #[arg(long)]
+    pub sign_writes: bool,
     #[allow(missing_docs)]
     #[command(flatten)]
     pub tuning: Tuning,
@@ -189,6 +197,8 @@ impl ServeArgs {
         let tls = self.tuning.tls.load()?;
         self.tuning.apply(&mut c, tls.as_ref())?;
         c.acl = self.tuning.acl.load(server::TABLE)?;
+        let permissions = crate::keys::permissions(c.acl.as_ref());
+        c.authority = crate::keys::authority(&id, &self.signing, permissions.as_ref())?;
         Ok(c)
     }
 
@@ -260,6 +270,15 @@ impl ClusterArgs {
             c.cluster_secret = Some(secret.clone());
             c.acl = acl.clone();
             configs.push(c);
+        }
+        if self.sign_writes {
+            let ids: Vec<ServerId> = configs.iter().map(|c| c.id.clone()).collect();
+            let permissions = crate::keys::permissions(acl.as_ref());
+            let authorities =
+                crate::keys::cluster_authorities(&self.data_dir, &ids, permissions.as_ref())?;
+            for (c, a) in configs.iter_mut().zip(authorities) {
+                c.authority = Some(a);
+            }
         }
         Ok(configs)
     }

@@ -11,6 +11,8 @@
 //! * [`session`]: session guarantees over RESP (`BAYOU.SESSION`), anti-entropy
 //!   on demand.
 //! * [`cli`]: the `serve` and `cluster` subcommands.
+//! * [`keys`]: signing keys and keyrings on disk (`--signing-key`,
+//!   `--keyring`, `bayou keys`) for signed writes.
 //! * [`web`]: the `--http` listener: Prometheus metrics (kept in
 //!   [`node::metrics`]), `/healthz` and the live web view.
 //!
@@ -20,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod keys;
 pub mod node;
 pub mod peer;
 pub mod server;

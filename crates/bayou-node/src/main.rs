@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use bayou_node::cli::{self, ClusterArgs, ServeArgs};
+use bayou_node::keys::KeysArgs;
 
 #[derive(Parser)]
 #[command(name = "bayou-node", version, about = "A Bayou replica server")]
@@ -27,6 +28,8 @@ enum Cmd {
     /// Make a local test CA and certificates for --tls-cert, --tls-key and
     /// --tls-ca.
     TlsCerts(server_kit::tls::CertsArgs),
+    /// Create a replica's signing key if missing and print its keyring line.
+    Keys(KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Cmd::Serve(a) => cli::serve(a),
         Cmd::Cluster(a) => cli::cluster(a),
         Cmd::TlsCerts(a) => cli::tls_certs(a),
+        Cmd::Keys(a) => bayou_node::keys::keys(&a).map(|line| println!("{line}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,7 +26,7 @@
 //! acknowledging anything the failed write covered; a restart recovers from
 //! what is durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,12 +35,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bayou_core::bundle::{self, ImportError};
 use bayou_core::{
     Chunk, ChunkLimits, Op, ProtocolError, ReceiveReport, Replica, Retention, Role, ServerId,
-    SessionSender, Summary, View, format_entry_with_outcome,
+    SessionSender, Summary, View, WriteAuthority, format_entry_with_outcome,
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
 use server_kit::commit::{Committer, DurableMark};
-use tracing::info;
+use tracing::{info, warn};
 
 use server_kit::Reply;
 
@@ -135,6 +135,9 @@ pub struct Counters {
     pub batches: AtomicU64,
     /// Client commands served.
     pub commands: AtomicU64,
+    /// Writes refused because their signature did not verify
+    /// (`bayou_core::auth`), from peers and from bundles.
+    pub forged_writes_refused: AtomicU64,
 }
 
 /// Static configuration of one replica.
@@ -174,6 +177,10 @@ pub struct Config {
     pub acl: Option<Arc<server_kit::acl::Acl>>,
     /// TLS for clients and peers (`--tls-cert` …); `None` for plain TCP.
     pub tls: Option<server_kit::tls::Tls>,
+    /// Signs accepted writes, verifies received ones and checks authors'
+    /// permissions (`--signing-key`, `--keyring`; `bayou_core::auth`).
+    /// `None`: an open cluster.
+    pub authority: Option<Arc<dyn WriteAuthority>>,
 }
 
 impl Config {
@@ -196,6 +203,7 @@ impl Config {
             cluster_secret: None,
             acl: None,
             tls: None,
+            authority: None,
         }
     }
 
@@ -239,7 +247,12 @@ impl Node {
         let started = std::time::Instant::now();
         let mut store = RedbStore::open(&config.data_dir, &config.id)?;
         let role = config.role();
-        let mut replica = bayou_store::recover(&mut store, role, config.retention)?;
+        let mut replica = bayou_store::recover_with_authority(
+            &mut store,
+            role,
+            config.retention,
+            config.authority.clone(),
+        )?;
         // Persist what recovery itself produced before anything else.
         if let Some(batch) = bayou_store::take_batch(&mut replica) {
             store.append(&batch)?;
@@ -267,6 +280,8 @@ impl Node {
                 batches: None,
                 clock,
                 accepted: 0,
+                author: None,
+                authors: BTreeSet::new(),
             }),
             durable,
             offline: AtomicBool::new(false),
@@ -335,13 +350,30 @@ impl Node {
         self.durable.wait(barrier).await.map_err(|_| self.gone())
     }
 
+    /// The author the writes of a client authenticated as `user` record:
+    /// the user's name when clients authenticate (`--acl-file`), none on
+    /// an open replica.
+    pub(crate) fn author(&self, user: &str) -> Option<Arc<str>> {
+        self.config.acl.as_ref().map(|_| Arc::from(user))
+    }
+
     /// Runs client queries; returns the replies once they may be sent.
-    pub(crate) async fn queries(&self, queries: Vec<Query>) -> Result<Vec<Reply>, Gone> {
+    /// The writes among them are submitted by `author` (the connection's
+    /// user; `None` on an open server), which they record and which their
+    /// permissions are checked against where they execute.
+    pub(crate) async fn queries(
+        &self,
+        queries: Vec<Query>,
+        author: Option<Arc<str>>,
+    ) -> Result<Vec<Reply>, Gone> {
         let (replies, barrier) = self.with_core(|core| {
-            queries
+            core.set_author(author);
+            let replies = queries
                 .into_iter()
                 .map(|q| core.query(q, self))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            core.author = None;
+            replies
         })?;
         self.wait_durable(barrier).await?;
         Ok(replies)
@@ -367,13 +399,26 @@ impl Node {
         Ok(chunk)
     }
 
+    /// Counts and logs a forged write refused (`bayou_core::auth`), and
+    /// where it came from.
+    pub fn forged(&self, from: &str, id: &bayou_core::WriteId, reason: &bayou_core::ForgedWrite) {
+        self.counters
+            .forged_writes_refused
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(id = %self.config.id, from, write = %id, %reason, "refused a forged write");
+    }
+
     /// Applies a received chunk; returns the result with the barrier to
     /// wait for before acknowledging it.
     pub async fn receive(
         &self,
         chunk: Chunk,
     ) -> Result<(Result<ReceiveReport, ProtocolError>, u64), Gone> {
-        self.with_core(|core| core.replica.receive_chunk(chunk))
+        self.with_core(|core| {
+            let mut chunk = chunk;
+            core.intern_authors(&mut chunk);
+            core.replica.receive_chunk(chunk)
+        })
     }
 
     /// Persists what is pending (with a fresh checkpoint) and stops the
@@ -440,6 +485,12 @@ struct Core {
     clock: ClockMode,
     /// Writes accepted from clients (for the metrics).
     accepted: u64,
+    /// The author of the writes of the batch of queries running now.
+    author: Option<Arc<str>>,
+    /// One shared name per author seen, so the writes of every connection
+    /// of a user share it rather than each holding a copy (the retained
+    /// log is memory-bounded).
+    authors: BTreeSet<Arc<str>>,
 }
 
 impl Core {
@@ -466,7 +517,38 @@ impl Core {
     fn write(&mut self, op: Op) -> bayou_core::WriteId {
         let now = self.now();
         self.accepted += 1;
-        self.replica.client_write(now, op)
+        self.replica.client_write_as(now, op, self.author.clone())
+    }
+
+    /// Makes `author` the author of the writes that follow, interned.
+    fn set_author(&mut self, author: Option<Arc<str>>) {
+        self.author = author.map(|a| self.intern(a));
+    }
+
+    /// The one shared copy of the name `author`.
+    fn intern(&mut self, author: Arc<str>) -> Arc<str> {
+        match self.authors.get(&author) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.authors.insert(author.clone());
+                author
+            }
+        }
+    }
+
+    /// Makes the writes of a received chunk share the names of their
+    /// authors with the writes already held (each arrives with a copy of
+    /// its own).
+    fn intern_authors(&mut self, chunk: &mut Chunk) {
+        if let Chunk::Items(items) = chunk {
+            for item in items {
+                if let bayou_core::Item::Write { write, .. } = item
+                    && let Some(a) = write.author.take()
+                {
+                    write.author = Some(self.intern(a));
+                }
+            }
+        }
     }
 
     fn exists(&self, key: &[u8]) -> bool {
@@ -634,7 +716,16 @@ impl Core {
                             ("installed_snapshot", r.installed as i64),
                         ])
                     }
-                    Err(e) => Reply::err(format!("bundle refused, nothing changed: {e}")),
+                    Err(e) => {
+                        if let ImportError::Protocol(ProtocolError::Forged { id, reason }) = &e {
+                            node.forged(
+                                &format!("bundle from {}", bundle_sender(&file)),
+                                id,
+                                reason,
+                            );
+                        }
+                        Reply::err(format!("bundle refused, nothing changed: {e}"))
+                    }
                 }
             }
             Query::Log => Reply::Array(
@@ -842,8 +933,28 @@ impl Node {
     /// Runs `f` under one acquisition of the replica and returns its result
     /// once what it changed is durable.
     pub(crate) async fn locked<T>(&self, f: impl FnOnce(&mut Locked<'_>) -> T) -> Result<T, Gone> {
-        let (t, barrier) = self.with_core(|core| f(&mut Locked { core, node: self }))?;
+        self.locked_as(None, f).await
+    }
+
+    /// [`Node::locked`] for queries whose writes are submitted by `author`
+    /// (as [`Node::queries`]).
+    pub(crate) async fn locked_as<T>(
+        &self,
+        author: Option<Arc<str>>,
+        f: impl FnOnce(&mut Locked<'_>) -> T,
+    ) -> Result<T, Gone> {
+        let (t, barrier) = self.with_core(|core| {
+            core.set_author(author);
+            let t = f(&mut Locked { core, node: self });
+            core.author = None;
+            t
+        })?;
         self.wait_durable(barrier).await?;
         Ok(t)
     }
+}
+
+/// The sender named in a bundle file, for the log of a refused import.
+fn bundle_sender(file: &[u8]) -> String {
+    bundle::decode(file).map_or_else(|_| "?".into(), |b| b.sender.to_string())
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bayou_core::{ChunkLimits, ServerId, SessionSender, Summary};
+use bayou_core::{ChunkLimits, ProtocolError, ServerId, SessionSender, Summary};
 use bytes::{Bytes, BytesMut};
 use server_kit::tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -319,6 +319,9 @@ impl<'a> Conn<'a> {
                             }
                         }
                         Err(e) => {
+                            if let ProtocolError::Forged { id, reason } = &e {
+                                self.node.forged(&self.peer, id, reason);
+                            }
                             let message = format!("refused a chunk: {e}");
                             self.refuse(&message).await;
                             return Err(self.protocol(message));

@@ -128,8 +128,8 @@ impl Handler for Node {
         commands: Vec<Queued>,
         _exec: bool,
     ) -> Result<Vec<Reply>, Stopped> {
-        // Who sent these commands, for writes to record as their author.
-        let _author = user;
+        // Who sent these commands: their writes' author.
+        let author = self.author(user);
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
         let mut pending: Vec<(usize, Query)> = Vec::new();
         for (spec, args) in commands {
@@ -142,12 +142,12 @@ impl Handler for Node {
                 // Refused inside MULTI (`no_multi`), so never part of an
                 // EXEC's commands.
                 Action::Sync(peer) => {
-                    flush(self, &mut pending, &mut replies).await?;
+                    flush(self, &mut pending, &mut replies, &author).await?;
                     replies.push(Some(sync(self, &peer).await));
                 }
             }
         }
-        flush(self, &mut pending, &mut replies).await?;
+        flush(self, &mut pending, &mut replies, &author).await?;
         Ok(replies
             .into_iter()
             .map(|r| r.expect("every query answered"))
@@ -159,12 +159,13 @@ async fn flush(
     node: &Node,
     pending: &mut Vec<(usize, Query)>,
     replies: &mut [Option<Reply>],
+    author: &Option<Arc<str>>,
 ) -> Result<(), crate::node::Gone> {
     if pending.is_empty() {
         return Ok(());
     }
     let (slots, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
-    let answers = node.queries(queries).await?;
+    let answers = node.queries(queries, author.clone()).await?;
     for (slot, answer) in slots.into_iter().zip(answers) {
         replies[slot] = Some(answer);
     }

@@ -334,6 +334,7 @@ impl Conn {
         if self.session().is_none() {
             return self.node.run(user, commands, exec).await;
         }
+        let author = self.node.author(user);
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(commands.len());
         let mut pending: Vec<(usize, Query)> = Vec::new();
         for (spec, args) in &commands {
@@ -346,7 +347,7 @@ impl Conn {
                 // Administration, refused inside MULTI: run as the node
                 // runs it, after the queries before it.
                 Action::Sync(_) => {
-                    self.flush(&mut pending, &mut replies).await?;
+                    self.flush(&mut pending, &mut replies, &author).await?;
                     let mut r = self
                         .node
                         .run(user, vec![(*spec, args.clone())], false)
@@ -355,7 +356,7 @@ impl Conn {
                 }
             }
         }
-        self.flush(&mut pending, &mut replies).await?;
+        self.flush(&mut pending, &mut replies, &author).await?;
         Ok(replies
             .into_iter()
             .map(|r| r.expect("every command answered"))
@@ -368,19 +369,24 @@ impl Conn {
         &self,
         pending: &mut Vec<(usize, Query)>,
         replies: &mut [Option<Reply>],
+        author: &Option<Arc<str>>,
     ) -> Result<(), Stopped> {
         if pending.is_empty() {
             return Ok(());
         }
         let (at, queries): (Vec<usize>, Vec<Query>) = pending.drain(..).unzip();
         let Some(mut session) = self.session() else {
-            let answers = self.node.queries(queries).await.map_err(Stopped::from)?;
+            let answers = self
+                .node
+                .queries(queries, author.clone())
+                .await
+                .map_err(Stopped::from)?;
             for (i, r) in at.into_iter().zip(answers) {
                 replies[i] = Some(r);
             }
             return Ok(());
         };
-        let answers = match self.run_or_pull(&mut session, queries).await? {
+        let answers = match self.run_or_pull(&mut session, queries, author).await? {
             Ok(answers) => {
                 self.set_session(Some(session));
                 answers
@@ -399,6 +405,7 @@ impl Conn {
         &self,
         session: &mut ClientSession,
         queries: Vec<Query>,
+        author: &Option<Arc<str>>,
     ) -> Result<Result<Vec<Reply>, NotYet>, Stopped> {
         let deadline = Instant::now() + self.wait();
         loop {
@@ -406,7 +413,7 @@ impl Conn {
             let qs = queries.clone();
             let outcome = self
                 .node
-                .locked(|l| run_checked(l, &mut trial, qs))
+                .locked_as(author.clone(), |l| run_checked(l, &mut trial, qs))
                 .await
                 .map_err(Stopped::from)?;
             match outcome {

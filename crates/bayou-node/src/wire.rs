@@ -44,8 +44,9 @@ use server_kit::frame::{self, FrameError};
 /// The first bytes of a peer connection.
 pub const MAGIC: &[u8; 8] = b"\0BAYOUAE";
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// The protocol version this build speaks (4: writes carry their author
+/// and their accepting server's signature, `bayou_core::auth`).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
@@ -140,7 +141,7 @@ pub fn decode_body(body: &[u8]) -> Result<Msg, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bayou_core::{Item, Op, SnapshotPart, VersionVector, Write, WriteId};
+    use bayou_core::{Item, Op, Signature, SnapshotPart, VersionVector, Write, WriteId};
 
     #[test]
     fn messages_round_trip() {
@@ -156,8 +157,8 @@ mod tests {
             Msg::Chunk {
                 chunk: Chunk::Items(vec![Item::Write {
                     write: Write {
-                        id: WriteId::new(5, a),
-                        op: Op::put("Z", "8"),
+                        signature: Some(Signature::from_bytes([7; 64])),
+                        ..Write::new(WriteId::new(5, a), Op::put("Z", "8")).by(Some("alice".into()))
                     },
                     csn: Some(3),
                 }]),

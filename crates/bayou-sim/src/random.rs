@@ -10,7 +10,11 @@
 //! or its receiver), truncations keeping 0–5 committed writes, and bundles
 //! ([P97 §4.1]) exported for one server's state, possibly split into several
 //! files, and imported later at random servers: delayed, duplicated, out of
-//! order. A healing phase follows in
+//! order. One seed in eight also signs writes (`sign`), gives the servers'
+//! clients authors (`author`), and has a byzantine relay change writes in
+//! transit (`tamper`), which the receivers must refuse; those commands are
+//! drawn from a second generator, so the rest of each seed's run is the same
+//! as without them. A healing phase follows in
 //! which every ordered pair of servers syncs, the primary commits, and every
 //! pair syncs again; the run then demands convergence. A run is a scenario
 //! file, so a failing seed is reproduced by `bayou sim --check` on the file
@@ -76,6 +80,12 @@ pub fn generate(seed: u64, params: Params) -> String {
     if autocommit {
         out.push(format!("autocommit {primary}"));
     }
+    // Signed writes and tampering relays, from their own generator.
+    let mut byzantine = ChaCha8Rng::seed_from_u64(seed ^ 0x5349_474e_4544);
+    let signed = byzantine.random_bool(0.125);
+    if signed {
+        out.push("sign".into());
+    }
     // Clock skew: each server runs ahead or behind by up to 20 ticks, and
     // some clocks are stuck (never advance), like the slides' servers.
     let skew: Vec<i64> = (0..n).map(|_| rng.random_range(-20..=20)).collect();
@@ -92,6 +102,22 @@ pub fn generate(seed: u64, params: Params) -> String {
     let mut now: i64 = 0;
     let mut meetings = 0;
     for _ in 0..steps {
+        if signed {
+            let roll = byzantine.random_range(0..100);
+            let s = byzantine.random_range(0..n);
+            if roll < 8 {
+                let who = ["alice", "bob", "-"][byzantine.random_range(0..3)];
+                out.push(format!("author {} {who}", ids[s]));
+            } else if roll < 16 {
+                let r = (s + byzantine.random_range(1..n)) % n;
+                let what = if byzantine.random_bool(0.5) {
+                    "value"
+                } else {
+                    "author"
+                };
+                out.push(format!("tamper {} {} {what}", ids[s], ids[r]));
+            }
+        }
         now += rng.random_range(0..4);
         let s = rng.random_range(0..n);
         let roll = rng.random_range(0..100);

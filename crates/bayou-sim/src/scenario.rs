@@ -31,6 +31,14 @@
 //!                      # C is not ready for is refused, harmlessly
 //! import-part F 2 C    # only F's second file, e.g. out of order (nothing
 //!                      # arrives if the export wrote fewer files)
+//! sign                 # every server signs the writes it accepts and
+//!                      # verifies those it receives (bayou_core::auth)
+//! author A alice       # A's client is alice from now on: A's writes
+//!                      # record her as their author (`author A -`: none)
+//! tamper A B value     # a byzantine relay: A's session to B with the
+//!                      # first write's value changed on the way (or
+//!                      # `author`: its author changed); a server that
+//!                      # verifies refuses it
 //! show                 # print every server's state
 //! expect-converged     # fail unless all servers hold the same log, vv and db
 //! ```
@@ -99,10 +107,33 @@ pub enum Command {
         /// The importing server.
         to: ServerId,
     },
+    /// `sign`: every server signs and verifies writes from now on.
+    Sign,
+    /// `author S USER` (`-` for none): the author of S's writes from now on.
+    Author(ServerId, Option<String>),
+    /// `tamper S R WHAT`: S's session to R, relayed by a byzantine peer that
+    /// changes the first write in it.
+    Tamper {
+        /// The sender.
+        from: ServerId,
+        /// The receiver.
+        to: ServerId,
+        /// What the relay changes.
+        what: Tampering,
+    },
     /// `show`.
     Show,
     /// `expect-converged`.
     ExpectConverged,
+}
+
+/// What a byzantine relay changes in a write (`tamper`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tampering {
+    /// The write's operation: another value.
+    Value,
+    /// The write's author.
+    Author,
 }
 
 /// A command and the line it came from (1-based).
@@ -324,6 +355,22 @@ fn parse_command(content: &str) -> Result<Command, String> {
                 to: server(words.next(), "importing server")?,
             }
         }
+        "sign" => Command::Sign,
+        "author" => {
+            let s = server(words.next(), "server")?;
+            let who = words.next().ok_or("missing author (a user name, or `-`)")?;
+            Command::Author(s, (who != "-").then(|| who.to_string()))
+        }
+        "tamper" => Command::Tamper {
+            from: server(words.next(), "sending server")?,
+            to: server(words.next(), "receiving server")?,
+            what: match words.next() {
+                Some("value") => Tampering::Value,
+                Some("author") => Tampering::Author,
+                Some(w) => return Err(format!("tamper with {w:?}? `value` or `author`")),
+                None => return Err("missing what to tamper with: `value` or `author`".into()),
+            },
+        },
         "show" => Command::Show,
         "expect-converged" => Command::ExpectConverged,
         other => return Err(format!("unknown command {other:?}")),
@@ -372,6 +419,16 @@ pub fn format_command(command: &Command) -> String {
             part: Some(i),
             to,
         } => format!("import-part {name} {i} {to}"),
+        Command::Sign => "sign".into(),
+        Command::Author(s, Some(a)) => format!("author {s} {a}"),
+        Command::Author(s, None) => format!("author {s} -"),
+        Command::Tamper { from, to, what } => format!(
+            "tamper {from} {to} {}",
+            match what {
+                Tampering::Value => "value",
+                Tampering::Author => "author",
+            }
+        ),
         Command::Show => "show".into(),
         Command::ExpectConverged => "expect-converged".into(),
     }

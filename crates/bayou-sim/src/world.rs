@@ -26,19 +26,31 @@
 //! `export` writes the same session into bundle files ([`bundle::export`]),
 //! kept in the world under a name until `import` carries them to any server,
 //! late, twice or out of order.
+//!
+//! # Signed writes
+//!
+//! After `sign`, every server signs the writes it accepts and verifies every
+//! write it receives (`bayou_core::auth`), each with a fixed key derived
+//! from its id (a simulation needs no secrets, and runs must repeat).
+//! `tamper` is a byzantine relay: the sender's session reaches the receiver
+//! with its first write changed; the receiver must refuse it (counted in
+//! [`Coverage::forgeries_refused`]), and the write-truth checker fails the
+//! run if a changed write ever enters a log. [`World::set_verification`]
+//! switches verification off, to show that checker catching it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bayou_core::bundle::{self, ImportError};
 use bayou_core::{
-    Checkpoint, Chunk, ChunkLimits, Csn, Db, Item, Op, Outcome, ProtocolError, Replica, Retention,
-    Role, ServerId, SessionSender, Summary, View, Write, format_entry_with_outcome,
+    Checkpoint, Chunk, ChunkLimits, Csn, Db, Ed25519Authority, ForgedWrite, Item, Keyring, Op,
+    Outcome, ProtocolError, Replica, Retention, Role, ServerId, SessionSender, Signature, Summary,
+    View, Write, WriteAuthority, format_entry_with_outcome,
 };
 use serde_json::{Map, Value, json};
 
 use crate::check::{self, Checker};
-use crate::scenario::{Command, Line};
+use crate::scenario::{Command, Line, Tampering};
 
 /// Why a scenario stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +122,8 @@ pub struct Node {
     /// the commits it executed ([`bayou_core::Stats`]) they make up its CSN
     /// exactly: no committed write executed twice, none skipped.
     pub unexecuted: Csn,
+    /// The author of the writes its client submits (`author`).
+    pub author: Option<Arc<str>>,
 }
 
 impl Node {
@@ -288,6 +302,9 @@ pub struct World {
     /// Whether disks write checkpoints incrementally (only the changed
     /// keys), as `bayou-store` does; otherwise the whole database.
     incremental: bool,
+    /// Whether servers verify the writes they receive once `sign` ran
+    /// (always, but in the test that shows the write-truth checker).
+    unverified: bool,
 }
 
 /// How often a run exercised the paths truncation added: lets tests show
@@ -314,6 +331,8 @@ pub struct Coverage {
     pub bundle_files_stale: u64,
     /// Late duplicate sessions refused (stale, or a snapshot gap).
     pub redeliveries_refused: u64,
+    /// Writes changed by a byzantine relay (`tamper`) and refused.
+    pub forgeries_refused: u64,
 }
 
 impl Coverage {
@@ -329,6 +348,7 @@ impl Coverage {
         self.bundle_files_applied += o.bundle_files_applied;
         self.bundle_files_stale += o.bundle_files_stale;
         self.redeliveries_refused += o.redeliveries_refused;
+        self.forgeries_refused += o.forgeries_refused;
     }
 }
 
@@ -365,6 +385,13 @@ impl World {
     /// folding it into the next one (`tests/incremental_checkpoints.rs`).
     pub fn set_incremental_checkpoints(&mut self, on: bool) {
         self.incremental = on;
+    }
+
+    /// Whether signing servers verify the writes they receive (the
+    /// default). Off, a `tamper`ed write enters the receiver's log and the
+    /// write-truth checker must catch it: the mutation that shows it can.
+    pub fn set_verification(&mut self, on: bool) {
+        self.unverified = !on;
     }
 
     /// The servers, in the order `servers` named them.
@@ -419,6 +446,7 @@ impl World {
                             clock: 0,
                             checkpoint: None,
                             unexecuted: 0,
+                            author: None,
                         },
                     );
                 }
@@ -451,12 +479,15 @@ impl World {
                 let clock = node.clock;
                 // What the server holds when it accepts the write.
                 let deps = node.replica.vv().clone();
-                let wid = node.replica.client_write(clock, op.clone());
+                let author = node.author.clone();
+                let wid = node
+                    .replica
+                    .client_write_as(clock, op.clone(), author.clone());
                 self.collect(id);
                 // The client is acknowledged only once the write is durable.
                 self.flush(id)?;
                 if let Some(checker) = self.checker.as_mut() {
-                    checker.record_write(wid, deps);
+                    checker.record_write(wid, deps, author, op);
                 }
             }
             Command::Sync { from, to, limit } => {
@@ -559,12 +590,13 @@ impl World {
                 let role = node.replica.role();
                 let retention = node.replica.retention();
                 let stored = node.disk.stored_checkpoint();
-                node.replica = Replica::restore(
+                node.replica = Replica::restore_with_authority(
                     id.clone(),
                     role,
                     retention,
-                    stored.as_ref(),
+                    stored.clone(),
                     node.disk.durable.clone(),
+                    node.replica.authority().cloned(),
                 )
                 .map_err(|e| (format!("crash {id}: recovery failed: {e}"), true))?;
                 node.checkpoint = stored.map(Arc::new);
@@ -654,6 +686,104 @@ impl World {
                     }
                 }
             }
+            Command::Sign => {
+                if self.order.is_empty() {
+                    return Err(input("no servers yet: start with `servers ...`".into()));
+                }
+                let mut keyring = Keyring::new();
+                for id in &self.order {
+                    keyring
+                        .insert(id.clone(), bayou_core::auth::public_key(&sim_secret(id)))
+                        .expect("a derived key is valid");
+                }
+                for (id, node) in &mut self.nodes {
+                    let authority =
+                        Ed25519Authority::new(id.clone(), &sim_secret(id), keyring.clone())
+                            .expect("the keyring holds this server's own key");
+                    let authority: Arc<dyn WriteAuthority> = if self.unverified {
+                        Arc::new(Unverified(authority))
+                    } else {
+                        Arc::new(authority)
+                    };
+                    node.replica.set_authority(Some(authority));
+                }
+            }
+            Command::Author(id, author) => {
+                self.node_mut(id).map_err(input)?.author = author.as_deref().map(Arc::from);
+            }
+            Command::Tamper { from, to, what } => {
+                self.node_mut(from).map_err(input)?;
+                self.node_mut(to).map_err(input)?;
+                if from == to {
+                    return Err(input(format!(
+                        "tamper {from} {to}: a server cannot sync with itself"
+                    )));
+                }
+                self.flush(from)?;
+                let summary = self.nodes[to].replica.summary();
+                let mut chunks: Vec<Chunk> = {
+                    let sender = &mut self.nodes.get_mut(from).expect("checked").replica;
+                    let mut session = SessionSender::new(summary.clone());
+                    std::iter::from_fn(|| session.next_chunk(sender, SIM_CHUNKS)).collect()
+                };
+                self.collect(from);
+                // The relay passes the chunks before the first write on
+                // unchanged, then that write changed, and stops there (the
+                // receiver refuses it and closes the session). With no
+                // write to change, the session passes as is.
+                let at = chunks.iter().position(|c| {
+                    matches!(c, Chunk::Items(items) if items.iter().any(|i| matches!(i, Item::Write { .. })))
+                });
+                let forged: Vec<Chunk> = match at {
+                    Some(i) => chunks.split_off(i).into_iter().take(1).collect(),
+                    None => Vec::new(),
+                };
+                let receiver = self.node_mut(to).map_err(input)?;
+                let before = receiver.replica.csn();
+                let result = receiver.replica.receive_session(&summary, chunks.clone());
+                receiver.received(before, &chunks, result.as_ref().is_ok_and(|r| r.installed));
+                self.collect(to);
+                match result {
+                    Ok(r) => self.coverage.installs += u64::from(r.installed),
+                    Err(e) => {
+                        return Err((
+                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
+                            true,
+                        ));
+                    }
+                }
+                if let Some(mut chunk) = forged.into_iter().next() {
+                    let Chunk::Items(items) = &mut chunk else {
+                        unreachable!("found among item chunks")
+                    };
+                    let write = items
+                        .iter_mut()
+                        .find_map(|i| match i {
+                            Item::Write { write, .. } => Some(write),
+                            Item::Commit { .. } => None,
+                        })
+                        .expect("found above");
+                    tamper(write, *what);
+                    let id = write.id.clone();
+                    let receiver = self.nodes.get_mut(to).expect("checked");
+                    let result = receiver.replica.receive_chunk(chunk);
+                    self.collect(to);
+                    match result {
+                        // Verification off: the changed write is in the log,
+                        // and the write-truth check below must notice.
+                        Ok(_) => {}
+                        Err(ProtocolError::Forged { id: refused, .. }) if refused == id => {
+                            self.coverage.forgeries_refused += 1;
+                        }
+                        Err(e) => {
+                            return Err((
+                                format!("tamper {from} {to}: protocol error at {to}: {e}"),
+                                true,
+                            ));
+                        }
+                    }
+                }
+            }
             Command::Show => on_show(self.snapshot()),
             Command::ExpectConverged => {
                 check::converged(self).map_err(|m| (m, true))?;
@@ -670,7 +800,9 @@ impl World {
                 | Command::Commit(s)
                 | Command::Crash(s)
                 | Command::Truncate(s, _) => vec![s],
-                Command::Sync { from, to, .. } | Command::Export { from, to, .. } => {
+                Command::Sync { from, to, .. }
+                | Command::Export { from, to, .. }
+                | Command::Tamper { from, to, .. } => {
                     vec![from, to]
                 }
                 Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to],
@@ -715,9 +847,16 @@ impl World {
                 .filter(|i| checkpoint.as_ref().is_none_or(|c| !c.covers(i)))
                 .cloned()
                 .collect();
-            node.replica =
-                Replica::restore(p.clone(), role, retention, checkpoint.as_deref(), items)
-                    .expect("a replica's own items replay");
+            let authority = node.replica.authority().cloned();
+            node.replica = Replica::restore_with_authority(
+                p.clone(),
+                role,
+                retention,
+                checkpoint.as_deref().cloned(),
+                items,
+                authority,
+            )
+            .expect("a replica's own items replay");
             node.unexecuted = checkpoint.as_ref().map_or(0, |c| c.snapshot.csn);
             node.checkpoint = checkpoint;
         }
@@ -846,5 +985,53 @@ impl World {
     /// The primary, if one was named.
     pub fn primary(&self) -> Option<&ServerId> {
         self.primary.as_ref()
+    }
+}
+
+/// The fixed secret key of server `id` in a simulation: its id's bytes
+/// spread over 32 bytes (distinct for the simulator's short ids).
+fn sim_secret(id: &ServerId) -> [u8; 32] {
+    let mut secret = [0x5a; 32];
+    for (i, b) in id.as_str().bytes().enumerate() {
+        secret[i % 32] ^= b.rotate_left(i as u32 / 32);
+    }
+    secret[31] ^= id.as_str().len() as u8;
+    secret
+}
+
+/// What a byzantine relay does to a write on the way.
+fn tamper(write: &mut Write, what: Tampering) {
+    match what {
+        Tampering::Value => {
+            write.op = match &write.op {
+                Op::Put { key, .. } => Op::put(key.clone(), "forged"),
+                _ => Op::put("forged", "forged"),
+            }
+        }
+        Tampering::Author => {
+            write.author = Some(Arc::from(match write.author.as_deref() {
+                Some("mallory") => "eve",
+                _ => "mallory",
+            }))
+        }
+    }
+}
+
+/// A signing server whose verification is switched off: the mutation the
+/// write-truth checker must catch ([`World::set_verification`]).
+#[derive(Debug)]
+struct Unverified(Ed25519Authority);
+
+impl WriteAuthority for Unverified {
+    fn sign(&self, write: &Write) -> Signature {
+        self.0.sign(write)
+    }
+
+    fn verify(&self, _: &Write) -> Result<(), ForgedWrite> {
+        Ok(())
+    }
+
+    fn may_write(&self, author: &str, key: &[u8]) -> bool {
+        self.0.may_write(author, key)
     }
 }

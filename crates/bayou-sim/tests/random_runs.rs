@@ -1,7 +1,9 @@
 //! Randomised simulation: ten thousand seeded runs with clock skew, cut-off
 //! sessions, commits, crashes, log truncation with random retention,
 //! full-state transfers (cut off, resumed, crashed during), and bundles
-//! carried between servers late, twice and out of order, then healing;
+//! carried between servers late, twice and out of order, signed writes
+//! with a byzantine relay changing some in transit (one seed in eight),
+//! then healing;
 //! every invariant of `bayou_sim::check` is verified after each step. A
 //! failure prints the seed and a scenario file that reproduces it.
 //!
@@ -53,6 +55,7 @@ fn random_runs_satisfy_every_invariant() {
             ("bundle files imported", c.bundle_files_applied),
             ("stale bundle files refused", c.bundle_files_stale),
             ("late sessions refused", c.redeliveries_refused),
+            ("forged writes refused", c.forgeries_refused),
         ] {
             assert!(n > 0, "no {what} in {seeds} seeds: {c:?}");
         }

@@ -16,8 +16,12 @@
 //!   on every open: a directory of another program, another format version or
 //!   another replica is refused with a [`StoreError`], never reset.
 //! * `log`: `seq (u64) -> record`, one record per durable batch holding
-//!   its items, in the order they were made durable (format 4; a format 3
-//!   store, one item per record, is read as is and upgraded in place).
+//!   its items, in the order they were made durable (format 5: each write
+//!   with its author and its accepting server's signature,
+//!   `bayou_core::auth`). Older stores are read as they are and upgraded in
+//!   place: a format 4 store holds batches of writes without author or
+//!   signature, a format 3 store one such item per record; their records
+//!   stay and are read as writes with neither, new records are format 5.
 //!   Replaying them through [`Replica::recover`] rebuilds the replica (log,
 //!   version vector, CSN, logical clock, both views). One record a batch
 //!   rather than one an item: a group commit of a hundred writes is one
@@ -82,10 +86,11 @@ use serde::{Deserialize, Serialize};
 use server_kit::datadir::{DataDir, DataDirError, IDENTITY_FILE, Kind};
 use server_kit::sealed::{self, OpenError, Phase};
 
-/// The on-disk format version this build writes (4: one sealed log record
-/// per batch). It also reads format 3 (one sealed record per item), and
-/// upgrades such a store to 4 when it opens it.
-pub const FORMAT_VERSION: u32 = 4;
+/// The on-disk format version this build writes (5: one sealed log record
+/// per batch, writes with author and signature). It also reads format 4
+/// (batches of writes without them) and format 3 (one sealed record per
+/// item), and upgrades such a store to 5 when it opens it.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The oldest format version this build reads.
 pub const OLDEST_FORMAT_READ: u32 = 3;
@@ -104,8 +109,66 @@ const CACHE_BYTES: usize = 32 << 20;
 /// Format byte of every sealed record but a batch's log record: meta and
 /// checkpoint records, and the one-item log records of format 3.
 const RECORD_VERSION: u8 = 2;
-/// Format byte of a log record holding a batch of items (format 4).
+/// Format byte of a log record holding a batch of items whose writes have
+/// no author or signature (format 4).
 const BATCH_RECORD_VERSION: u8 = 3;
+/// Format byte of a log record holding a batch of items whose writes carry
+/// author and signature (format 5).
+const SIGNED_BATCH_RECORD_VERSION: u8 = 4;
+
+/// A log item as formats 3 and 4 stored it: the same encoding as
+/// [`Item`] but for the write's two later fields.
+#[derive(Serialize, Deserialize)]
+enum LegacyItem {
+    Write {
+        write: LegacyWrite,
+        csn: Option<Csn>,
+    },
+    Commit {
+        id: WriteId,
+        csn: Csn,
+    },
+}
+
+/// A write as formats 3 and 4 stored it.
+#[derive(Serialize, Deserialize)]
+struct LegacyWrite {
+    id: WriteId,
+    op: bayou_core::Op,
+}
+
+#[cfg(test)]
+impl From<&Item> for LegacyItem {
+    /// What a format 3 or 4 build wrote for `item` (tests build old stores
+    /// with it).
+    fn from(item: &Item) -> LegacyItem {
+        match item {
+            Item::Write { write, csn } => LegacyItem::Write {
+                write: LegacyWrite {
+                    id: write.id.clone(),
+                    op: write.op.clone(),
+                },
+                csn: *csn,
+            },
+            Item::Commit { id, csn } => LegacyItem::Commit {
+                id: id.clone(),
+                csn: *csn,
+            },
+        }
+    }
+}
+
+impl From<LegacyItem> for Item {
+    fn from(item: LegacyItem) -> Item {
+        match item {
+            LegacyItem::Write { write, csn } => Item::Write {
+                write: bayou_core::Write::new(write.id, write.op),
+                csn,
+            },
+            LegacyItem::Commit { id, csn } => Item::Commit { id, csn },
+        }
+    }
+}
 
 const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -368,7 +431,8 @@ impl RedbStore {
             tx.commit().map_err(db_err)?;
         } else if stored_format(&db)? < FORMAT_VERSION {
             // Every record it holds stays readable; new log records are
-            // batches, which an older build could not read.
+            // format 5 batches (writes with author and signature), which an
+            // older build could not read, so the format field says so.
             let tx = db.begin_write().map_err(db_err)?;
             tx.open_table(IDENTITY)
                 .map_err(db_err)?
@@ -510,29 +574,37 @@ fn stored_format(db: &Database) -> Result<u32, StoreError> {
 
 /// Decodes the log record stored under sequence number `seq`, as a
 /// replica's start does: checksum first, then the items (a batch of
-/// format 4, or the single item of a format 3 record). Public for the
+/// format 5 or 4, or the single item of a format 3 record). Public for the
 /// fuzz targets (`crates/fuzz-targets`).
 pub fn decode_log_record(seq: u64, bytes: &[u8]) -> Result<Vec<Item>, String> {
     let key = seq.to_be_bytes();
-    match bytes.first() {
-        Some(&RECORD_VERSION) => decode(&key, bytes).map(|item| vec![item]),
-        _ => {
+    let items: Vec<Item> = match bytes.first() {
+        Some(&RECORD_VERSION) => {
+            return decode::<LegacyItem>(&key, bytes).map(|item| vec![item.into()]);
+        }
+        Some(&BATCH_RECORD_VERSION) => {
             let body =
                 sealed::unseal(bytes, BATCH_RECORD_VERSION, &key).map_err(|e| e.to_string())?;
-            let items: Vec<Item> = postcard::from_bytes(body).map_err(|e| e.to_string())?;
-            if items.is_empty() {
-                return Err("empty batch".into());
-            }
-            Ok(items)
+            let items: Vec<LegacyItem> = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+            items.into_iter().map(Item::from).collect()
         }
+        _ => {
+            let body = sealed::unseal(bytes, SIGNED_BATCH_RECORD_VERSION, &key)
+                .map_err(|e| e.to_string())?;
+            postcard::from_bytes(body).map_err(|e| e.to_string())?
+        }
+    };
+    if items.is_empty() {
+        return Err("empty batch".into());
     }
+    Ok(items)
 }
 
 /// Seals `items` as the log record stored under `seq`.
 pub fn encode_log_record(seq: u64, items: &[Item]) -> Vec<u8> {
     // Serialising our own plain data into a Vec cannot fail.
     let body = postcard::to_stdvec(items).expect("postcard encodes plain data");
-    sealed::seal(BATCH_RECORD_VERSION, &seq.to_be_bytes(), &body)
+    sealed::seal(SIGNED_BATCH_RECORD_VERSION, &seq.to_be_bytes(), &body)
 }
 
 /// `value` sealed as the record stored under `key`.
@@ -793,16 +865,35 @@ pub fn recover(
     role: Role,
     retention: Retention,
 ) -> Result<Replica, StoreError> {
+    recover_with_authority(store, role, retention, None)
+}
+
+/// [`recover`] for a replica that signs and verifies writes and checks
+/// authors' permissions (`bayou_core::auth`): the authority is set before
+/// the log is replayed, so replayed writes execute as they did first.
+pub fn recover_with_authority(
+    store: &mut dyn Storage,
+    role: Role,
+    retention: Retention,
+    authority: Option<Arc<dyn bayou_core::WriteAuthority>>,
+) -> Result<Replica, StoreError> {
     let id = store.server().clone();
     let loaded = store.load()?;
     let path = PathBuf::from(format!("data directory of {id}"));
     let had_checkpoint = loaded.checkpoint.is_some();
     let had_items = !loaded.items.is_empty();
-    let replica = Replica::restore_owned(id, role, retention, loaded.checkpoint, loaded.items)
-        .map_err(|source| StoreError::InvalidHistory {
-            path: path.clone(),
-            source,
-        })?;
+    let replica = Replica::restore_with_authority(
+        id,
+        role,
+        retention,
+        loaded.checkpoint,
+        loaded.items,
+        authority,
+    )
+    .map_err(|source| StoreError::InvalidHistory {
+        path: path.clone(),
+        source,
+    })?;
     let corrupt = |reason: String| StoreError::Corrupt {
         path: path.clone(),
         reason,

@@ -416,8 +416,8 @@ fn random_damage_is_refused_without_panic_and_without_a_change() {
 }
 
 /// A format 3 store (one sealed record per log item) opens, recovers the
-/// same replica, and is upgraded in place to format 4, whose new records
-/// hold a batch each; both kinds are read back together.
+/// same replica, and is upgraded in place to the current format, whose new
+/// records hold a batch each; both kinds are read back together.
 #[test]
 fn a_format_3_store_is_read_and_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -435,7 +435,8 @@ fn a_format_3_store_is_read_and_upgraded_in_place() {
             let mut log = tx.open_table(LOG).unwrap();
             for (seq, item) in batch.items.iter().enumerate() {
                 let seq = seq as u64;
-                log.insert(seq, encode(&seq.to_be_bytes(), item).as_slice())
+                let item = LegacyItem::from(item);
+                log.insert(seq, encode(&seq.to_be_bytes(), &item).as_slice())
                     .unwrap();
             }
             tx.open_table(META)
@@ -476,4 +477,81 @@ fn a_format_3_store_is_read_and_upgraded_in_place() {
     assert_eq!(r.csn(), 3);
     assert_eq!(r.get(b"Z", View::Full).unwrap(), "3");
     assert_eq!(r.get(b"X", View::Committed).unwrap(), "1");
+}
+
+/// A format 4 store (batches of writes without author or signature) opens,
+/// recovers the same replica, and is upgraded in place to format 5: its old
+/// records read as writes without author, and a signed write by an author
+/// appended after the upgrade comes back with both.
+#[test]
+fn a_format_4_store_is_read_and_upgraded_in_place_and_keeps_authors_after() {
+    use bayou_core::{Ed25519Authority, Keyring};
+    let dir = tempfile::tempdir().unwrap();
+    let role = Role::Primary { autocommit: true };
+    let mut p = Replica::new(sid("P"), role);
+    p.client_write(1, Op::put("X", "1"));
+    p.client_write(2, Op::put("Y", "2"));
+    drop(RedbStore::open(dir.path(), &sid("P")).unwrap());
+    {
+        // What a format 4 build wrote for these two writes: one batch.
+        let batch = take_batch(&mut p).unwrap();
+        let legacy: Vec<LegacyItem> = batch.items.iter().map(LegacyItem::from).collect();
+        let body = postcard::to_stdvec(&legacy).unwrap();
+        let record = sealed::seal(BATCH_RECORD_VERSION, &0u64.to_be_bytes(), &body);
+        let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            tx.open_table(LOG)
+                .unwrap()
+                .insert(0, record.as_slice())
+                .unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("state", encode(b"state", &batch.state).as_slice())
+                .unwrap();
+            tx.open_table(IDENTITY)
+                .unwrap()
+                .insert("format", &4u32.to_le_bytes()[..])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let authority = Arc::new(Ed25519Authority::new(sid("P"), &[7; 32], Keyring::new()).unwrap());
+    {
+        let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+        let mut r = recover(&mut store, role, Retention::KEEP_ALL).unwrap();
+        assert_eq!(r.log().collect::<Vec<_>>(), p.log().collect::<Vec<_>>());
+        r.set_authority(Some(authority.clone()));
+        r.client_write_as(3, Op::put("Z", "3"), Some(Arc::from("alice")));
+        persist(&mut r, &mut store);
+    }
+    let db = Database::open(dir.path().join(DB_FILE)).unwrap();
+    let format = db
+        .begin_read()
+        .unwrap()
+        .open_table(IDENTITY)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(format, 5u32.to_le_bytes());
+    drop(db);
+    let mut store = RedbStore::open(dir.path(), &sid("P")).unwrap();
+    let r = recover(&mut store, role, Retention::KEEP_ALL).unwrap();
+    let entries: Vec<String> = r
+        .log()
+        .map(|(c, w)| bayou_core::format_entry(c, &w))
+        .collect();
+    assert_eq!(
+        entries,
+        ["1:1:P W(X,1)", "2:2:P W(Y,2)", "3:3:P W(Z,3) by alice"]
+    );
+    let (_, last) = r.log().last().unwrap();
+    assert!(last.signature.is_some());
+    assert_eq!(
+        bayou_core::WriteAuthority::verify(&*authority, &last),
+        Ok(())
+    );
 }

@@ -336,6 +336,14 @@ impl User {
         Ok(())
     }
 
+    /// Whether the user's key patterns let it write `key` (whatever the
+    /// command): the check a signed Bayou write's author passes again
+    /// wherever the write executes.
+    pub fn may_write_key(&self, key: &[u8]) -> bool {
+        let use_ = KeyUse::write(KeyTarget::Key(Bytes::copy_from_slice(key)));
+        self.enabled && self.keys.iter().any(|p| p.grants(&use_))
+    }
+
     /// The user as `ACL LIST` shows it: `user <name> on|off [nopass]
     /// [#hash…] [patterns…] <command rules>`.
     pub fn rules(&self) -> String {
@@ -649,6 +657,13 @@ impl Acl {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `user` (of the users now in force) may write `key`: an
+    /// enabled user with a key pattern granting writes to it
+    /// ([`User::may_write_key`]). An unknown user may not.
+    pub fn may_write_key(&self, user: &str, key: &[u8]) -> bool {
+        self.users().get(user).is_some_and(|u| u.may_write_key(key))
     }
 
     /// The users in force now.

@@ -479,6 +479,12 @@ impl Collector for ReplicasCollector {
             "Client commands served",
             |n, s| get(&n.counters.commands)
         );
+        each!(
+            counters,
+            "bayou_forged_writes_refused",
+            "Writes refused because their accepting server's signature did not verify (changed or forged on the way), from peers and bundles",
+            |n, s| get(&n.counters.forged_writes_refused)
+        );
         Ok(())
     }
 }
@@ -534,10 +540,18 @@ pub struct WebState {
     pub now_ms: u64,
 }
 
-fn entry(csn: Option<Csn>, id: &bayou_core::WriteId, op: &bayou_core::Op) -> LogEntry {
+fn entry(
+    csn: Option<Csn>,
+    id: &bayou_core::WriteId,
+    op: &bayou_core::Op,
+    author: Option<&Arc<str>>,
+) -> LogEntry {
     let mut op = op.to_string();
     if op.chars().count() > OP_SHOWN_CHARS {
         op = op.chars().take(OP_SHOWN_CHARS - 1).collect::<String>() + "…";
+    }
+    if let Some(a) = author {
+        op = format!("{op} by {a}");
     }
     LogEntry {
         csn,
@@ -557,7 +571,7 @@ impl Node {
                 .committed()
                 .rev()
                 .take(LOG_SHOWN)
-                .map(|(csn, w)| entry(Some(csn), &w.id, &w.op))
+                .map(|(csn, w)| entry(Some(csn), &w.id, &w.op, w.author.as_ref()))
                 .collect();
             committed.reverse();
             WebState {
@@ -579,7 +593,7 @@ impl Node {
                 tentative_writes: r
                     .tentative()
                     .take(LOG_SHOWN)
-                    .map(|(id, op)| entry(None, id, op))
+                    .map(|(id, op)| entry(None, id, op, r.tentative_author(id)))
                     .collect(),
                 sessions: Vec::new(),
                 peers: BTreeMap::new(),

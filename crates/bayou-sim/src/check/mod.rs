@@ -22,6 +22,10 @@
 //! * **No acknowledged write lost** ([T95 §6]; [P97 §3]): a write the client
 //!   saw acknowledged stays covered by its server's version vector across
 //!   crashes, and after healing by every server's.
+//! * **Write truth** ([T95 §8]; signed writes): no log holds a write whose
+//!   author or operation differs from what its accepting server accepted
+//!   and signed, nor a write nobody accepted: a byzantine relay's change
+//!   (`tamper`) is refused where it arrives. See [`write_truth`].
 //! * **One booking per slot** ([T95 §2.1]): in both views, every scheduled
 //!   meeting holds each of its hours and every booked hour belongs to a
 //!   meeting covering it (the meeting-room workload), as long as only
@@ -34,6 +38,7 @@ mod durability;
 mod executed_once;
 mod log_truth;
 mod schedule;
+mod write_truth;
 
 use std::collections::BTreeMap;
 
@@ -46,6 +51,7 @@ pub use durability::acknowledged_kept;
 pub use executed_once::executed_once;
 pub use log_truth::{log_is_truth, stored_image};
 pub use schedule::schedule;
+pub use write_truth::{Accepted, write_truth};
 
 use crate::world::Node;
 
@@ -65,6 +71,9 @@ pub struct Checker {
     /// `meeting/` key: the scheduler's invariant is the application's, and
     /// holds only while its keys are written by its own requests.
     schedule_keys_written_raw: bool,
+    /// The author and operation of every client write, as its server
+    /// accepted (and signed) it.
+    accepted: Accepted,
 }
 
 impl Checker {
@@ -90,9 +99,17 @@ impl Checker {
         }
     }
 
-    /// Records a client write, acknowledged (durable at its server), and
-    /// what its server held when accepting it.
-    pub fn record_write(&mut self, id: WriteId, deps: VersionVector) {
+    /// Records a client write, acknowledged (durable at its server), what
+    /// its server held when accepting it, and its author and operation as
+    /// accepted (and signed), for the write-truth check ([`write_truth`]).
+    pub fn record_write(
+        &mut self,
+        id: WriteId,
+        deps: VersionVector,
+        author: Option<std::sync::Arc<str>>,
+        op: &bayou_core::Op,
+    ) {
+        self.accepted.insert(id.clone(), (author, op.clone()));
         self.acked
             .entry(id.server.clone())
             .or_default()
@@ -171,6 +188,7 @@ impl Checker {
             schedule(replica)?;
         }
         causality(replica, &self.deps)?;
+        write_truth(replica, &self.accepted)?;
         acknowledged_kept(replica, self.acked.get(server).into_iter().flatten())?;
         commit_vector_agrees(replica, &self.write_of)?;
         if let Some(p) = primary {
