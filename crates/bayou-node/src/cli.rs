@@ -472,6 +472,17 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             }
             None => "redis-cli".to_string(),
         };
+        let secret = match &args.tuning.peer_auth.cluster_secret_file {
+            Some(path) => path.clone(),
+            None => args.data_dir.join(CLUSTER_SECRET_FILE),
+        };
+        println!("peers authenticate with the secret in {}", secret.display());
+        if args.sign_writes {
+            println!(
+                "writes signed (keys and keyring in {})",
+                args.data_dir.join("keys").display()
+            );
+        }
         println!("connect with any Redis client, e.g.:");
         println!("  {cli} -p {} SET x 1", port(some));
         println!("  {cli} -p {} BAYOU.LOG", port(&configs[0]));
