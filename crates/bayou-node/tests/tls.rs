@@ -7,6 +7,8 @@ mod common;
 #[path = "../../../tests/clients/libs.rs"]
 #[allow(dead_code)]
 mod libs;
+#[path = "../../server-kit/tests/support/tls.rs"]
+mod tls;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,20 +16,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, free_ports};
+use tls::{client as tls_client_of, connect};
 
-/// Runs `bayou-node tls-certs --out DIR`, checking it succeeds.
+/// `bayou-node tls-certs --out DIR`, checked.
 fn make_certs(dir: &Path) -> PathBuf {
-    let out = Command::new(BIN)
-        .args(["tls-certs", "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.to_owned()
+    tls::make_certs(BIN, dir)
 }
 
 /// The certificates one replica runs with: its own (`certs`) and the CA it
@@ -47,14 +40,7 @@ impl Certs {
     }
 
     fn flags(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.certs.join("server.pem").display().to_string(),
-            "--tls-key".into(),
-            self.certs.join("server-key.pem").display().to_string(),
-            "--tls-ca".into(),
-            self.ca.join("ca.pem").display().to_string(),
-        ]
+        tls::serve_flags(&self.certs, &self.ca)
     }
 }
 
@@ -62,30 +48,6 @@ impl Certs {
 /// with `client_cert`, presenting the client certificate made beside it.
 fn tls_client(port: u16, ca_dir: &Path, client_cert: bool) -> redis::Client {
     tls_client_of(port, ca_dir, client_cert.then_some(ca_dir))
-}
-
-/// A `redis` client for `port` over TLS, trusting the CA in `ca_dir`,
-/// presenting the client certificate in `client_dir` if given.
-fn tls_client_of(port: u16, ca_dir: &Path, client_dir: Option<&Path>) -> redis::Client {
-    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
-    let client_tls = client_dir.map(|d| redis::ClientTlsConfig {
-        client_cert: read(d, "client.pem"),
-        client_key: read(d, "client-key.pem"),
-    });
-    redis::Client::build_with_tls(
-        format!("rediss://127.0.0.1:{port}/"),
-        redis::TlsCertificates {
-            client_tls,
-            root_cert: Some(read(ca_dir, "ca.pem")),
-        },
-    )
-    .unwrap()
-}
-
-fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let c = client.get_connection_with_timeout(Duration::from_secs(5))?;
-    c.set_read_timeout(Some(Duration::from_secs(30)))?;
-    Ok(c)
 }
 
 /// One replica process serving TLS.

@@ -216,21 +216,10 @@ impl ClusterArgs {
             return Ok(self.tuning.tls.clone());
         }
         let dir = self.tls_dir();
-        let present = server_kit::tls::CERT_FILES
-            .iter()
-            .filter(|f| dir.join(f).exists())
-            .count();
-        if present < server_kit::tls::CERT_FILES.len() {
-            let mut hosts = vec![self.host.clone()];
-            for h in server_kit::tls::DEFAULT_HOSTS {
-                if !hosts.iter().any(|x| x == h) {
-                    hosts.push(h.to_string());
-                }
-            }
-            server_kit::tls::generate(&dir, &hosts, false)
-                .with_context(|| format!("chord cluster --tls: {}", dir.display()))?;
-        }
-        Ok(self.tuning.tls.in_dir(&dir))
+        self.tuning
+            .tls
+            .for_local_cluster(&dir, &self.host)
+            .with_context(|| format!("chord cluster --tls: {}", dir.display()))
     }
 }
 

@@ -7,6 +7,8 @@ mod common;
 #[path = "../../../tests/clients/libs.rs"]
 #[allow(dead_code)]
 mod libs;
+#[path = "../../server-kit/tests/support/tls.rs"]
+mod tls_support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,54 +18,19 @@ use std::time::Duration;
 use common::{BIN, Ring, SERIAL, info_field, wait_until};
 use redis::Value;
 
-/// Runs `chord-node tls-certs --out DIR`, checking it succeeds and names
-/// the flags to use.
+/// `chord-node tls-certs --out DIR`, checked.
 fn make_certs(dir: &Path) -> PathBuf {
-    let out = Command::new(BIN)
-        .args(["tls-certs", "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = dir.display();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!(
-            "--tls-cert {d}/server.pem --tls-key {d}/server-key.pem --tls-ca {d}/ca.pem"
-        )),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    dir.to_owned()
+    tls_support::make_certs(BIN, dir)
 }
 
 /// The `serve` flags for the certificates in `dir`.
 fn flags(dir: &Path) -> Vec<String> {
-    vec![
-        "--tls-cert".into(),
-        dir.join("server.pem").display().to_string(),
-        "--tls-key".into(),
-        dir.join("server-key.pem").display().to_string(),
-        "--tls-ca".into(),
-        dir.join("ca.pem").display().to_string(),
-    ]
+    tls_support::serve_flags(dir, dir)
 }
 
 /// A TLS connection to `port`, trusting the CA in `dir`.
 fn try_tls(port: u16, dir: &Path) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::build_with_tls(
-        format!("rediss://127.0.0.1:{port}/"),
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(std::fs::read(dir.join("ca.pem")).unwrap()),
-        },
-    )?;
-    let c = client.get_connection_with_timeout(Duration::from_secs(5))?;
-    c.set_read_timeout(Some(Duration::from_secs(30)))?;
-    Ok(c)
+    tls_support::connect(&tls_support::client(port, dir, None))
 }
 
 fn tls(port: u16, dir: &Path) -> redis::Connection {

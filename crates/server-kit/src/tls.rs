@@ -151,6 +151,23 @@ impl TlsFlags {
         args
     }
 
+    /// What a local cluster's `--tls` runs with: the certificates in
+    /// `dir`, made there first (for `host` and the [`DEFAULT_HOSTS`]) if
+    /// any is missing, and reused after, so clients keep trusting the same
+    /// CA across restarts.
+    pub fn for_local_cluster(&self, dir: &Path, host: &str) -> Result<TlsFlags, TlsError> {
+        if CERT_FILES.iter().any(|f| !dir.join(f).exists()) {
+            let mut hosts = vec![host.to_string()];
+            for h in DEFAULT_HOSTS {
+                if !hosts.iter().any(|x| x == h) {
+                    hosts.push(h.to_string());
+                }
+            }
+            generate(dir, &hosts, false)?;
+        }
+        Ok(self.in_dir(dir))
+    }
+
     /// The flags naming the certificates `generate` wrote to `dir`, with
     /// these flags' `--tls-auth-clients`.
     pub fn in_dir(&self, dir: &Path) -> TlsFlags {
