@@ -18,19 +18,18 @@ pub(crate) struct StatusArgs {
     /// A replica's address (its --listen), e.g. 127.0.0.1:7001.
     #[arg(long)]
     node: String,
+    /// TLS and AUTH, for replicas that need them.
+    #[command(flatten)]
+    remote: server_kit::remote::RemoteFlags,
 }
 
 type Status = HashMap<String, String>;
 
-fn status(addr: &str) -> anyhow::Result<Status> {
-    let client = redis::Client::open(format!("redis://{addr}/"))
-        .with_context(|| format!("bad address {addr:?}"))?;
-    // The redis crate's errors repeat their cause in their text: keep one.
-    let one = |e: redis::RedisError| anyhow::anyhow!("{e}");
-    let mut con = client.get_connection_with_timeout(TIMEOUT).map_err(one)?;
-    con.set_read_timeout(Some(TIMEOUT)).map_err(one)?;
-    con.set_write_timeout(Some(TIMEOUT)).map_err(one)?;
-    redis::cmd("BAYOU.STATUS").query(&mut con).map_err(one)
+fn status(remote: &server_kit::remote::RemoteFlags, addr: &str) -> anyhow::Result<Status> {
+    let mut con = remote.connect(addr, TIMEOUT)?;
+    Ok(redis::cmd("BAYOU.STATUS")
+        .query(&mut con)
+        .map_err(|e| remote.hint(e))?)
 }
 
 struct Row {
@@ -48,7 +47,7 @@ fn num(s: &Status, k: &str) -> u64 {
 }
 
 pub(crate) fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let first = status(&args.node)
+    let first = status(&args.remote, &args.node)
         .with_context(|| format!("cannot read BAYOU.STATUS from {}", args.node))?;
     let primary = field(&first, "primary").to_string();
     let mut rows = vec![Row {
@@ -61,7 +60,7 @@ pub(crate) fn run(args: StatusArgs) -> anyhow::Result<()> {
         rows.push(Row {
             id: id.to_string(),
             addr: addr.to_string(),
-            status: status(addr).map_err(|e| format!("{e:#}")),
+            status: status(&args.remote, addr).map_err(|e| format!("{e:#}")),
         });
     }
     rows.sort_by(|a, b| (a.id != primary, &a.id).cmp(&(b.id != primary, &b.id)));

@@ -20,6 +20,9 @@ pub struct RingArgs {
     /// A node's address (its --listen), e.g. 127.0.0.1:8000.
     #[arg(long)]
     node: String,
+    /// TLS and AUTH, for nodes that need them.
+    #[command(flatten)]
+    remote: server_kit::remote::RemoteFlags,
 }
 
 struct Node {
@@ -29,20 +32,9 @@ struct Node {
     succs: Vec<(String, String)>,
 }
 
-fn connect(addr: &str) -> anyhow::Result<redis::Connection> {
-    // The redis crate's errors repeat their cause in their text: keep one.
-    let one = |e: redis::RedisError| anyhow::anyhow!("{e}");
-    let client = redis::Client::open(format!("redis://{addr}/"))
-        .with_context(|| format!("bad address {addr:?}"))?;
-    let con = client.get_connection_with_timeout(TIMEOUT).map_err(one)?;
-    con.set_read_timeout(Some(TIMEOUT)).map_err(one)?;
-    con.set_write_timeout(Some(TIMEOUT)).map_err(one)?;
-    Ok(con)
-}
-
-fn node(addr: &str) -> anyhow::Result<Node> {
-    let one = |e: redis::RedisError| anyhow::anyhow!("{e}");
-    let mut con = connect(addr)?;
+fn node(remote: &server_kit::remote::RemoteFlags, addr: &str) -> anyhow::Result<Node> {
+    let one = |e: redis::RedisError| remote.hint(e);
+    let mut con = remote.connect(addr, TIMEOUT)?;
     let info: HashMap<String, String> = redis::cmd("CHORD.INFO").query(&mut con).map_err(one)?;
     let succs: Vec<(String, String)> = redis::cmd("CHORD.SUCCESSORS")
         .query(&mut con)
@@ -65,7 +57,8 @@ fn field<'a>(n: &'a Node, k: &str) -> &'a str {
 
 /// Runs `chord ring`.
 pub fn run(args: RingArgs) -> anyhow::Result<()> {
-    let first = node(&args.node).with_context(|| format!("cannot ask {}", args.node))?;
+    let first =
+        node(&args.remote, &args.node).with_context(|| format!("cannot ask {}", args.node))?;
     let start_id = field(&first, "id").to_string();
     let mut up: Vec<Node> = vec![first];
     let mut down: Vec<(String, String)> = Vec::new();
@@ -85,7 +78,7 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
                 // ring is still settling.
                 continue;
             }
-            match node(&addr) {
+            match node(&args.remote, &addr) {
                 Ok(n) => {
                     up.push(n);
                     continue 'walk;

@@ -30,6 +30,8 @@
 //!   signal ([`shutdown_signal`]) both binaries use;
 //! * [`accept_loop`]: accepting connections on a listener until shutdown,
 //!   each served by its own task;
+//! * `remote` (feature `remote`): how the operator commands reach a node,
+//!   over TLS and with `AUTH` when asked;
 //! * [`limits`]: maximum clients ([`ClientGate`]), the output limit and the
 //!   idle and write timeouts of a client ([`ClientLimits`]);
 //! * [`tls`]: optional TLS for clients and peers (`--tls-cert`, …), the
@@ -77,6 +79,8 @@ pub mod http;
 pub mod limits;
 pub mod peer_auth;
 pub mod process;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod resp;
 pub mod sealed;
 pub mod tls;
