@@ -564,13 +564,7 @@ const CONFIG: &[(&str, &str)] = &[
 
 /// `CONFIG`: [`CONFIG`], and the TLS settings when TLS is on.
 fn config(node: &Node, args: &[Bytes]) -> Reply {
-    let tls = node.config.tls.as_ref().map(|t| t.settings());
-    let settings: Vec<(&str, &str)> = CONFIG
-        .iter()
-        .copied()
-        .chain(tls.iter().flatten().map(|(k, v)| (*k, v.as_str())))
-        .collect();
-    resp::config(&settings, args)
+    resp::config_with_tls(CONFIG, node.config.tls.as_ref(), args)
 }
 
 fn lower(b: &[u8]) -> String {

@@ -8,6 +8,8 @@ mod common;
 
 #[path = "../../server-kit/tests/support/acl.rs"]
 mod acl;
+#[path = "../../server-kit/tests/support/clients.rs"]
+mod clients;
 #[allow(dead_code)]
 #[path = "../../../tests/clients/libs.rs"]
 mod libs;

@@ -339,13 +339,7 @@ const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no"), ("database
 
 /// `CONFIG`: [`CONFIG`], and the TLS settings when TLS is on.
 fn config(shared: &Shared, args: &[Bytes]) -> Reply {
-    let tls = shared.cfg.tls.as_ref().map(|t| t.settings());
-    let settings: Vec<(&str, &str)> = CONFIG
-        .iter()
-        .copied()
-        .chain(tls.iter().flatten().map(|(k, v)| (*k, v.as_str())))
-        .collect();
-    server_kit::config(&settings, args)
+    server_kit::config_with_tls(CONFIG, shared.cfg.tls.as_ref(), args)
 }
 
 /// The node's side of the kit's client loop.

@@ -132,6 +132,19 @@ pub fn config(settings: &[(&str, &str)], args: &[Bytes]) -> Reply {
     }
 }
 
+/// [`config`] over a node's `settings` and, when TLS is on, `tls`'s
+/// (`tls-cert-file`, `tls-key-file`, `tls-ca-cert-file`,
+/// `tls-auth-clients`).
+pub fn config_with_tls(settings: &[(&str, &str)], tls: Option<&tls::Tls>, args: &[Bytes]) -> Reply {
+    let tls = tls.map(|t| t.settings());
+    let all: Vec<(&str, &str)> = settings
+        .iter()
+        .copied()
+        .chain(tls.iter().flatten().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    config(&all, args)
+}
+
 /// The reply to `CONFIG GET pattern…`: the `settings` whose names match a
 /// pattern, as a map (RESP3 clients expect one; on a RESP2 connection it is
 /// a flat array of name, value). redis-benchmark asks for `save` and

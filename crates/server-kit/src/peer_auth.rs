@@ -337,9 +337,7 @@ where
             (*mode, nonce.to_vec())
         }
         _ => {
-            let e = PeerAuthError::Malformed("expected a hello");
-            refuse(stream, &e).await;
-            return Err(e);
+            return refused(stream, PeerAuthError::Malformed("expected a hello")).await;
         }
     };
     let mut nonce_a = [0u8; NONCE_BYTES];
@@ -350,14 +348,10 @@ where
             return Ok(());
         }
         (None, _) => {
-            let e = PeerAuthError::UnexpectedCredentials;
-            refuse(stream, &e).await;
-            return Err(e);
+            return refused(stream, PeerAuthError::UnexpectedCredentials).await;
         }
         (Some(_), MODE_OPEN) => {
-            let e = PeerAuthError::MissingCredentials;
-            refuse(stream, &e).await;
-            return Err(e);
+            return refused(stream, PeerAuthError::MissingCredentials).await;
         }
         (Some(secret), _) => secret,
     };
@@ -369,16 +363,8 @@ where
             send(stream, &[KIND_VERDICT, 0]).await?;
             Ok(())
         }
-        Some((&KIND_PROOF, _)) => {
-            let e = PeerAuthError::WrongSecret;
-            refuse(stream, &e).await;
-            Err(e)
-        }
-        _ => {
-            let e = PeerAuthError::Malformed("expected a proof");
-            refuse(stream, &e).await;
-            Err(e)
-        }
+        Some((&KIND_PROOF, _)) => refused(stream, PeerAuthError::WrongSecret).await,
+        _ => refused(stream, PeerAuthError::Malformed("expected a proof")).await,
     }
 }
 
@@ -418,14 +404,13 @@ async fn recv_or_refuse<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(body) => Ok(body),
         Err(e @ PeerAuthError::Frame(FrameError::Truncated | FrameError::Io(_))) => Err(e),
         Err(e) => {
-            let e = PeerAuthError::Malformed(match e {
+            let why = match e {
                 PeerAuthError::Frame(FrameError::Version { .. }) => {
                     "not an authentication frame (wrong version)"
                 }
                 _ => "unreadable frame",
-            });
-            refuse(stream, &e).await;
-            Err(e)
+            };
+            refused(stream, PeerAuthError::Malformed(why)).await
         }
     }
 }
@@ -450,6 +435,15 @@ fn refusal(rest: &[u8]) -> PeerAuthError {
         Some((1, reason)) => PeerAuthError::Refused(String::from_utf8_lossy(reason).into_owned()),
         _ => PeerAuthError::Malformed("bad verdict"),
     }
+}
+
+/// Tells the peer why it is refused, then fails with that reason.
+async fn refused<S: AsyncWrite + Unpin, T>(
+    stream: &mut S,
+    why: PeerAuthError,
+) -> Result<T, PeerAuthError> {
+    refuse(stream, &why).await;
+    Err(why)
 }
 
 /// Tells the peer why it is refused (best effort: it may already be gone).

@@ -8,8 +8,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -40,20 +38,9 @@ pub fn users_file_reader_writes() -> String {
     )
 }
 
-/// A plain TCP connection to a node on loopback (10 s read timeout).
-pub fn raw(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Sends an inline command and reads one chunk of the reply.
-pub fn say(s: &mut TcpStream, line: &str) -> String {
-    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let n = s.read(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
+// The raw connection helpers are the limits tests' (support/clients.rs,
+// included by every test that includes this file, as `clients`).
+pub use super::clients::{raw, say};
 
 /// A connection authenticated as `user` by the `redis` crate (RESP2:
 /// `AUTH user password`; RESP3: `HELLO 3 AUTH user password`).
