@@ -26,7 +26,8 @@ and authentication cost: redis-server and a lone Bayou primary once with
 TLS (certificates from `bayou tls-certs`; redis-benchmark --tls) and once
 with a users file (redis-benchmark --user bench -a …; every command is
 then checked against the user's permissions), each against its plain
-self.
+self, and the Bayou primary signing every write it accepts
+(--signing-key).
 
 Usage: bench/vs-redis.py [--requests N] [--clients C] [--repeat R]
                          [--ae-writes W] [--only redis,bayou-lone,...]
@@ -238,7 +239,7 @@ def main():
             print("security: each server against its plain self (ratio = rps / plain rps)")
             table(results, [("redis", None), ("redis TLS", "redis"), ("redis AUTH", "redis"),
                             ("bayou lone", None), ("bayou TLS", "bayou lone"),
-                            ("bayou AUTH", "bayou lone")])
+                            ("bayou AUTH", "bayou lone"), ("bayou signed", "bayou lone")])
         sys.stdout.flush()
         if args.ae_writes:
             anti_entropy(bayou, work, servers, args.ae_writes)
@@ -247,7 +248,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-SECURITY_LABELS = ("redis TLS", "redis AUTH", "bayou TLS", "bayou AUTH")
+SECURITY_LABELS = ("redis TLS", "redis AUTH", "bayou TLS", "bayou AUTH", "bayou signed")
 
 # The benchmark user's password and its SHA-256, as both users files hold it.
 BENCH_PASSWORD = "bench-password"
@@ -271,7 +272,8 @@ def table(results, columns):
 def security_servers(bayou, work, servers):
     """redis-server and a lone Bayou primary, each once with TLS (certificates
     from `bayou tls-certs`) and once with a users file whose one user the
-    benchmark authenticates as: (label, port, redis-benchmark flags)."""
+    benchmark authenticates as, and the Bayou primary once signing every
+    write (`--signing-key`): (label, port, redis-benchmark flags)."""
     import hashlib
     certs = os.path.join(work, "certs")
     subprocess.run([bayou, "tls-certs", "--out", certs], capture_output=True, check=True)
@@ -310,6 +312,11 @@ def security_servers(bayou, work, servers):
                                  "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "auth"),
                                  "--sync-interval-ms", "0", "--acl-file", users])
     out.append(("bayou AUTH", port, auth_flags))
+    port = free_port()
+    servers.spawn("bayou-signed", [bayou, "serve", "--id", "P", "--primary", "P",
+                                   "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "signed"),
+                                   "--sync-interval-ms", "0", "--signing-key", os.path.join(work, "p.pem")])
+    out.append(("bayou signed", port, ()))
     return out
 
 
