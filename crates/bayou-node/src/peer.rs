@@ -87,7 +87,6 @@ pub struct SyncReport {
     pub sent_commits: u64,
 }
 
-/// A framed peer connection.
 /// Which end of a peer connection this replica is.
 #[derive(Debug, Clone, Copy)]
 enum Side {
@@ -97,6 +96,7 @@ enum Side {
     Acceptor,
 }
 
+/// A framed peer connection.
 struct Conn<'a> {
     stream: Stream,
     rbuf: BytesMut,
