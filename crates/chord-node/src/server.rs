@@ -21,6 +21,7 @@
 //! | `CHORD.PREDECESSOR` | `[id, address]` or nil |
 //! | `CHORD.INFO` | field/value pairs |
 //! | `CHORD.KEYS [OWNED]` | names of the live keys stored here (all, or owned only) |
+//! | `CHORD.RECORD key` | the newest copy's value, version and author, as field/value pairs |
 //! | `CHORD.LEAVE` | hands the keys off, leaves the ring, replies the count, exits |
 //! | `PING [msg]`, `ECHO msg`, `HELLO [2\|3]`, `CLIENT ...`, `SELECT 0`, `COMMAND [DOCS\|INFO\|COUNT\|LIST]`, `MULTI`/`EXEC`/`DISCARD`, `QUIT` | as Redis, answered by the kit's connection state ([`server_kit::Client`]) |
 //! | `INFO`, `CONFIG GET`, `DBSIZE`, `READONLY`, `READWRITE` | as Redis, as far as redis-cli and redis-benchmark need |
