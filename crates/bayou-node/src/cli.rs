@@ -283,23 +283,19 @@ impl ClusterArgs {
         Ok(configs)
     }
 
-    /// Where `--tls` keeps the cluster's certificates.
-    pub fn tls_dir(&self) -> PathBuf {
-        self.data_dir.join("tls")
-    }
-
-    /// The TLS flags the replicas run with: with `--tls`, those naming the
-    /// certificates in [`ClusterArgs::tls_dir`], made there first if they
-    /// are not; otherwise `--tls-cert` … as given.
+    /// The TLS flags the replicas run with: with `--tls`, the certificates in
+    /// DATA_DIR/tls, made there first if they are not; otherwise `--tls-cert`
+    /// … as given.
     pub fn tls_flags(&self) -> anyhow::Result<server_kit::tls::TlsFlags> {
-        if !self.tls {
-            return Ok(self.tuning.tls.clone());
-        }
-        let dir = self.tls_dir();
         self.tuning
             .tls
-            .for_local_cluster(&dir, &self.host)
-            .with_context(|| format!("bayou cluster --tls: {}", dir.display()))
+            .for_cluster(self.tls, &self.data_dir, &self.host)
+            .with_context(|| {
+                format!(
+                    "bayou cluster --tls: {}",
+                    self.data_dir.join("tls").display()
+                )
+            })
     }
 }
 

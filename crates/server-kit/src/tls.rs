@@ -151,6 +151,23 @@ impl TlsFlags {
         args
     }
 
+    /// The TLS flags a `cluster` command's nodes run with: with its
+    /// `--tls` (`local`), those naming the certificates in
+    /// `DATA_DIR/tls` ([`TlsFlags::for_local_cluster`]); otherwise these
+    /// flags as given.
+    pub fn for_cluster(
+        &self,
+        local: bool,
+        data_dir: &Path,
+        host: &str,
+    ) -> Result<TlsFlags, TlsError> {
+        if local {
+            self.for_local_cluster(&data_dir.join("tls"), host)
+        } else {
+            Ok(self.clone())
+        }
+    }
+
     /// What a local cluster's `--tls` runs with: the certificates in
     /// `dir`, made there first (for `host` and the [`DEFAULT_HOSTS`]) if
     /// any is missing, and reused after, so clients keep trusting the same
