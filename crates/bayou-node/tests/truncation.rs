@@ -92,7 +92,9 @@ fn stored_keys_and_values_do_not_pin_network_buffers() {
     // redis-benchmark does: the live data is about 2 MB per view. Before the
     // parser copied arguments out of the read buffer, each stored value
     // kept its 64 KiB buffer allocated (about 4 KiB of it resident): some
-    // 70 MB here.
+    // 70 MB here. Healthy growth measured 15-25 MB on 2-core machines
+    // (the retained log, per-connection buffers, allocator pages), so the
+    // bound sits between the two rather than at the edge of the noise.
     let c = Cluster::start(&["P"], &["--sync-interval-ms", "0"]);
     let p = c.r("P");
     load(p, "warm", 0, 1_000, 1_000, 100);
@@ -118,7 +120,7 @@ fn stored_keys_and_values_do_not_pin_network_buffers() {
     eprintln!("RSS {before} -> {after} bytes for 16,000 new keys");
     assert_eq!(status_int(p, "keys"), 17_000);
     assert!(
-        after < before + 24 * 1024 * 1024,
+        after < before + 40 * 1024 * 1024,
         "RSS grew from {before} to {after} bytes for 16,000 keys of 100 bytes"
     );
 }
