@@ -14,6 +14,13 @@
 //! the token. Only when no replica can serve the command, for a few rounds,
 //! does a call fail with [`Error::Unavailable`].
 //!
+//! A write is repeated elsewhere only when it certainly did not run: the
+//! session first checks the connection with `BAYOU.SESSION USE`, then sends
+//! the write. If the connection is lost after the write went out, the
+//! replica may have made it durable before it failed, and sending it again
+//! would make it twice (an `APPEND` would append twice), so the call fails
+//! with [`Error::Uncertain`] and the caller decides.
+//!
 //! ```no_run
 //! use bayou_client::{Guarantees, Session};
 //!
@@ -41,6 +48,11 @@ pub enum Error {
     /// same answer would come from any replica.
     #[error("the replica refused the command: {0}")]
     Refused(String),
+    /// The connection to the replica was lost after a write was sent: the
+    /// write may or may not have been made (and may still reach every
+    /// replica). The session's token does not include it.
+    #[error("the outcome of the write is unknown: {0}")]
+    Uncertain(String),
     /// The session token is not valid.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -100,6 +112,15 @@ enum Attempt {
     /// Try another replica: why not this one.
     Move(String),
     Refused(String),
+    /// A write went out and the connection was lost before its reply.
+    Uncertain(String),
+}
+
+/// Whether a command changes data (so must not be sent twice) or only reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
 }
 
 impl Session {
@@ -171,20 +192,31 @@ impl Session {
 
     /// `SET key value`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), Error> {
-        self.command(redis::cmd("SET").arg(key).arg(value))
+        self.write(redis::cmd("SET").arg(key).arg(value))
             .map(|_| ())
     }
 
     /// `APPEND key value`: the new length at the replica that took it.
     pub fn append(&mut self, key: &str, value: &str) -> Result<i64, Error> {
-        match self.command(redis::cmd("APPEND").arg(key).arg(value))? {
+        match self.write(redis::cmd("APPEND").arg(key).arg(value))? {
             Value::Int(n) => Ok(n),
             other => Err(Error::Refused(format!("unexpected reply {other:?}"))),
         }
     }
 
-    /// Any command, under the session, at whichever replica can serve it.
+    /// A command that only reads (or is safe to run twice), under the
+    /// session, at whichever replica can serve it.
     pub fn command(&mut self, cmd: &redis::Cmd) -> Result<Value, Error> {
+        self.run(cmd, Kind::Read)
+    }
+
+    /// A command that changes data, under the session, at whichever replica
+    /// can serve it; never sent twice (see [`Error::Uncertain`]).
+    pub fn write(&mut self, cmd: &redis::Cmd) -> Result<Value, Error> {
+        self.run(cmd, Kind::Write)
+    }
+
+    fn run(&mut self, cmd: &redis::Cmd, kind: Kind) -> Result<Value, Error> {
         let mut why = Vec::new();
         let n = self.replicas.len();
         for round in 0..self.options.rounds.max(1) {
@@ -192,9 +224,15 @@ impl Session {
                 std::thread::sleep(self.options.pause);
             }
             for _ in 0..n {
-                match self.attempt(cmd) {
+                match self.attempt(cmd, kind) {
                     Attempt::Done(v) => return Ok(v),
                     Attempt::Refused(e) => return Err(Error::Refused(e)),
+                    Attempt::Uncertain(e) => {
+                        return Err(Error::Uncertain(format!(
+                            "{}: {e}",
+                            self.replicas[self.current]
+                        )));
+                    }
                     Attempt::Move(e) => {
                         why.push(format!("{}: {e}", self.replicas[self.current]));
                         self.current = (self.current + 1) % n;
@@ -231,18 +269,28 @@ impl Session {
     /// Carrying the token each time keeps a connection that another
     /// session of this process used, or that missed the session's latest
     /// commands elsewhere, in step.
-    fn attempt(&mut self, cmd: &redis::Cmd) -> Attempt {
+    ///
+    /// A write takes two round trips: `USE` alone first, so that a
+    /// connection that died while idle (the replica restarted) is found
+    /// before the write is sent, and the write is moved elsewhere only when
+    /// it certainly did not run.
+    fn attempt(&mut self, cmd: &redis::Cmd, kind: Kind) -> Attempt {
         let token = self.token.clone();
         let conn = match self.connect() {
             Ok(c) => c,
             Err(e) => return Attempt::Move(e),
         };
         let mut pipe = redis::pipe();
-        pipe.cmd("BAYOU.SESSION")
-            .arg("USE")
-            .arg(&token)
-            .ignore()
-            .add_command(cmd.clone())
+        let use_token = redis::cmd("BAYOU.SESSION").arg("USE").arg(&token).clone();
+        if kind == Kind::Write {
+            if let Err(e) = use_token.query::<()>(conn) {
+                self.conns[self.current] = None;
+                return Attempt::Move(e.to_string());
+            }
+        } else {
+            pipe.add_command(use_token).ignore();
+        }
+        pipe.add_command(cmd.clone())
             .cmd("BAYOU.SESSION")
             .arg("TOKEN");
         let result = pipe.query::<Vec<Value>>(conn);
@@ -267,7 +315,10 @@ impl Session {
             // Nothing ran; the connection is fine for later.
             Err(e) if e.code() == Some("NOTYET") => (Attempt::Move(e.to_string()), true),
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                (Attempt::Move(e.to_string()), false)
+                match kind {
+                    Kind::Read => (Attempt::Move(e.to_string()), false),
+                    Kind::Write => (Attempt::Uncertain(e.to_string()), false),
+                }
             }
             Err(e) => {
                 // The command itself was refused; the session may still
