@@ -160,13 +160,14 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
     let mut good = p.conn();
     // The slow client: pipelined GETs of the 16 KiB value (up to 64 MiB of
     // replies, far beyond the socket buffers), never reading a byte.
+    let since = Instant::now();
     let (mut slow, writer) = clients::flood_unread(p.port, "big");
     // The other client is answered throughout, until the slow one is gone.
     let clients::Served {
         closed_after,
         answered,
         slowest,
-    } = clients::serve_beside_slow_client(&mut good);
+    } = clients::serve_beside_slow_client(&mut good, since);
     let sent = writer.join().unwrap();
     assert!(sent > 0, "the slow client sent nothing");
     assert!(

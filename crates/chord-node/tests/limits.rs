@@ -122,12 +122,13 @@ fn a_client_that_never_reads_is_closed_and_others_are_served_meanwhile() {
         info_field(&mut good, "connected_clients") == "1"
     });
     // Pipelined GETs of the 16 KiB value, never reading a byte.
+    let since = Instant::now();
     let (slow, writer) = clients::flood_unread(port, "big");
     let clients::Served {
         closed_after,
         answered,
         slowest,
-    } = clients::serve_beside_slow_client(&mut good);
+    } = clients::serve_beside_slow_client(&mut good, since);
     assert!(writer.join().unwrap() > 0, "the slow client sent nothing");
     assert!(
         closed_after >= Duration::from_millis(1500),

@@ -77,7 +77,11 @@ pub struct Served {
 /// its accept may come after `good`'s next request), then sends `GET small`
 /// on `good` every 20 ms, each answered `s`, until `good` is the only
 /// client again (at most 20 s).
-pub fn serve_beside_slow_client(good: &mut redis::Connection) -> Served {
+///
+/// `since` is an instant before the slow client connected: `closed_after`
+/// counts from it, so it is never shorter than the time the server really
+/// let the slow client stall, however late this function sees it admitted.
+pub fn serve_beside_slow_client(good: &mut redis::Connection, since: Instant) -> Served {
     let admitted = Instant::now();
     while info_field(good, "connected_clients") != "2" {
         assert!(
@@ -97,7 +101,7 @@ pub fn serve_beside_slow_client(good: &mut redis::Connection) -> Served {
         answered += 1;
         if info_field(good, "connected_clients") == "1" {
             return Served {
-                closed_after: started.elapsed(),
+                closed_after: since.elapsed(),
                 answered,
                 slowest,
             };
