@@ -23,6 +23,8 @@
 //! * [`op`]: the operations `W(key,value)` and `D(key)`, and the database with
 //!   undo records.
 //! * [`vv`]: version vectors.
+//! * [`member`]: servers that come and go: creation, retirement and primary
+//!   handoff as writes, the membership table they keep in the database.
 //! * [`replica`]: one server: log, clocks, commit, anti-entropy, two views.
 //! * [`session`]: the anti-entropy session sans I/O: chunks, full-state
 //!   transfer, resuming a cut session, checkpoints.
@@ -42,6 +44,7 @@ pub mod auth;
 pub mod bundle;
 pub mod guarantee;
 pub mod id;
+pub mod member;
 pub mod op;
 pub mod replica;
 pub mod script;
@@ -53,6 +56,7 @@ pub use auth::{
 };
 pub use guarantee::{ClientSession, Guarantee, Guarantees, NotYet, TokenError};
 pub use id::{Csn, ServerId, ServerIdError, Stamp, WriteId};
+pub use member::{Member, MemberError, MemberOp};
 pub use op::{Db, Op, OpParseError, Undo, parse_integer};
 pub use replica::{
     CommitError, Item, MemoryReport, ProtocolError, ReceiveReport, Replica, Retention, Role, Stats,

@@ -20,6 +20,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::member::{MemberOp, is_reserved};
 use crate::script::{BayouWrite, Outcome, mutation_key_value};
 
 /// An update carried by a write.
@@ -77,9 +78,12 @@ pub enum Op {
         value: Bytes,
     },
     /// `FLUSH()`: delete every key the database holds when the write
-    /// executes (`FLUSHDB`, `FLUSHALL`). Writes after it in the log order
-    /// apply on top of the empty database.
+    /// executes (`FLUSHDB`, `FLUSHALL`), except the membership table.
+    /// Writes after it in the log order apply on top of the empty database.
     DeleteAll,
+    /// A membership write: creation, retirement, handoff, address
+    /// ([`crate::member`]).
+    Member(MemberOp),
 }
 
 /// Why a piece of text is not an operation.
@@ -226,6 +230,7 @@ impl fmt::Display for Op {
                 String::from_utf8_lossy(value)
             ),
             Op::DeleteAll => f.write_str("FLUSH()"),
+            Op::Member(m) => fmt::Display::fmt(m, f),
         }
     }
 }
@@ -257,6 +262,7 @@ impl Op {
             Op::Incr { key, .. } => key.len() + 8,
             Op::Bayou(w) => w.approx_size(),
             Op::DeleteAll => 1,
+            Op::Member(m) => m.approx_size(),
         }
     }
 }
@@ -325,9 +331,16 @@ impl Db {
         self.data.range::<_, Bytes>((start, Bound::Unbounded))
     }
 
-    /// The number of keys.
+    /// The number of keys, not counting the membership table
+    /// ([`crate::member`]).
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.len() - self.scan_prefix(crate::member::RESERVED_PREFIX).count()
+    }
+
+    /// Every key and value that clients see (the membership table left
+    /// out), in key order.
+    pub fn user_iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.data.iter().filter(|(k, _)| !is_reserved(k))
     }
 
     /// Whether the database holds no key.
@@ -397,14 +410,44 @@ impl Db {
                 Outcome::Applied
             }
             Op::DeleteAll => {
-                let keys: Vec<Bytes> = self.data.keys().cloned().collect();
+                let keys: Vec<Bytes> = self
+                    .data
+                    .keys()
+                    .filter(|k| !is_reserved(k))
+                    .cloned()
+                    .collect();
                 for key in keys {
                     self.set(&mut undo, &key, None);
                 }
                 Outcome::Applied
             }
+            // Executed with its write id by the replica (`execute_write`).
+            Op::Member(_) => Outcome::Failed("a membership write needs its write id".into()),
         };
+        if !matches!(op, Op::Member(_)) && undo.keys().any(|k| is_reserved(k)) {
+            // Only membership writes change the membership table.
+            self.undo(undo);
+            return (
+                Undo::default(),
+                Outcome::Failed("keys starting with \\xffbayou/ are reserved".into()),
+            );
+        }
         (undo, outcome)
+    }
+
+    /// Executes the write `id` carrying `op`; `csn` is its CSN when it
+    /// executes as a committed write. Membership writes need both
+    /// ([`crate::member`]); other operations are [`Db::execute`].
+    pub fn execute_write(
+        &mut self,
+        id: &crate::WriteId,
+        op: &Op,
+        csn: Option<crate::Csn>,
+    ) -> (Undo, Outcome) {
+        match op {
+            Op::Member(m) => crate::member::execute(self, id, m, csn),
+            _ => self.execute(op),
+        }
     }
 
     /// Every key starting with `prefix`, with its value, in key order.
@@ -441,6 +484,10 @@ impl Db {
                 None => self.data.remove(&key[..]),
             };
         }
+    }
+
+    pub(crate) fn set_raw(&mut self, undo: &mut Undo, key: &Bytes, value: Option<Bytes>) {
+        self.set(undo, key, value)
     }
 
     fn set(&mut self, undo: &mut Undo, key: &Bytes, value: Option<Bytes>) {

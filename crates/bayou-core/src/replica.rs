@@ -72,6 +72,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{ForgedWrite, Signature, WriteAuthority};
 use crate::id::{Csn, ServerId, Stamp, WriteId};
+use crate::member::{self, Member, MemberError, MemberOp};
 use crate::op::{Db, Op, Undo};
 use crate::script::Outcome;
 use crate::session::{Checkpoint, Chunk, Resume, Snapshot, SnapshotPart};
@@ -514,6 +515,9 @@ pub struct Replica {
     /// Signs accepted writes, verifies received ones and checks authors'
     /// permissions at execution; `None` in an open cluster.
     authority: Option<Arc<dyn WriteAuthority>>,
+    /// The servers whose retirement is held here ([`crate::member`]): they
+    /// have no entry in `vv` and count as +∞.
+    retired: BTreeSet<ServerId>,
 }
 
 /// A tentative write without its id (the key of the map that holds it).
@@ -547,11 +551,12 @@ impl Body {
 /// updates and merge results are only known once they run.
 fn execute(
     db: &mut Db,
+    (id, csn): (&WriteId, Option<Csn>),
     op: &Op,
     author: Option<&Arc<str>>,
     authority: Option<&Arc<dyn WriteAuthority>>,
 ) -> (Undo, Outcome) {
-    let (undo, outcome) = db.execute(op);
+    let (undo, outcome) = db.execute_write(id, op, csn);
     let (Some(author), Some(authority)) = (author, authority) else {
         return (undo, outcome);
     };
@@ -640,6 +645,7 @@ impl Replica {
             changed: BTreeMap::new(),
             stats: Stats::default(),
             authority: None,
+            retired: BTreeSet::new(),
         }
     }
 
@@ -720,6 +726,7 @@ impl Replica {
             r.full_db = r.committed_db.clone();
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
+            r.note_retirements_in_db();
         }
         // The store holds the checkpoint's database (or nothing): track the
         // changes the replay makes to it, for the next checkpoint.
@@ -762,14 +769,225 @@ impl Replica {
         &self.id
     }
 
-    /// This server's role.
+    /// This server's role: the one it was started with, until a handoff
+    /// commits; from then on the committed membership decides
+    /// ([`crate::member`]).
     pub fn role(&self) -> Role {
-        self.role
+        match member::primary(&self.committed_db) {
+            None => self.role,
+            Some(p) if p == self.id => Role::Primary {
+                autocommit: match self.role {
+                    Role::Primary { autocommit } => autocommit,
+                    Role::Secondary => true,
+                },
+            },
+            Some(_) => Role::Secondary,
+        }
     }
 
     /// Whether this server is the primary.
     pub fn is_primary(&self) -> bool {
-        matches!(self.role, Role::Primary { .. })
+        matches!(self.role(), Role::Primary { .. })
+    }
+
+    /// The record of `server` in the membership table of `view`, if it was
+    /// ever created ([`crate::member`]).
+    pub fn member(&self, server: &ServerId, view: View) -> Option<Member> {
+        member::member(self.db(view), server)
+    }
+
+    /// Every server of the membership table of `view`, retired ones
+    /// included, in name order.
+    pub fn members(&self, view: View) -> Vec<(ServerId, Member)> {
+        member::members(self.db(view)).collect()
+    }
+
+    /// Whether `server`'s retirement is held here (tentative or committed,
+    /// or discarded by truncation).
+    pub fn is_retired(&self, server: &ServerId) -> bool {
+        self.retired.contains(server)
+    }
+
+    /// Whether this server has written its retirement.
+    pub fn has_retired(&self) -> bool {
+        self.retired.contains(&self.id)
+    }
+
+    /// The founder (the server started as primary) records itself as the
+    /// cluster's first member, reachable at `addr`. Done once, on an empty
+    /// log.
+    pub fn found(&mut self, clock_reading: Stamp, addr: &str) -> Result<WriteId, MemberError> {
+        if !self.is_primary() {
+            return Err(MemberError::NotPrimary(self.id.clone()));
+        }
+        self.create_server(clock_reading, self.id.clone(), addr, true)
+    }
+
+    /// Sponsors a new server ([P97 §4.3]): accepts a creation write for
+    /// `server` at `addr`. Refused if the name is already bound, here, in
+    /// either view. The new server may accept client writes once the
+    /// creation is committed and bound to it (`member(server, Committed)`
+    /// names this write).
+    pub fn sponsor(
+        &mut self,
+        clock_reading: Stamp,
+        server: ServerId,
+        addr: &str,
+    ) -> Result<WriteId, MemberError> {
+        self.create_server(clock_reading, server, addr, false)
+    }
+
+    fn create_server(
+        &mut self,
+        clock_reading: Stamp,
+        server: ServerId,
+        addr: &str,
+        itself: bool,
+    ) -> Result<WriteId, MemberError> {
+        if self.has_retired() {
+            return Err(MemberError::Retired(self.id.clone()));
+        }
+        if (server == self.id) != itself {
+            return Err(MemberError::Itself(server));
+        }
+        for view in [View::Committed, View::Full] {
+            if let Some(m) = self.member(&server, view) {
+                return Err(MemberError::Taken(server, m.created));
+            }
+        }
+        if self.retired.contains(&server) || (!itself && self.vv.get(&server) > 0) {
+            // A server of the cluster that was never created by a write
+            // (started with a static peer list) holds this name too.
+            return Err(MemberError::Taken(server.clone(), WriteId::new(0, server)));
+        }
+        let op = Op::Member(MemberOp::Create {
+            server,
+            addr: addr.to_string(),
+        });
+        Ok(self.client_write(clock_reading, op))
+    }
+
+    /// This server retires ([P97 §4.3]): it writes its retirement, its last
+    /// write, and must accept no client write after it. The driver keeps it
+    /// running until another server holds the retirement. A primary hands
+    /// off first.
+    pub fn retire(&mut self, clock_reading: Stamp) -> Result<WriteId, MemberError> {
+        if self.has_retired() {
+            return Err(MemberError::Retired(self.id.clone()));
+        }
+        if self.is_primary() {
+            return Err(MemberError::PrimaryMustHandOff(self.id.clone()));
+        }
+        let op = Op::Member(MemberOp::Retire {
+            server: self.id.clone(),
+        });
+        Ok(self.client_write(clock_reading, op))
+    }
+
+    /// The primary hands CSN assignment to `to`, a live member in the
+    /// committed view. With autocommit the handoff commits at once and this
+    /// server is no longer the primary when this returns.
+    pub fn handoff(&mut self, clock_reading: Stamp, to: ServerId) -> Result<WriteId, MemberError> {
+        if !self.is_primary() {
+            return Err(MemberError::NotPrimary(self.id.clone()));
+        }
+        if to == self.id {
+            return Err(MemberError::Itself(to));
+        }
+        if !self
+            .member(&to, View::Committed)
+            .is_some_and(|m| m.is_live())
+            || self.retired.contains(&to)
+        {
+            return Err(MemberError::NotMember(to));
+        }
+        Ok(self.client_write(clock_reading, Op::Member(MemberOp::Handoff { to })))
+    }
+
+    /// `V(server)` as `CompleteV` reads this server's own vector: +∞
+    /// (`Stamp::MAX`) for a server whose retirement is held here.
+    fn complete_own(&self, server: &ServerId) -> Stamp {
+        if self.retired.contains(server) {
+            Stamp::MAX
+        } else {
+            self.vv.get(server)
+        }
+    }
+
+    /// Whether this server holds the write `id`.
+    fn holds(&self, id: &WriteId) -> bool {
+        id.stamp <= self.complete_own(&id.server)
+    }
+
+    /// The version vector with +∞ for every retired server held here: what
+    /// a session guarantee or a session's base is compared with.
+    pub fn complete_vv(&self) -> std::borrow::Cow<'_, VersionVector> {
+        if self.retired.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.vv);
+        }
+        let mut vv = self.vv.clone();
+        for s in &self.retired {
+            vv.advance(&WriteId::new(Stamp::MAX, s.clone()));
+        }
+        std::borrow::Cow::Owned(vv)
+    }
+
+    /// `CompleteV(summary, server)` ([P97 §4.3]): the receiver's entry when
+    /// its vector has one; +∞ when it must have seen the server retire,
+    /// because the retirement committed at or below its CSN or because it
+    /// holds the server's creation (whose entry only a retirement removes,
+    /// checked recursively through the sponsor); 0 otherwise.
+    fn complete_for(&self, summary: &Summary, server: &ServerId, depth: usize) -> Stamp {
+        if let Some(t) = summary.vv.entry(server) {
+            return t;
+        }
+        let Some(m) = member::member(&self.committed_db, server) else {
+            return 0;
+        };
+        if m.retired_csn.is_some_and(|c| c <= summary.csn) {
+            return Stamp::MAX;
+        }
+        if &m.created.server != server
+            && depth < 64
+            && m.created.stamp <= self.complete_for(summary, &m.created.server, depth + 1)
+        {
+            return Stamp::MAX;
+        }
+        0
+    }
+
+    /// Whether a receiver with `summary` holds the write `id`.
+    fn summary_covers(&self, summary: &Summary, id: &WriteId) -> bool {
+        id.stamp <= self.complete_for(summary, &id.server, 0)
+    }
+
+    /// The membership effects of holding a write ([P97 §4.3]): a creation
+    /// adds an entry for the new server to the version vector, a retirement
+    /// removes the retiree's.
+    fn note_membership(&mut self, id: &WriteId, op: &Op) {
+        match op {
+            Op::Member(MemberOp::Create { server, .. }) if !self.retired.contains(server) => {
+                self.vv.ensure(server);
+            }
+            Op::Member(MemberOp::Retire { server }) if &id.server == server => {
+                self.retired.insert(server.clone());
+                self.vv.remove(server);
+            }
+            _ => {}
+        }
+    }
+
+    /// After a checkpoint load or a full-state install: the retirements the
+    /// committed membership table records are held, their entries go.
+    fn note_retirements_in_db(&mut self) {
+        let gone: Vec<ServerId> = member::members(&self.committed_db)
+            .filter(|(_, m)| m.retired.is_some())
+            .map(|(s, _)| s)
+            .collect();
+        for s in gone {
+            self.vv.remove(&s);
+            self.retired.insert(s);
+        }
     }
 
     /// The logical clock: at least every stamp held.
@@ -903,7 +1121,7 @@ impl Replica {
 
     /// Where the write `id` stands here.
     pub fn status(&self, id: &WriteId) -> WriteStatus {
-        if !self.vv.covers(id) {
+        if !self.holds(id) {
             WriteStatus::Unknown
         } else if self.omitted.covers(id) {
             WriteStatus::Truncated
@@ -1024,7 +1242,7 @@ impl Replica {
             .take(if behind { 0 } else { usize::MAX })
             .map(move |(i, w)| {
                 let csn = osn + i as Csn + 1;
-                if summary.vv.covers(&w.id) {
+                if self.summary_covers(summary, &w.id) {
                     Item::Commit {
                         id: w.id.clone(),
                         csn,
@@ -1036,7 +1254,7 @@ impl Replica {
                     }
                 }
             });
-        let tentative = TentativeMissing::new(self, &summary.vv)
+        let tentative = TentativeMissing::new(self, summary)
             .take(if behind { 0 } else { usize::MAX })
             .map(move |id| {
                 let write = self.tentative[&id].clone().into_write(id);
@@ -1092,7 +1310,7 @@ impl Replica {
                         .is_some_and(|st| st.csn == r.csn && st.last.as_ref() >= Some(&r.after))
             }
         };
-        if !self.vv.dominates(&base.vv) || self.csn() < base.csn || !resume_ok {
+        if !self.complete_vv().dominates(&base.vv) || self.csn() < base.csn || !resume_ok {
             return Err(ProtocolError::StaleSession {
                 base: base.vv.clone(),
                 base_csn: base.csn,
@@ -1188,7 +1406,7 @@ impl Replica {
         self.logical_clock = self.logical_clock.max(id.stamp);
         let Some(csn) = csn else {
             // A tentative write: new iff the version vector does not cover it.
-            if self.vv.covers(id) {
+            if self.holds(id) {
                 return Ok(false);
             }
             let Item::Write { write, .. } = item else {
@@ -1229,7 +1447,7 @@ impl Replica {
             return Ok(true);
         }
         match item {
-            Item::Write { write, .. } if !self.vv.covers(id) => {
+            Item::Write { write, .. } if !self.holds(id) => {
                 self.commit_new(write.clone());
                 report.new_writes += 1;
                 Ok(true)
@@ -1242,7 +1460,7 @@ impl Replica {
     /// Finishes a batch of changes: the primary in autocommit mode commits,
     /// then the tentative writes awaiting redo are executed.
     fn settle(&mut self, source: Source) {
-        if let Role::Primary { autocommit: true } = self.role {
+        if let Role::Primary { autocommit: true } = self.role() {
             self.commit_tentative(source);
         }
         self.redo();
@@ -1445,6 +1663,7 @@ impl Replica {
         self.vv.merge(&st.vv);
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
+        self.note_retirements_in_db();
         self.full_db = self.committed_db.clone();
         self.commits_unshared = 0;
         self.checkpoint_csn = st.csn;
@@ -1475,23 +1694,31 @@ impl Replica {
             self.redo();
         }
         let ids: Vec<WriteId> = self.tentative.keys().cloned().collect();
+        let mut n = 0;
         for id in &ids {
             let csn = self.csn() + 1;
             self.commit_held(id, csn);
+            n += 1;
             if source == Source::Peer {
                 self.to_persist.push(Item::Commit {
                     id: id.clone(),
                     csn,
                 });
             }
+            if !self.is_primary() {
+                // A handoff just committed: this was the last CSN assigned
+                // here ([`crate::member`]).
+                break;
+            }
         }
-        ids.len()
+        n
     }
 
     fn insert_tentative(&mut self, write: Write) {
         // Undo executed writes that sort after the new one; redo comes later.
         self.undo_after(&write.id);
         self.vv.advance(&write.id);
+        self.note_membership(&write.id, &write.op);
         self.tentative_by_server
             .entry(write.id.server.clone())
             .or_default()
@@ -1526,11 +1753,17 @@ impl Replica {
             // view: only the committed view changes.
             self.executed.pop_front();
             self.commits_unshared += 1;
-            execute(&mut self.committed_db, op, author, self.authority.as_ref())
+            execute(
+                &mut self.committed_db,
+                (id, Some(csn)),
+                op,
+                author,
+                self.authority.as_ref(),
+            )
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
-            self.execute_committed_alone(op, author)
+            self.execute_committed_alone((id, csn), op, author)
         };
         note_dirty(&mut self.dirty, &undo);
         if let Some(before) = tentative_outcome.filter(|before| *before != outcome) {
@@ -1548,10 +1781,21 @@ impl Replica {
     /// view changes in place, and the full view becomes its O(1) clone
     /// again. A primary and a replica receiving only committed writes copy
     /// no node per write.
-    fn execute_committed_alone(&mut self, op: &Op, author: Option<&Arc<str>>) -> (Undo, Outcome) {
+    fn execute_committed_alone(
+        &mut self,
+        (id, csn): (&WriteId, Csn),
+        op: &Op,
+        author: Option<&Arc<str>>,
+    ) -> (Undo, Outcome) {
         debug_assert!(self.executed.is_empty());
         self.full_db = Db::new();
-        let result = execute(&mut self.committed_db, op, author, self.authority.as_ref());
+        let result = execute(
+            &mut self.committed_db,
+            (id, Some(csn)),
+            op,
+            author,
+            self.authority.as_ref(),
+        );
         self.full_db = self.committed_db.clone();
         result
     }
@@ -1565,13 +1809,16 @@ impl Replica {
     /// Appends a committed write this replica did not hold.
     fn commit_new(&mut self, write: Write) {
         self.vv.advance(&write.id);
+        self.note_membership(&write.id, &write.op);
         if self.csn() < self.replayed_upto {
             // Recovery: the checkpoint's database already reflects it.
             self.push_committed(write);
             return;
         }
         self.undo_all();
-        let (undo, outcome) = self.execute_committed_alone(&write.op, write.author.as_ref());
+        let csn = self.csn() + 1;
+        let (undo, outcome) =
+            self.execute_committed_alone((&write.id, csn), &write.op, write.author.as_ref());
         note_dirty(&mut self.dirty, &undo);
         note_outcome(&mut self.outcomes, &write.id, outcome);
         self.stats.commit_executions += 1;
@@ -1650,6 +1897,7 @@ impl Replica {
         for (id, body) in self.tentative.range((start, Bound::Unbounded)) {
             let (undo, outcome) = execute(
                 &mut self.full_db,
+                (id, None),
                 &body.op,
                 body.author.as_ref(),
                 self.authority.as_ref(),
@@ -1690,13 +1938,17 @@ struct TentativeMissing<'a> {
 }
 
 impl<'a> TentativeMissing<'a> {
-    fn new(replica: &'a Replica, vv: &VersionVector) -> Self {
+    fn new(replica: &'a Replica, summary: &Summary) -> Self {
         // Servers are visited in id order, so the index breaks stamp ties in
         // server-id order, as the log does.
         let mut servers = Vec::new();
         let mut heap = BinaryHeap::new();
         for (server, stamps) in &replica.tentative_by_server {
-            let mut range = stamps.range((Bound::Excluded(vv.get(server)), Bound::Unbounded));
+            let have = replica.complete_for(summary, server, 0);
+            if have == Stamp::MAX {
+                continue;
+            }
+            let mut range = stamps.range((Bound::Excluded(have), Bound::Unbounded));
             if let Some(&first) = range.next() {
                 heap.push(Reverse((first, servers.len())));
                 servers.push((server, range));

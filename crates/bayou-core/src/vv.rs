@@ -30,6 +30,24 @@ impl VersionVector {
         self.0.get(server).copied().unwrap_or(0)
     }
 
+    /// The entry of `server`, if the vector has one (perhaps 0: a server
+    /// whose creation is held but none of whose writes is).
+    pub fn entry(&self, server: &ServerId) -> Option<Stamp> {
+        self.0.get(server).copied()
+    }
+
+    /// Adds an entry of 0 for `server` if it has none: the server's
+    /// creation is held ([P97 §4.3]).
+    pub fn ensure(&mut self, server: &ServerId) {
+        self.0.entry(server.clone()).or_insert(0);
+    }
+
+    /// Removes the entry of `server`: its retirement is held
+    /// ([P97 §4.3]).
+    pub fn remove(&mut self, server: &ServerId) {
+        self.0.remove(server);
+    }
+
     /// Whether the write `id` is covered, i.e. held by a server with this vector.
     pub fn covers(&self, id: &WriteId) -> bool {
         id.stamp <= self.get(&id.server)

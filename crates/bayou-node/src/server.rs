@@ -514,6 +514,9 @@ fn write_keys(args: &[Bytes]) -> Vec<KeyUse> {
         | Ok(Op::SetIfAbsent { key: k, .. })
         | Ok(Op::SetIfPresent { key: k, .. }) => vec![key(&k)],
         Ok(Op::DeleteAll) => vec![KeyUse::write(KeyTarget::All)],
+        // Not parsed from text: membership writes come from their own
+        // commands.
+        Ok(Op::Member(_)) => Vec::new(),
         Ok(Op::Bayou(w)) if w.check.is_some() || w.merge.is_some() => vec![KeyUse {
             target: KeyTarget::All,
             read: true,
