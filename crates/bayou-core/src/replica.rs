@@ -1744,7 +1744,11 @@ impl Replica {
             return;
         }
         let op = &write.op;
-        let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
+        // A membership write records its CSN when it executes committed
+        // (`Member::retired_csn`), so its committed result differs from its
+        // tentative one: it is executed again rather than carried over.
+        let first_executed = self.executed.front().is_some_and(|(e, _)| e == id)
+            && !matches!(write.op, Op::Member(_));
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
         let author = write.author.as_ref();
