@@ -726,7 +726,7 @@ impl Replica {
             r.full_db = r.committed_db.clone();
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
-            r.note_retirements_in_db();
+            r.note_members_in_db();
         }
         // The store holds the checkpoint's database (or nothing): track the
         // changes the replay makes to it, for the next checkpoint.
@@ -977,16 +977,21 @@ impl Replica {
         }
     }
 
-    /// After a checkpoint load or a full-state install: the retirements the
-    /// committed membership table records are held, their entries go.
-    fn note_retirements_in_db(&mut self) {
-        let gone: Vec<ServerId> = member::members(&self.committed_db)
-            .filter(|(_, m)| m.retired.is_some())
-            .map(|(s, _)| s)
+    /// After a checkpoint load or a full-state install, whose database
+    /// reflects creation and retirement writes no longer in the log: each
+    /// live member has an entry (0 if none of its writes is held), as
+    /// holding its creation gave it, and each retired one has none.
+    fn note_members_in_db(&mut self) {
+        let members: Vec<(ServerId, bool)> = member::members(&self.committed_db)
+            .map(|(s, m)| (s, m.is_live()))
             .collect();
-        for s in gone {
-            self.vv.remove(&s);
-            self.retired.insert(s);
+        for (s, live) in members {
+            if live && !self.retired.contains(&s) {
+                self.vv.ensure(&s);
+            } else {
+                self.vv.remove(&s);
+                self.retired.insert(s);
+            }
         }
     }
 
@@ -1663,7 +1668,7 @@ impl Replica {
         self.vv.merge(&st.vv);
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
-        self.note_retirements_in_db();
+        self.note_members_in_db();
         self.full_db = self.committed_db.clone();
         self.commits_unshared = 0;
         self.checkpoint_csn = st.csn;
