@@ -904,6 +904,26 @@ impl Replica {
         Ok(self.client_write(clock_reading, Op::Member(MemberOp::Handoff { to })))
     }
 
+    /// This server moved: a write records its new address for its peers
+    /// (the creation write gave the first).
+    pub fn set_address(
+        &mut self,
+        clock_reading: Stamp,
+        addr: &str,
+    ) -> Result<WriteId, MemberError> {
+        if self.has_retired() {
+            return Err(MemberError::Retired(self.id.clone()));
+        }
+        if self.member(&self.id, View::Full).is_none() {
+            return Err(MemberError::NotMember(self.id.clone()));
+        }
+        let op = Op::Member(MemberOp::Address {
+            server: self.id.clone(),
+            addr: addr.to_string(),
+        });
+        Ok(self.client_write(clock_reading, op))
+    }
+
     /// `V(server)` as `CompleteV` reads this server's own vector: +∞
     /// (`Stamp::MAX`) for a server whose retirement is held here.
     fn complete_own(&self, server: &ServerId) -> Stamp {

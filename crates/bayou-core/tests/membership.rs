@@ -281,3 +281,23 @@ fn a_restart_from_a_checkpoint_rebuilds_the_same_version_vector() {
     assert_eq!(r.vv(), p.vv());
     assert_eq!(r.vv().entry(&s("C")), Some(0));
 }
+
+#[test]
+fn an_address_travels_with_the_creation_and_changes_by_a_write() {
+    let (mut p, mut a, _) = founded_pair();
+    assert_eq!(
+        p.member(&s("A"), View::Committed).unwrap().addr,
+        "127.0.0.1:7002"
+    );
+    a.set_address(10, "10.0.0.2:7002").unwrap();
+    sync(&a, &mut p);
+    assert_eq!(
+        p.member(&s("A"), View::Committed).unwrap().addr,
+        "10.0.0.2:7002"
+    );
+    let mut stranger = Replica::new(s("Z"), Role::Secondary);
+    assert_eq!(
+        stranger.set_address(1, "x:1"),
+        Err(MemberError::NotMember(s("Z")))
+    );
+}
