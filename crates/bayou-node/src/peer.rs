@@ -30,7 +30,8 @@ pub enum SessionError {
     /// Anti-entropy is switched off here (`BAYOU.OFFLINE`).
     #[error("this replica is offline (BAYOU.ONLINE resumes anti-entropy)")]
     Offline,
-    /// The peer id is not in `--peer`.
+    /// The peer id is neither in `--peer` nor a live member
+    /// ([`Node::peers`]).
     #[error("unknown peer {0}")]
     UnknownPeer(String),
     /// Connecting, reading or writing failed.
@@ -366,13 +367,11 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         return Err(SessionError::Offline);
     }
     let addr = node
-        .config
-        .peers
-        .get(peer)
+        .peer_addr(peer)
         .ok_or_else(|| SessionError::UnknownPeer(peer.to_string()))?;
     let connect = Duration::from_millis(node.config.connect_timeout_ms);
     let tls = node.config.tls.as_ref();
-    let stream = match timeout(connect, server_kit::tls::connect(tls, addr)).await {
+    let stream = match timeout(connect, server_kit::tls::connect(tls, &addr)).await {
         Err(_) => return Err(SessionError::Timeout(peer.to_string())),
         Ok(Err(source)) => {
             return Err(SessionError::Io {
@@ -395,6 +394,8 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         other => return Err(conn.protocol(format!("expected Welcome from {peer}, got {other:?}"))),
     }
     let mut report = SyncReport::default();
+    // Whether what this push delivers includes this server's retirement.
+    let retired = node.has_retired();
     // Push first: the peer receives what it lacks from us. When the peer is
     // the primary it commits those writes on receipt, so the pull that
     // follows brings their commits back in the same call.
@@ -411,6 +412,11 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         } => {
             report.sent_writes = new_writes;
             report.sent_commits = commits;
+            if retired {
+                // The peer made durable everything this server held,
+                // the retirement included, before acknowledging.
+                node.retirement_delivered(peer);
+            }
         }
         other => return Err(conn.protocol(format!("expected Ack, got {other:?}"))),
     }
@@ -510,10 +516,13 @@ async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
 
 /// Every `sync_interval_ms`, starts a session with a random peer that has
 /// none running, in its own task, so a slow or dead peer stalls nothing.
+/// The peers are looked up at every tick: members come and go
+/// ([`Node::peers`]). Each tick also checks this server's standing in the
+/// membership ([`Node::check_standing`]).
 pub async fn anti_entropy_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(node.config.sync_interval_ms);
-    let peers: Vec<ServerId> = node.config.peers.keys().cloned().collect();
-    if period.is_zero() || peers.is_empty() {
+    node.check_standing();
+    if period.is_zero() {
         return;
     }
     let busy: Arc<Mutex<BTreeSet<ServerId>>> = Arc::default();
@@ -523,9 +532,11 @@ pub async fn anti_entropy_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bo
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
+        node.check_standing();
         if node.is_offline() {
             continue;
         }
+        let peers: Vec<ServerId> = node.peers().into_keys().collect();
         let idle: Vec<&ServerId> = {
             let busy = busy.lock().expect("busy set");
             peers.iter().filter(|p| !busy.contains(*p)).collect()
