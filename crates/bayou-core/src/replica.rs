@@ -1744,7 +1744,10 @@ impl Replica {
             return;
         }
         let op = &write.op;
-        let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
+        // A membership write's committed execution may differ from its
+        // tentative one (a retirement records its CSN): never in place.
+        let first_executed =
+            self.executed.front().is_some_and(|(e, _)| e == id) && !matches!(op, Op::Member(_));
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
         let author = write.author.as_ref();
