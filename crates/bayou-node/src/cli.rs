@@ -364,7 +364,8 @@ pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::R
         }
     };
     let tls = node.config.tls.is_some();
-    info!(%id, %listen, role = ?node.config.role(), tls, "serving");
+    let primary = node.primary().map(|p| p.to_string()).unwrap_or_default();
+    info!(%id, %listen, %primary, standing = %node.standing().name(), tls, "serving");
     let tasks = vec![
         tokio::spawn(server::accept_loop(
             node.clone(),
