@@ -154,8 +154,9 @@ pub enum Standing {
     /// The committed record of its name names another creation: another
     /// server owns the name.
     Lost {
-        /// The creation it was given.
-        mine: WriteId,
+        /// The creation it was given (`None`: it was started without one,
+        /// from a static peer list, and the name was created for another).
+        mine: Option<WriteId>,
         /// The creation that won.
         winner: WriteId,
     },
@@ -174,11 +175,17 @@ impl Standing {
         match (creation, record) {
             (Some(c), Some(m)) if m.created == c.created => Standing::Member,
             (Some(c), Some(m)) => Standing::Lost {
-                mine: c.created.clone(),
+                mine: Some(c.created.clone()),
                 winner: m.created,
             },
             (Some(c), None) => Standing::Joining(c.created.clone()),
-            (None, Some(_)) => Standing::Member,
+            // The founder created itself; any other creation of this name
+            // was made for another server.
+            (None, Some(m)) if &m.created.server == replica.id() => Standing::Member,
+            (None, Some(m)) => Standing::Lost {
+                mine: None,
+                winner: m.created,
+            },
             (None, None) => Standing::Static,
         }
     }
@@ -190,9 +197,9 @@ impl Standing {
             Standing::Joining(id) => Some(format!(
                 "TRYAGAIN not yet a member: waiting for creation {id} to commit"
             )),
-            Standing::Lost { mine, winner } => Some(format!(
-                "ERR server id {me} belongs to another server (creation {winner} committed, \
-                 this server was created by {mine}); this server accepts nothing"
+            Standing::Lost { winner, .. } => Some(format!(
+                "ERR server id {me} belongs to another server (created by {winner}); \
+                 this server accepts nothing"
             )),
             Standing::Retired => Some(format!(
                 "ERR server {me} has retired; write to another server"

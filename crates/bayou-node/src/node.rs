@@ -500,8 +500,13 @@ impl Node {
                 info!(%id, creation = %w, "not yet a member: waiting for the creation to commit")
             }
             Standing::Lost { mine, winner } => {
+                let mine = match mine {
+                    Some(w) => format!("this server was created by {w}"),
+                    None => "this server was started without a creation".into(),
+                };
                 let why = format!(
-                    "server id {id} belongs to another server: creation {winner} committed,                      this server was created by {mine}; it accepted no write and stops"
+                    "server id {id} belongs to another server: creation {winner} committed, {mine}; \
+                     it accepts no write and stops"
                 );
                 error!(%id, "{why}");
                 self.leave.send_replace(Some(Err(why)));
