@@ -36,7 +36,7 @@ use bayou_core::bundle::{self, ImportError};
 use bayou_core::member::is_reserved;
 use bayou_core::{
     Chunk, ChunkLimits, Op, ProtocolError, ReceiveReport, Replica, Retention, Role, ServerId,
-    SessionSender, Summary, View, WriteAuthority, format_entry_with_outcome,
+    SessionSender, Summary, View, WriteAuthority, WriteId, format_entry_with_outcome,
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
@@ -517,6 +517,32 @@ impl Node {
             _ => {}
         }
         *last = Some(now);
+    }
+
+    /// Why a peer claiming to be `from`, created by `created` (`None`: a
+    /// founder or a static server), is not who the committed membership
+    /// says owns that name; `None` if it may be. Only a name bound to a
+    /// creation is checked: a founder created itself, and a name with no
+    /// committed record may still be joining.
+    pub fn identity_mismatch(&self, from: &ServerId, created: Option<&WriteId>) -> Option<String> {
+        let core = self.core.lock().expect("replica lock");
+        let record = core.replica.member(from, View::Committed)?;
+        let presented = match created {
+            Some(w) => w.clone(),
+            None if &record.created.server == from => return None,
+            None => {
+                return Some(format!(
+                    "server id {from} is bound to creation {}; this peer presents none",
+                    record.created
+                ));
+            }
+        };
+        (presented != record.created).then(|| {
+            format!(
+                "server id {from} is bound to creation {}; this peer presents {presented}",
+                record.created
+            )
+        })
     }
 
     /// After a session this server started whose push `peer`

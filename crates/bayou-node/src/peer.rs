@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
+use crate::member::Standing;
 use crate::node::{Gone, Node};
 use crate::wire::{self, MAGIC, Msg, PROTOCOL_VERSION, WireError};
 use server_kit::frame;
@@ -297,6 +298,22 @@ impl<'a> Conn<'a> {
         Ok(sent)
     }
 
+    /// Reads chunks until `End` without applying them; how many items.
+    async fn drain_items(&mut self) -> Result<u64, SessionError> {
+        let mut dropped = 0;
+        loop {
+            match self.recv().await? {
+                Msg::Chunk { chunk } => dropped += chunk.len() as u64,
+                Msg::End => return Ok(dropped),
+                other => {
+                    let message = format!("unexpected {other:?} while receiving items");
+                    self.refuse(&message).await;
+                    return Err(self.protocol(message));
+                }
+            }
+        }
+    }
+
     /// Applies chunks until `End`, then waits until they are durable.
     /// Returns (new writes, new commits).
     async fn receive_items(&mut self) -> Result<(u64, u64), SessionError> {
@@ -384,9 +401,10 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
     let mut conn = Conn::new(node, stream, BytesMut::new(), peer.to_string());
     conn.write_raw(MAGIC).await?;
     conn.authenticate(Side::Initiator).await?;
-    conn.send(&Msg::Hello {
+    conn.send(&Msg::HelloMember {
         from: node.config.id.clone(),
         to: peer.clone(),
+        created: node.creation.as_ref().map(|c| c.created.clone()),
     })
     .await?;
     match conn.recv().await? {
@@ -396,6 +414,17 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
     let mut report = SyncReport::default();
     // Whether what this push delivers includes this server's retirement.
     let retired = node.has_retired();
+    // A server that is not a member (yet) has no write of its own to push,
+    // and a peer would refuse a push from a loser: it only pulls.
+    if matches!(
+        node.standing(),
+        Standing::Joining(_) | Standing::Lost { .. }
+    ) {
+        let summary = node.summary().await?;
+        conn.send(&Msg::Pull { summary }).await?;
+        (report.received_writes, report.received_commits) = conn.receive_items().await?;
+        return Ok(report);
+    }
     // Push first: the peer receives what it lacks from us. When the peer is
     // the primary it commits those writes on receipt, so the pull that
     // follows brings their commits back in the same call.
@@ -452,25 +481,27 @@ pub(crate) async fn serve_peer(node: Arc<Node>, stream: Stream, rbuf: BytesMut) 
 
 async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     let node = conn.node;
-    let from = match conn.recv().await? {
-        Msg::Hello { from, to } => {
-            if to != node.config.id {
-                let message = format!("this is replica {}, not {to}", node.config.id);
-                conn.refuse(&message).await;
-                return Err(conn.protocol(message));
-            }
-            if node.is_offline() {
-                conn.refuse("replica is offline").await;
-                return Err(SessionError::Offline);
-            }
-            from
-        }
+    let (from, to, created) = match conn.recv().await? {
+        Msg::Hello { from, to } => (from, to, None),
+        Msg::HelloMember { from, to, created } => (from, to, created),
         other => {
             let message = format!("expected Hello, got {other:?}");
             conn.refuse(&message).await;
             return Err(conn.protocol(message));
         }
     };
+    if to != node.config.id {
+        let message = format!("this is replica {}, not {to}", node.config.id);
+        conn.refuse(&message).await;
+        return Err(conn.protocol(message));
+    }
+    if node.is_offline() {
+        conn.refuse("replica is offline").await;
+        return Err(SessionError::Offline);
+    }
+    // A second owner of a name may pull (and so learn it lost), but what
+    // it pushes is refused ([`crate::member`]).
+    let impostor = node.identity_mismatch(&from, created.as_ref());
     conn.peer = from.to_string();
     conn.send(&Msg::Welcome {
         from: node.config.id.clone(),
@@ -484,6 +515,21 @@ async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         match msg {
             Msg::Pull { summary } => {
                 conn.send_items(summary).await?;
+            }
+            Msg::PushOffer if impostor.is_some() => {
+                // Its writes are read and dropped, and the session goes on,
+                // so the pull that follows tells it whom the name belongs
+                // to.
+                let summary = node.summary().await?;
+                conn.send(&Msg::Pull { summary }).await?;
+                let dropped = conn.drain_items().await?;
+                conn.send(&Msg::Ack {
+                    new_writes: 0,
+                    commits: 0,
+                })
+                .await?;
+                let why = impostor.as_deref().unwrap_or_default();
+                warn!(id = %node.config.id, %from, dropped, "refused a push: {why}");
             }
             Msg::PushOffer => {
                 let summary = node.summary().await?;

@@ -431,3 +431,53 @@ fn of_two_concurrent_creations_of_one_name_the_first_committed_wins_and_the_lose
         .collect();
     assert_eq!(creations.len(), 2, "{creations:?}");
 }
+
+#[test]
+fn a_static_server_under_a_joined_servers_name_has_its_push_dropped_and_then_refuses_writes() {
+    // [P97 §4.3]: a name is bound to its creation write. A server started
+    // the old way (a static peer list, no creation) under a name created
+    // for another presents no creation; the members drop what it pushes,
+    // and it refuses writes once it pulls the record of its name (and with
+    // periodic anti-entropy, stops).
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let mut p = replica(dir.path(), "P", ports[0], &["--primary", "P"]);
+    p.start();
+    let sponsor = format!("127.0.0.1:{}", ports[0]);
+    let mut a = replica(dir.path(), "A", ports[1], &["--join", &sponsor]);
+    a.start();
+    wait_until("A is a member", Duration::from_secs(30), || {
+        a.status("membership") == "member"
+    });
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let peer = format!("P={sponsor}");
+    let mut fake = replica(&other, "A", ports[2], &["--primary", "P", "--peer", &peer]);
+    // No periodic anti-entropy: its first session is the one below, and
+    // pushes its write.
+    let at = fake
+        .args
+        .iter()
+        .position(|x| x == "--sync-interval-ms")
+        .unwrap();
+    fake.args[at + 1] = "0".into();
+    fake.start();
+    assert_eq!(fake.status("membership"), "static");
+    fake.ok(&["SET", "fake", "1"]);
+    // One session: its push is dropped, its pull brings A's record.
+    fake.ok(&["BAYOU.SYNC", "P"]);
+    assert_eq!(p.get("fake"), None);
+    assert!(p.log_lines().iter().all(|l| !l.contains("W(fake,1)")));
+    assert!(p.log_text().contains("refused a push"), "{}", p.log_text());
+    assert!(fake.status("membership").starts_with("lost"));
+    let err = fake.cmd(&["SET", "more", "1"]).unwrap_err();
+    assert!(
+        err.to_string().contains("belongs to another server"),
+        "{err}"
+    );
+    // The real A is untouched, and still accepts writes.
+    a.ok(&["SET", "real", "1"]);
+    wait_until("A's write reaches P", Duration::from_secs(10), || {
+        p.get("real").is_some()
+    });
+}
