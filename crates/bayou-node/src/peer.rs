@@ -376,6 +376,8 @@ pub async fn sync_with(node: &Node, peer: &ServerId) -> Result<SyncReport, Sessi
     };
     counter.fetch_add(1, Ordering::Relaxed);
     node.metrics.session(peer, started.elapsed(), &result);
+    // What it brought may have settled this server's creation (or lost it).
+    node.check_standing();
     result
 }
 
