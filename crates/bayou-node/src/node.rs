@@ -417,6 +417,7 @@ impl Node {
                 accepted: 0,
                 author: None,
                 authors: BTreeSet::new(),
+                standing: None,
             }),
             durable,
             offline: AtomicBool::new(false),
@@ -752,6 +753,11 @@ struct Core {
     /// of a user share it rather than each holding a copy (the retained
     /// log is memory-bounded).
     authors: BTreeSet<Arc<str>>,
+    /// This server's standing, with the CSN and retirement it was computed
+    /// at: it changes only with the committed membership (a new CSN or a
+    /// full-state install) or this server's retirement, so client writes
+    /// do not decode the membership record each.
+    standing: Option<(bayou_core::Csn, bool, Standing)>,
 }
 
 impl Core {
@@ -806,6 +812,20 @@ impl Core {
         }
     }
 
+    /// This server's standing ([`Standing::of`]), cached.
+    fn standing(&mut self, node: &Node) -> &Standing {
+        let key = (self.replica.csn(), self.replica.has_retired());
+        if self
+            .standing
+            .as_ref()
+            .is_none_or(|(csn, retired, _)| (*csn, *retired) != key)
+        {
+            let now = Standing::of(&self.replica, node.creation.as_ref());
+            self.standing = Some((key.0, key.1, now));
+        }
+        &self.standing.as_ref().expect("just set").2
+    }
+
     /// What clients see of `key` in `view`: nothing for the membership
     /// table's keys.
     fn get(&self, key: &[u8], view: View) -> Option<&Bytes> {
@@ -822,8 +842,7 @@ impl Core {
 
     fn query(&mut self, q: Query, node: &Node) -> Reply {
         if q.is_client_write() {
-            let standing = Standing::of(&self.replica, node.creation.as_ref());
-            if let Some(why) = standing.refusal(&node.config.id) {
+            if let Some(why) = self.standing(node).refusal(&node.config.id) {
                 return Reply::Error(why);
             }
             if let Some(k) = q.reserved_key() {
