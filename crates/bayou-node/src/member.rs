@@ -25,7 +25,15 @@
 //! * A server started with a static peer list and no creation write (the
 //!   clusters of before membership) keeps working as before
 //!   ([`Standing::Static`]); it can sponsor, but not retire or receive a
-//!   handoff, since it has no record.
+//!   handoff, since it has no record. If the committed table binds its
+//!   name to a creation made for another server, it is lost too.
+//! * At every anti-entropy session the initiator names the creation it
+//!   holds (`HelloMember`, [`crate::wire`]); a responder whose committed
+//!   table binds that name to another creation reads what it pushes and
+//!   drops it ([`Node::identity_mismatch`](crate::node::Node::identity_mismatch)),
+//!   and the session goes on so the impostor pulls the record of its name
+//!   and stops. A server not yet a member only pulls: it has no write of
+//!   its own.
 //!
 //! # Who the peers are
 //!
