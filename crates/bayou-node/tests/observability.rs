@@ -316,8 +316,15 @@ fn a_cluster_process_serves_every_replica_under_one_listener() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The HTTP listener is bound before the replicas start: wait for A's.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", base + 1)).unwrap();
-    let mut a = client.get_connection().unwrap();
+    let mut a = loop {
+        match client.get_connection() {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "A did not start: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let _: () = redis::cmd("SET").arg("x").arg("1").query(&mut a).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
