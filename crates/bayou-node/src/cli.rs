@@ -29,9 +29,19 @@ pub struct ServeArgs {
     /// Another replica, as ID=HOST:PORT (its --listen address). Repeatable.
     #[arg(long = "peer", value_name = "ID=ADDR")]
     pub peers: Vec<String>,
-    /// The primary's id; the replica with this id commits on receipt.
+    /// The founder's id: the replica with this id is the first primary
+    /// (it commits on receipt until it hands off) and records itself as
+    /// the first member on a fresh data directory. Required unless the
+    /// replica joins (--join) or has joined (its data directory holds its
+    /// creation).
     #[arg(long)]
-    pub primary: String,
+    pub primary: Option<String>,
+    /// Join a running cluster: ask the replica at this address (any
+    /// member, its --listen address) to sponsor this one with a creation
+    /// write, then start with it as the first peer. Only on a fresh data
+    /// directory; after that the directory remembers the creation.
+    #[arg(long, value_name = "SPONSOR_ADDR")]
+    pub join: Option<String>,
     /// Serve Prometheus metrics (/metrics), a health check (/healthz) and
     /// the live web view (/) over HTTP on this address, e.g. 127.0.0.1:9001.
     #[arg(long, value_name = "ADDR")]
@@ -174,11 +184,19 @@ impl ServeArgs {
     /// The replica configuration these flags describe.
     pub fn config(&self) -> anyhow::Result<Config> {
         let id = server_id(&self.id)?;
+        let primary = self.primary.as_deref().map(server_id).transpose()?;
+        let joined = crate::member::Creation::load(&self.data_dir)?.is_some();
+        if primary.is_none() && self.join.is_none() && !joined {
+            bail!("--primary is required unless the replica joins a cluster (--join SPONSOR_ADDR)");
+        }
+        if self.join.is_some() && primary.as_ref() == Some(&id) {
+            bail!("--join: a joining replica is not the founder (--primary {id})");
+        }
         let mut c = Config::new(
             id.clone(),
             self.listen.clone(),
             self.data_dir.clone(),
-            server_id(&self.primary)?,
+            primary,
         );
         let mut peers = BTreeMap::new();
         for p in &self.peers {
@@ -259,7 +277,7 @@ impl ClusterArgs {
                 server_id(id)?,
                 addr(i),
                 self.data_dir.join(id),
-                primary.clone(),
+                Some(primary.clone()),
             );
             for (j, other) in ids.iter().enumerate() {
                 if j != i {
@@ -346,7 +364,8 @@ pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::R
         }
     };
     let tls = node.config.tls.is_some();
-    info!(%id, %listen, role = ?node.config.role(), tls, "serving");
+    let primary = node.primary().map(|p| p.to_string()).unwrap_or_default();
+    info!(%id, %listen, %primary, standing = %node.standing().name(), tls, "serving");
     let tasks = vec![
         tokio::spawn(server::accept_loop(
             node.clone(),
@@ -385,12 +404,49 @@ fn serve_users(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `bayou serve` until SIGINT or SIGTERM.
+/// `--join`: asks the sponsor for a creation write, unless the data
+/// directory already holds one (a restart). Nothing is written here: the
+/// node records the creation once its store owns the directory.
+async fn join(config: &mut Config, sponsor: &str) -> anyhow::Result<()> {
+    if let Some(c) = crate::member::Creation::load(&config.data_dir)? {
+        info!(id = %config.id, created = %c.created, "already joined (the data directory holds the creation); --join ignored");
+        return Ok(());
+    }
+    let dir = &config.data_dir;
+    if dir.join(server_kit::datadir::IDENTITY_FILE).exists() {
+        bail!(
+            "--join: {} already holds replica data; joining needs a fresh data directory",
+            dir.display()
+        );
+    }
+    let limit = std::time::Duration::from_millis(config.session_timeout_ms.max(1_000));
+    let created = crate::member::request_creation(
+        sponsor,
+        &config.id,
+        &config.listen,
+        config.tls.as_ref(),
+        limit,
+    )
+    .await?;
+    info!(id = %config.id, %sponsor, %created, "joined: the sponsor accepted the creation write");
+    config.joined = Some(crate::member::Creation {
+        created,
+        sponsor_addr: sponsor.to_string(),
+    });
+    Ok(())
+}
+
+/// Runs `bayou serve` until SIGINT or SIGTERM, or until the replica must
+/// leave: its retirement is held by another replica (exit 0), or its id
+/// turned out to belong to another replica (an error).
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
     let peer_http = args.peer_http()?;
     runtime(args.tuning.worker_threads)?.block_on(async move {
         let mut shutdown = shutdown_signal()?;
+        if let Some(sponsor) = &args.join {
+            join(&mut config, sponsor).await?;
+        }
         serve_users(&config)?;
         let http = bind_http(args.http.as_deref()).await?;
         let running = start(config, shutdown.clone()).await?;
@@ -402,9 +458,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 shutdown.clone(),
             );
         }
-        let _ = shutdown.wait_for(|s| *s).await;
+        let node = running.node.clone();
+        let left = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => None,
+            why = node.left() => Some(why),
+        };
         running.stop().await;
-        Ok(())
+        match left {
+            Some(Err(why)) => bail!("{why}"),
+            Some(Ok(why)) => {
+                info!(id = %node.config.id, "{why}");
+                Ok(())
+            }
+            None => Ok(()),
+        }
     })
 }
 
@@ -443,7 +510,11 @@ pub fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 c.id.as_str(),
                 c.listen,
                 c.data_dir.display(),
-                if c.id == c.primary { "  (primary)" } else { "" }
+                if c.primary.as_ref() == Some(&c.id) {
+                    "  (primary)"
+                } else {
+                    ""
+                }
             );
         }
         let port = |c: &Config| c.listen.rsplit(':').next().unwrap_or("").to_string();

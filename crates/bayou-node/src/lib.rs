@@ -11,6 +11,8 @@
 //! * [`session`]: session guarantees over RESP (`BAYOU.SESSION`), anti-entropy
 //!   on demand.
 //! * [`cli`]: the `serve` and `cluster` subcommands.
+//! * [`member`]: founding, joining (`--join`, `BAYOU.JOIN`), handoff and
+//!   retirement as the server drives them; who the peers are.
 //! * [`keys`]: signing keys and keyrings on disk (`--signing-key`,
 //!   `--keyring`, `bayou keys`) for signed writes.
 //! * [`web`]: the `--http` listener: Prometheus metrics (kept in
@@ -23,6 +25,7 @@
 
 pub mod cli;
 pub mod keys;
+pub mod member;
 pub mod node;
 pub mod peer;
 pub mod server;

@@ -33,14 +33,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bayou_core::bundle::{self, ImportError};
+use bayou_core::member::is_reserved;
 use bayou_core::{
     Chunk, ChunkLimits, Op, ProtocolError, ReceiveReport, Replica, Retention, Role, ServerId,
-    SessionSender, Summary, View, WriteAuthority, format_entry_with_outcome,
+    SessionSender, Summary, View, WriteAuthority, WriteId, format_entry_with_outcome,
 };
 use bayou_store::{Batch, RedbStore, Storage, StoreError};
 use bytes::Bytes;
 use server_kit::commit::{Committer, DurableMark};
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::member::{Creation, Standing};
 
 use server_kit::Reply;
 
@@ -54,6 +58,17 @@ pub enum ClockMode {
     /// No physical clock (reading 0): stamps are the logical clock alone,
     /// 1, 2, 3, … — easier to read in `BAYOU.LOG`.
     Logical,
+}
+
+/// A clock reading for accept-stamps in `mode`.
+fn clock_reading(mode: ClockMode) -> u64 {
+    match mode {
+        ClockMode::WallMillis => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        ClockMode::Logical => 0,
+    }
 }
 
 /// A client command that reads or writes the replica.
@@ -109,11 +124,75 @@ pub(crate) enum Query {
     Export(Summary, usize),
     /// `BAYOU.IMPORT file`.
     Import(Bytes),
+    /// `BAYOU.JOIN id addr`: sponsor a new server.
+    Join(ServerId, String),
+    /// `BAYOU.HANDOFF id`.
+    Handoff(ServerId),
+    /// `BAYOU.RETIRE [id]`: a primary hands off to `id` (or to the first
+    /// live member) first.
+    Retire(Option<ServerId>),
+    /// `BAYOU.MEMBERS`.
+    Members,
     Log,
     Vv,
     Status,
     /// `INFO [section …]`.
     Info(Vec<Bytes>),
+}
+
+impl Query {
+    /// Whether this is a write a client submits here: accepted only while
+    /// this server may write ([`Standing::refusal`]).
+    fn is_client_write(&self) -> bool {
+        matches!(
+            self,
+            Query::Set(..)
+                | Query::Del(_)
+                | Query::MSet(_)
+                | Query::SetWith { .. }
+                | Query::SetNx(..)
+                | Query::GetDel(_)
+                | Query::Incr(..)
+                | Query::Append(..)
+                | Query::FlushAll
+                | Query::Write(_)
+                | Query::Join(..)
+        )
+    }
+
+    /// A key of the membership table this write names, if any: refused at
+    /// accept, since it could only fail where it executes.
+    fn reserved_key(&self) -> Option<&[u8]> {
+        fn reserved(k: &Bytes) -> Option<&[u8]> {
+            is_reserved(k).then_some(k.as_ref())
+        }
+        match self {
+            Query::Set(k, _)
+            | Query::SetWith { key: k, .. }
+            | Query::SetNx(k, _)
+            | Query::GetDel(k)
+            | Query::Incr(k, _)
+            | Query::Append(k, _) => reserved(k),
+            Query::Del(keys) => keys.iter().find_map(reserved),
+            Query::MSet(pairs) => pairs.iter().find_map(|(k, _)| reserved(k)),
+            Query::Write(op) => match op {
+                Op::Put { key, .. }
+                | Op::Delete { key }
+                | Op::Incr { key, .. }
+                | Op::Append { key, .. }
+                | Op::SetIfAbsent { key, .. }
+                | Op::SetIfPresent { key, .. } => reserved(key),
+                Op::Bayou(w) => w.update.iter().find_map(|m| match m {
+                    bayou_core::script::Mutation::Put(k, _)
+                    | bayou_core::script::Mutation::Del(k) => {
+                        is_reserved(k.as_bytes()).then_some(k.as_bytes())
+                    }
+                }),
+                Op::DeleteAll | Op::Member(_) => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// Counters shown by `BAYOU.STATUS` and `INFO`.
@@ -151,8 +230,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The other replicas: id -> address.
     pub peers: BTreeMap<ServerId, String>,
-    /// The primary's id.
-    pub primary: ServerId,
+    /// The founder's id (`--primary`): the primary until a handoff
+    /// commits; `None` for a server that joined and was not told.
+    pub primary: Option<ServerId>,
+    /// A creation write just obtained by `--join`, to be recorded in the
+    /// data directory ([`crate::member`]); `None` otherwise.
+    pub joined: Option<Creation>,
     /// Period of anti-entropy with a random peer, in milliseconds (0: never).
     pub sync_interval_ms: u64,
     /// The physical clock.
@@ -185,13 +268,19 @@ pub struct Config {
 
 impl Config {
     /// A configuration with the defaults for everything but the essentials.
-    pub fn new(id: ServerId, listen: String, data_dir: PathBuf, primary: ServerId) -> Config {
+    pub fn new(
+        id: ServerId,
+        listen: String,
+        data_dir: PathBuf,
+        primary: Option<ServerId>,
+    ) -> Config {
         Config {
             id,
             listen,
             data_dir,
             peers: BTreeMap::new(),
             primary,
+            joined: None,
             sync_interval_ms: 500,
             clock: ClockMode::WallMillis,
             max_frame_bytes: crate::wire::DEFAULT_MAX_FRAME_BYTES,
@@ -207,9 +296,11 @@ impl Config {
         }
     }
 
-    /// The role this configuration gives the replica.
+    /// The role this configuration gives the replica at start; once a
+    /// handoff commits, the committed membership decides
+    /// ([`Replica::role`]).
     pub fn role(&self) -> Role {
-        if self.id == self.primary {
+        if self.primary.as_ref() == Some(&self.id) {
             Role::Primary { autocommit: true }
         } else {
             Role::Secondary
@@ -233,6 +324,16 @@ pub struct Node {
     pub clients: Arc<server_kit::ClientGate>,
     /// Logs refused peers (rate-limited).
     pub(crate) refused_peers: server_kit::peer_auth::RefusalLog,
+    /// The creation this server joined with (its data directory's
+    /// [`crate::member::CREATION_FILE`]); `None` for a founder or a static
+    /// server.
+    pub creation: Option<Creation>,
+    /// Why this server leaves, once it must: `Ok` once its retirement is
+    /// held elsewhere, `Err` once it learns its name belongs to another
+    /// server. `bayou serve` stops on it.
+    leave: watch::Sender<Option<Result<String, String>>>,
+    /// The standing last logged, to log each change once.
+    standing: Mutex<Option<Standing>>,
 }
 
 /// Why a node is gone.
@@ -253,6 +354,18 @@ impl Node {
             config.retention,
             config.authority.clone(),
         )?;
+        // The founder records itself as the first member, once, on an
+        // empty log ([P97 §4.3]).
+        if replica.is_primary()
+            && replica.csn() == 0
+            && replica.tentative_len() == 0
+            && replica.member(&config.id, View::Full).is_none()
+        {
+            match replica.found(clock_reading(config.clock), &config.listen) {
+                Ok(w) => info!(id = %config.id, created = %w, "founded the cluster"),
+                Err(e) => warn!(id = %config.id, "cannot found the cluster: {e}"),
+            }
+        }
         // Persist what recovery itself produced before anything else.
         if let Some(batch) = bayou_store::take_batch(&mut replica) {
             store.append(&batch)?;
@@ -268,6 +381,28 @@ impl Node {
             ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
+        // The creation of a joined server: recorded now that the store owns
+        // the directory, before anything is served.
+        let creation = match Creation::load(&config.data_dir) {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => match &config.joined {
+                Some(c) => {
+                    let path = c.store(&config.data_dir).map_err(|source| StoreError::Io {
+                        path: config.data_dir.join(crate::member::CREATION_FILE),
+                        source,
+                    })?;
+                    info!(id = %config.id, created = %c.created, file = %path.display(), "joined: creation recorded");
+                    Some(c.clone())
+                }
+                None => None,
+            },
+            Err(e) => {
+                return Err(StoreError::Corrupt {
+                    path: config.data_dir.join(crate::member::CREATION_FILE),
+                    reason: format!("{e:#}"),
+                });
+            }
+        };
         let (durable, advancer) = DurableMark::new();
         let clock = config.clock;
         let config_peers: Vec<ServerId> = config.peers.keys().cloned().collect();
@@ -282,6 +417,7 @@ impl Node {
                 accepted: 0,
                 author: None,
                 authors: BTreeSet::new(),
+                standing: None,
             }),
             durable,
             offline: AtomicBool::new(false),
@@ -289,6 +425,9 @@ impl Node {
             metrics: metrics::Metrics::new(config_peers.iter()),
             clients,
             refused_peers: Default::default(),
+            creation,
+            leave: watch::channel(None).0,
+            standing: Mutex::new(None),
         });
         // The kit's group-commit thread: queued batches merged into one
         // transaction; a failed write stops the process (exit status 70).
@@ -314,6 +453,129 @@ impl Node {
         );
         node.core.lock().expect("replica lock").batches = Some(committer);
         Ok((node, storage))
+    }
+
+    /// The anti-entropy partners, id -> address: the static `--peer` list,
+    /// the sponsor of a joined server, and every live member of the
+    /// committed membership table, minus this server and every server whose
+    /// retirement is held here ([`crate::member`]).
+    pub fn peers(&self) -> BTreeMap<ServerId, String> {
+        self.core.lock().expect("replica lock").peers_of(self)
+    }
+
+    /// The address of peer `id`, if it is one ([`Node::peers`]).
+    pub fn peer_addr(&self, id: &ServerId) -> Option<String> {
+        if id == &self.config.id {
+            return None;
+        }
+        self.peers().remove(id)
+    }
+
+    /// The primary as the committed membership names it (the founder,
+    /// `--primary`, until a handoff commits).
+    pub fn primary(&self) -> Option<ServerId> {
+        let core = self.core.lock().expect("replica lock");
+        crate::member::effective_primary(&core.replica, self.config.primary.as_ref())
+    }
+
+    /// Where this server stands in the membership.
+    pub fn standing(&self) -> Standing {
+        let core = self.core.lock().expect("replica lock");
+        Standing::of(&core.replica, self.creation.as_ref())
+    }
+
+    /// Logs a change of standing, and leaves (with an error) once the
+    /// name turns out to belong to another server.
+    pub fn check_standing(&self) {
+        let now = self.standing();
+        let mut last = self.standing.lock().expect("standing lock");
+        if last.as_ref() == Some(&now) {
+            return;
+        }
+        let id = &self.config.id;
+        match &now {
+            Standing::Member if last.is_some() => {
+                info!(%id, "creation committed: a member now, accepting writes")
+            }
+            Standing::Joining(w) => {
+                info!(%id, creation = %w, "not yet a member: waiting for the creation to commit")
+            }
+            Standing::Lost { mine, winner } => {
+                let mine = match mine {
+                    Some(w) => format!("this server was created by {w}"),
+                    None => "this server was started without a creation".into(),
+                };
+                let why = format!(
+                    "server id {id} belongs to another server: creation {winner} committed, {mine}; \
+                     it accepts no write and stops"
+                );
+                error!(%id, "{why}");
+                self.leave.send_replace(Some(Err(why)));
+            }
+            Standing::Retired => {
+                info!(%id, "retired: waiting until another server holds the retirement")
+            }
+            _ => {}
+        }
+        *last = Some(now);
+    }
+
+    /// Why a peer claiming to be `from`, created by `created` (`None`: a
+    /// founder or a static server), is not who the committed membership
+    /// says owns that name; `None` if it may be. Only a name bound to a
+    /// creation is checked: a founder created itself, and a name with no
+    /// committed record may still be joining.
+    pub fn identity_mismatch(&self, from: &ServerId, created: Option<&WriteId>) -> Option<String> {
+        let core = self.core.lock().expect("replica lock");
+        let record = core.replica.member(from, View::Committed)?;
+        let presented = match created {
+            Some(w) => w.clone(),
+            None if &record.created.server == from => return None,
+            None => {
+                return Some(format!(
+                    "server id {from} is bound to creation {}; this peer presents none",
+                    record.created
+                ));
+            }
+        };
+        (presented != record.created).then(|| {
+            format!(
+                "server id {from} is bound to creation {}; this peer presents {presented}",
+                record.created
+            )
+        })
+    }
+
+    /// After a session this server started whose push `peer`
+    /// acknowledged: if this server had retired before it, `peer` now holds
+    /// the retirement durably, and this server may go.
+    pub fn retirement_delivered(&self, peer: &ServerId) {
+        if self.leave.borrow().is_none() {
+            let why = format!("retired: {peer} holds the retirement; shutting down");
+            info!(id = %self.config.id, "{why}");
+            self.leave.send_replace(Some(Ok(why)));
+        }
+    }
+
+    /// Whether this server has written its retirement.
+    pub fn has_retired(&self) -> bool {
+        self.core
+            .lock()
+            .expect("replica lock")
+            .replica
+            .has_retired()
+    }
+
+    /// Resolves once this server must leave: `Ok` with a message once its
+    /// retirement is held elsewhere, `Err` once its name is another's.
+    pub async fn left(&self) -> Result<String, String> {
+        let mut rx = self.leave.subscribe();
+        let seen = rx.wait_for(|l| l.is_some()).await;
+        match seen {
+            Ok(l) => l.clone().expect("waited for Some"),
+            // The sender lives as long as the node: never reached.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Whether anti-entropy is switched off (`BAYOU.OFFLINE`).
@@ -458,7 +720,7 @@ fn scan_page(
     count: usize,
 ) -> (u64, Vec<Bytes>) {
     let mut found: Vec<(u64, &Bytes)> = db
-        .iter()
+        .user_iter()
         .map(|(k, _)| (scan_hash(k), k))
         .filter(|(h, k)| *h >= cursor && pattern.is_none_or(|p| server_kit::pattern_match(p, k)))
         .collect();
@@ -491,6 +753,11 @@ struct Core {
     /// of a user share it rather than each holding a copy (the retained
     /// log is memory-bounded).
     authors: BTreeSet<Arc<str>>,
+    /// This server's standing, with the CSN and retirement it was computed
+    /// at: it changes only with the committed membership (a new CSN or a
+    /// full-state install) or this server's retirement, so client writes
+    /// do not decode the membership record each.
+    standing: Option<(bayou_core::Csn, bool, Standing)>,
 }
 
 impl Core {
@@ -505,13 +772,7 @@ impl Core {
     }
 
     fn now(&self) -> u64 {
-        match self.clock {
-            ClockMode::WallMillis => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            ClockMode::Logical => 0,
-        }
+        clock_reading(self.clock)
     }
 
     fn write(&mut self, op: Op) -> bayou_core::WriteId {
@@ -551,13 +812,48 @@ impl Core {
         }
     }
 
+    /// This server's standing ([`Standing::of`]), cached.
+    fn standing(&mut self, node: &Node) -> &Standing {
+        let key = (self.replica.csn(), self.replica.has_retired());
+        if self
+            .standing
+            .as_ref()
+            .is_none_or(|(csn, retired, _)| (*csn, *retired) != key)
+        {
+            let now = Standing::of(&self.replica, node.creation.as_ref());
+            self.standing = Some((key.0, key.1, now));
+        }
+        &self.standing.as_ref().expect("just set").2
+    }
+
+    /// What clients see of `key` in `view`: nothing for the membership
+    /// table's keys.
+    fn get(&self, key: &[u8], view: View) -> Option<&Bytes> {
+        if is_reserved(key) {
+            None
+        } else {
+            self.replica.get(key, view)
+        }
+    }
+
     fn exists(&self, key: &[u8]) -> bool {
-        self.replica.get(key, View::Full).is_some()
+        self.get(key, View::Full).is_some()
     }
 
     fn query(&mut self, q: Query, node: &Node) -> Reply {
+        if q.is_client_write() {
+            if let Some(why) = self.standing(node).refusal(&node.config.id) {
+                return Reply::Error(why);
+            }
+            if let Some(k) = q.reserved_key() {
+                return Reply::err(format!(
+                    "key {:?} is reserved: keys starting with \\xffbayou/ hold the membership table",
+                    String::from_utf8_lossy(k)
+                ));
+            }
+        }
         match q {
-            Query::Get(k, view) => Reply::Bulk(self.replica.get(&k, view).cloned()),
+            Query::Get(k, view) => Reply::Bulk(self.get(&k, view).cloned()),
             Query::Set(k, v) => {
                 self.write(Op::put(k, v));
                 Reply::ok()
@@ -575,7 +871,7 @@ impl Core {
             }
             Query::MGet(keys) => Reply::Array(
                 keys.iter()
-                    .map(|k| Reply::Bulk(self.replica.get(k, View::Full).cloned()))
+                    .map(|k| Reply::Bulk(self.get(k, View::Full).cloned()))
                     .collect(),
             ),
             Query::MSet(pairs) => {
@@ -590,7 +886,7 @@ impl Core {
                 present,
                 get,
             } => {
-                let old = self.replica.get(&key, View::Full).cloned();
+                let old = self.get(&key, View::Full).cloned();
                 let applies = present.is_none_or(|p| p == old.is_some());
                 self.write(match present {
                     None => Op::put(key, value),
@@ -609,7 +905,7 @@ impl Core {
                 Reply::Int(absent as i64)
             }
             Query::GetDel(key) => {
-                let old = self.replica.get(&key, View::Full).cloned();
+                let old = self.get(&key, View::Full).cloned();
                 if old.is_some() {
                     self.write(Op::delete(key));
                 }
@@ -618,11 +914,9 @@ impl Core {
             Query::Type(key) => {
                 Reply::Simple(if self.exists(&key) { "string" } else { "none" }.into())
             }
-            Query::Strlen(key) => Reply::Int(
-                self.replica
-                    .get(&key, View::Full)
-                    .map_or(0, |v| v.len() as i64),
-            ),
+            Query::Strlen(key) => {
+                Reply::Int(self.get(&key, View::Full).map_or(0, |v| v.len() as i64))
+            }
             Query::Incr(key, by) => {
                 // Refuse here what would fail now, as Redis does, rather
                 // than log a write with no effect; a write accepted here may
@@ -648,7 +942,7 @@ impl Core {
             Query::Keys(pattern) => Reply::Array(
                 self.replica
                     .db(View::Full)
-                    .iter()
+                    .user_iter()
                     .filter(|(k, _)| server_kit::pattern_match(&pattern, k))
                     .map(|(k, _)| Reply::bulk(k.clone()))
                     .collect(),
@@ -679,10 +973,12 @@ impl Core {
                 Reply::ok()
             }
             Query::Write(op) => Reply::text(self.write(op).to_string()),
+            // The membership table only when asked for by its prefix.
             Query::Scan(prefix, view) => Reply::Array(
                 self.replica
                     .db(view)
                     .scan_prefix(&prefix)
+                    .filter(|(k, _)| is_reserved(&prefix) || !is_reserved(k))
                     .flat_map(|(k, v)| [Reply::bulk(k.clone()), Reply::bulk(v.clone())])
                     .collect(),
             ),
@@ -695,6 +991,31 @@ impl Core {
                     ("osn", self.replica.osn() as i64),
                     ("retained_writes", self.replica.retained_len() as i64),
                 ])
+            }
+            Query::Join(server, addr) => match self.replica.sponsor(self.now(), server, &addr) {
+                Ok(w) => {
+                    info!(id = %node.config.id, created = %w, %addr, "BAYOU.JOIN: sponsored a new server");
+                    Reply::text(w.to_string())
+                }
+                Err(e) => Reply::err(e),
+            },
+            Query::Handoff(to) => match self.replica.handoff(self.now(), to.clone()) {
+                Ok(w) => {
+                    info!(id = %node.config.id, %to, write = %w, committed = !self.replica.is_primary(), "BAYOU.HANDOFF");
+                    Reply::text(w.to_string())
+                }
+                Err(e) => Reply::err(e),
+            },
+            Query::Retire(to) => self.retire(to, node),
+            Query::Members => {
+                let primary =
+                    crate::member::effective_primary(&self.replica, node.config.primary.as_ref());
+                Reply::Array(
+                    crate::member::members_text(&self.replica, primary.as_ref())
+                        .into_iter()
+                        .map(Reply::text)
+                        .collect(),
+                )
             }
             Query::Summary => Reply::bulk(encode_summary(&self.replica.summary())),
             Query::Export(base, max_bytes) => Reply::Array(
@@ -808,6 +1129,77 @@ impl Core {
         }
     }
 
+    /// [`Node::peers`] under the lock already held.
+    fn peers_of(&self, node: &Node) -> BTreeMap<ServerId, String> {
+        let r = &self.replica;
+        let mut peers = node.config.peers.clone();
+        if let Some(c) = &node.creation {
+            peers
+                .entry(c.sponsor().clone())
+                .or_insert_with(|| c.sponsor_addr.clone());
+        }
+        for (id, m) in r.members(View::Committed) {
+            if m.is_live() {
+                peers.insert(id, m.addr);
+            }
+        }
+        peers.remove(&node.config.id);
+        peers.retain(|id, _| !r.is_retired(id));
+        peers
+    }
+
+    /// `BAYOU.RETIRE [to]`: the retirement write, after a handoff to `to`
+    /// (or to the first other live member) when this server is the
+    /// primary. Only a member retires: a static server has no record, and a
+    /// joiner's creation is not settled.
+    fn retire(&mut self, to: Option<ServerId>, node: &Node) -> Reply {
+        let standing = Standing::of(&self.replica, node.creation.as_ref());
+        if standing != Standing::Member {
+            return Reply::err(format!(
+                "{} cannot retire: it is not a member ({})",
+                node.config.id,
+                standing.name()
+            ));
+        }
+        let mut replies = Vec::new();
+        if self.replica.is_primary() {
+            let me = node.config.id.clone();
+            let to = to.or_else(|| {
+                self.replica
+                    .members(View::Committed)
+                    .into_iter()
+                    .find(|(id, m)| *id != me && m.is_live() && !self.replica.is_retired(id))
+                    .map(|(id, _)| id)
+            });
+            let Some(to) = to else {
+                return Reply::err(format!(
+                    "{me} is the primary and the only live member: nobody to hand off to"
+                ));
+            };
+            match self.replica.handoff(self.now(), to.clone()) {
+                Ok(w) => {
+                    info!(id = %me, %to, write = %w, "BAYOU.RETIRE: handed off first");
+                    replies.push(Reply::text(format!("handoff {w} to {to}")));
+                }
+                Err(e) => return Reply::err(e),
+            }
+            if self.replica.is_primary() {
+                // Without autocommit the handoff is not committed yet.
+                return Reply::err(format!(
+                    "handoff to {to} written but not committed; retire once it is"
+                ));
+            }
+        }
+        match self.replica.retire(self.now()) {
+            Ok(w) => {
+                info!(id = %node.config.id, write = %w, "BAYOU.RETIRE: retired; serving anti-entropy until a peer holds it");
+                replies.push(Reply::text(format!("retire {w}")));
+                Reply::Array(replies)
+            }
+            Err(e) => Reply::err(e),
+        }
+    }
+
     fn status(&self, node: &Node) -> Vec<(&'static str, Reply)> {
         let r = &self.replica;
         let mut out = vec![
@@ -851,12 +1243,30 @@ impl Core {
                         "online"
                     }),
                 ),
-                ("primary", Reply::text(node.config.primary.as_str())),
+                (
+                    "primary",
+                    Reply::text(
+                        crate::member::effective_primary(r, node.config.primary.as_ref())
+                            .map_or(String::new(), |p| p.to_string()),
+                    ),
+                ),
+                (
+                    "membership",
+                    Reply::text(Standing::of(r, node.creation.as_ref()).name()),
+                ),
+                (
+                    "members",
+                    Reply::Int(
+                        r.members(View::Committed)
+                            .iter()
+                            .filter(|(_, m)| m.is_live())
+                            .count() as i64,
+                    ),
+                ),
                 (
                     "peers",
                     Reply::text(
-                        node.config
-                            .peers
+                        self.peers_of(node)
                             .iter()
                             .map(|(id, a)| format!("{id}={a}"))
                             .collect::<Vec<_>>()

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
+use crate::member::Standing;
 use crate::node::{Gone, Node};
 use crate::wire::{self, MAGIC, Msg, PROTOCOL_VERSION, WireError};
 use server_kit::frame;
@@ -30,7 +31,8 @@ pub enum SessionError {
     /// Anti-entropy is switched off here (`BAYOU.OFFLINE`).
     #[error("this replica is offline (BAYOU.ONLINE resumes anti-entropy)")]
     Offline,
-    /// The peer id is not in `--peer`.
+    /// The peer id is neither in `--peer` nor a live member
+    /// ([`Node::peers`]).
     #[error("unknown peer {0}")]
     UnknownPeer(String),
     /// Connecting, reading or writing failed.
@@ -296,6 +298,22 @@ impl<'a> Conn<'a> {
         Ok(sent)
     }
 
+    /// Reads chunks until `End` without applying them; how many items.
+    async fn drain_items(&mut self) -> Result<u64, SessionError> {
+        let mut dropped = 0;
+        loop {
+            match self.recv().await? {
+                Msg::Chunk { chunk } => dropped += chunk.len() as u64,
+                Msg::End => return Ok(dropped),
+                other => {
+                    let message = format!("unexpected {other:?} while receiving items");
+                    self.refuse(&message).await;
+                    return Err(self.protocol(message));
+                }
+            }
+        }
+    }
+
     /// Applies chunks until `End`, then waits until they are durable.
     /// Returns (new writes, new commits).
     async fn receive_items(&mut self) -> Result<(u64, u64), SessionError> {
@@ -358,6 +376,8 @@ pub async fn sync_with(node: &Node, peer: &ServerId) -> Result<SyncReport, Sessi
     };
     counter.fetch_add(1, Ordering::Relaxed);
     node.metrics.session(peer, started.elapsed(), &result);
+    // What it brought may have settled this server's creation (or lost it).
+    node.check_standing();
     result
 }
 
@@ -366,13 +386,11 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         return Err(SessionError::Offline);
     }
     let addr = node
-        .config
-        .peers
-        .get(peer)
+        .peer_addr(peer)
         .ok_or_else(|| SessionError::UnknownPeer(peer.to_string()))?;
     let connect = Duration::from_millis(node.config.connect_timeout_ms);
     let tls = node.config.tls.as_ref();
-    let stream = match timeout(connect, server_kit::tls::connect(tls, addr)).await {
+    let stream = match timeout(connect, server_kit::tls::connect(tls, &addr)).await {
         Err(_) => return Err(SessionError::Timeout(peer.to_string())),
         Ok(Err(source)) => {
             return Err(SessionError::Io {
@@ -385,9 +403,10 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
     let mut conn = Conn::new(node, stream, BytesMut::new(), peer.to_string());
     conn.write_raw(MAGIC).await?;
     conn.authenticate(Side::Initiator).await?;
-    conn.send(&Msg::Hello {
+    conn.send(&Msg::HelloMember {
         from: node.config.id.clone(),
         to: peer.clone(),
+        created: node.creation.as_ref().map(|c| c.created.clone()),
     })
     .await?;
     match conn.recv().await? {
@@ -395,6 +414,19 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         other => return Err(conn.protocol(format!("expected Welcome from {peer}, got {other:?}"))),
     }
     let mut report = SyncReport::default();
+    // Whether what this push delivers includes this server's retirement.
+    let retired = node.has_retired();
+    // A server that is not a member (yet) has no write of its own to push,
+    // and a peer would refuse a push from a loser: it only pulls.
+    if matches!(
+        node.standing(),
+        Standing::Joining(_) | Standing::Lost { .. }
+    ) {
+        let summary = node.summary().await?;
+        conn.send(&Msg::Pull { summary }).await?;
+        (report.received_writes, report.received_commits) = conn.receive_items().await?;
+        return Ok(report);
+    }
     // Push first: the peer receives what it lacks from us. When the peer is
     // the primary it commits those writes on receipt, so the pull that
     // follows brings their commits back in the same call.
@@ -411,6 +443,11 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         } => {
             report.sent_writes = new_writes;
             report.sent_commits = commits;
+            if retired {
+                // The peer made durable everything this server held,
+                // the retirement included, before acknowledging.
+                node.retirement_delivered(peer);
+            }
         }
         other => return Err(conn.protocol(format!("expected Ack, got {other:?}"))),
     }
@@ -446,25 +483,27 @@ pub(crate) async fn serve_peer(node: Arc<Node>, stream: Stream, rbuf: BytesMut) 
 
 async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
     let node = conn.node;
-    let from = match conn.recv().await? {
-        Msg::Hello { from, to } => {
-            if to != node.config.id {
-                let message = format!("this is replica {}, not {to}", node.config.id);
-                conn.refuse(&message).await;
-                return Err(conn.protocol(message));
-            }
-            if node.is_offline() {
-                conn.refuse("replica is offline").await;
-                return Err(SessionError::Offline);
-            }
-            from
-        }
+    let (from, to, created) = match conn.recv().await? {
+        Msg::Hello { from, to } => (from, to, None),
+        Msg::HelloMember { from, to, created } => (from, to, created),
         other => {
             let message = format!("expected Hello, got {other:?}");
             conn.refuse(&message).await;
             return Err(conn.protocol(message));
         }
     };
+    if to != node.config.id {
+        let message = format!("this is replica {}, not {to}", node.config.id);
+        conn.refuse(&message).await;
+        return Err(conn.protocol(message));
+    }
+    if node.is_offline() {
+        conn.refuse("replica is offline").await;
+        return Err(SessionError::Offline);
+    }
+    // A second owner of a name may pull (and so learn it lost), but what
+    // it pushes is refused ([`crate::member`]).
+    let impostor = node.identity_mismatch(&from, created.as_ref());
     conn.peer = from.to_string();
     conn.send(&Msg::Welcome {
         from: node.config.id.clone(),
@@ -478,6 +517,21 @@ async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
         match msg {
             Msg::Pull { summary } => {
                 conn.send_items(summary).await?;
+            }
+            Msg::PushOffer if impostor.is_some() => {
+                // Its writes are read and dropped, and the session goes on,
+                // so the pull that follows tells it whom the name belongs
+                // to.
+                let summary = node.summary().await?;
+                conn.send(&Msg::Pull { summary }).await?;
+                let dropped = conn.drain_items().await?;
+                conn.send(&Msg::Ack {
+                    new_writes: 0,
+                    commits: 0,
+                })
+                .await?;
+                let why = impostor.as_deref().unwrap_or_default();
+                warn!(id = %node.config.id, %from, dropped, "refused a push: {why}");
             }
             Msg::PushOffer => {
                 let summary = node.summary().await?;
@@ -510,10 +564,13 @@ async fn respond(conn: &mut Conn<'_>) -> Result<(), SessionError> {
 
 /// Every `sync_interval_ms`, starts a session with a random peer that has
 /// none running, in its own task, so a slow or dead peer stalls nothing.
+/// The peers are looked up at every tick: members come and go
+/// ([`Node::peers`]). Each tick also checks this server's standing in the
+/// membership ([`Node::check_standing`]).
 pub async fn anti_entropy_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let period = Duration::from_millis(node.config.sync_interval_ms);
-    let peers: Vec<ServerId> = node.config.peers.keys().cloned().collect();
-    if period.is_zero() || peers.is_empty() {
+    node.check_standing();
+    if period.is_zero() {
         return;
     }
     let busy: Arc<Mutex<BTreeSet<ServerId>>> = Arc::default();
@@ -523,9 +580,11 @@ pub async fn anti_entropy_loop(node: Arc<Node>, mut shutdown: watch::Receiver<bo
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
+        node.check_standing();
         if node.is_offline() {
             continue;
         }
+        let peers: Vec<ServerId> = node.peers().into_keys().collect();
         let idle: Vec<&ServerId> = {
             let busy = busy.lock().expect("busy set");
             peers.iter().filter(|p| !busy.contains(*p)).collect()

@@ -361,6 +361,30 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         "BAYOU.IMPORT file: apply a bundle file",
     )
     .all_keys(),
+    CommandSpec::new(
+        "bayou.join",
+        3,
+        &["admin", "write"],
+        "BAYOU.JOIN id addr: sponsor a new server (its creation write id, once durable)",
+    ),
+    CommandSpec::new(
+        "bayou.handoff",
+        2,
+        &["admin", "write"],
+        "BAYOU.HANDOFF id: the primary hands CSN assignment to a live member",
+    ),
+    CommandSpec::new(
+        "bayou.retire",
+        -1,
+        &["admin", "write"],
+        "BAYOU.RETIRE [id]: this server retires (a primary hands off to id first)",
+    ),
+    CommandSpec::new(
+        "bayou.members",
+        1,
+        &["readonly", "fast"],
+        "BAYOU.MEMBERS: the membership table (id, address, live or retired, creation write, primary)",
+    ),
     crate::session::SESSION_COMMAND,
     crate::session::WAITCOMMIT_COMMAND,
     crate::session::SUBSCRIBE_COMMAND,
@@ -762,6 +786,28 @@ pub(crate) fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Actio
         }
         "bayou.import" => q(Query::Import(args[1].clone())),
         "bayou.status" => q(Query::Status),
+        "bayou.join" => match ServerId::new(&String::from_utf8_lossy(&args[1])) {
+            Ok(id) => match std::str::from_utf8(&args[2]) {
+                Ok(addr) if !addr.is_empty() && !addr.contains(char::is_whitespace) => {
+                    q(Query::Join(id, addr.to_string()))
+                }
+                _ => Action::Now(Reply::err("BAYOU.JOIN id addr: the address is HOST:PORT")),
+            },
+            Err(e) => Action::Now(Reply::err(format!("BAYOU.JOIN: bad server id: {e}"))),
+        },
+        "bayou.handoff" => match ServerId::new(&String::from_utf8_lossy(&args[1])) {
+            Ok(id) => q(Query::Handoff(id)),
+            Err(e) => Action::Now(Reply::err(format!("BAYOU.HANDOFF: bad server id: {e}"))),
+        },
+        "bayou.retire" => match args.get(1) {
+            None => q(Query::Retire(None)),
+            Some(a) if n == 2 => match ServerId::new(&String::from_utf8_lossy(a)) {
+                Ok(id) => q(Query::Retire(Some(id))),
+                Err(e) => Action::Now(Reply::err(format!("BAYOU.RETIRE: bad server id: {e}"))),
+            },
+            Some(_) => Action::Now(Reply::err("syntax error: BAYOU.RETIRE [id]")),
+        },
+        "bayou.members" => q(Query::Members),
         "bayou.sync" => Action::Sync(String::from_utf8_lossy(&args[1]).into_owned()),
         "bayou.offline" => {
             node.set_offline(true);

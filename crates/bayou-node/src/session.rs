@@ -257,15 +257,22 @@ fn access(q: &Query) -> (Option<View>, bool) {
         | Query::Log
         | Query::Vv
         | Query::Status
-        | Query::Info(_) => (None, false),
+        | Query::Info(_)
+        | Query::Join(..)
+        | Query::Handoff(_)
+        | Query::Retire(_)
+        | Query::Members => (None, false),
     }
 }
 
-/// The vector describing the database a read in `view` sees.
-fn observed(replica: &bayou_core::Replica, view: View) -> &VersionVector {
+/// The vector describing the database a read in `view` sees. The full
+/// view's is complete ([`bayou_core::Replica::complete_vv`]): a retired
+/// server's entry is gone from the vector but every write of it is held,
+/// so it counts as +∞ against a session's vectors ([P97 §4.3]).
+fn observed(replica: &bayou_core::Replica, view: View) -> std::borrow::Cow<'_, VersionVector> {
     match view {
-        View::Full => replica.vv(),
-        View::Committed => replica.commit_vv(),
+        View::Full => replica.complete_vv(),
+        View::Committed => std::borrow::Cow::Borrowed(replica.commit_vv()),
     }
 }
 
@@ -277,10 +284,10 @@ fn check(
 ) -> Result<(), NotYet> {
     for (read, write) in needs {
         if let Some(view) = read {
-            session.check_read(observed(replica, *view))?;
+            session.check_read(&observed(replica, *view))?;
         }
         if *write {
-            session.check_write(replica.vv())?;
+            session.check_write(&replica.complete_vv())?;
         }
     }
     Ok(())
@@ -302,7 +309,7 @@ pub(crate) fn run_checked(
         let before = locked.replica().vv().get(&me);
         let reply = locked.query(q);
         if let Some(view) = read {
-            session.record_read(observed(locked.replica(), view));
+            session.record_read(&observed(locked.replica(), view));
         }
         if write {
             // The replica's own entry rose by the writes this query made
@@ -423,8 +430,7 @@ impl Conn {
                 }
                 Err(not_yet) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || self.node.is_offline() || self.node.config.peers.is_empty()
-                    {
+                    if left.is_zero() || self.node.is_offline() || self.node.peers().is_empty() {
                         return Ok(Err(not_yet));
                     }
                     pull(&self.node, left).await;
@@ -585,8 +591,9 @@ async fn wait_commit(node: &Arc<Node>, args: &[Bytes]) -> Result<Reply, Stopped>
         _ => return Ok(Reply::err(usage)),
     };
     let deadline = Instant::now() + Duration::from_millis(ms);
-    let primary = node.config.primary.clone();
     loop {
+        // The primary may change (a handoff) while this waits.
+        let primary = node.primary();
         let (status, outcome, osn) = node
             .locked(|l| {
                 let r = l.replica();
@@ -627,9 +634,10 @@ async fn wait_commit(node: &Arc<Node>, args: &[Bytes]) -> Result<Reply, Stopped>
                 "TIMEOUT write {id} {why} after {ms} ms; ask again, or ask the replica that accepted it"
             )));
         }
-        if primary != node.config.id
+        if let Some(primary) = primary
+            && primary != node.config.id
             && !node.is_offline()
-            && node.config.peers.contains_key(&primary)
+            && node.peer_addr(&primary).is_some()
         {
             let _ = tokio::time::timeout(left, crate::peer::sync_with(node, &primary)).await;
         }
@@ -826,9 +834,8 @@ fn vv_text(vv: &VersionVector) -> String {
 /// under way are cut off, which anti-entropy tolerates ([P97 §3.4]).
 async fn pull(node: &Arc<Node>, limit: Duration) {
     let mut set = tokio::task::JoinSet::new();
-    for peer in node.config.peers.keys() {
+    for peer in node.peers().into_keys() {
         let node = node.clone();
-        let peer = peer.clone();
         set.spawn(async move { crate::peer::sync_with(&node, &peer).await.is_ok() });
     }
     let _ = tokio::time::timeout(limit, async {

@@ -51,7 +51,10 @@ pub fn router(nodes: Vec<Arc<Node>>, remote: Vec<(String, String)>) -> Router {
     crate::node::metrics::Metrics::register(&nodes, &mut registry);
     let health_nodes = nodes.clone();
     let health: Health = Arc::new(move || health_nodes.iter().try_for_each(|n| n.health()));
-    let primary = nodes.first().map(|n| n.config.primary.to_string());
+    let primary = nodes
+        .first()
+        .and_then(|n| n.primary())
+        .map(|p| p.to_string());
     let mut listed: Vec<Listed> = nodes
         .iter()
         .map(|n| Listed {

@@ -17,10 +17,14 @@
 //! A session, started by the *initiator* `I` with the *responder* `R`:
 //!
 //! ```text
-//! I -> R  Hello { from: I, to: R }           R checks it is R and online
+//! I -> R  HelloMember { from: I, to: R, created }
+//!                                            R checks it is R and online
 //! R -> I  Welcome { from: R }
 //! I -> R  PushOffer                          R receives from I ([P97 Fig. 2])
 //! R -> I  Pull { summary of R }
+//!                                            (if `created` is not what R's
+//!                                            committed membership binds I's
+//!                                            name to, R drops the chunks)
 //! I -> R  Chunk { .. } * , End
 //! R -> I  Ack { new_writes, commits }        sent once R's writes are durable
 //! I -> R  Pull { summary of I }              then I receives from R
@@ -28,7 +32,11 @@
 //! ```
 //!
 //! Push comes first so that when R is the primary, the commits of I's writes
-//! come back in the same session.
+//! come back in the same session. An initiator that is not a member yet
+//! (its creation not committed, or lost) skips the push: it has no write of
+//! its own, and a loser must still be able to pull and learn it lost.
+//! A push from a second owner of a name is read and dropped (acknowledged
+//! as nothing new), and the session goes on, so it learns it too.
 //!
 //! The chunks are those of `bayou_core::SessionSender`: a full-state
 //! transfer first when the receiver is behind the sender's truncation point
@@ -36,7 +44,7 @@
 //! resumes it), then items in the sender's log order, so any prefix is a
 //! valid interrupted session and a receiver keeps what it got.
 
-use bayou_core::{Chunk, ServerId, Summary};
+use bayou_core::{Chunk, ServerId, Summary, WriteId};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use server_kit::frame::{self, FrameError};
@@ -44,9 +52,11 @@ use server_kit::frame::{self, FrameError};
 /// The first bytes of a peer connection.
 pub const MAGIC: &[u8; 8] = b"\0BAYOUAE";
 
-/// The protocol version this build speaks (4: writes carry their author
-/// and their accepting server's signature, `bayou_core::auth`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// The protocol version this build speaks (5: writes may be membership
+/// writes, `bayou_core::member`, and the initiator names its creation,
+/// [`Msg::HelloMember`]; 4: writes carry their author and their accepting
+/// server's signature, `bayou_core::auth`).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The default limit on one frame, in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
@@ -95,6 +105,18 @@ pub enum Msg {
         message: String,
         /// The protocol version the sender speaks.
         version: u16,
+    },
+    /// `Hello`, with the creation write that binds the initiator's name
+    /// (`None`: a founder, or a server started from a static peer list),
+    /// so the responder can refuse writes from a second owner of a name
+    /// ([`crate::member`]). What initiators send; `Hello` counts as `None`.
+    HelloMember {
+        /// The initiator.
+        from: ServerId,
+        /// The replica it meant to connect to.
+        to: ServerId,
+        /// Its creation write.
+        created: Option<WriteId>,
     },
 }
 
@@ -173,6 +195,11 @@ mod tests {
                 }),
             },
             Msg::End,
+            Msg::HelloMember {
+                from: ServerId::new("C").unwrap(),
+                to: ServerId::new("B").unwrap(),
+                created: Some(WriteId::new(9, ServerId::new("B").unwrap())),
+            },
             Msg::Ack {
                 new_writes: 1,
                 commits: 2,

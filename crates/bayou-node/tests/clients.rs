@@ -208,8 +208,13 @@ fn incr_on_disconnected_replicas_converges_to_the_sum() {
     a.ok(&["BAYOU.ONLINE"]);
     b.ok(&["BAYOU.ONLINE"]);
     let log = c.converged(Duration::from_secs(20));
-    assert_eq!(log.len(), 5, "{log:?}");
-    assert!(log.iter().all(|l| l.contains("INCR(counter,")), "{log:?}");
+    // The founding write, then the five increments.
+    assert_eq!(log.len(), 6, "{log:?}");
+    assert_eq!(log[0], c.founding());
+    assert!(
+        log[1..].iter().all(|l| l.contains("INCR(counter,")),
+        "{log:?}"
+    );
     for r in &c.replicas {
         assert_eq!(r.get("counter").as_deref(), Some("122"), "{}", r.id);
         let committed: Option<String> = redis::cmd("BAYOU.GET")
@@ -242,8 +247,9 @@ fn incr_reordered_after_a_non_integer_fails_alike_everywhere() {
     assert_eq!(
         log,
         vec![
-            "1:1:A W(c,x)",
-            "2:1:B INCR(c,1) [failed: value is not an integer or out of range]"
+            c.founding(),
+            "2:1:A W(c,x)".into(),
+            "3:1:B INCR(c,1) [failed: value is not an integer or out of range]".into()
         ]
     );
     for r in [p, a, b] {

@@ -27,6 +27,11 @@ fn metric(m: &BTreeMap<String, f64>, key: &str) -> f64 {
 /// restarted with its HTTP flags.
 fn cluster_with_http(extra: &[&str]) -> (Cluster, BTreeMap<String, String>) {
     let mut c = Cluster::start(&["P", "A", "B"], extra);
+    if !extra.contains(&"0") {
+        // Every replica holds P's founding write before its restart, so
+        // the restarted processes' counters start from the same place.
+        common::settled(&c, std::time::Duration::from_secs(20));
+    }
     let ports = free_ports(3);
     let http: BTreeMap<String, String> = ["P", "A", "B"]
         .iter()
@@ -96,13 +101,20 @@ fn metrics_follow_the_protocol_under_load() {
         let m = scrape(addr);
         let l = |name: &str| format!("{name}{{replica=\"{id}\"}}");
         let csn = metric(&m, &l("bayou_csn"));
-        assert_eq!(csn, total as f64, "{id}");
-        // Every write committed once, and this replica observed the commit
-        // lag of each (none was truncated away before it learned of it).
-        assert_eq!(metric(&m, &l("bayou_writes_committed_total")), csn, "{id}");
+        // The load, after P's founding write (CSN 1), which every replica
+        // learned before its restart with --http (cluster_with_http).
+        assert_eq!(csn, total as f64 + 1.0, "{id}");
+        // Every write of the load committed once, and this replica observed
+        // the commit lag of each (none was truncated away before it learned
+        // of it).
+        assert_eq!(
+            metric(&m, &l("bayou_writes_committed_total")),
+            total as f64,
+            "{id}"
+        );
         assert_eq!(
             metric(&m, &l("bayou_commit_lag_seconds_count")),
-            csn,
+            total as f64,
             "{id}"
         );
         assert!(metric(&m, &l("bayou_commit_lag_seconds_sum")) >= 0.0);
@@ -232,7 +244,8 @@ fn the_web_view_shows_every_replica_log_in_a_browser() {
     b.ok(&["SET", "y", "20"]);
     a.ok(&["SET", "w", "4"]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while c.r("P").status("csn") != "4" || a.status("csn") != "4" || a.status("tentative") != "0" {
+    // CSN 1 is P's founding write.
+    while c.r("P").status("csn") != "5" || a.status("csn") != "5" || a.status("tentative") != "0" {
         assert!(Instant::now() < deadline, "A's write did not commit");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -247,7 +260,8 @@ fn the_web_view_shows_every_replica_log_in_a_browser() {
         let column = &column[..column.find("</ol>").unwrap_or(column.len())];
         let committed = column.matches("class=\"write committed\"").count();
         let tentative = column.matches("class=\"write tentative\"").count();
-        let expected = if id == "B" { (3, 2) } else { (4, 0) };
+        // P's founding write, then A's.
+        let expected = if id == "B" { (4, 2) } else { (5, 0) };
         assert_eq!((committed, tentative), expected, "{id}:\n{column}");
         assert!(!column.contains("badge down"), "{id} shown down:\n{column}");
     }
@@ -302,14 +316,22 @@ fn a_cluster_process_serves_every_replica_under_one_listener() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The HTTP listener is bound before the replicas start: wait for A's.
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", base + 1)).unwrap();
-    let mut a = client.get_connection().unwrap();
+    let mut a = loop {
+        match client.get_connection() {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "A did not start: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let _: () = redis::cmd("SET").arg("x").arg("1").query(&mut a).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m = scrape(&http);
-        if m.get("bayou_csn{replica=\"A\"}") == Some(&1.0) {
-            assert_eq!(metric(&m, "bayou_csn{replica=\"P\"}"), 1.0);
+        // CSN 1 is P's founding write, CSN 2 A's.
+        if m.get("bayou_csn{replica=\"A\"}") == Some(&2.0) {
+            assert_eq!(metric(&m, "bayou_csn{replica=\"P\"}"), 2.0);
             assert_eq!(
                 metric(&m, "bayou_writes_accepted_total{replica=\"A\"}"),
                 1.0
@@ -320,7 +342,7 @@ fn a_cluster_process_serves_every_replica_under_one_listener() {
             );
             assert_eq!(
                 metric(&m, "bayou_commit_lag_seconds_count{replica=\"A\"}"),
-                1.0
+                2.0
             );
             break;
         }

@@ -186,10 +186,10 @@ fn a_writes_life_from_tentative_to_committed_with_its_final_outcome() {
         "{e}"
     );
     c.r("A").ok(&["BAYOU.ONLINE"]);
-    // The wait pulls from the primary; the write committed after P's SET,
-    // so its final execution failed.
+    // The wait pulls from the primary; the write committed after P's SET
+    // (CSN 1 is P's founding write), so its final execution failed.
     let done = q(&mut a, &["BAYOU.WAITCOMMIT", &incr, "5000"]);
-    assert!(done.contains("csn") && done.contains("int(2)"), "{done}");
+    assert!(done.contains("csn") && done.contains("int(3)"), "{done}");
     assert!(done.contains("failed: value is not an integer"), "{done}");
     let pending = q(&mut a, &["BAYOU.SESSION", "PENDING"]);
     assert!(
@@ -231,13 +231,19 @@ fn subscribers_of_bayou_commits_hear_every_commit_with_its_outcome() {
     while heard.len() < 2 {
         let m = pubsub.get_message().unwrap();
         assert_eq!(m.get_channel_name(), "bayou:commits");
-        heard.push(m.get_payload::<String>().unwrap());
+        let payload = m.get_payload::<String>().unwrap();
+        // CSN 1, P's founding write, may have come before the subscription.
+        if payload.starts_with("1 ") {
+            assert!(payload.ends_with(":P applied"), "{payload}");
+        } else {
+            heard.push(payload);
+        }
     }
     assert!(
-        heard[0].starts_with("1 ") && heard[0].ends_with(":P applied"),
+        heard[0].starts_with("2 ") && heard[0].ends_with(":P applied"),
         "{heard:?}"
     );
-    assert_eq!(heard[1], format!("2 {id} applied"), "{heard:?}");
+    assert_eq!(heard[1], format!("3 {id} applied"), "{heard:?}");
     // Other connections are unaffected, and PUBLISH is not offered.
     let e = q(&mut a, &["PUBLISH", "x", "y"]);
     assert!(e.contains("not supported"), "{e}");
@@ -269,11 +275,11 @@ fn subscribers_of_bayou_outcomes_hear_only_the_writes_whose_outcome_changed_at_c
     assert_eq!(q(&mut a, &["GET", "c"]), "1");
     let plain = q(&mut a, &["BAYOU.WRITE", "INCR(d,1)"]);
     // One session each way: P commits A's writes after its SET, and A
-    // learns the three commits in one batch.
+    // learns the four commits (P's founding write first) in one batch.
     c.r("A").ok(&["BAYOU.SYNC", "P"]);
     let mut commits = Vec::new();
     let mut outcomes = Vec::new();
-    while commits.len() < 3 {
+    while commits.len() < 4 {
         let m = pubsub.get_message().unwrap();
         let payload = m.get_payload::<String>().unwrap();
         match m.get_channel_name() {
@@ -283,10 +289,10 @@ fn subscribers_of_bayou_outcomes_hear_only_the_writes_whose_outcome_changed_at_c
         }
     }
     assert!(
-        commits[1].starts_with(&format!("2 {incr} failed")),
+        commits[2].starts_with(&format!("3 {incr} failed")),
         "{commits:?}"
     );
-    assert_eq!(commits[2], format!("3 {plain} applied"), "{commits:?}");
+    assert_eq!(commits[3], format!("4 {plain} applied"), "{commits:?}");
     // Nothing more comes for the unchanged ones.
     pubsub
         .set_read_timeout(Some(std::time::Duration::from_millis(500)))
@@ -297,7 +303,7 @@ fn subscribers_of_bayou_outcomes_hear_only_the_writes_whose_outcome_changed_at_c
     assert_eq!(
         outcomes,
         [format!(
-            "2 {incr} tentative applied committed failed: value is not an integer or out of range"
+            "3 {incr} tentative applied committed failed: value is not an integer or out of range"
         )]
     );
     // The primary committed the INCR without executing it tentatively:

@@ -270,7 +270,7 @@ fn a_write_tampered_by_a_modified_peer_is_refused_where_it_arrives() {
     a.ok(&["BAYOU.SYNC", "P"]);
     b.ok(&["BAYOU.SYNC", "P"]);
     assert_eq!(b.get("x").as_deref(), Some("1"));
-    assert_eq!(b.log_lines(), ["1:1:A W(x,1)"]);
+    assert_eq!(b.log_lines(), [c.founding(), "2:1:A W(x,1)".into()]);
     assert_eq!(forged_counter(&http), 3.0);
 }
 
@@ -439,7 +439,7 @@ fn writes_record_their_author_and_are_checked_again_where_they_execute() {
         let mut admin = admin;
         redis::cmd("BAYOU.LOG").query(&mut admin).unwrap()
     };
-    assert_eq!(log, ["1:1:A W(doc,1) by alice"]);
+    assert_eq!(log, [c.founding(), "2:1:A W(doc,1) by alice".into()]);
 
     // A modified A: it signs, with its real key, a write by "bob" to a key
     // bob may not write, and pushes it to B. The signature is A's, so B
@@ -477,7 +477,7 @@ fn writes_record_their_author_and_are_checked_again_where_they_execute() {
             .unwrap();
         assert_eq!(
             log.last().map(String::as_str),
-            Some("2:50:A W(admin:motd,pwned) by bob [failed: NOPERM bob may not write admin:motd]"),
+            Some("3:50:A W(admin:motd,pwned) by bob [failed: NOPERM bob may not write admin:motd]"),
             "at {}: {log:?}",
             r.id
         );

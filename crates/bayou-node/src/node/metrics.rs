@@ -581,7 +581,8 @@ impl Node {
                 } else {
                     "secondary"
                 },
-                primary: self.config.primary.to_string(),
+                primary: crate::member::effective_primary(r, self.config.primary.as_ref())
+                    .map_or(String::new(), |p| p.to_string()),
                 offline: self.is_offline(),
                 csn: r.csn(),
                 osn: r.osn(),
@@ -603,10 +604,9 @@ impl Node {
         };
         state.sessions = self.metrics.sessions();
         state.peers = self
-            .config
-            .peers
-            .iter()
-            .map(|(id, a)| (id.to_string(), a.clone()))
+            .peers()
+            .into_iter()
+            .map(|(id, a)| (id.to_string(), a))
             .collect();
         state.commits_learned = self.metrics.commits.load(Ordering::Relaxed);
         state

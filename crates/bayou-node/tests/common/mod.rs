@@ -328,3 +328,22 @@ pub fn settled(c: &Cluster, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+impl Cluster {
+    /// The founding write of the first replica, the primary, as `BAYOU.LOG`
+    /// shows it with `--logical-clock`: CSN 1 of every cluster
+    /// ([P97 §4.3]; docs/membership.md).
+    pub fn founding(&self) -> String {
+        let p = &self.replicas[0];
+        format!("1:1:{0} CREATE({0},127.0.0.1:{1})", p.id, p.port)
+    }
+}
+
+/// Whether a `BAYOU.LOG` line is a membership write (creation, retirement,
+/// handoff, address).
+pub fn is_membership(line: &str) -> bool {
+    let op = line.split_once(' ').map_or("", |(_, op)| op);
+    ["CREATE(", "RETIRE(", "HANDOFF(", "ADDRESS("]
+        .iter()
+        .any(|m| op.starts_with(m))
+}
