@@ -37,20 +37,52 @@
 //! [`Coverage::forgeries_refused`]), and the write-truth checker fails the
 //! run if a changed write ever enters a log. [`World::set_verification`]
 //! switches verification off, to show that checker catching it.
+//!
+//! # Servers that come and go ([P97 §4.3])
+//!
+//! The servers of the `servers` line are static members, as always. Others
+//! are created while the run goes on: `create C by A` has A accept C's
+//! creation write (`Replica::sponsor`), and C starts as an empty secondary
+//! that knows the id of that write. C is a member once its own committed
+//! view binds its name to that write; until then it accepts no client
+//! write (a `write` at C is refused and recorded, see
+//! [`World::refusals`]), and if its committed view binds the name to
+//! another creation (two sponsors created `C` concurrently, and the other
+//! creation committed first) it lost its identity: it stops at once, having
+//! written nothing. The founder (the primary) records itself first
+//! (`found`, or the first `create` does it), so it has a record too.
+//!
+//! `retire X` has X write its retirement (`Replica::retire`); from then on
+//! client writes at X are refused. X keeps running, and syncing, until
+//! another server durably holds the retirement, and then stops: it leaves
+//! the world's running servers, and commands that name it are skipped
+//! (recorded). That other server must be a live member (bound, not
+//! retired): a server that may itself stop without passing the retiree's
+//! writes on is no safe place for them (a retired server that received X's
+//! retirement after its own could stop before passing X's writes on).
+//!
+//! `handoff X` asks the current primary (whichever running server's
+//! replica says it is) to hand CSN assignment to X (`Replica::handoff`);
+//! `commit *` commits at whichever server is the primary now. Refusals by
+//! the core (`MemberError`) are recorded, not errors, so random runs may
+//! ask for anything. A crash restarts a server in the role it was started
+//! with: the role after a handoff comes from its durable committed log, as
+//! in a real node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bayou_core::bundle::{self, ImportError};
+use bayou_core::member::MemberOp;
 use bayou_core::{
     Checkpoint, Chunk, ChunkLimits, Csn, Db, Ed25519Authority, ForgedWrite, Item, Keyring, Op,
     Outcome, ProtocolError, Replica, Retention, Role, ServerId, SessionSender, Signature, Summary,
-    View, Write, WriteAuthority, format_entry_with_outcome,
+    VersionVector, View, Write, WriteAuthority, WriteId, format_entry_with_outcome,
 };
 use serde_json::{Map, Value, json};
 
 use crate::check::{self, Checker};
-use crate::scenario::{Command, Line, Tampering};
+use crate::scenario::{Command, Line, Tampering, format_command};
 
 /// Why a scenario stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +156,55 @@ pub struct Node {
     pub unexecuted: Csn,
     /// The author of the writes its client submits (`author`).
     pub author: Option<Arc<str>>,
+    /// The role it was started with, and restarts with after a crash
+    /// (after a handoff, its committed log decides, [P97 §4.3]).
+    pub base_role: Role,
+    /// The creation write it was given, for a server created during the
+    /// run (`create`); `None` for the static servers of `servers`.
+    pub creation: Option<WriteId>,
+}
+
+impl Node {
+    fn new(id: ServerId, creation: Option<WriteId>) -> Node {
+        Node {
+            replica: Replica::new(id, Role::Secondary),
+            disk: Disk::default(),
+            clock: 0,
+            checkpoint: None,
+            unexecuted: 0,
+            author: None,
+            base_role: Role::Secondary,
+            creation,
+        }
+    }
+
+    /// Whether the server is a member: a static server, or one whose
+    /// committed view binds its name to the creation write it was given
+    /// ([P97 §4.3]).
+    pub fn is_bound(&self) -> bool {
+        match &self.creation {
+            None => true,
+            Some(c) => self
+                .replica
+                .member(self.replica.id(), View::Committed)
+                .is_some_and(|m| &m.created == c),
+        }
+    }
+
+    /// Why this server must refuse a client write now, if it must: it
+    /// retired, or it is not (yet) a member.
+    pub fn refuses_writes(&self) -> Option<String> {
+        let id = self.replica.id();
+        if self.replica.has_retired() {
+            return Some(format!("{id} has retired"));
+        }
+        if !self.is_bound() {
+            return Some(format!(
+                "{id}'s creation is not committed and bound to it (yet)"
+            ));
+        }
+        None
+    }
 }
 
 impl Node {
@@ -305,6 +386,23 @@ pub struct World {
     /// Whether servers verify the writes they receive once `sign` ran
     /// (always, but in the test that shows the write-truth checker).
     unverified: bool,
+    /// Whether `sign` ran: servers created later get keys too.
+    signing: bool,
+    /// Whether the founder recorded itself (`found`).
+    founded: bool,
+    /// The servers of the `servers` line.
+    static_ids: Vec<ServerId>,
+    /// Servers that stopped (retired, or lost their name), by handle,
+    /// frozen as they stopped, with the reason.
+    stopped: BTreeMap<ServerId, (Node, String)>,
+    /// Commands refused or skipped, with the reason, in order.
+    refusals: Vec<String>,
+    /// Servers seen as the primary by a committed handoff so far.
+    primaries_seen: std::collections::BTreeSet<ServerId>,
+    /// Mutation (tests only): unbound servers accept client writes.
+    unbound_writes: bool,
+    /// Mutation (tests only): a retired server stops at once.
+    early_stop: bool,
 }
 
 /// How often a run exercised the paths truncation added: lets tests show
@@ -333,6 +431,29 @@ pub struct Coverage {
     pub redeliveries_refused: u64,
     /// Writes changed by a byzantine relay (`tamper`) and refused.
     pub forgeries_refused: u64,
+    /// Creation writes accepted by a sponsor ([P97 §4.3]).
+    pub creations: u64,
+    /// Creations of a name another running server already has (`as`).
+    pub duplicate_creations: u64,
+    /// Servers created during a run that became members (bound).
+    pub bound: u64,
+    /// Servers that stopped because another creation took their name.
+    pub identities_lost: u64,
+    /// Retirement writes accepted.
+    pub retirements: u64,
+    /// Retired servers stopped once a live member durably held the
+    /// retirement.
+    pub retirees_stopped: u64,
+    /// Handoff writes accepted by a primary.
+    pub handoffs: u64,
+    /// Servers that became the primary by a committed handoff.
+    pub new_primaries: u64,
+    /// Client writes refused: the server retired or was not bound yet.
+    pub writes_refused: u64,
+    /// Membership commands the core refused (`MemberError`).
+    pub member_refusals: u64,
+    /// Commands skipped because a server they name has stopped.
+    pub skipped_stopped: u64,
 }
 
 impl Coverage {
@@ -349,6 +470,17 @@ impl Coverage {
         self.bundle_files_stale += o.bundle_files_stale;
         self.redeliveries_refused += o.redeliveries_refused;
         self.forgeries_refused += o.forgeries_refused;
+        self.creations += o.creations;
+        self.duplicate_creations += o.duplicate_creations;
+        self.bound += o.bound;
+        self.identities_lost += o.identities_lost;
+        self.retirements += o.retirements;
+        self.retirees_stopped += o.retirees_stopped;
+        self.handoffs += o.handoffs;
+        self.new_primaries += o.new_primaries;
+        self.writes_refused += o.writes_refused;
+        self.member_refusals += o.member_refusals;
+        self.skipped_stopped += o.skipped_stopped;
     }
 }
 
@@ -394,14 +526,45 @@ impl World {
         self.unverified = !on;
     }
 
-    /// The servers, in the order `servers` named them.
+    /// Mutation, for the test that shows the identity checker: servers
+    /// accept client writes before their creation is bound to them, so a
+    /// server that loses a concurrent creation of its name has written.
+    pub fn set_unbound_writes(&mut self, on: bool) {
+        self.unbound_writes = on;
+    }
+
+    /// Mutation, for the test that shows the retirement checker: a retired
+    /// server stops as soon as it writes its retirement, before anyone
+    /// holds it, so writes only it held are lost.
+    pub fn set_early_stop(&mut self, on: bool) {
+        self.early_stop = on;
+    }
+
+    /// The servers (by handle), in the order `servers` and `create` named
+    /// them, stopped ones included.
     pub fn servers(&self) -> &[ServerId] {
         &self.order
     }
 
-    /// A server, if it exists.
+    /// The servers that stopped (retired, or lost their name), by handle,
+    /// with the reason.
+    pub fn stopped(&self) -> impl Iterator<Item = (&ServerId, &str)> {
+        self.stopped.iter().map(|(h, (_, why))| (h, why.as_str()))
+    }
+
+    /// What was refused or skipped ([P97 §4.3]: client writes at a server
+    /// that retired or is not a member yet, membership commands the core
+    /// refused, commands naming a stopped server), in order, each naming
+    /// the command and the reason.
+    pub fn refusals(&self) -> &[String] {
+        &self.refusals
+    }
+
+    /// A server by handle, if it exists (running or stopped).
     pub fn node(&self, id: &ServerId) -> Option<&Node> {
-        self.nodes.get(id)
+        self.nodes
+            .get(id)
+            .or_else(|| self.stopped.get(id).map(|(n, _)| n))
     }
 
     /// Runs a parsed scenario; `on_show` receives each `show`'s snapshot.
@@ -429,6 +592,21 @@ impl World {
         on_show: &mut impl FnMut(Snapshot),
     ) -> Result<(), (String, bool)> {
         let input = |m: String| (m, false);
+        // A command naming a server that stopped is skipped: the server is
+        // gone, as a process that exited ([P97 §4.3]).
+        if let Some((h, (_, why))) = mentioned(command)
+            .into_iter()
+            .find_map(|h| self.stopped.get_key_value(h))
+        {
+            self.refusals.push(format!(
+                "{}: skipped, {h} has stopped ({why})",
+                format_command(command)
+            ));
+            self.coverage.skipped_stopped += 1;
+            return Ok(());
+        }
+        // Servers a membership command touched, for the checks below.
+        let mut touched: Vec<ServerId> = Vec::new();
         match command {
             Command::Servers(ids) => {
                 if !self.order.is_empty() {
@@ -438,19 +616,10 @@ impl World {
                     if self.nodes.contains_key(id) {
                         return Err(input(format!("server {id} is named twice")));
                     }
-                    self.nodes.insert(
-                        id.clone(),
-                        Node {
-                            replica: Replica::new(id.clone(), Role::Secondary),
-                            disk: Disk::default(),
-                            clock: 0,
-                            checkpoint: None,
-                            unexecuted: 0,
-                            author: None,
-                        },
-                    );
+                    self.nodes.insert(id.clone(), Node::new(id.clone(), None));
                 }
                 self.order = ids.clone();
+                self.static_ids = ids.clone();
             }
             Command::Primary(id) => {
                 self.node_mut(id).map_err(input)?;
@@ -460,6 +629,9 @@ impl World {
                     )));
                 }
                 self.primary = Some(id.clone());
+                if let Some(checker) = self.checker.as_mut() {
+                    checker.set_first_primary(id.clone());
+                }
                 self.rebuild_primary_role();
             }
             Command::Autocommit(id) => {
@@ -472,6 +644,16 @@ impl World {
             }
             Command::Clock(id, t) => self.node_mut(id).map_err(input)?.clock = *t,
             Command::Write(id, op) => {
+                let unbound_writes = self.unbound_writes;
+                let node = self.node_mut(id).map_err(input)?;
+                // [P97 §4.3]: no client write before the server is a
+                // member, none after its retirement.
+                if let Some(why) = node.refuses_writes().filter(|_| !unbound_writes) {
+                    self.coverage.writes_refused += 1;
+                    self.refusals
+                        .push(format!("{}: refused, {why}", format_command(command)));
+                    return Ok(());
+                }
                 if let Some(checker) = self.checker.as_mut() {
                     checker.note_write(op);
                 }
@@ -486,9 +668,7 @@ impl World {
                 self.collect(id);
                 // The client is acknowledged only once the write is durable.
                 self.flush(id)?;
-                if let Some(checker) = self.checker.as_mut() {
-                    checker.record_write(wid, deps, author, op);
-                }
+                self.record(id, wid, deps, author, op);
             }
             Command::Sync { from, to, limit } => {
                 self.node_mut(from).map_err(input)?;
@@ -583,11 +763,129 @@ impl World {
                     .map_err(|e| input(format!("commit {id}: {e}")))?;
                 self.collect(id);
             }
+            Command::CommitAtPrimary => {
+                let Some(p) = self.current_primary() else {
+                    return Ok(self.refuse_member(command, "no running server is the primary"));
+                };
+                let node = self.nodes.get_mut(&p).expect("running");
+                node.replica
+                    .commit_all()
+                    .map_err(|e| input(format!("commit {p}: {e}")))?;
+                self.collect(&p);
+                touched.push(p);
+            }
+            Command::Found(id) => {
+                self.node_mut(id).map_err(input)?;
+                if self.primary.as_ref() != Some(id) {
+                    return Err(input(format!("found {id}: {id} is not the primary")));
+                }
+                self.found()?;
+                touched.push(id.clone());
+            }
+            Command::Create {
+                server,
+                sponsor,
+                handle,
+            } => {
+                let handle = handle.clone().unwrap_or_else(|| server.clone());
+                self.node_mut(sponsor).map_err(input)?;
+                if self.nodes.contains_key(&handle) || self.stopped.contains_key(&handle) {
+                    return Err(input(format!(
+                        "create {server} by {sponsor}: a server is already called {handle} here; address the new one `as` another name"
+                    )));
+                }
+                if self.static_ids.contains(server) {
+                    // A static server has no creation record for a sponsor
+                    // to see: naming a new server after it is the
+                    // operator's mistake, not a protocol state.
+                    return Err(input(format!(
+                        "create {server} by {sponsor}: {server} is a static server of this run"
+                    )));
+                }
+                if !self.founded && self.primary.is_some() {
+                    self.found()?;
+                    touched.extend(self.primary.clone());
+                }
+                if let Some(why) = self.nodes[sponsor].refuses_writes() {
+                    return Ok(self.refuse_member(command, &why));
+                }
+                let running_same_name = self.nodes.values().any(|n| n.replica.id() == server);
+                let addr = format!("sim:{handle}");
+                let node = self.nodes.get_mut(sponsor).expect("checked");
+                let deps = node.replica.vv().clone();
+                let wid = match node.replica.sponsor(node.clock, server.clone(), &addr) {
+                    Ok(wid) => wid,
+                    Err(e) => return Ok(self.refuse_member(command, &e.to_string())),
+                };
+                let op = Op::Member(MemberOp::Create {
+                    server: server.clone(),
+                    addr,
+                });
+                self.collect(sponsor);
+                self.flush(sponsor)?;
+                self.record(sponsor, wid.clone(), deps, None, &op);
+                self.coverage.creations += 1;
+                self.coverage.duplicate_creations += u64::from(running_same_name);
+                self.nodes
+                    .insert(handle.clone(), Node::new(server.clone(), Some(wid)));
+                self.order.push(handle.clone());
+                if self.signing {
+                    self.install_authorities();
+                }
+                touched.push(sponsor.clone());
+                touched.push(handle);
+            }
+            Command::Retire(id) => {
+                let node = self.node_mut(id).map_err(input)?;
+                if let Some(why) = node.refuses_writes() {
+                    return Ok(self.refuse_member(command, &why));
+                }
+                let me = node.replica.id().clone();
+                if node.replica.member(&me, View::Committed).is_none() {
+                    // The core would accept it, but a retirement of a
+                    // server without a record executes as a no-op while
+                    // every holder drops its entry ([P97 §4.3] retires
+                    // created servers only); static servers stay.
+                    return Ok(self.refuse_member(
+                        command,
+                        &format!("{me} has no committed creation record (a static server)"),
+                    ));
+                }
+                let deps = node.replica.vv().clone();
+                let wid = match node.replica.retire(node.clock) {
+                    Ok(wid) => wid,
+                    Err(e) => return Ok(self.refuse_member(command, &e.to_string())),
+                };
+                let op = Op::Member(MemberOp::Retire { server: me });
+                self.collect(id);
+                self.flush(id)?;
+                self.record(id, wid, deps, None, &op);
+                self.coverage.retirements += 1;
+                touched.push(id.clone());
+            }
+            Command::Handoff(to) => {
+                let to_id = self.node_mut(to).map_err(input)?.replica.id().clone();
+                let Some(p) = self.current_primary() else {
+                    return Ok(self.refuse_member(command, "no running server is the primary"));
+                };
+                let node = self.nodes.get_mut(&p).expect("running");
+                let deps = node.replica.vv().clone();
+                let wid = match node.replica.handoff(node.clock, to_id.clone()) {
+                    Ok(wid) => wid,
+                    Err(e) => return Ok(self.refuse_member(command, &e.to_string())),
+                };
+                let op = Op::Member(MemberOp::Handoff { to: to_id });
+                self.collect(&p);
+                self.flush(&p)?;
+                self.record(&p, wid, deps, None, &op);
+                self.coverage.handoffs += 1;
+                touched.push(p);
+            }
             Command::Crash(id) => {
                 let node = self.node_mut(id).map_err(input)?;
                 node.disk.pending.clear();
                 node.disk.pending_checkpoint = None;
-                let role = node.replica.role();
+                let role = node.base_role;
                 let retention = node.replica.retention();
                 let stored = node.disk.stored_checkpoint();
                 node.replica = Replica::restore_with_authority(
@@ -690,23 +988,8 @@ impl World {
                 if self.order.is_empty() {
                     return Err(input("no servers yet: start with `servers ...`".into()));
                 }
-                let mut keyring = Keyring::new();
-                for id in &self.order {
-                    keyring
-                        .insert(id.clone(), bayou_core::auth::public_key(&sim_secret(id)))
-                        .expect("a derived key is valid");
-                }
-                for (id, node) in &mut self.nodes {
-                    let authority =
-                        Ed25519Authority::new(id.clone(), &sim_secret(id), keyring.clone())
-                            .expect("the keyring holds this server's own key");
-                    let authority: Arc<dyn WriteAuthority> = if self.unverified {
-                        Arc::new(Unverified(authority))
-                    } else {
-                        Arc::new(authority)
-                    };
-                    node.replica.set_authority(Some(authority));
-                }
+                self.signing = true;
+                self.install_authorities();
             }
             Command::Author(id, author) => {
                 self.node_mut(id).map_err(input)?.author = author.as_deref().map(Arc::from);
@@ -808,18 +1091,185 @@ impl World {
                 Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to],
                 _ => vec![],
             };
-            for id in affected {
-                checker
-                    .after_step(id, &self.nodes, self.primary.as_ref())
-                    .map_err(|m| (m, true))?;
+            for id in affected.into_iter().chain(&touched) {
+                if self.nodes.contains_key(id) {
+                    checker
+                        .after_step(id, &self.nodes)
+                        .map_err(|m| (m, true))?;
+                }
             }
         }
+        self.stop_finished();
         Ok(())
+    }
+
+    /// Records a refused (or impossible) membership command.
+    fn refuse_member(&mut self, command: &Command, why: &str) {
+        self.coverage.member_refusals += 1;
+        self.refusals
+            .push(format!("{}: refused, {why}", format_command(command)));
+    }
+
+    /// The running server whose replica is the primary now, first in
+    /// `servers`/`create` order (there is at most one that has not seen
+    /// its own handoff commit).
+    fn current_primary(&self) -> Option<ServerId> {
+        self.order
+            .iter()
+            .find(|h| self.nodes.get(*h).is_some_and(|n| n.replica.is_primary()))
+            .cloned()
+    }
+
+    /// The primary records itself as the first member ([P97 §4.3]).
+    fn found(&mut self) -> Result<(), (String, bool)> {
+        let Some(p) = self.primary.clone() else {
+            return Ok(());
+        };
+        self.founded = true;
+        let node = self.nodes.get_mut(&p).expect("the primary exists");
+        let addr = format!("sim:{p}");
+        let deps = node.replica.vv().clone();
+        let wid = match node.replica.found(node.clock, &addr) {
+            Ok(wid) => wid,
+            Err(e) => {
+                self.refuse_member(&Command::Found(p), &e.to_string());
+                return Ok(());
+            }
+        };
+        let op = Op::Member(MemberOp::Create {
+            server: p.clone(),
+            addr,
+        });
+        self.collect(&p);
+        self.flush(&p)?;
+        self.record(&p, wid, deps, None, &op);
+        Ok(())
+    }
+
+    /// Tells the checker about a write `handle` accepted (durable: the
+    /// caller flushed), with the creation write of the accepting server.
+    fn record(
+        &mut self,
+        handle: &ServerId,
+        wid: WriteId,
+        deps: VersionVector,
+        author: Option<Arc<str>>,
+        op: &Op,
+    ) {
+        let creation = self.nodes[handle].creation.clone();
+        if let Some(checker) = self.checker.as_mut() {
+            checker.record_write(wid.clone(), deps, author, op);
+            checker.record_acceptor(&wid, creation.as_ref());
+        }
+        if self.early_stop && matches!(op, Op::Member(MemberOp::Retire { .. })) {
+            self.stop(handle, "retired (stopped at once: the mutation)".into());
+        }
+    }
+
+    /// Stops the servers that are done ([P97 §4.3]): one whose committed
+    /// view binds its name to another creation (it lost a concurrent
+    /// creation of its name), and a retired one once a live member (static
+    /// or bound, not retired, and not another server of its name) holds
+    /// its retirement durably: nothing of it is pending on its disk.
+    fn stop_finished(&mut self) {
+        let mut stops: Vec<(ServerId, String)> = Vec::new();
+        for (h, node) in &self.nodes {
+            let id = node.replica.id();
+            if let Some(cw) = &node.creation
+                && let Some(m) = node.replica.member(id, View::Committed)
+                && &m.created != cw
+            {
+                stops.push((
+                    h.clone(),
+                    format!("lost its name: {id} was created by {}, not {cw}", m.created),
+                ));
+                continue;
+            }
+            if node.replica.has_retired() {
+                let holder = self.nodes.iter().find(|(h2, n2)| {
+                    *h2 != h
+                        && n2.replica.id() != id
+                        && n2.replica.is_retired(id)
+                        && !n2.replica.has_retired()
+                        && n2.is_bound()
+                        && n2.disk.pending.is_empty()
+                        && n2.disk.pending_checkpoint.is_none()
+                        && !n2.replica.has_unpersisted()
+                });
+                if let Some((h2, _)) = holder {
+                    stops.push((h.clone(), format!("retired; {h2} holds its retirement")));
+                }
+            }
+        }
+        for (h, why) in stops {
+            if why.starts_with("lost") {
+                self.coverage.identities_lost += 1;
+            } else {
+                self.coverage.retirees_stopped += 1;
+            }
+            self.stop(&h, why);
+        }
+        // New members and new primaries, for the coverage counts.
+        for node in self.nodes.values() {
+            let id = node.replica.id();
+            if node.creation.is_some()
+                && !self.primaries_seen.contains(id)
+                && node.replica.is_primary()
+            {
+                self.primaries_seen.insert(id.clone());
+                self.coverage.new_primaries += 1;
+            }
+        }
+        let bound = self
+            .nodes
+            .values()
+            .chain(self.stopped.values().map(|(n, _)| n))
+            .filter(|n| n.creation.is_some() && n.is_bound())
+            .count() as u64;
+        self.coverage.bound = self.coverage.bound.max(bound);
+    }
+
+    fn stop(&mut self, handle: &ServerId, why: String) {
+        if let Some(node) = self.nodes.remove(handle) {
+            self.stopped.insert(handle.clone(), (node, why));
+        }
+    }
+
+    /// Gives every server (running or stopped) its signing key and a
+    /// keyring of all of them ([`Command::Sign`]); run again when a server
+    /// is created, so its writes verify everywhere.
+    fn install_authorities(&mut self) {
+        let mut keyring = Keyring::new();
+        let ids: std::collections::BTreeSet<ServerId> = self
+            .nodes
+            .values()
+            .chain(self.stopped.values().map(|(n, _)| n))
+            .map(|n| n.replica.id().clone())
+            .collect();
+        for id in &ids {
+            keyring
+                .insert(id.clone(), bayou_core::auth::public_key(&sim_secret(id)))
+                .expect("a derived key is valid");
+        }
+        for node in self.nodes.values_mut() {
+            let id = node.replica.id().clone();
+            let authority = Ed25519Authority::new(id.clone(), &sim_secret(&id), keyring.clone())
+                .expect("the keyring holds this server's own key");
+            let authority: Arc<dyn WriteAuthority> = if self.unverified {
+                Arc::new(Unverified(authority))
+            } else {
+                Arc::new(authority)
+            };
+            node.replica.set_authority(Some(authority));
+        }
     }
 
     fn node_mut(&mut self, id: &ServerId) -> Result<&mut Node, String> {
         if self.order.is_empty() {
             return Err("no servers yet: start with `servers ...`".into());
+        }
+        if self.stopped.contains_key(id) {
+            return Err(format!("server {id} has stopped"));
         }
         self.nodes
             .get_mut(id)
@@ -832,6 +1282,7 @@ impl World {
             let role = Role::Primary {
                 autocommit: self.autocommit,
             };
+            node.base_role = role;
             let retention = node.replica.retention();
             // What recovery would read: a pending checkpoint as the replica
             // issued it, else the durable one as the disk holds it.
@@ -887,8 +1338,10 @@ impl World {
         let node = self.nodes.get_mut(id).expect("caller checked");
         let mut flushed = std::mem::take(&mut node.disk.pending);
         if let Some(checker) = self.checker.as_mut() {
+            // By name, not handle: the first server to make a CSN durable
+            // is the one that assigned it.
             checker
-                .record_durable(id, &flushed)
+                .record_durable(node.replica.id(), &flushed)
                 .map_err(|m| (m, true))?;
         }
         // The new checkpoint replaces the old one, and the durable items it
@@ -932,32 +1385,37 @@ impl World {
     /// The state of every server.
     pub fn snapshot(&self) -> Snapshot {
         let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
+        // Vector columns: one per server name (two servers of one name,
+        // `create ... as`, share it).
+        let mut names: Vec<ServerId> = Vec::new();
+        for n in self.order.iter().filter_map(|h| self.nodes.get(h)) {
+            if !names.contains(n.replica.id()) {
+                names.push(n.replica.id().clone());
+            }
+        }
         let servers = self
             .order
             .iter()
+            .filter(|h| self.nodes.contains_key(*h))
             .map(|id| {
                 let r = &self.nodes[id].replica;
+                // The membership table is shown by the log, not the db.
                 let pairs = |v: View| {
                     r.db(v)
-                        .iter()
+                        .user_iter()
                         .map(|(k, v)| (text(k), text(v)))
                         .collect::<Vec<_>>()
                 };
                 ServerSnapshot {
                     server: id.clone(),
                     primary: r.is_primary(),
-                    vv: self
-                        .order
-                        .iter()
-                        .map(|s| (s.clone(), r.vv().get(s)))
-                        .collect(),
+                    vv: names.iter().map(|s| (s.clone(), r.vv().get(s))).collect(),
                     log: r.log().collect(),
                     outcomes: r.log().map(|(_, w)| r.outcome(&w.id)).collect(),
                     db: pairs(View::Full),
                     committed_db: pairs(View::Committed),
                     osn: r.osn(),
-                    omitted: self
-                        .order
+                    omitted: names
                         .iter()
                         .map(|s| (s.clone(), r.omitted().get(s)))
                         .collect(),
@@ -967,14 +1425,15 @@ impl World {
         Snapshot { servers }
     }
 
-    /// Every server's replica, in `servers` order.
+    /// Every running server's replica, in `servers` (then `create`)
+    /// order: stopped servers are no longer part of the system.
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
-        self.order.iter().map(|id| &self.nodes[id].replica)
+        self.nodes().map(|n| &n.replica)
     }
 
-    /// Every server's node, in `servers` order.
+    /// Every running server's node, in `servers` (then `create`) order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.order.iter().map(|id| &self.nodes[id])
+        self.order.iter().filter_map(|id| self.nodes.get(id))
     }
 
     /// What the run exercised so far.
@@ -1033,5 +1492,34 @@ impl WriteAuthority for Unverified {
 
     fn may_write(&self, author: &str, key: &[u8]) -> bool {
         self.0.may_write(author, key)
+    }
+}
+
+/// The servers (handles) a command names.
+fn mentioned(command: &Command) -> Vec<&ServerId> {
+    match command {
+        Command::Primary(s)
+        | Command::Autocommit(s)
+        | Command::Clock(s, _)
+        | Command::Write(s, _)
+        | Command::Commit(s)
+        | Command::Crash(s)
+        | Command::Truncate(s, _)
+        | Command::Retain(s, _)
+        | Command::Author(s, _)
+        | Command::Found(s)
+        | Command::Retire(s)
+        | Command::Handoff(s) => vec![s],
+        Command::Sync { from, to, .. }
+        | Command::Redeliver { from, to }
+        | Command::Export { from, to, .. }
+        | Command::Tamper { from, to, .. } => vec![from, to],
+        Command::Import { to, .. } => vec![to],
+        Command::Create { sponsor, .. } => vec![sponsor],
+        Command::Servers(_)
+        | Command::CommitAtPrimary
+        | Command::Sign
+        | Command::Show
+        | Command::ExpectConverged => vec![],
     }
 }
