@@ -978,15 +978,22 @@ impl Replica {
     }
 
     /// After a checkpoint load or a full-state install: the retirements the
-    /// committed membership table records are held, their entries go.
+    /// committed membership table records are held, their entries go; the
+    /// creations it records are held too, so every live member has an
+    /// entry (0 if none of its writes is held: the checkpoint's vector,
+    /// made of committed writes, lacks one), else `CompleteV` would read
+    /// its absence as a retirement.
     fn note_retirements_in_db(&mut self) {
-        let gone: Vec<ServerId> = member::members(&self.committed_db)
-            .filter(|(_, m)| m.retired.is_some())
-            .map(|(s, _)| s)
+        let table: Vec<(ServerId, bool)> = member::members(&self.committed_db)
+            .map(|(s, m)| (s, m.retired.is_some()))
             .collect();
-        for s in gone {
-            self.vv.remove(&s);
-            self.retired.insert(s);
+        for (s, retired) in table {
+            if retired {
+                self.vv.remove(&s);
+                self.retired.insert(s);
+            } else if !self.retired.contains(&s) {
+                self.vv.ensure(&s);
+            }
         }
     }
 

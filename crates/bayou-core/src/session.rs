@@ -202,6 +202,12 @@ pub fn advance(summary: &mut Summary, item: &Item) {
     match item {
         Item::Write { write, csn } => {
             summary.vv.advance(&write.id);
+            // As the receiver's `note_membership`: a creation adds an entry
+            // (0) for the new server, else `CompleteV` reads its absence as
+            // a retirement ([P97 §4.3]).
+            if let crate::Op::Member(crate::member::MemberOp::Create { server, .. }) = &write.op {
+                summary.vv.ensure(server);
+            }
             if let Some(c) = csn {
                 summary.csn = summary.csn.max(*c);
             }
