@@ -666,9 +666,12 @@ impl World {
                     .replica
                     .client_write_as(clock, op.clone(), author.clone());
                 self.collect(id);
+                // Recorded before the flush: with autocommit the flush
+                // makes its commit durable, and the checker replays the
+                // committed order with each write's operation.
+                self.record(id, wid, deps, author, op);
                 // The client is acknowledged only once the write is durable.
                 self.flush(id)?;
-                self.record(id, wid, deps, author, op);
             }
             Command::Sync { from, to, limit } => {
                 self.node_mut(from).map_err(input)?;
@@ -822,8 +825,8 @@ impl World {
                     addr,
                 });
                 self.collect(sponsor);
-                self.flush(sponsor)?;
                 self.record(sponsor, wid.clone(), deps, None, &op);
+                self.flush(sponsor)?;
                 self.coverage.creations += 1;
                 self.coverage.duplicate_creations += u64::from(running_same_name);
                 self.nodes
@@ -858,9 +861,13 @@ impl World {
                 };
                 let op = Op::Member(MemberOp::Retire { server: me });
                 self.collect(id);
-                self.flush(id)?;
                 self.record(id, wid, deps, None, &op);
+                self.flush(id)?;
                 self.coverage.retirements += 1;
+                if self.early_stop {
+                    self.stop(id, "retired (stopped at once: the mutation)".into());
+                    return Ok(());
+                }
                 touched.push(id.clone());
             }
             Command::Handoff(to) => {
@@ -876,8 +883,8 @@ impl World {
                 };
                 let op = Op::Member(MemberOp::Handoff { to: to_id });
                 self.collect(&p);
-                self.flush(&p)?;
                 self.record(&p, wid, deps, None, &op);
+                self.flush(&p)?;
                 self.coverage.handoffs += 1;
                 touched.push(p);
             }
@@ -1141,9 +1148,8 @@ impl World {
             addr,
         });
         self.collect(&p);
-        self.flush(&p)?;
         self.record(&p, wid, deps, None, &op);
-        Ok(())
+        self.flush(&p)
     }
 
     /// Tells the checker about a write `handle` accepted (durable: the
@@ -1160,9 +1166,6 @@ impl World {
         if let Some(checker) = self.checker.as_mut() {
             checker.record_write(wid.clone(), deps, author, op);
             checker.record_acceptor(&wid, creation.as_ref());
-        }
-        if self.early_stop && matches!(op, Op::Member(MemberOp::Retire { .. })) {
-            self.stop(handle, "retired (stopped at once: the mutation)".into());
         }
     }
 

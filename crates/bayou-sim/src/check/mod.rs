@@ -248,10 +248,11 @@ impl Checker {
             if let (Some(first), Some(assigner)) = (&self.first_primary, self.assigner.get(&csn)) {
                 assigned_in_epoch(csn, assigner, &self.membership, first)?;
             }
-            match self.accepted.get(id) {
-                Some((_, op)) => self.membership.apply(id, op),
-                None => self.membership.upto += 1,
-            }
+            // Every write is recorded when accepted, before any flush.
+            let Some((_, op)) = self.accepted.get(id) else {
+                return Err(format!("CSN {csn} names {id}, which no server accepted"));
+            };
+            self.membership.apply(id, op);
         }
         Ok(())
     }
