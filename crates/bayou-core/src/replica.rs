@@ -1751,7 +1751,11 @@ impl Replica {
             return;
         }
         let op = &write.op;
-        let first_executed = self.executed.front().is_some_and(|(e, _)| e == id);
+        // A retirement records its CSN in the membership table, so its
+        // committed execution differs from its tentative one: the full view
+        // cannot keep the latter ([P97 §4.3]).
+        let first_executed = self.executed.front().is_some_and(|(e, _)| e == id)
+            && !matches!(op, Op::Member(MemberOp::Retire { .. }));
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
         let author = write.author.as_ref();
@@ -1770,6 +1774,8 @@ impl Replica {
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
+            // It may have been one of them; it is no longer tentative.
+            self.undone.remove(id);
             self.execute_committed_alone((id, csn), op, author)
         };
         note_dirty(&mut self.dirty, &undo);

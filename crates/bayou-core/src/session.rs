@@ -294,6 +294,13 @@ impl SessionSender {
             if last {
                 self.summary.csn = snapshot.csn;
                 self.summary.vv.merge(&snapshot.vv);
+                // As the receiver's install: every live member the
+                // snapshot's table holds gets an entry ([P97 §4.3]).
+                for (server, m) in crate::member::members(&snapshot.db) {
+                    if m.is_live() {
+                        self.summary.vv.ensure(&server);
+                    }
+                }
                 self.summary.resume = None;
                 self.snapshot = None;
             } else {
