@@ -397,6 +397,9 @@ pub struct World {
     stopped: BTreeMap<ServerId, (Node, String)>,
     /// Commands refused or skipped, with the reason, in order.
     refusals: Vec<String>,
+    /// Handles of servers whose creation was refused: commands naming
+    /// them are skipped, as those naming a stopped server.
+    never_created: BTreeMap<ServerId, String>,
     /// Servers seen as the primary by a committed handoff so far.
     primaries_seen: std::collections::BTreeSet<ServerId>,
     /// Mutation (tests only): unbound servers accept client writes.
@@ -594,15 +597,30 @@ impl World {
         let input = |m: String| (m, false);
         // A command naming a server that stopped is skipped: the server is
         // gone, as a process that exited ([P97 §4.3]).
-        if let Some((h, (_, why))) = mentioned(command)
-            .into_iter()
-            .find_map(|h| self.stopped.get_key_value(h))
-        {
-            self.refusals.push(format!(
-                "{}: skipped, {h} has stopped ({why})",
-                format_command(command)
-            ));
+        if let Some(why) = mentioned(command).into_iter().find_map(|h| {
+            self.stopped
+                .get(h)
+                .map(|(_, why)| format!("{h} has stopped ({why})"))
+                .or_else(|| {
+                    self.never_created
+                        .get(h)
+                        .map(|why| format!("{h} was never created ({why})"))
+                })
+        }) {
+            self.refusals
+                .push(format!("{}: skipped, {why}", format_command(command)));
             self.coverage.skipped_stopped += 1;
+            if let Command::Export { name, .. } = command {
+                // Written by nobody: importing it brings nothing.
+                self.bundles.entry(name.clone()).or_default();
+            }
+            if let Command::Create { server, handle, .. } = command {
+                let handle = handle.as_ref().unwrap_or(server);
+                if !self.nodes.contains_key(handle) && !self.stopped.contains_key(handle) {
+                    self.never_created
+                        .insert(handle.clone(), format!("its sponsor: {why}"));
+                }
+            }
             return Ok(());
         }
         // Servers a membership command touched, for the checks below.
@@ -810,6 +828,7 @@ impl World {
                     touched.extend(self.primary.clone());
                 }
                 if let Some(why) = self.nodes[sponsor].refuses_writes() {
+                    self.never_created.insert(handle, why.clone());
                     return Ok(self.refuse_member(command, &why));
                 }
                 let running_same_name = self.nodes.values().any(|n| n.replica.id() == server);
@@ -818,7 +837,10 @@ impl World {
                 let deps = node.replica.vv().clone();
                 let wid = match node.replica.sponsor(node.clock, server.clone(), &addr) {
                     Ok(wid) => wid,
-                    Err(e) => return Ok(self.refuse_member(command, &e.to_string())),
+                    Err(e) => {
+                        self.never_created.insert(handle, e.to_string());
+                        return Ok(self.refuse_member(command, &e.to_string()));
+                    }
                 };
                 let op = Op::Member(MemberOp::Create {
                     server: server.clone(),
@@ -828,6 +850,7 @@ impl World {
                 self.record(sponsor, wid.clone(), deps, None, &op);
                 self.flush(sponsor)?;
                 self.coverage.creations += 1;
+                self.never_created.remove(&handle);
                 self.coverage.duplicate_creations += u64::from(running_same_name);
                 self.nodes
                     .insert(handle.clone(), Node::new(server.clone(), Some(wid)));
@@ -895,8 +918,9 @@ impl World {
                 let role = node.base_role;
                 let retention = node.replica.retention();
                 let stored = node.disk.stored_checkpoint();
+                // By name: a second server of one name has another handle.
                 node.replica = Replica::restore_with_authority(
-                    id.clone(),
+                    node.replica.id().clone(),
                     role,
                     retention,
                     stored.clone(),
@@ -1084,6 +1108,11 @@ impl World {
                 }
             }
         }
+        // First, before the checks: a server that has just learned it lost
+        // its name must not count as one of the system's servers any more
+        // (the same batch may have made it the primary by a handoff to its
+        // name, and it assigned CSNs nobody else will ever see).
+        self.stop_finished();
         if let Some(checker) = self.checker.as_mut() {
             let affected: Vec<&ServerId> = match command {
                 Command::Write(s, _)
@@ -1106,7 +1135,6 @@ impl World {
                 }
             }
         }
-        self.stop_finished();
         Ok(())
     }
 

@@ -300,3 +300,25 @@ fn the_epoch_checker_catches_a_second_assigner() {
     );
     checker.record_durable(&id("C"), &commit(&w, 4)).unwrap();
 }
+
+#[test]
+#[ignore]
+fn debug_file() {
+    let file = std::env::var("F").unwrap();
+    let upto: usize = std::env::var("UPTO").unwrap().parse().unwrap();
+    let text: String = std::fs::read_to_string(file).unwrap().lines().take(upto).map(|l| format!("{l}\n")).collect();
+    let mut world = World::new(true);
+    let r = try_run(&mut world, &text);
+    for h in std::env::var("SHOW").unwrap().split(',') {
+        let n = world.node(&id(h)).unwrap();
+        let r = &n.replica;
+        eprintln!("{h}: vv {:?} complete {:?} csn {} osn {} omitted {:?} commit_vv {:?} retired? {:?} members {:?}", r.vv(), r.complete_vv(), r.csn(), r.osn(), r.omitted(), r.commit_vv(), r.has_retired(), r.members(View::Committed));
+        for (c, w) in r.log() { eprintln!("   {:?} {} {}", c, w.id, w.op); }
+        eprintln!("summary {:?}", r.summary());
+    }
+    for h in world.servers() {
+        let n = world.node(h).unwrap();
+        eprintln!("{h} id {} primary {} csn {} tentative {} base {:?} creation {:?} bound {} stopped {:?}", n.replica.id(), n.replica.is_primary(), n.replica.csn(), n.replica.tentative_len(), n.base_role, n.creation, n.is_bound(), world.stopped().find(|(x, _)| *x == h));
+    }
+    eprintln!("{r:?}\n{:#?}", world.refusals());
+}
