@@ -995,6 +995,12 @@ impl Replica {
                 self.vv.ensure(&s);
             }
         }
+        // A retirement held here but not yet in the table (tentative, or
+        // committed after the snapshot) keeps its entry out too: the
+        // snapshot's vector, merged in, may carry one.
+        for s in &self.retired {
+            self.vv.remove(s);
+        }
     }
 
     /// The logical clock: at least every stamp held.
