@@ -137,6 +137,7 @@ pub fn generate_with(seed: u64, params: Params, members: Members) -> String {
         handles: ids.iter().map(|id| id.to_string()).collect(),
         primary: primary.to_string(),
         duplicates: 0,
+        founder: primary.to_string(),
     };
     if coming_and_going {
         out.push(format!("found {primary}"));
@@ -311,9 +312,14 @@ pub fn generate_with(seed: u64, params: Params, members: Members) -> String {
     };
     heal_round(&mut out);
     if coming_and_going {
+        // By now most creations are bound: a retirement (after a handoff,
+        // for the primary) that the next rounds carry everywhere.
+        out.push("commit *".into());
+        if !pool.created.is_empty() && member_rng.random_bool(0.5) {
+            pool.retire(&mut member_rng, &mut out);
+        }
         // A handoff committed in the last round reaches the new primary in
         // this one; it commits the rest, and the third round spreads that.
-        out.push("commit *".into());
         heal_round(&mut out);
         out.push("commit *".into());
     } else {
@@ -345,6 +351,8 @@ struct Membership {
     primary: String,
     /// Second creations of one id so far (handles `d1`, `d2`, …).
     duplicates: usize,
+    /// The server started as primary.
+    founder: String,
 }
 
 impl Membership {
@@ -373,22 +381,9 @@ impl Membership {
             self.live.push(id.clone());
             self.created.push(id.clone());
             self.handles.push(id);
-        } else if roll < 6 && !self.created.is_empty() {
-            let i = rng.random_range(0..self.created.len());
-            let x = self.created[i].clone();
-            if x == self.primary {
-                // A primary hands off first ([P97 §4.3]).
-                let Some(to) = self.created.iter().find(|h| **h != x).cloned() else {
-                    return;
-                };
-                out.push(format!("handoff {to}"));
-                out.push("commit *".into());
-                self.primary = to;
-            }
-            out.push(format!("retire {x}"));
-            self.created.remove(i);
-            self.live.retain(|h| *h != x);
-        } else if roll < 8 && !self.created.is_empty() {
+        } else if roll < 7 && !self.created.is_empty() {
+            self.retire(rng, out);
+        } else if roll < 9 && !self.created.is_empty() {
             let to = self.created[rng.random_range(0..self.created.len())].clone();
             out.push(format!("handoff {to}"));
             if rng.random_bool(0.5) {
@@ -396,6 +391,31 @@ impl Membership {
             }
             self.primary = to;
         }
+    }
+
+    /// A created server, or now and then the founder, retires; the
+    /// primary hands off first ([P97 §4.3]).
+    fn retire(&mut self, rng: &mut ChaCha8Rng, out: &mut Vec<String>) {
+        let founder = rng.random_bool(0.2) && self.live.contains(&self.founder);
+        let (i, x) = if founder {
+            (None, self.founder.clone())
+        } else {
+            let i = rng.random_range(0..self.created.len());
+            (Some(i), self.created[i].clone())
+        };
+        if x == self.primary {
+            let Some(to) = self.live.iter().find(|h| **h != x).cloned() else {
+                return;
+            };
+            out.push(format!("handoff {to}"));
+            out.push("commit *".into());
+            self.primary = to;
+        }
+        out.push(format!("retire {x}"));
+        if let Some(i) = i {
+            self.created.remove(i);
+        }
+        self.live.retain(|h| *h != x);
     }
 
     /// Which server the generator believes is the primary.

@@ -54,12 +54,18 @@
 //!
 //! `retire X` has X write its retirement (`Replica::retire`); from then on
 //! client writes at X are refused. X keeps running, and syncing, until
-//! another server durably holds the retirement, and then stops: it leaves
-//! the world's running servers, and commands that name it are skipped
-//! (recorded). That other server must be a live member (bound, not
-//! retired): a server that may itself stop without passing the retiree's
-//! writes on is no safe place for them (a retired server that received X's
-//! retirement after its own could stop before passing X's writes on).
+//! another server durably holds the retirement *committed*, and then
+//! stops: it leaves the world's running servers, and commands that name it
+//! are skipped (recorded). That other server must be a live member (bound,
+//! not retired): a server that may itself stop without passing the
+//! retiree's writes on is no safe place for them (a retired server that
+//! received X's retirement after its own could stop before passing X's
+//! writes on). Waiting for the commit, and never stopping while X is the
+//! primary, closes a hole: a handoff to X can commit at the old primary
+//! while X, not knowing it yet, retires (the core accepts: X is not the
+//! primary where it retires); only X can then commit its retirement, and
+//! were X to stop on a tentative copy held elsewhere, no server would ever
+//! commit again. X so becomes a retired primary that keeps running.
 //!
 //! `handoff X` asks the current primary (whichever running server's
 //! replica says it is) to hand CSN assignment to X (`Replica::handoff`);
@@ -1216,11 +1222,18 @@ impl World {
                 ));
                 continue;
             }
-            if node.replica.has_retired() {
+            // A retired server that has become the primary (a handoff to
+            // it committed before it received it, and it retired in
+            // between: the core allows that) keeps running: without it no
+            // server would ever commit again.
+            if node.replica.has_retired() && !node.replica.is_primary() {
                 let holder = self.nodes.iter().find(|(h2, n2)| {
                     *h2 != h
                         && n2.replica.id() != id
-                        && n2.replica.is_retired(id)
+                        && n2
+                            .replica
+                            .member(id, View::Committed)
+                            .is_some_and(|m| m.retired.is_some())
                         && !n2.replica.has_retired()
                         && n2.is_bound()
                         && n2.disk.pending.is_empty()
@@ -1228,7 +1241,10 @@ impl World {
                         && !n2.replica.has_unpersisted()
                 });
                 if let Some((h2, _)) = holder {
-                    stops.push((h.clone(), format!("retired; {h2} holds its retirement")));
+                    stops.push((
+                        h.clone(),
+                        format!("retired; {h2} holds its retirement, committed"),
+                    ));
                 }
             }
         }

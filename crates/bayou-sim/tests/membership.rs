@@ -124,9 +124,11 @@ fn the_loser_of_a_concurrent_creation_stops_having_written_nothing() {
 #[test]
 fn a_retired_server_stops_once_a_live_member_durably_holds_its_retirement() {
     // [P97 §4.3]: C's retirement is its last write; C keeps running until
-    // another member holds it, durably (A flushes when it next sends).
+    // another member holds it committed, durably (a server flushes when it
+    // next sends): A's tentative copy is not enough (`sync C B 2` still
+    // runs), P's commit is once P has flushed it.
     let world = run(&format!(
-        "servers P A B\nprimary P\nautocommit P\ncreate C by A\nsync A P\nsync P C\nwrite C W(X,1)\nretire C\nwrite C W(X,2)\nsync C A\nsync C B 2\nsync A B\nsync C B\n{}expect-converged\n",
+        "servers P A B\nprimary P\nautocommit P\ncreate C by A\nsync A P\nsync P C\nwrite C W(X,1)\nretire C\nwrite C W(X,2)\nsync C A\nsync A B\nsync C B 2\nsync A P\nsync P B\nsync C B\n{}expect-converged\n",
         heal(&["P", "A", "B", "C"])
     ));
     // (Then the healing's syncs with C, skipped.)
@@ -134,7 +136,7 @@ fn a_retired_server_stops_once_a_live_member_durably_holds_its_retirement() {
         world.refusals()[..2],
         [
             "write C W(X,2): refused, C has retired",
-            "sync C B: skipped, C has stopped (retired; A holds its retirement)",
+            "sync C B: skipped, C has stopped (retired; P holds its retirement, committed)",
         ]
     );
     for s in ["P", "A", "B"] {
