@@ -905,6 +905,13 @@ impl World {
                     return Ok(self.refuse_member(command, "no running server is the primary"));
                 };
                 let node = self.nodes.get_mut(&p).expect("running");
+                if node.replica.has_retired() {
+                    // The core would accept it, but a write after a
+                    // retirement reaches nobody: every holder of the
+                    // retirement counts the retiree as +∞ and ignores it.
+                    let why = format!("{} has retired (a retired primary stays the primary)", node.replica.id());
+                    return Ok(self.refuse_member(command, &why));
+                }
                 let deps = node.replica.vv().clone();
                 let wid = match node.replica.handoff(node.clock, to_id.clone()) {
                     Ok(wid) => wid,
