@@ -1229,7 +1229,11 @@ impl Replica {
         if !self.is_primary() {
             return Err(CommitError::NotPrimary(self.id.clone()));
         }
-        Ok(self.commit_tentative(Source::Peer))
+        let n = self.commit_tentative(Source::Peer);
+        // A committed retirement is executed again on its own, undoing the
+        // tentative writes after it: they run again now.
+        self.redo();
+        Ok(n)
     }
 
     /// The items a receiver with `summary` lacks, in the order anti-entropy
