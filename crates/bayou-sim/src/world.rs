@@ -168,6 +168,12 @@ pub struct Node {
     /// The creation write it was given, for a server created during the
     /// run (`create`); `None` for the static servers of `servers`.
     pub creation: Option<WriteId>,
+    /// Whether its committed view binds its name to `creation` (always,
+    /// for a static server): refreshed after every step that touches it.
+    bound: bool,
+    /// Whether it ever was bound, and ever the primary (for the counts).
+    ever_bound: bool,
+    ever_primary: bool,
 }
 
 impl Node {
@@ -180,6 +186,9 @@ impl Node {
             unexecuted: 0,
             author: None,
             base_role: Role::Secondary,
+            bound: creation.is_none(),
+            ever_bound: false,
+            ever_primary: false,
             creation,
         }
     }
@@ -188,13 +197,7 @@ impl Node {
     /// committed view binds its name to the creation write it was given
     /// ([P97 §4.3]).
     pub fn is_bound(&self) -> bool {
-        match &self.creation {
-            None => true,
-            Some(c) => self
-                .replica
-                .member(self.replica.id(), View::Committed)
-                .is_some_and(|m| &m.created == c),
-        }
+        self.bound
     }
 
     /// Why this server must refuse a client write now, if it must: it
@@ -406,8 +409,6 @@ pub struct World {
     /// Handles of servers whose creation was refused: commands naming
     /// them are skipped, as those naming a stopped server.
     never_created: BTreeMap<ServerId, String>,
-    /// Servers seen as the primary by a committed handoff so far.
-    primaries_seen: std::collections::BTreeSet<ServerId>,
     /// Mutation (tests only): unbound servers accept client writes.
     unbound_writes: bool,
     /// Mutation (tests only): a retired server stops at once.
@@ -631,6 +632,9 @@ impl World {
         }
         // Servers a membership command touched, for the checks below.
         let mut touched: Vec<ServerId> = Vec::new();
+        // A session that carried nothing changed neither replica (the
+        // sender's flush is checked as it happens): no state to check.
+        let mut quiet = false;
         match command {
             Command::Servers(ids) => {
                 if !self.order.is_empty() {
@@ -730,6 +734,7 @@ impl World {
                     .iter()
                     .filter(|c| matches!(c, Chunk::Snapshot(_)))
                     .count() as u64;
+                quiet = chunks.is_empty();
                 // The sender queues nothing by sending, but stay general.
                 self.collect(from);
                 self.last_session.insert(
@@ -1125,22 +1130,24 @@ impl World {
         // its name must not count as one of the system's servers any more
         // (the same batch may have made it the primary by a handoff to its
         // name, and it assigned CSNs nobody else will ever see).
-        self.stop_finished();
+        let affected: Vec<ServerId> = match command {
+            Command::Write(s, _) | Command::Commit(s) | Command::Crash(s) | Command::Truncate(s, _) => {
+                vec![s.clone()]
+            }
+            Command::Sync { from, to, .. }
+            | Command::Export { from, to, .. }
+            | Command::Tamper { from, to, .. } => vec![from.clone(), to.clone()],
+            Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to.clone()],
+            _ => vec![],
+        }
+        .into_iter()
+        .filter(|_| !quiet)
+        .into_iter()
+        .chain(touched)
+        .collect();
+        self.stop_finished(&affected);
         if let Some(checker) = self.checker.as_mut() {
-            let affected: Vec<&ServerId> = match command {
-                Command::Write(s, _)
-                | Command::Commit(s)
-                | Command::Crash(s)
-                | Command::Truncate(s, _) => vec![s],
-                Command::Sync { from, to, .. }
-                | Command::Export { from, to, .. }
-                | Command::Tamper { from, to, .. } => {
-                    vec![from, to]
-                }
-                Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to],
-                _ => vec![],
-            };
-            for id in affected.into_iter().chain(&touched) {
+            for id in &affected {
                 if self.nodes.contains_key(id) {
                     checker
                         .after_step(id, &self.nodes)
@@ -1215,44 +1222,75 @@ impl World {
     /// creation of its name), and a retired one once a live member (static
     /// or bound, not retired, and not another server of its name) holds
     /// its retirement durably: nothing of it is pending on its disk.
-    fn stop_finished(&mut self) {
+    fn stop_finished(&mut self, affected: &[ServerId]) {
         let mut stops: Vec<(ServerId, String)> = Vec::new();
-        for (h, node) in &self.nodes {
+        // Only a step's servers can have learned something: each refreshes
+        // whether it is bound (the flag the write gate reads) and may have
+        // lost its name or become the primary.
+        for h in affected {
+            let Some(node) = self.nodes.get_mut(h) else { continue };
+            let Some(cw) = &node.creation else { continue };
             let id = node.replica.id();
-            if let Some(cw) = &node.creation
-                && let Some(m) = node.replica.member(id, View::Committed)
-                && &m.created != cw
-            {
-                stops.push((
-                    h.clone(),
-                    format!("lost its name: {id} was created by {}, not {cw}", m.created),
-                ));
-                continue;
+            match node.replica.member(id, View::Committed) {
+                Some(m) if &m.created != cw => {
+                    stops.push((
+                        h.clone(),
+                        format!("lost its name: {id} was created by {}, not {cw}", m.created),
+                    ));
+                    continue;
+                }
+                Some(_) => {
+                    if !node.ever_bound {
+                        node.ever_bound = true;
+                        self.coverage.bound += 1;
+                    }
+                    node.bound = true;
+                }
+                // Lost in a crash: not a member until it learns again.
+                None => node.bound = false,
             }
+            if !node.ever_primary && node.replica.is_primary() {
+                node.ever_primary = true;
+                self.coverage.new_primaries += 1;
+            }
+        }
+        // Retired servers wait for a live member to hold their retirement
+        // committed (rare: scanned only while one is running).
+        let retired: Vec<&ServerId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.replica.has_retired())
+            .map(|(h, _)| h)
+            .collect();
+        for h in retired {
+            let node = &self.nodes[h];
             // A retired server that has become the primary (a handoff to
             // it committed before it received it, and it retired in
             // between: the core allows that) keeps running: without it no
             // server would ever commit again.
-            if node.replica.has_retired() && !node.replica.is_primary() {
-                let holder = self.nodes.iter().find(|(h2, n2)| {
-                    *h2 != h
-                        && n2.replica.id() != id
-                        && n2
-                            .replica
-                            .member(id, View::Committed)
-                            .is_some_and(|m| m.retired.is_some())
-                        && !n2.replica.has_retired()
-                        && n2.is_bound()
-                        && n2.disk.pending.is_empty()
-                        && n2.disk.pending_checkpoint.is_none()
-                        && !n2.replica.has_unpersisted()
-                });
-                if let Some((h2, _)) = holder {
-                    stops.push((
-                        h.clone(),
-                        format!("retired; {h2} holds its retirement, committed"),
-                    ));
-                }
+            if node.replica.is_primary() {
+                continue;
+            }
+            let id = node.replica.id();
+            let holder = self.nodes.iter().find(|(h2, n2)| {
+                *h2 != h
+                    && n2.replica.id() != id
+                    && !n2.replica.has_retired()
+                    && n2.is_bound()
+                    && n2.disk.pending.is_empty()
+                    && n2.disk.pending_checkpoint.is_none()
+                    && !n2.replica.has_unpersisted()
+                    && n2.replica.is_retired(id)
+                    && n2
+                        .replica
+                        .member(id, View::Committed)
+                        .is_some_and(|m| m.retired.is_some())
+            });
+            if let Some((h2, _)) = holder {
+                stops.push((
+                    h.clone(),
+                    format!("retired; {h2} holds its retirement, committed"),
+                ));
             }
         }
         for (h, why) in stops {
@@ -1263,24 +1301,6 @@ impl World {
             }
             self.stop(&h, why);
         }
-        // New members and new primaries, for the coverage counts.
-        for node in self.nodes.values() {
-            let id = node.replica.id();
-            if node.creation.is_some()
-                && !self.primaries_seen.contains(id)
-                && node.replica.is_primary()
-            {
-                self.primaries_seen.insert(id.clone());
-                self.coverage.new_primaries += 1;
-            }
-        }
-        let bound = self
-            .nodes
-            .values()
-            .chain(self.stopped.values().map(|(n, _)| n))
-            .filter(|n| n.creation.is_some() && n.is_bound())
-            .count() as u64;
-        self.coverage.bound = self.coverage.bound.max(bound);
     }
 
     fn stop(&mut self, handle: &ServerId, why: String) {

@@ -324,3 +324,16 @@ fn debug_file() {
     }
     eprintln!("{r:?}\n{:#?}", world.refusals());
 }
+
+#[test]
+#[ignore]
+fn timing() {
+    use bayou_sim::random::{Members, Params, run_seed_members};
+    for m in [Members::Never, Members::Always] {
+        let t = std::time::Instant::now();
+        for seed in 0..1000 {
+            run_seed_members(seed, Params::default(), true, m).unwrap();
+        }
+        eprintln!("{m:?}: {:.2?}", t.elapsed());
+    }
+}
