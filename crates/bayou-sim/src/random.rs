@@ -194,14 +194,25 @@ pub fn generate_with(seed: u64, params: Params, members: Members) -> String {
             // Truncation and bundles, then the old mix below 80.
             let roll = rng.random_range(0..100);
             if roll < 30 {
-                out.push(format!("truncate {} {}", step_ids[s], rng.random_range(0..=5)));
+                out.push(format!(
+                    "truncate {} {}",
+                    step_ids[s],
+                    rng.random_range(0..=5)
+                ));
             } else if roll < 35 {
-                out.push(format!("retain {} {}", step_ids[s], rng.random_range(0..=5)));
+                out.push(format!(
+                    "retain {} {}",
+                    step_ids[s],
+                    rng.random_range(0..=5)
+                ));
             } else if roll < 55 {
                 bundles += 1;
                 let r = other(&mut rng);
                 let max = [80, 300, 1000, 1 << 20][rng.random_range(0..4)];
-                out.push(format!("export {} {} b{bundles} {max}", step_ids[s], step_ids[r]));
+                out.push(format!(
+                    "export {} {} b{bundles} {max}",
+                    step_ids[s], step_ids[r]
+                ));
             } else if roll < 80 {
                 if bundles > 0 {
                     // A bundle carried late to any server; sometimes only
@@ -292,7 +303,10 @@ pub fn generate_with(seed: u64, params: Params, members: Members) -> String {
             out.push(format!("crash {}", step_ids[s]));
         } else {
             // Crash the primary more often than the others: it holds the CSNs.
-            out.push(format!("crash {}", pool.primary_now(coming_and_going, primary)));
+            out.push(format!(
+                "crash {}",
+                pool.primary_now(coming_and_going, primary)
+            ));
         }
     }
     out.push("# healing: every ordered pair syncs, the primary commits, again".into());
@@ -420,7 +434,11 @@ impl Membership {
 
     /// Which server the generator believes is the primary.
     fn primary_now<'a>(&'a self, coming_and_going: bool, first: &'a str) -> &'a str {
-        if coming_and_going { &self.primary } else { first }
+        if coming_and_going {
+            &self.primary
+        } else {
+            first
+        }
     }
 }
 

@@ -797,7 +797,7 @@ impl World {
             }
             Command::CommitAtPrimary => {
                 let Some(p) = self.current_primary() else {
-                    return Ok(self.refuse_member(command, "no running server is the primary"));
+                    return self.refuse_member(command, "no running server is the primary");
                 };
                 let node = self.nodes.get_mut(&p).expect("running");
                 node.replica
@@ -840,7 +840,7 @@ impl World {
                 }
                 if let Some(why) = self.nodes[sponsor].refuses_writes() {
                     self.never_created.insert(handle, why.clone());
-                    return Ok(self.refuse_member(command, &why));
+                    return self.refuse_member(command, &why);
                 }
                 let running_same_name = self.nodes.values().any(|n| n.replica.id() == server);
                 let addr = format!("sim:{handle}");
@@ -850,7 +850,7 @@ impl World {
                     Ok(wid) => wid,
                     Err(e) => {
                         self.never_created.insert(handle, e.to_string());
-                        return Ok(self.refuse_member(command, &e.to_string()));
+                        return self.refuse_member(command, &e.to_string());
                     }
                 };
                 let op = Op::Member(MemberOp::Create {
@@ -875,7 +875,7 @@ impl World {
             Command::Retire(id) => {
                 let node = self.node_mut(id).map_err(input)?;
                 if let Some(why) = node.refuses_writes() {
-                    return Ok(self.refuse_member(command, &why));
+                    return self.refuse_member(command, &why);
                 }
                 let me = node.replica.id().clone();
                 if node.replica.member(&me, View::Committed).is_none() {
@@ -883,15 +883,15 @@ impl World {
                     // server without a record executes as a no-op while
                     // every holder drops its entry ([P97 §4.3] retires
                     // created servers only); static servers stay.
-                    return Ok(self.refuse_member(
+                    return self.refuse_member(
                         command,
                         &format!("{me} has no committed creation record (a static server)"),
-                    ));
+                    );
                 }
                 let deps = node.replica.vv().clone();
                 let wid = match node.replica.retire(node.clock) {
                     Ok(wid) => wid,
-                    Err(e) => return Ok(self.refuse_member(command, &e.to_string())),
+                    Err(e) => return self.refuse_member(command, &e.to_string()),
                 };
                 let op = Op::Member(MemberOp::Retire { server: me });
                 self.collect(id);
@@ -907,20 +907,23 @@ impl World {
             Command::Handoff(to) => {
                 let to_id = self.node_mut(to).map_err(input)?.replica.id().clone();
                 let Some(p) = self.current_primary() else {
-                    return Ok(self.refuse_member(command, "no running server is the primary"));
+                    return self.refuse_member(command, "no running server is the primary");
                 };
                 let node = self.nodes.get_mut(&p).expect("running");
                 if node.replica.has_retired() {
                     // The core would accept it, but a write after a
                     // retirement reaches nobody: every holder of the
                     // retirement counts the retiree as +∞ and ignores it.
-                    let why = format!("{} has retired (a retired primary stays the primary)", node.replica.id());
-                    return Ok(self.refuse_member(command, &why));
+                    let why = format!(
+                        "{} has retired (a retired primary stays the primary)",
+                        node.replica.id()
+                    );
+                    return self.refuse_member(command, &why);
                 }
                 let deps = node.replica.vv().clone();
                 let wid = match node.replica.handoff(node.clock, to_id.clone()) {
                     Ok(wid) => wid,
-                    Err(e) => return Ok(self.refuse_member(command, &e.to_string())),
+                    Err(e) => return self.refuse_member(command, &e.to_string()),
                 };
                 let op = Op::Member(MemberOp::Handoff { to: to_id });
                 self.collect(&p);
@@ -1131,7 +1134,10 @@ impl World {
         // (the same batch may have made it the primary by a handoff to its
         // name, and it assigned CSNs nobody else will ever see).
         let affected: Vec<ServerId> = match command {
-            Command::Write(s, _) | Command::Commit(s) | Command::Crash(s) | Command::Truncate(s, _) => {
+            Command::Write(s, _)
+            | Command::Commit(s)
+            | Command::Crash(s)
+            | Command::Truncate(s, _) => {
                 vec![s.clone()]
             }
             Command::Sync { from, to, .. }
@@ -1142,16 +1148,13 @@ impl World {
         }
         .into_iter()
         .filter(|_| !quiet)
-        .into_iter()
         .chain(touched)
         .collect();
         self.stop_finished(&affected);
         if let Some(checker) = self.checker.as_mut() {
             for id in &affected {
                 if self.nodes.contains_key(id) {
-                    checker
-                        .after_step(id, &self.nodes)
-                        .map_err(|m| (m, true))?;
+                    checker.after_step(id, &self.nodes).map_err(|m| (m, true))?;
                 }
             }
         }
@@ -1159,10 +1162,11 @@ impl World {
     }
 
     /// Records a refused (or impossible) membership command.
-    fn refuse_member(&mut self, command: &Command, why: &str) {
+    fn refuse_member(&mut self, command: &Command, why: &str) -> Result<(), (String, bool)> {
         self.coverage.member_refusals += 1;
         self.refusals
             .push(format!("{}: refused, {why}", format_command(command)));
+        Ok(())
     }
 
     /// The running server whose replica is the primary now, first in
@@ -1187,8 +1191,7 @@ impl World {
         let wid = match node.replica.found(node.clock, &addr) {
             Ok(wid) => wid,
             Err(e) => {
-                self.refuse_member(&Command::Found(p), &e.to_string());
-                return Ok(());
+                return self.refuse_member(&Command::Found(p), &e.to_string());
             }
         };
         let op = Op::Member(MemberOp::Create {
@@ -1228,7 +1231,9 @@ impl World {
         // whether it is bound (the flag the write gate reads) and may have
         // lost its name or become the primary.
         for h in affected {
-            let Some(node) = self.nodes.get_mut(h) else { continue };
+            let Some(node) = self.nodes.get_mut(h) else {
+                continue;
+            };
             let Some(cw) = &node.creation else { continue };
             let id = node.replica.id();
             match node.replica.member(id, View::Committed) {

@@ -175,7 +175,10 @@ fn handoff_moves_csn_assignment_and_a_retiring_primary_hands_off_first() {
     // the stamp go by server id), then its handoff as CSN 3; CSN 4 is A's
     // write, assigned by C on receipt (a new primary autocommits), and
     // CSN 5 P's retirement.
-    let committed: Vec<String> = c.committed().map(|(n, w)| format!("{n}:{}", w.id)).collect();
+    let committed: Vec<String> = c
+        .committed()
+        .map(|(n, w)| format!("{n}:{}", w.id))
+        .collect();
     assert_eq!(committed, ["1:1:A", "2:1:P", "3:2:P", "4:2:A", "5:3:P"]);
     // P retired after handing off, and stopped once A held it.
     assert_eq!(world.stopped().count(), 1);
@@ -278,21 +281,35 @@ fn the_epoch_checker_catches_a_second_assigner() {
             addr: "c".into(),
         }),
     );
-    accepted(&mut checker, handoff.clone(), member(MemberOp::Handoff { to: id("C") }));
+    accepted(
+        &mut checker,
+        handoff.clone(),
+        member(MemberOp::Handoff { to: id("C") }),
+    );
     accepted(&mut checker, w.clone(), Op::put("X", "1"));
     accepted(&mut checker, late.clone(), Op::put("X", "2"));
     // C assigning before the handoff commits: caught.
     let mut early = checker.clone();
-    let err = early.record_durable(&id("C"), &commit(&found, 1)).unwrap_err();
+    let err = early
+        .record_durable(&id("C"), &commit(&found, 1))
+        .unwrap_err();
     assert!(
         err.contains("CSN 1 was assigned by C, but the committed order up to CSN 0 names P"),
         "{err}"
     );
-    checker.record_durable(&id("P"), &commit(&found, 1)).unwrap();
-    checker.record_durable(&id("P"), &commit(&create, 2)).unwrap();
-    checker.record_durable(&id("P"), &commit(&handoff, 3)).unwrap();
+    checker
+        .record_durable(&id("P"), &commit(&found, 1))
+        .unwrap();
+    checker
+        .record_durable(&id("P"), &commit(&create, 2))
+        .unwrap();
+    checker
+        .record_durable(&id("P"), &commit(&handoff, 3))
+        .unwrap();
     // Received, not assigned: no new CSN.
-    checker.record_durable(&id("A"), &commit(&handoff, 3)).unwrap();
+    checker
+        .record_durable(&id("A"), &commit(&handoff, 3))
+        .unwrap();
     // The old primary going on after its handoff committed: caught.
     let mut old = checker.clone();
     let err = old.record_durable(&id("P"), &commit(&late, 4)).unwrap_err();
@@ -308,19 +325,46 @@ fn the_epoch_checker_catches_a_second_assigner() {
 fn debug_file() {
     let file = std::env::var("F").unwrap();
     let upto: usize = std::env::var("UPTO").unwrap().parse().unwrap();
-    let text: String = std::fs::read_to_string(file).unwrap().lines().take(upto).map(|l| format!("{l}\n")).collect();
+    let text: String = std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .take(upto)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut world = World::new(true);
     let r = try_run(&mut world, &text);
     for h in std::env::var("SHOW").unwrap().split(',') {
         let n = world.node(&id(h)).unwrap();
         let r = &n.replica;
-        eprintln!("{h}: vv {:?} complete {:?} csn {} osn {} omitted {:?} commit_vv {:?} retired? {:?} members {:?}", r.vv(), r.complete_vv(), r.csn(), r.osn(), r.omitted(), r.commit_vv(), r.has_retired(), r.members(View::Committed));
-        for (c, w) in r.log() { eprintln!("   {:?} {} {}", c, w.id, w.op); }
+        eprintln!(
+            "{h}: vv {:?} complete {:?} csn {} osn {} omitted {:?} commit_vv {:?} retired? {:?} members {:?}",
+            r.vv(),
+            r.complete_vv(),
+            r.csn(),
+            r.osn(),
+            r.omitted(),
+            r.commit_vv(),
+            r.has_retired(),
+            r.members(View::Committed)
+        );
+        for (c, w) in r.log() {
+            eprintln!("   {:?} {} {}", c, w.id, w.op);
+        }
         eprintln!("summary {:?}", r.summary());
     }
     for h in world.servers() {
         let n = world.node(h).unwrap();
-        eprintln!("{h} id {} primary {} csn {} tentative {} base {:?} creation {:?} bound {} stopped {:?}", n.replica.id(), n.replica.is_primary(), n.replica.csn(), n.replica.tentative_len(), n.base_role, n.creation, n.is_bound(), world.stopped().find(|(x, _)| *x == h));
+        eprintln!(
+            "{h} id {} primary {} csn {} tentative {} base {:?} creation {:?} bound {} stopped {:?}",
+            n.replica.id(),
+            n.replica.is_primary(),
+            n.replica.csn(),
+            n.replica.tentative_len(),
+            n.base_role,
+            n.creation,
+            n.is_bound(),
+            world.stopped().find(|(x, _)| *x == h)
+        );
     }
     eprintln!("{r:?}\n{:#?}", world.refusals());
 }
