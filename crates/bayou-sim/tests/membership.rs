@@ -321,63 +321,35 @@ fn the_epoch_checker_catches_a_second_assigner() {
 }
 
 #[test]
-#[ignore]
-fn debug_file() {
-    let file = std::env::var("F").unwrap();
-    let upto: usize = std::env::var("UPTO").unwrap().parse().unwrap();
-    let text: String = std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
-        .take(upto)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let mut world = World::new(true);
-    let r = try_run(&mut world, &text);
-    for h in std::env::var("SHOW").unwrap().split(',') {
-        let n = world.node(&id(h)).unwrap();
-        let r = &n.replica;
-        eprintln!(
-            "{h}: vv {:?} complete {:?} csn {} osn {} omitted {:?} commit_vv {:?} retired? {:?} members {:?}",
-            r.vv(),
-            r.complete_vv(),
-            r.csn(),
-            r.osn(),
-            r.omitted(),
-            r.commit_vv(),
-            r.has_retired(),
-            r.members(View::Committed)
-        );
-        for (c, w) in r.log() {
-            eprintln!("   {:?} {} {}", c, w.id, w.op);
-        }
-        eprintln!("summary {:?}", r.summary());
-    }
-    for h in world.servers() {
-        let n = world.node(h).unwrap();
-        eprintln!(
-            "{h} id {} primary {} csn {} tentative {} base {:?} creation {:?} bound {} stopped {:?}",
-            n.replica.id(),
-            n.replica.is_primary(),
-            n.replica.csn(),
-            n.replica.tentative_len(),
-            n.base_role,
-            n.creation,
-            n.is_bound(),
-            world.stopped().find(|(x, _)| *x == h)
-        );
-    }
-    eprintln!("{r:?}\n{:#?}", world.refusals());
-}
-
-#[test]
-#[ignore]
-fn timing() {
-    use bayou_sim::random::{Members, Params, run_seed_members};
-    for m in [Members::Never, Members::Always] {
-        let t = std::time::Instant::now();
-        for seed in 0..1000 {
-            run_seed_members(seed, Params::default(), true, m).unwrap();
-        }
-        eprintln!("{m:?}: {:.2?}", t.elapsed());
-    }
+fn membership_commands_report_bad_input() {
+    // Scenario mistakes stop the run with the line; refusals by the core
+    // ([P97 §4.3]) are recorded instead.
+    let bad = |text: &str| {
+        let err = try_run(&mut World::new(true), text).unwrap_err();
+        assert!(!err.violation, "{err}");
+        err.to_string()
+    };
+    let base = "servers P A\nprimary P\n";
+    assert!(
+        bad(&format!("{base}create C by A\ncreate C by P\n"))
+            .contains("line 4: create C by P: a server is already called C here; address the new one `as` another name")
+    );
+    assert!(
+        bad(&format!("{base}create A by P as A2\n"))
+            .contains("line 3: create A by P: A is a static server of this run")
+    );
+    assert!(bad(&format!("{base}found A\n")).contains("line 3: found A: A is not the primary"));
+    assert!(bad(&format!("{base}retire Q\n")).contains("line 3: unknown server Q"));
+    let world = run(&format!(
+        "{base}retire A\nhandoff A\ncreate C by A\ncreate D by C\nwrite D W(X,1)\n"
+    ));
+    assert_eq!(
+        world.refusals(),
+        [
+            "retire A: refused, A has no committed creation record (a static server)",
+            "handoff A: refused, A is not a live member (created, committed and not retired)",
+            "create D by C: refused, C's creation is not committed and bound to it (yet)",
+            "write D W(X,1): skipped, D was never created (C's creation is not committed and bound to it (yet))",
+        ]
+    );
 }

@@ -30,6 +30,25 @@
 //!   meeting holds each of its hours and every booked hour belongs to a
 //!   meeting covering it (the meeting-room workload), as long as only
 //!   meeting requests write the scheduler's keys.
+//!
+//! Servers that come and go ([P97 §4.3]) add four, all over the servers
+//! still running (a retired server that stopped, or one that lost its name
+//! to a concurrent creation, is no longer part of the system):
+//!
+//! * **One assigner per CSN** ([P97 §4.3]; [T95 §6]): the server at which
+//!   a CSN first became durable is the primary that the committed order
+//!   (its handoffs, replayed in [`membership`]) names at that CSN; and the
+//!   committed prefix is checked against the longest committed sequence,
+//!   so it holds across handoffs. See [`assigned_in_epoch`].
+//! * **One server per name** ([P97 §4.3]): no log holds a write accepted
+//!   by a server whose name the committed order had not bound to its own
+//!   creation. See [`no_duplicate_identity`].
+//! * **No write of a retired server lost** ([P97 §4.3]; [T95 §6]): a server
+//!   that holds X's retirement holds every write X accepted, and after
+//!   healing every running server does. See [`retirees_kept`].
+//! * **Convergence over the final membership**: [`converged`] compares the
+//!   running servers only. Vector checks use the complete vector
+//!   (`Replica::complete_vv`), in which a retiree held counts as +∞.
 
 mod causality;
 mod committed_prefix;
