@@ -353,3 +353,30 @@ fn membership_commands_report_bad_input() {
         ]
     );
 }
+
+#[test]
+fn a_server_that_retires_before_it_learns_it_is_the_primary_stays_up_and_commits() {
+    // [P97 §4.3]: P's handoff to C commits at P at once (autocommit) while C
+    // does not know it; C retires, which the core accepts (C is not the
+    // primary where it retires). On receiving the commit C is the primary,
+    // and commits its own retirement: no other server could. Were it to stop
+    // once P holds the retirement, A's write would never commit.
+    let world = run(&format!(
+        "servers P A\nprimary P\nautocommit P\ncreate C by A\nsync A P\nsync P C\nhandoff C\nretire C\nsync C P\nsync P C\nwrite A W(X,1)\nsync A C\n{}expect-converged\n",
+        heal(&["P", "A", "C"])
+    ));
+    assert_eq!(world.stopped().count(), 0);
+    let c = &world.node(&id("C")).unwrap().replica;
+    assert!(c.has_retired() && c.is_primary());
+    for r in world.replicas() {
+        assert_eq!(r.tentative_len(), 0, "{}", r.id());
+        assert_eq!(r.csn(), 5, "{}", r.id());
+    }
+    // Nor does a retired primary hand off: its write would reach nobody.
+    let mut world = world;
+    world.run(&parse("handoff A\n").unwrap(), |_| {}).unwrap();
+    assert_eq!(
+        world.refusals().last().unwrap(),
+        "handoff A: refused, C has retired (a retired primary stays the primary)"
+    );
+}
