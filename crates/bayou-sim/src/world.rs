@@ -464,6 +464,9 @@ pub struct Coverage {
     pub member_refusals: u64,
     /// Commands skipped because a server they name has stopped.
     pub skipped_stopped: u64,
+    /// Sessions refused part-way by a server that learned in them that it
+    /// lost its name.
+    pub sessions_refused_by_losers: u64,
 }
 
 impl Coverage {
@@ -491,6 +494,7 @@ impl Coverage {
         self.writes_refused += o.writes_refused;
         self.member_refusals += o.member_refusals;
         self.skipped_stopped += o.skipped_stopped;
+        self.sessions_refused_by_losers += o.sessions_refused_by_losers;
     }
 }
 
@@ -750,12 +754,12 @@ impl World {
                 if result.as_ref().is_ok_and(|r| r.installed) {
                     self.coverage.installs += 1;
                 }
-                result.map_err(|e| {
-                    (
+                if let Err(e) = result {
+                    self.receive_failed(
+                        to,
                         format!("sync {from} {to}: protocol error at {to}: {e}"),
-                        true,
-                    )
-                })?;
+                    )?;
+                }
             }
             Command::Redeliver { from, to } => {
                 self.node_mut(from).map_err(input)?;
@@ -780,12 +784,10 @@ impl World {
                     | Err(ProtocolError::SnapshotGap { .. }) => {
                         self.coverage.redeliveries_refused += 1
                     }
-                    Err(e) => {
-                        return Err((
-                            format!("redeliver {from} {to}: protocol error at {to}: {e}"),
-                            true,
-                        ));
-                    }
+                    Err(e) => self.receive_failed(
+                        to,
+                        format!("redeliver {from} {to}: protocol error at {to}: {e}"),
+                    )?,
                 }
             }
             Command::Commit(id) => {
@@ -1028,10 +1030,11 @@ impl World {
                         }
                         Err(ImportError::Stale { .. }) => self.coverage.bundle_files_stale += 1,
                         Err(e) => {
-                            return Err((
+                            self.receive_failed(
+                                to,
                                 format!("import {name} {to}: part {} refused: {e}", b.part),
-                                true,
-                            ));
+                            )?;
+                            break;
                         }
                     }
                 }
@@ -1078,16 +1081,20 @@ impl World {
                 let result = receiver.replica.receive_session(&summary, chunks.clone());
                 receiver.received(before, &chunks, result.as_ref().is_ok_and(|r| r.installed));
                 self.collect(to);
-                match result {
-                    Ok(r) => self.coverage.installs += u64::from(r.installed),
-                    Err(e) => {
-                        return Err((
-                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
-                            true,
-                        ));
+                let refused = match result {
+                    Ok(r) => {
+                        self.coverage.installs += u64::from(r.installed);
+                        false
                     }
-                }
-                if let Some(mut chunk) = forged.into_iter().next() {
+                    Err(e) => {
+                        self.receive_failed(
+                            to,
+                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
+                        )?;
+                        true
+                    }
+                };
+                if let Some(mut chunk) = forged.into_iter().next().filter(|_| !refused) {
                     let Chunk::Items(items) = &mut chunk else {
                         unreachable!("found among item chunks")
                     };
@@ -1110,12 +1117,10 @@ impl World {
                         Err(ProtocolError::Forged { id: refused, .. }) if refused == id => {
                             self.coverage.forgeries_refused += 1;
                         }
-                        Err(e) => {
-                            return Err((
-                                format!("tamper {from} {to}: protocol error at {to}: {e}"),
-                                true,
-                            ));
-                        }
+                        Err(e) => self.receive_failed(
+                            to,
+                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
+                        )?,
                     }
                 }
             }
@@ -1158,6 +1163,29 @@ impl World {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A receiver refused a session (or bundle file): a violation, unless
+    /// the receiver learned from what it applied before that its name is
+    /// bound to another creation ([P97 §4.3]): it refuses everything from
+    /// then on, and stops at the end of the step. (The same batch may have
+    /// made it "the primary" by a handoff to its name, so it refuses the
+    /// next commit as one it never assigned.)
+    fn receive_failed(&mut self, to: &ServerId, message: String) -> Result<(), (String, bool)> {
+        let node = &self.nodes[to];
+        let lost = node.creation.as_ref().is_some_and(|cw| {
+            node.replica
+                .member(node.replica.id(), View::Committed)
+                .is_some_and(|m| &m.created != cw)
+        });
+        if !lost {
+            return Err((message, true));
+        }
+        self.coverage.sessions_refused_by_losers += 1;
+        self.refusals.push(format!(
+            "{message} (refused: {to} has just learned it lost its name)"
+        ));
         Ok(())
     }
 

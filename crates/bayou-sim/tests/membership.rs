@@ -380,3 +380,26 @@ fn a_server_that_retires_before_it_learns_it_is_the_primary_stays_up_and_commits
         "handoff A: refused, C has retired (a retired primary stays the primary)"
     );
 }
+
+#[test]
+fn a_loser_that_learns_in_a_session_it_lost_refuses_the_rest_and_stops() {
+    // [P97 §4.3]: B's creation of C commits first, then a handoff to C (the
+    // name, so B's C, here C2), which commits CSN 5. A's C receives CSNs
+    // 1-5 in one session: at CSN 4 the handoff names its name, so the core
+    // takes it for the primary, and it refuses CSN 5 as a commit it never
+    // assigned. It has learned it lost: it refuses, and stops.
+    let world = run(&format!(
+        "servers P A B\nprimary P\nautocommit P\nfound P\ncreate C by A\ncreate C by B as C2\nsync B P\nsync A P\nhandoff C2\nsync P C2\nwrite C2 W(X,1)\nsync C2 P\nsync P C\n{}expect-converged\n",
+        heal(&["P", "A", "B", "C", "C2"])
+    ));
+    assert_eq!(
+        world.refusals()[0],
+        "sync P C: protocol error at C: the primary received CSN 5 that it never assigned (refused: C has just learned it lost its name)"
+    );
+    assert_eq!(world.coverage().sessions_refused_by_losers, 1);
+    let (h, why) = world.stopped().next().unwrap();
+    assert_eq!(
+        (h.as_str(), why),
+        ("C", "lost its name: C was created by 1:B, not 1:A")
+    );
+}
