@@ -3,7 +3,9 @@
 //! full-state transfers (cut off, resumed, crashed during), and bundles
 //! carried between servers late, twice and out of order, signed writes
 //! with a byzantine relay changing some in transit (one seed in eight),
-//! then healing;
+//! servers that come and go (one seed in four, and every one of another
+//! ten thousand seeds: creations, concurrent creations of one id,
+//! retirements, handoffs, [P97 §4.3]), then healing;
 //! every invariant of `bayou_sim::check` is verified after each step. A
 //! failure prints the seed and a scenario file that reproduces it.
 //!
