@@ -726,12 +726,15 @@ impl Replica {
             r.full_db = r.committed_db.clone();
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
-            r.note_retirements_in_db();
         }
         // The store holds the checkpoint's database (or nothing): track the
         // changes the replay makes to it, for the next checkpoint.
         r.dirty = Some(BTreeSet::new());
         r.apply_items(items, Source::Disk)?;
+        // Only now: a retirement the checkpoint's table records makes the
+        // retiree's writes count as held, and the retained log may still
+        // hold some of them (committed after the OSN) to put back.
+        r.note_retirements_in_db();
         if r.csn() < r.replayed_upto {
             return Err(ProtocolError::CheckpointAhead {
                 checkpoint: r.replayed_upto,
