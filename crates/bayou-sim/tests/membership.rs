@@ -403,3 +403,17 @@ fn a_loser_that_learns_in_a_session_it_lost_refuses_the_rest_and_stops() {
         ("C", "lost its name: C was created by 1:B, not 1:A")
     );
 }
+
+#[test]
+fn a_server_recovers_a_retirement_its_checkpoint_already_records() {
+    // [P97 §3.3, §4.3]: A holds C's retirement as a tentative write, then
+    // its commit; A checkpoints (the table now says C retired) keeping the
+    // log, and crashes. Recovery puts the retained writes back before it
+    // counts C's writes as held, else the commit finds no write.
+    let world = run(&format!(
+        "servers P A\nprimary P\nautocommit P\ncreate C by A\nsync A P\nsync P C\nretire C\nsync C A\nsync C P\nsync P A\ntruncate A 5\ncrash A\n{}expect-converged\n",
+        heal(&["P", "A", "C"])
+    ));
+    assert_eq!(world.coverage().restores_from_checkpoint, 1);
+    assert_eq!(world.stopped().count(), 1);
+}
