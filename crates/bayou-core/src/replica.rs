@@ -894,6 +894,11 @@ impl Replica {
         if !self.is_primary() {
             return Err(MemberError::NotPrimary(self.id.clone()));
         }
+        // A write after the retirement reaches nobody: every holder of the
+        // retirement counts this server as +∞ and ignores it.
+        if self.has_retired() {
+            return Err(MemberError::Retired(self.id.clone()));
+        }
         if to == self.id {
             return Err(MemberError::Itself(to));
         }
