@@ -372,7 +372,16 @@ fn a_server_that_retires_before_it_learns_it_is_the_primary_stays_up_and_commits
         assert_eq!(r.tentative_len(), 0, "{}", r.id());
         assert_eq!(r.csn(), 5, "{}", r.id());
     }
-    // Nor does a retired primary hand off: its write would reach nobody.
+    // Nor does a retired primary hand off: its write would reach nobody
+    // (the core refuses it too).
+    let mut retired_primary = c.clone();
+    assert_eq!(
+        retired_primary
+            .handoff(99, id("A"))
+            .unwrap_err()
+            .to_string(),
+        "C has retired"
+    );
     let mut world = world;
     world.run(&parse("handoff A\n").unwrap(), |_| {}).unwrap();
     assert_eq!(
