@@ -726,12 +726,15 @@ impl Replica {
             r.full_db = r.committed_db.clone();
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
-            r.note_members_in_db();
         }
         // The store holds the checkpoint's database (or nothing): track the
         // changes the replay makes to it, for the next checkpoint.
         r.dirty = Some(BTreeSet::new());
         r.apply_items(items, Source::Disk)?;
+        // Only now: a retirement the checkpoint's table records makes the
+        // retiree's writes count as held, and the retained log may still
+        // hold some of them (committed after the OSN) to put back.
+        r.note_retirements_in_db();
         if r.csn() < r.replayed_upto {
             return Err(ProtocolError::CheckpointAhead {
                 checkpoint: r.replayed_upto,
@@ -891,6 +894,11 @@ impl Replica {
         if !self.is_primary() {
             return Err(MemberError::NotPrimary(self.id.clone()));
         }
+        // A write after the retirement reaches nobody: every holder of the
+        // retirement counts this server as +∞ and ignores it.
+        if self.has_retired() {
+            return Err(MemberError::Retired(self.id.clone()));
+        }
         if to == self.id {
             return Err(MemberError::Itself(to));
         }
@@ -997,21 +1005,29 @@ impl Replica {
         }
     }
 
-    /// After a checkpoint load or a full-state install, whose database
-    /// reflects creation and retirement writes no longer in the log: each
-    /// live member has an entry (0 if none of its writes is held), as
-    /// holding its creation gave it, and each retired one has none.
-    fn note_members_in_db(&mut self) {
-        let members: Vec<(ServerId, bool)> = member::members(&self.committed_db)
-            .map(|(s, m)| (s, m.is_live()))
+    /// After a checkpoint load or a full-state install: the retirements the
+    /// committed membership table records are held, their entries go; the
+    /// creations it records are held too, so every live member has an
+    /// entry (0 if none of its writes is held: the checkpoint's vector,
+    /// made of committed writes, lacks one), else `CompleteV` would read
+    /// its absence as a retirement.
+    fn note_retirements_in_db(&mut self) {
+        let table: Vec<(ServerId, bool)> = member::members(&self.committed_db)
+            .map(|(s, m)| (s, m.retired.is_some()))
             .collect();
-        for (s, live) in members {
-            if live && !self.retired.contains(&s) {
-                self.vv.ensure(&s);
-            } else {
+        for (s, retired) in table {
+            if retired {
                 self.vv.remove(&s);
                 self.retired.insert(s);
+            } else if !self.retired.contains(&s) {
+                self.vv.ensure(&s);
             }
+        }
+        // A retirement held here but not yet in the table (tentative, or
+        // committed after the snapshot) keeps its entry out too: the
+        // snapshot's vector, merged in, may carry one.
+        for s in &self.retired {
+            self.vv.remove(s);
         }
     }
 
@@ -1241,7 +1257,11 @@ impl Replica {
         if !self.is_primary() {
             return Err(CommitError::NotPrimary(self.id.clone()));
         }
-        Ok(self.commit_tentative(Source::Peer))
+        let n = self.commit_tentative(Source::Peer);
+        // A committed retirement is executed again on its own, undoing the
+        // tentative writes after it: they run again now.
+        self.redo();
+        Ok(n)
     }
 
     /// The items a receiver with `summary` lacks, in the order anti-entropy
@@ -1769,11 +1789,11 @@ impl Replica {
             return;
         }
         let op = &write.op;
-        // A membership write records its CSN when it executes committed
-        // (`Member::retired_csn`), so its committed result differs from its
-        // tentative one: it is executed again rather than carried over.
+        // A retirement records its CSN in the membership table, so its
+        // committed execution differs from its tentative one: the full view
+        // cannot keep the latter ([P97 §4.3]).
         let first_executed = self.executed.front().is_some_and(|(e, _)| e == id)
-            && !matches!(write.op, Op::Member(_));
+            && !matches!(op, Op::Member(MemberOp::Retire { .. }));
         // Re-executed at commit ([T95 §7]) on the committed view, whose state
         // is the full view's state at this write's place.
         let author = write.author.as_ref();
@@ -1792,6 +1812,8 @@ impl Replica {
         } else {
             // It moves in front of tentative writes already executed.
             self.undo_all();
+            // It may have been one of them; it is no longer tentative.
+            self.undone.remove(id);
             self.execute_committed_alone((id, csn), op, author)
         };
         note_dirty(&mut self.dirty, &undo);

@@ -202,6 +202,12 @@ pub fn advance(summary: &mut Summary, item: &Item) {
     match item {
         Item::Write { write, csn } => {
             summary.vv.advance(&write.id);
+            // As the receiver's `note_membership`: a creation adds an entry
+            // (0) for the new server, else `CompleteV` reads its absence as
+            // a retirement ([P97 §4.3]).
+            if let crate::Op::Member(crate::member::MemberOp::Create { server, .. }) = &write.op {
+                summary.vv.ensure(server);
+            }
             if let Some(c) = csn {
                 summary.csn = summary.csn.max(*c);
             }
@@ -288,6 +294,13 @@ impl SessionSender {
             if last {
                 self.summary.csn = snapshot.csn;
                 self.summary.vv.merge(&snapshot.vv);
+                // As the receiver's install: every live member the
+                // snapshot's table holds gets an entry ([P97 §4.3]).
+                for (server, m) in crate::member::members(&snapshot.db) {
+                    if m.is_live() {
+                        self.summary.vv.ensure(&server);
+                    }
+                }
                 self.summary.resume = None;
                 self.snapshot = None;
             } else {

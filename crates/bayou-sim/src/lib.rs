@@ -6,7 +6,9 @@
 //! * [`check`]: the invariants, each citing the paper section it comes from.
 //! * [`random`]: seeded random runs with crashes, cut-off sessions, log
 //!   truncation, full-state transfers and bundles carried between servers,
-//!   then healing, checked by [`check`].
+//!   then healing, checked by [`check`]; and servers that come and go
+//!   ([P97 §4.3]: creation, concurrent creations of one id, retirement,
+//!   primary handoff).
 //! * [`mobile`]: mobile clients hopping between servers with session
 //!   guarantees ([T94]), and one checker per guarantee over their history.
 //! * [`render`]: servers side by side as on the slides, as text or SVG.

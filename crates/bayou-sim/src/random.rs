@@ -14,9 +14,21 @@
 //! clients authors (`author`), and has a byzantine relay change writes in
 //! transit (`tamper`), which the receivers must refuse; those commands are
 //! drawn from a second generator, so the rest of each seed's run is the same
-//! as without them. A healing phase follows in
-//! which every ordered pair of servers syncs, the primary commits, and every
-//! pair syncs again; the run then demands convergence. A run is a scenario
+//! as without them. One seed in four (or every seed, with
+//! [`Members::Always`]) also has servers come and go ([P97 §4.3]), drawn
+//! from a third generator: the founder records itself (`found`), new
+//! servers are created with fresh ids by random sponsors (`create`), a
+//! third of them concurrently with a second creation of the same id by
+//! another sponsor that cannot know of the first (`create ... as dN`), so
+//! one of the two loses its identity; created servers take part in the
+//! random mix in place of static ones, retire (`retire`, a primary hands
+//! off first), and the primary hands off at random points (`handoff`);
+//! commits go to whichever server is the primary then (`commit *`). A
+//! healing phase follows in which every ordered pair of servers syncs, the
+//! primary commits, and every pair syncs again (three rounds with
+//! membership changes, as a handoff's commit must reach the new primary
+//! before it commits the rest); the run then demands convergence of the
+//! servers still running. A run is a scenario
 //! file, so a failing seed is reproduced by `bayou sim --check` on the file
 //! printed with the failure, as well as by replaying the seed.
 
@@ -34,6 +46,17 @@ pub enum Workload {
     /// Meeting-room requests with alternates ([T95 Fig. 3]): Bayou writes
     /// with dependency checks and merge procedures, competing for few slots.
     Meetings,
+}
+
+/// Whether a run has servers come and go ([P97 §4.3]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Members {
+    /// One seed in four, as the seed decides ([`generate`]).
+    PerSeed,
+    /// Every seed.
+    Always,
+    /// No seed: the runs from before membership changes.
+    Never,
 }
 
 /// Knobs of the generator, all derived from the seed unless overridden.
@@ -56,13 +79,13 @@ impl Default for Params {
 
 /// Generates the scenario of `seed` as text in the scenario language.
 pub fn generate(seed: u64, params: Params) -> String {
+    generate_with(seed, params, Members::PerSeed)
+}
+
+/// [`generate`], with membership changes as `members` says.
+pub fn generate_with(seed: u64, params: Params, members: Members) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n = rng.random_range(3..=7usize);
-    // Ids that exercise byte-order tie breaks: upper before lower case,
-    // "10" before "9", prefixes before longer ids.
-    const POOL: [&str; 12] = [
-        "P", "A", "B", "C", "a", "b", "9", "10", "AB", "Q7", "z", "M",
-    ];
     let mut ids: Vec<&str> = Vec::new();
     while ids.len() < n {
         let id = POOL[rng.random_range(0..POOL.len())];
@@ -96,6 +119,29 @@ pub fn generate(seed: u64, params: Params) -> String {
             out.push(format!("retain {id} {}", rng.random_range(0..=5)));
         }
     }
+    // Servers that come and go, from their own generator too.
+    let mut member_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4d45_4d42_4552);
+    let coming_and_going = match members {
+        Members::PerSeed => member_rng.random_bool(0.25),
+        Members::Always => true,
+        Members::Never => false,
+    };
+    let mut pool = Membership {
+        unused: POOL
+            .iter()
+            .filter(|id| !ids.contains(id))
+            .map(|id| id.to_string())
+            .collect(),
+        live: ids.iter().map(|id| id.to_string()).collect(),
+        created: Vec::new(),
+        handles: ids.iter().map(|id| id.to_string()).collect(),
+        primary: primary.to_string(),
+        duplicates: 0,
+        founder: primary.to_string(),
+    };
+    if coming_and_going {
+        out.push(format!("found {primary}"));
+    }
     let mut bundles = 0;
     let keys = ["X", "Y", "Z", "K1", "K2"];
     let steps = rng.random_range(params.max_steps / 4..=params.max_steps);
@@ -118,6 +164,22 @@ pub fn generate(seed: u64, params: Params) -> String {
                 out.push(format!("tamper {} {} {what}", ids[s], ids[r]));
             }
         }
+        // This step's servers: with membership changes, a created server
+        // sometimes stands in for one of the static ones.
+        let mut step_ids: Vec<&str> = ids.clone();
+        if coming_and_going {
+            pool.step(&mut member_rng, &mut out);
+            if !pool.created.is_empty() && member_rng.random_bool(0.4) {
+                let k = member_rng.random_range(0..n);
+                let h = member_rng.random_range(0..pool.created.len());
+                step_ids[k] = &pool.created[h];
+            }
+        }
+        let commit = if coming_and_going {
+            "commit *".to_string()
+        } else {
+            format!("commit {primary}")
+        };
         now += rng.random_range(0..4);
         let s = rng.random_range(0..n);
         let roll = rng.random_range(0..100);
@@ -132,14 +194,25 @@ pub fn generate(seed: u64, params: Params) -> String {
             // Truncation and bundles, then the old mix below 80.
             let roll = rng.random_range(0..100);
             if roll < 30 {
-                out.push(format!("truncate {} {}", ids[s], rng.random_range(0..=5)));
+                out.push(format!(
+                    "truncate {} {}",
+                    step_ids[s],
+                    rng.random_range(0..=5)
+                ));
             } else if roll < 35 {
-                out.push(format!("retain {} {}", ids[s], rng.random_range(0..=5)));
+                out.push(format!(
+                    "retain {} {}",
+                    step_ids[s],
+                    rng.random_range(0..=5)
+                ));
             } else if roll < 55 {
                 bundles += 1;
                 let r = other(&mut rng);
                 let max = [80, 300, 1000, 1 << 20][rng.random_range(0..4)];
-                out.push(format!("export {} {} b{bundles} {max}", ids[s], ids[r]));
+                out.push(format!(
+                    "export {} {} b{bundles} {max}",
+                    step_ids[s], step_ids[r]
+                ));
             } else if roll < 80 {
                 if bundles > 0 {
                     // A bundle carried late to any server; sometimes only
@@ -147,9 +220,9 @@ pub fn generate(seed: u64, params: Params) -> String {
                     let b = rng.random_range(1..=bundles);
                     if rng.random_bool(0.25) {
                         let part = rng.random_range(1..=3);
-                        out.push(format!("import-part b{b} {part} {}", ids[s]));
+                        out.push(format!("import-part b{b} {part} {}", step_ids[s]));
                     } else {
-                        out.push(format!("import b{b} {}", ids[s]));
+                        out.push(format!("import b{b} {}", step_ids[s]));
                     }
                 }
             } else {
@@ -158,28 +231,28 @@ pub fn generate(seed: u64, params: Params) -> String {
                 let r = other(&mut rng);
                 out.push(format!(
                     "sync {} {} {}",
-                    ids[s],
-                    ids[r],
+                    step_ids[s],
+                    step_ids[r],
                     rng.random_range(0..8)
                 ));
                 let victim = if rng.random_bool(0.5) { r } else { s };
-                out.push(format!("crash {}", ids[victim]));
+                out.push(format!("crash {}", step_ids[victim]));
             }
             continue;
         }
         let roll = roll * 100 / 80;
         if roll < 40 {
             if !stuck[s] {
-                out.push(format!("clock {} {}", ids[s], (now + skew[s]).max(0)));
+                out.push(format!("clock {} {}", step_ids[s], (now + skew[s]).max(0)));
             }
             match params.workload {
                 Workload::KeyValue => {
                     let key = keys[rng.random_range(0..keys.len())];
                     if rng.random_bool(0.2) {
-                        out.push(format!("write {} D({key})", ids[s]));
+                        out.push(format!("write {} D({key})", step_ids[s]));
                     } else {
                         let value = rng.random_range(0..100);
-                        out.push(format!("write {} W({key},{value})", ids[s]));
+                        out.push(format!("write {} W({key},{value})", step_ids[s]));
                     }
                 }
                 Workload::Meetings => {
@@ -197,7 +270,7 @@ pub fn generate(seed: u64, params: Params) -> String {
                     }
                     out.push(format!(
                         "meeting {} m{meetings} R{room} {hours} {}",
-                        ids[s],
+                        step_ids[s],
                         times.join(" ")
                     ));
                 }
@@ -210,12 +283,12 @@ pub fn generate(seed: u64, params: Params) -> String {
             if rng.random_bool(0.3) {
                 out.push(format!(
                     "sync {} {} {}",
-                    ids[s],
-                    ids[r],
+                    step_ids[s],
+                    step_ids[r],
                     rng.random_range(0..6)
                 ));
             } else {
-                out.push(format!("sync {} {}", ids[s], ids[r]));
+                out.push(format!("sync {} {}", step_ids[s], step_ids[r]));
             }
         } else if roll < 84 {
             // A late duplicate of an earlier session between two servers.
@@ -223,20 +296,28 @@ pub fn generate(seed: u64, params: Params) -> String {
             if r >= s {
                 r += 1;
             }
-            out.push(format!("redeliver {} {}", ids[s], ids[r]));
+            out.push(format!("redeliver {} {}", step_ids[s], step_ids[r]));
         } else if roll < 88 {
-            out.push(format!("commit {primary}"));
+            out.push(commit);
         } else if roll < 95 {
-            out.push(format!("crash {}", ids[s]));
+            out.push(format!("crash {}", step_ids[s]));
         } else {
             // Crash the primary more often than the others: it holds the CSNs.
-            out.push(format!("crash {primary}"));
+            out.push(format!(
+                "crash {}",
+                pool.primary_now(coming_and_going, primary)
+            ));
         }
     }
     out.push("# healing: every ordered pair syncs, the primary commits, again".into());
+    let everyone: Vec<String> = if coming_and_going {
+        pool.handles.clone()
+    } else {
+        ids.iter().map(|id| id.to_string()).collect()
+    };
     let heal_round = |out: &mut Vec<String>| {
-        for a in &ids {
-            for b in &ids {
+        for a in &everyone {
+            for b in &everyone {
                 if a != b {
                     out.push(format!("sync {a} {b}"));
                 }
@@ -244,10 +325,121 @@ pub fn generate(seed: u64, params: Params) -> String {
         }
     };
     heal_round(&mut out);
-    out.push(format!("commit {primary}"));
+    if coming_and_going {
+        // By now most creations are bound: a retirement (after a handoff,
+        // for the primary) that the next rounds carry everywhere.
+        out.push("commit *".into());
+        if !pool.created.is_empty() && member_rng.random_bool(0.5) {
+            pool.retire(&mut member_rng, &mut out);
+        }
+        // A handoff committed in the last round reaches the new primary in
+        // this one; it commits the rest, and the third round spreads that.
+        heal_round(&mut out);
+        out.push("commit *".into());
+    } else {
+        out.push(format!("commit {primary}"));
+    }
     heal_round(&mut out);
     out.push("expect-converged".into());
     out.join("\n") + "\n"
+}
+
+/// Ids that exercise byte-order tie breaks: upper before lower case, "10"
+/// before "9", prefixes before longer ids.
+const POOL: [&str; 12] = [
+    "P", "A", "B", "C", "a", "b", "9", "10", "AB", "Q7", "z", "M",
+];
+
+/// What the generator knows of the servers that come and go: what it asked
+/// for, not what happened (the core may refuse; the world records that).
+struct Membership {
+    /// Ids of the pool not used yet.
+    unused: Vec<String>,
+    /// Handles of the servers not asked to retire.
+    live: Vec<String>,
+    /// Handles of the created servers not asked to retire.
+    created: Vec<String>,
+    /// Every handle, for the healing phase.
+    handles: Vec<String>,
+    /// The server last asked to become the primary.
+    primary: String,
+    /// Second creations of one id so far (handles `d1`, `d2`, …).
+    duplicates: usize,
+    /// The server started as primary.
+    founder: String,
+}
+
+impl Membership {
+    /// Perhaps one membership change: a creation (sometimes two of one id
+    /// at once, by two sponsors), a retirement, or a handoff.
+    fn step(&mut self, rng: &mut ChaCha8Rng, out: &mut Vec<String>) {
+        let roll = rng.random_range(0..100);
+        if roll < 4 && !self.unused.is_empty() && self.created.len() < 4 {
+            let id = self.unused.remove(rng.random_range(0..self.unused.len()));
+            let sponsor = self.live[rng.random_range(0..self.live.len())].clone();
+            out.push(format!("create {id} by {sponsor}"));
+            if self.live.len() > 1 && rng.random_bool(0.35) {
+                // The same id by another sponsor, before the two exchange
+                // anything: a concurrent creation in another partition.
+                let mut other = sponsor.clone();
+                while other == sponsor {
+                    other = self.live[rng.random_range(0..self.live.len())].clone();
+                }
+                self.duplicates += 1;
+                let handle = format!("d{}", self.duplicates);
+                out.push(format!("create {id} by {other} as {handle}"));
+                self.live.push(handle.clone());
+                self.created.push(handle.clone());
+                self.handles.push(handle);
+            }
+            self.live.push(id.clone());
+            self.created.push(id.clone());
+            self.handles.push(id);
+        } else if roll < 7 && !self.created.is_empty() {
+            self.retire(rng, out);
+        } else if roll < 9 && !self.created.is_empty() {
+            let to = self.created[rng.random_range(0..self.created.len())].clone();
+            out.push(format!("handoff {to}"));
+            if rng.random_bool(0.5) {
+                out.push("commit *".into());
+            }
+            self.primary = to;
+        }
+    }
+
+    /// A created server, or now and then the founder, retires; the
+    /// primary hands off first ([P97 §4.3]).
+    fn retire(&mut self, rng: &mut ChaCha8Rng, out: &mut Vec<String>) {
+        let founder = rng.random_bool(0.2) && self.live.contains(&self.founder);
+        let (i, x) = if founder {
+            (None, self.founder.clone())
+        } else {
+            let i = rng.random_range(0..self.created.len());
+            (Some(i), self.created[i].clone())
+        };
+        if x == self.primary {
+            let Some(to) = self.live.iter().find(|h| **h != x).cloned() else {
+                return;
+            };
+            out.push(format!("handoff {to}"));
+            out.push("commit *".into());
+            self.primary = to;
+        }
+        out.push(format!("retire {x}"));
+        if let Some(i) = i {
+            self.created.remove(i);
+        }
+        self.live.retain(|h| *h != x);
+    }
+
+    /// Which server the generator believes is the primary.
+    fn primary_now<'a>(&'a self, coming_and_going: bool, first: &'a str) -> &'a str {
+        if coming_and_going {
+            &self.primary
+        } else {
+            first
+        }
+    }
 }
 
 /// A failed random run.
@@ -289,7 +481,17 @@ pub fn run_seed_with(
     params: Params,
     incremental: bool,
 ) -> Result<Coverage, Box<Failure>> {
-    let scenario = generate(seed, params);
+    run_seed_members(seed, params, incremental, Members::PerSeed)
+}
+
+/// [`run_seed_with`], with membership changes as `members` says.
+pub fn run_seed_members(
+    seed: u64,
+    params: Params,
+    incremental: bool,
+    members: Members,
+) -> Result<Coverage, Box<Failure>> {
+    let scenario = generate_with(seed, params, members);
     let fail = |error: RunError| {
         Box::new(Failure {
             seed,

@@ -39,6 +39,18 @@
 //!                      # first write's value changed on the way (or
 //!                      # `author`: its author changed); a server that
 //!                      # verifies refuses it
+//! found P              # the primary records itself as the cluster's first
+//!                      # member ([P97 §4.3]; the first `create` does it if
+//!                      # no `found` came before)
+//! create C by A        # A sponsors a new server C ([P97 §4.3]): C starts
+//!                      # empty and accepts client writes only once its
+//!                      # creation is committed and bound to it
+//! create C by B as C2  # a second server named C (a concurrent creation,
+//!                      # e.g. in another partition), addressed as C2 here
+//! retire X             # X writes its retirement, its last write; it stops
+//!                      # once another server durably holds it
+//! handoff X            # the current primary hands CSN assignment to X
+//! commit *             # whichever server is the primary now commits
 //! show                 # print every server's state
 //! expect-converged     # fail unless all servers hold the same log, vv and db
 //! ```
@@ -71,6 +83,26 @@ pub enum Command {
     },
     /// `commit P`.
     Commit(ServerId),
+    /// `commit *`: the server that is the primary now commits (after a
+    /// handoff it is not the one `primary` named).
+    CommitAtPrimary,
+    /// `found P`: the primary records itself as the first member.
+    Found(ServerId),
+    /// `create C by A [as H]`: `sponsor` accepts the creation of `server`
+    /// ([P97 §4.3]); the new server is addressed as `handle` (`server`
+    /// unless given: a second server of one name needs another handle).
+    Create {
+        /// The new server's name.
+        server: ServerId,
+        /// The server that accepts its creation write.
+        sponsor: ServerId,
+        /// How later commands address it, when not by its name.
+        handle: Option<ServerId>,
+    },
+    /// `retire X`: X writes its retirement ([P97 §4.3]).
+    Retire(ServerId),
+    /// `handoff X`: the current primary hands off to X ([P97 §4.3]).
+    Handoff(ServerId),
     /// `redeliver S R`: the items of the last session from S to R arrive at
     /// R again, late: a delayed, duplicated copy of old messages.
     Redeliver {
@@ -233,7 +265,32 @@ fn parse_command(content: &str) -> Result<Command, String> {
         }
         "primary" => Command::Primary(server(words.next(), "server")?),
         "autocommit" => Command::Autocommit(server(words.next(), "server")?),
-        "commit" => Command::Commit(server(words.next(), "server")?),
+        "commit" => match words.next() {
+            Some("*") => Command::CommitAtPrimary,
+            w => Command::Commit(server(w, "server")?),
+        },
+        "found" => Command::Found(server(words.next(), "server")?),
+        "create" => {
+            let new = server(words.next(), "new server")?;
+            match words.next() {
+                Some("by") => {}
+                Some(w) => return Err(format!("expected `by SPONSOR`, found {w:?}")),
+                None => return Err("missing `by SPONSOR`".into()),
+            }
+            let sponsor = server(words.next(), "sponsor")?;
+            let handle = match words.next() {
+                None => None,
+                Some("as") => Some(server(words.next(), "handle")?),
+                Some(w) => return Err(format!("expected `as HANDLE`, found {w:?}")),
+            };
+            Command::Create {
+                server: new,
+                sponsor,
+                handle,
+            }
+        }
+        "retire" => Command::Retire(server(words.next(), "server")?),
+        "handoff" => Command::Handoff(server(words.next(), "server")?),
         "crash" => Command::Crash(server(words.next(), "server")?),
         "clock" => {
             let s = server(words.next(), "server")?;
@@ -399,6 +456,20 @@ pub fn format_command(command: &Command) -> String {
             None => format!("sync {from} {to}"),
         },
         Command::Commit(s) => format!("commit {s}"),
+        Command::CommitAtPrimary => "commit *".into(),
+        Command::Found(s) => format!("found {s}"),
+        Command::Create {
+            server,
+            sponsor,
+            handle: None,
+        } => format!("create {server} by {sponsor}"),
+        Command::Create {
+            server,
+            sponsor,
+            handle: Some(h),
+        } => format!("create {server} by {sponsor} as {h}"),
+        Command::Retire(s) => format!("retire {s}"),
+        Command::Handoff(s) => format!("handoff {s}"),
         Command::Redeliver { from, to } => format!("redeliver {from} {to}"),
         Command::Crash(s) => format!("crash {s}"),
         Command::Truncate(s, k) => format!("truncate {s} {k}"),
@@ -440,9 +511,9 @@ mod tests {
 
     #[test]
     fn parses_every_command_and_skips_comments() {
-        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\nredeliver A B\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\ntruncate P 2\nretain A 3\nexport A B F1\nexport A B F2 300\nimport F1 B\nimport-part F2 2 P\n";
+        let text = "# walk-through\nservers P A B\nprimary P # the primary\n\nclock A 7\nwrite A W(X, 3)\nwrite B D(Y)\nsync A B\nsync A B 2\nredeliver A B\ncommit P\ncrash B\nautocommit P\nshow\nexpect-converged\nmeeting A Budget R1 1 352/13 352/15\nbib B Jones95 A paper title\ntruncate P 2\nretain A 3\nexport A B F1\nexport A B F2 300\nimport F1 B\nimport-part F2 2 P\nfound P\ncreate C by A\ncreate C by B as C2\nretire C\nhandoff C2\ncommit *\n";
         let lines = parse(text).unwrap();
-        assert_eq!(lines.len(), 21);
+        assert_eq!(lines.len(), 27);
         assert_eq!(lines[0].number, 2);
         assert_eq!(
             lines[3].command,
@@ -486,6 +557,18 @@ mod tests {
                 .contains("missing receiving server")
         );
         assert!(parse("show me").unwrap_err().message.contains("unexpected"));
+        assert!(
+            parse("create C from A")
+                .unwrap_err()
+                .message
+                .contains("expected `by SPONSOR`")
+        );
+        assert!(
+            parse("create C by A named D")
+                .unwrap_err()
+                .message
+                .contains("expected `as HANDLE`")
+        );
         assert!(
             parse("truncate A x")
                 .unwrap_err()

@@ -37,20 +37,58 @@
 //! [`Coverage::forgeries_refused`]), and the write-truth checker fails the
 //! run if a changed write ever enters a log. [`World::set_verification`]
 //! switches verification off, to show that checker catching it.
+//!
+//! # Servers that come and go ([P97 §4.3])
+//!
+//! The servers of the `servers` line are static members, as always. Others
+//! are created while the run goes on: `create C by A` has A accept C's
+//! creation write (`Replica::sponsor`), and C starts as an empty secondary
+//! that knows the id of that write. C is a member once its own committed
+//! view binds its name to that write; until then it accepts no client
+//! write (a `write` at C is refused and recorded, see
+//! [`World::refusals`]), and if its committed view binds the name to
+//! another creation (two sponsors created `C` concurrently, and the other
+//! creation committed first) it lost its identity: it stops at once, having
+//! written nothing. The founder (the primary) records itself first
+//! (`found`, or the first `create` does it), so it has a record too.
+//!
+//! `retire X` has X write its retirement (`Replica::retire`); from then on
+//! client writes at X are refused. X keeps running, and syncing, until
+//! another server durably holds the retirement *committed*, and then
+//! stops: it leaves the world's running servers, and commands that name it
+//! are skipped (recorded). That other server must be a live member (bound,
+//! not retired): a server that may itself stop without passing the
+//! retiree's writes on is no safe place for them (a retired server that
+//! received X's retirement after its own could stop before passing X's
+//! writes on). Waiting for the commit, and never stopping while X is the
+//! primary, closes a hole: a handoff to X can commit at the old primary
+//! while X, not knowing it yet, retires (the core accepts: X is not the
+//! primary where it retires); only X can then commit its retirement, and
+//! were X to stop on a tentative copy held elsewhere, no server would ever
+//! commit again. X so becomes a retired primary that keeps running.
+//!
+//! `handoff X` asks the current primary (whichever running server's
+//! replica says it is) to hand CSN assignment to X (`Replica::handoff`);
+//! `commit *` commits at whichever server is the primary now. Refusals by
+//! the core (`MemberError`) are recorded, not errors, so random runs may
+//! ask for anything. A crash restarts a server in the role it was started
+//! with: the role after a handoff comes from its durable committed log, as
+//! in a real node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bayou_core::bundle::{self, ImportError};
+use bayou_core::member::MemberOp;
 use bayou_core::{
     Checkpoint, Chunk, ChunkLimits, Csn, Db, Ed25519Authority, ForgedWrite, Item, Keyring, Op,
     Outcome, ProtocolError, Replica, Retention, Role, ServerId, SessionSender, Signature, Summary,
-    View, Write, WriteAuthority, format_entry_with_outcome,
+    VersionVector, View, Write, WriteAuthority, WriteId, format_entry_with_outcome,
 };
 use serde_json::{Map, Value, json};
 
 use crate::check::{self, Checker};
-use crate::scenario::{Command, Line, Tampering};
+use crate::scenario::{Command, Line, Tampering, format_command};
 
 /// Why a scenario stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +162,58 @@ pub struct Node {
     pub unexecuted: Csn,
     /// The author of the writes its client submits (`author`).
     pub author: Option<Arc<str>>,
+    /// The role it was started with, and restarts with after a crash
+    /// (after a handoff, its committed log decides, [P97 §4.3]).
+    pub base_role: Role,
+    /// The creation write it was given, for a server created during the
+    /// run (`create`); `None` for the static servers of `servers`.
+    pub creation: Option<WriteId>,
+    /// Whether its committed view binds its name to `creation` (always,
+    /// for a static server): refreshed after every step that touches it.
+    bound: bool,
+    /// Whether it ever was bound, and ever the primary (for the counts).
+    ever_bound: bool,
+    ever_primary: bool,
+}
+
+impl Node {
+    fn new(id: ServerId, creation: Option<WriteId>) -> Node {
+        Node {
+            replica: Replica::new(id, Role::Secondary),
+            disk: Disk::default(),
+            clock: 0,
+            checkpoint: None,
+            unexecuted: 0,
+            author: None,
+            base_role: Role::Secondary,
+            bound: creation.is_none(),
+            ever_bound: false,
+            ever_primary: false,
+            creation,
+        }
+    }
+
+    /// Whether the server is a member: a static server, or one whose
+    /// committed view binds its name to the creation write it was given
+    /// ([P97 §4.3]).
+    pub fn is_bound(&self) -> bool {
+        self.bound
+    }
+
+    /// Why this server must refuse a client write now, if it must: it
+    /// retired, or it is not (yet) a member.
+    pub fn refuses_writes(&self) -> Option<String> {
+        let id = self.replica.id();
+        if self.replica.has_retired() {
+            return Some(format!("{id} has retired"));
+        }
+        if !self.is_bound() {
+            return Some(format!(
+                "{id}'s creation is not committed and bound to it (yet)"
+            ));
+        }
+        None
+    }
 }
 
 impl Node {
@@ -305,6 +395,24 @@ pub struct World {
     /// Whether servers verify the writes they receive once `sign` ran
     /// (always, but in the test that shows the write-truth checker).
     unverified: bool,
+    /// Whether `sign` ran: servers created later get keys too.
+    signing: bool,
+    /// Whether the founder recorded itself (`found`).
+    founded: bool,
+    /// The servers of the `servers` line.
+    static_ids: Vec<ServerId>,
+    /// Servers that stopped (retired, or lost their name), by handle,
+    /// frozen as they stopped, with the reason.
+    stopped: BTreeMap<ServerId, (Node, String)>,
+    /// Commands refused or skipped, with the reason, in order.
+    refusals: Vec<String>,
+    /// Handles of servers whose creation was refused: commands naming
+    /// them are skipped, as those naming a stopped server.
+    never_created: BTreeMap<ServerId, String>,
+    /// Mutation (tests only): unbound servers accept client writes.
+    unbound_writes: bool,
+    /// Mutation (tests only): a retired server stops at once.
+    early_stop: bool,
 }
 
 /// How often a run exercised the paths truncation added: lets tests show
@@ -333,6 +441,32 @@ pub struct Coverage {
     pub redeliveries_refused: u64,
     /// Writes changed by a byzantine relay (`tamper`) and refused.
     pub forgeries_refused: u64,
+    /// Creation writes accepted by a sponsor ([P97 §4.3]).
+    pub creations: u64,
+    /// Creations of a name another running server already has (`as`).
+    pub duplicate_creations: u64,
+    /// Servers created during a run that became members (bound).
+    pub bound: u64,
+    /// Servers that stopped because another creation took their name.
+    pub identities_lost: u64,
+    /// Retirement writes accepted.
+    pub retirements: u64,
+    /// Retired servers stopped once a live member durably held the
+    /// retirement.
+    pub retirees_stopped: u64,
+    /// Handoff writes accepted by a primary.
+    pub handoffs: u64,
+    /// Servers that became the primary by a committed handoff.
+    pub new_primaries: u64,
+    /// Client writes refused: the server retired or was not bound yet.
+    pub writes_refused: u64,
+    /// Membership commands the core refused (`MemberError`).
+    pub member_refusals: u64,
+    /// Commands skipped because a server they name has stopped.
+    pub skipped_stopped: u64,
+    /// Sessions refused part-way by a server that learned in them that it
+    /// lost its name.
+    pub sessions_refused_by_losers: u64,
 }
 
 impl Coverage {
@@ -349,6 +483,18 @@ impl Coverage {
         self.bundle_files_stale += o.bundle_files_stale;
         self.redeliveries_refused += o.redeliveries_refused;
         self.forgeries_refused += o.forgeries_refused;
+        self.creations += o.creations;
+        self.duplicate_creations += o.duplicate_creations;
+        self.bound += o.bound;
+        self.identities_lost += o.identities_lost;
+        self.retirements += o.retirements;
+        self.retirees_stopped += o.retirees_stopped;
+        self.handoffs += o.handoffs;
+        self.new_primaries += o.new_primaries;
+        self.writes_refused += o.writes_refused;
+        self.member_refusals += o.member_refusals;
+        self.skipped_stopped += o.skipped_stopped;
+        self.sessions_refused_by_losers += o.sessions_refused_by_losers;
     }
 }
 
@@ -394,14 +540,45 @@ impl World {
         self.unverified = !on;
     }
 
-    /// The servers, in the order `servers` named them.
+    /// Mutation, for the test that shows the identity checker: servers
+    /// accept client writes before their creation is bound to them, so a
+    /// server that loses a concurrent creation of its name has written.
+    pub fn set_unbound_writes(&mut self, on: bool) {
+        self.unbound_writes = on;
+    }
+
+    /// Mutation, for the test that shows the retirement checker: a retired
+    /// server stops as soon as it writes its retirement, before anyone
+    /// holds it, so writes only it held are lost.
+    pub fn set_early_stop(&mut self, on: bool) {
+        self.early_stop = on;
+    }
+
+    /// The servers (by handle), in the order `servers` and `create` named
+    /// them, stopped ones included.
     pub fn servers(&self) -> &[ServerId] {
         &self.order
     }
 
-    /// A server, if it exists.
+    /// The servers that stopped (retired, or lost their name), by handle,
+    /// with the reason.
+    pub fn stopped(&self) -> impl Iterator<Item = (&ServerId, &str)> {
+        self.stopped.iter().map(|(h, (_, why))| (h, why.as_str()))
+    }
+
+    /// What was refused or skipped ([P97 §4.3]: client writes at a server
+    /// that retired or is not a member yet, membership commands the core
+    /// refused, commands naming a stopped server), in order, each naming
+    /// the command and the reason.
+    pub fn refusals(&self) -> &[String] {
+        &self.refusals
+    }
+
+    /// A server by handle, if it exists (running or stopped).
     pub fn node(&self, id: &ServerId) -> Option<&Node> {
-        self.nodes.get(id)
+        self.nodes
+            .get(id)
+            .or_else(|| self.stopped.get(id).map(|(n, _)| n))
     }
 
     /// Runs a parsed scenario; `on_show` receives each `show`'s snapshot.
@@ -429,6 +606,39 @@ impl World {
         on_show: &mut impl FnMut(Snapshot),
     ) -> Result<(), (String, bool)> {
         let input = |m: String| (m, false);
+        // A command naming a server that stopped is skipped: the server is
+        // gone, as a process that exited ([P97 §4.3]).
+        if let Some(why) = mentioned(command).into_iter().find_map(|h| {
+            self.stopped
+                .get(h)
+                .map(|(_, why)| format!("{h} has stopped ({why})"))
+                .or_else(|| {
+                    self.never_created
+                        .get(h)
+                        .map(|why| format!("{h} was never created ({why})"))
+                })
+        }) {
+            self.refusals
+                .push(format!("{}: skipped, {why}", format_command(command)));
+            self.coverage.skipped_stopped += 1;
+            if let Command::Export { name, .. } = command {
+                // Written by nobody: importing it brings nothing.
+                self.bundles.entry(name.clone()).or_default();
+            }
+            if let Command::Create { server, handle, .. } = command {
+                let handle = handle.as_ref().unwrap_or(server);
+                if !self.nodes.contains_key(handle) && !self.stopped.contains_key(handle) {
+                    self.never_created
+                        .insert(handle.clone(), format!("its sponsor: {why}"));
+                }
+            }
+            return Ok(());
+        }
+        // Servers a membership command touched, for the checks below.
+        let mut touched: Vec<ServerId> = Vec::new();
+        // A session that carried nothing changed neither replica (the
+        // sender's flush is checked as it happens): no state to check.
+        let mut quiet = false;
         match command {
             Command::Servers(ids) => {
                 if !self.order.is_empty() {
@@ -438,19 +648,10 @@ impl World {
                     if self.nodes.contains_key(id) {
                         return Err(input(format!("server {id} is named twice")));
                     }
-                    self.nodes.insert(
-                        id.clone(),
-                        Node {
-                            replica: Replica::new(id.clone(), Role::Secondary),
-                            disk: Disk::default(),
-                            clock: 0,
-                            checkpoint: None,
-                            unexecuted: 0,
-                            author: None,
-                        },
-                    );
+                    self.nodes.insert(id.clone(), Node::new(id.clone(), None));
                 }
                 self.order = ids.clone();
+                self.static_ids = ids.clone();
             }
             Command::Primary(id) => {
                 self.node_mut(id).map_err(input)?;
@@ -460,6 +661,9 @@ impl World {
                     )));
                 }
                 self.primary = Some(id.clone());
+                if let Some(checker) = self.checker.as_mut() {
+                    checker.set_first_primary(id.clone());
+                }
                 self.rebuild_primary_role();
             }
             Command::Autocommit(id) => {
@@ -472,6 +676,16 @@ impl World {
             }
             Command::Clock(id, t) => self.node_mut(id).map_err(input)?.clock = *t,
             Command::Write(id, op) => {
+                let unbound_writes = self.unbound_writes;
+                let node = self.node_mut(id).map_err(input)?;
+                // [P97 §4.3]: no client write before the server is a
+                // member, none after its retirement.
+                if let Some(why) = node.refuses_writes().filter(|_| !unbound_writes) {
+                    self.coverage.writes_refused += 1;
+                    self.refusals
+                        .push(format!("{}: refused, {why}", format_command(command)));
+                    return Ok(());
+                }
                 if let Some(checker) = self.checker.as_mut() {
                     checker.note_write(op);
                 }
@@ -484,11 +698,12 @@ impl World {
                     .replica
                     .client_write_as(clock, op.clone(), author.clone());
                 self.collect(id);
+                // Recorded before the flush: with autocommit the flush
+                // makes its commit durable, and the checker replays the
+                // committed order with each write's operation.
+                self.record(id, wid, deps, author, op);
                 // The client is acknowledged only once the write is durable.
                 self.flush(id)?;
-                if let Some(checker) = self.checker.as_mut() {
-                    checker.record_write(wid, deps, author, op);
-                }
             }
             Command::Sync { from, to, limit } => {
                 self.node_mut(from).map_err(input)?;
@@ -523,6 +738,7 @@ impl World {
                     .iter()
                     .filter(|c| matches!(c, Chunk::Snapshot(_)))
                     .count() as u64;
+                quiet = chunks.is_empty();
                 // The sender queues nothing by sending, but stay general.
                 self.collect(from);
                 self.last_session.insert(
@@ -538,12 +754,12 @@ impl World {
                 if result.as_ref().is_ok_and(|r| r.installed) {
                     self.coverage.installs += 1;
                 }
-                result.map_err(|e| {
-                    (
+                if let Err(e) = result {
+                    self.receive_failed(
+                        to,
                         format!("sync {from} {to}: protocol error at {to}: {e}"),
-                        true,
-                    )
-                })?;
+                    )?;
+                }
             }
             Command::Redeliver { from, to } => {
                 self.node_mut(from).map_err(input)?;
@@ -568,12 +784,10 @@ impl World {
                     | Err(ProtocolError::SnapshotGap { .. }) => {
                         self.coverage.redeliveries_refused += 1
                     }
-                    Err(e) => {
-                        return Err((
-                            format!("redeliver {from} {to}: protocol error at {to}: {e}"),
-                            true,
-                        ));
-                    }
+                    Err(e) => self.receive_failed(
+                        to,
+                        format!("redeliver {from} {to}: protocol error at {to}: {e}"),
+                    )?,
                 }
             }
             Command::Commit(id) => {
@@ -583,15 +797,153 @@ impl World {
                     .map_err(|e| input(format!("commit {id}: {e}")))?;
                 self.collect(id);
             }
+            Command::CommitAtPrimary => {
+                let Some(p) = self.current_primary() else {
+                    return self.refuse_member(command, "no running server is the primary");
+                };
+                let node = self.nodes.get_mut(&p).expect("running");
+                node.replica
+                    .commit_all()
+                    .map_err(|e| input(format!("commit {p}: {e}")))?;
+                self.collect(&p);
+                touched.push(p);
+            }
+            Command::Found(id) => {
+                self.node_mut(id).map_err(input)?;
+                if self.primary.as_ref() != Some(id) {
+                    return Err(input(format!("found {id}: {id} is not the primary")));
+                }
+                self.found()?;
+                touched.push(id.clone());
+            }
+            Command::Create {
+                server,
+                sponsor,
+                handle,
+            } => {
+                let handle = handle.clone().unwrap_or_else(|| server.clone());
+                self.node_mut(sponsor).map_err(input)?;
+                if self.nodes.contains_key(&handle) || self.stopped.contains_key(&handle) {
+                    return Err(input(format!(
+                        "create {server} by {sponsor}: a server is already called {handle} here; address the new one `as` another name"
+                    )));
+                }
+                if self.static_ids.contains(server) {
+                    // A static server has no creation record for a sponsor
+                    // to see: naming a new server after it is the
+                    // operator's mistake, not a protocol state.
+                    return Err(input(format!(
+                        "create {server} by {sponsor}: {server} is a static server of this run"
+                    )));
+                }
+                if !self.founded && self.primary.is_some() {
+                    self.found()?;
+                    touched.extend(self.primary.clone());
+                }
+                if let Some(why) = self.nodes[sponsor].refuses_writes() {
+                    self.never_created.insert(handle, why.clone());
+                    return self.refuse_member(command, &why);
+                }
+                let running_same_name = self.nodes.values().any(|n| n.replica.id() == server);
+                let addr = format!("sim:{handle}");
+                let node = self.nodes.get_mut(sponsor).expect("checked");
+                let deps = node.replica.vv().clone();
+                let wid = match node.replica.sponsor(node.clock, server.clone(), &addr) {
+                    Ok(wid) => wid,
+                    Err(e) => {
+                        self.never_created.insert(handle, e.to_string());
+                        return self.refuse_member(command, &e.to_string());
+                    }
+                };
+                let op = Op::Member(MemberOp::Create {
+                    server: server.clone(),
+                    addr,
+                });
+                self.collect(sponsor);
+                self.record(sponsor, wid.clone(), deps, None, &op);
+                self.flush(sponsor)?;
+                self.coverage.creations += 1;
+                self.never_created.remove(&handle);
+                self.coverage.duplicate_creations += u64::from(running_same_name);
+                self.nodes
+                    .insert(handle.clone(), Node::new(server.clone(), Some(wid)));
+                self.order.push(handle.clone());
+                if self.signing {
+                    self.install_authorities();
+                }
+                touched.push(sponsor.clone());
+                touched.push(handle);
+            }
+            Command::Retire(id) => {
+                let node = self.node_mut(id).map_err(input)?;
+                if let Some(why) = node.refuses_writes() {
+                    return self.refuse_member(command, &why);
+                }
+                let me = node.replica.id().clone();
+                if node.replica.member(&me, View::Committed).is_none() {
+                    // The core would accept it, but a retirement of a
+                    // server without a record executes as a no-op while
+                    // every holder drops its entry ([P97 §4.3] retires
+                    // created servers only); static servers stay.
+                    return self.refuse_member(
+                        command,
+                        &format!("{me} has no committed creation record (a static server)"),
+                    );
+                }
+                let deps = node.replica.vv().clone();
+                let wid = match node.replica.retire(node.clock) {
+                    Ok(wid) => wid,
+                    Err(e) => return self.refuse_member(command, &e.to_string()),
+                };
+                let op = Op::Member(MemberOp::Retire { server: me });
+                self.collect(id);
+                self.record(id, wid, deps, None, &op);
+                self.flush(id)?;
+                self.coverage.retirements += 1;
+                if self.early_stop {
+                    self.stop(id, "retired (stopped at once: the mutation)".into());
+                    return Ok(());
+                }
+                touched.push(id.clone());
+            }
+            Command::Handoff(to) => {
+                let to_id = self.node_mut(to).map_err(input)?.replica.id().clone();
+                let Some(p) = self.current_primary() else {
+                    return self.refuse_member(command, "no running server is the primary");
+                };
+                let node = self.nodes.get_mut(&p).expect("running");
+                if node.replica.has_retired() {
+                    // The core would accept it, but a write after a
+                    // retirement reaches nobody: every holder of the
+                    // retirement counts the retiree as +∞ and ignores it.
+                    let why = format!(
+                        "{} has retired (a retired primary stays the primary)",
+                        node.replica.id()
+                    );
+                    return self.refuse_member(command, &why);
+                }
+                let deps = node.replica.vv().clone();
+                let wid = match node.replica.handoff(node.clock, to_id.clone()) {
+                    Ok(wid) => wid,
+                    Err(e) => return self.refuse_member(command, &e.to_string()),
+                };
+                let op = Op::Member(MemberOp::Handoff { to: to_id });
+                self.collect(&p);
+                self.record(&p, wid, deps, None, &op);
+                self.flush(&p)?;
+                self.coverage.handoffs += 1;
+                touched.push(p);
+            }
             Command::Crash(id) => {
                 let node = self.node_mut(id).map_err(input)?;
                 node.disk.pending.clear();
                 node.disk.pending_checkpoint = None;
-                let role = node.replica.role();
+                let role = node.base_role;
                 let retention = node.replica.retention();
                 let stored = node.disk.stored_checkpoint();
+                // By name: a second server of one name has another handle.
                 node.replica = Replica::restore_with_authority(
-                    id.clone(),
+                    node.replica.id().clone(),
                     role,
                     retention,
                     stored.clone(),
@@ -678,10 +1030,11 @@ impl World {
                         }
                         Err(ImportError::Stale { .. }) => self.coverage.bundle_files_stale += 1,
                         Err(e) => {
-                            return Err((
+                            self.receive_failed(
+                                to,
                                 format!("import {name} {to}: part {} refused: {e}", b.part),
-                                true,
-                            ));
+                            )?;
+                            break;
                         }
                     }
                 }
@@ -690,23 +1043,8 @@ impl World {
                 if self.order.is_empty() {
                     return Err(input("no servers yet: start with `servers ...`".into()));
                 }
-                let mut keyring = Keyring::new();
-                for id in &self.order {
-                    keyring
-                        .insert(id.clone(), bayou_core::auth::public_key(&sim_secret(id)))
-                        .expect("a derived key is valid");
-                }
-                for (id, node) in &mut self.nodes {
-                    let authority =
-                        Ed25519Authority::new(id.clone(), &sim_secret(id), keyring.clone())
-                            .expect("the keyring holds this server's own key");
-                    let authority: Arc<dyn WriteAuthority> = if self.unverified {
-                        Arc::new(Unverified(authority))
-                    } else {
-                        Arc::new(authority)
-                    };
-                    node.replica.set_authority(Some(authority));
-                }
+                self.signing = true;
+                self.install_authorities();
             }
             Command::Author(id, author) => {
                 self.node_mut(id).map_err(input)?.author = author.as_deref().map(Arc::from);
@@ -743,16 +1081,20 @@ impl World {
                 let result = receiver.replica.receive_session(&summary, chunks.clone());
                 receiver.received(before, &chunks, result.as_ref().is_ok_and(|r| r.installed));
                 self.collect(to);
-                match result {
-                    Ok(r) => self.coverage.installs += u64::from(r.installed),
-                    Err(e) => {
-                        return Err((
-                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
-                            true,
-                        ));
+                let refused = match result {
+                    Ok(r) => {
+                        self.coverage.installs += u64::from(r.installed);
+                        false
                     }
-                }
-                if let Some(mut chunk) = forged.into_iter().next() {
+                    Err(e) => {
+                        self.receive_failed(
+                            to,
+                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
+                        )?;
+                        true
+                    }
+                };
+                if let Some(mut chunk) = forged.into_iter().next().filter(|_| !refused) {
                     let Chunk::Items(items) = &mut chunk else {
                         unreachable!("found among item chunks")
                     };
@@ -775,12 +1117,10 @@ impl World {
                         Err(ProtocolError::Forged { id: refused, .. }) if refused == id => {
                             self.coverage.forgeries_refused += 1;
                         }
-                        Err(e) => {
-                            return Err((
-                                format!("tamper {from} {to}: protocol error at {to}: {e}"),
-                                true,
-                            ));
-                        }
+                        Err(e) => self.receive_failed(
+                            to,
+                            format!("tamper {from} {to}: protocol error at {to}: {e}"),
+                        )?,
                     }
                 }
             }
@@ -794,32 +1134,249 @@ impl World {
                 }
             }
         }
+        // First, before the checks: a server that has just learned it lost
+        // its name must not count as one of the system's servers any more
+        // (the same batch may have made it the primary by a handoff to its
+        // name, and it assigned CSNs nobody else will ever see).
+        let affected: Vec<ServerId> = match command {
+            Command::Write(s, _)
+            | Command::Commit(s)
+            | Command::Crash(s)
+            | Command::Truncate(s, _) => {
+                vec![s.clone()]
+            }
+            Command::Sync { from, to, .. }
+            | Command::Export { from, to, .. }
+            | Command::Tamper { from, to, .. } => vec![from.clone(), to.clone()],
+            Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to.clone()],
+            _ => vec![],
+        }
+        .into_iter()
+        .filter(|_| !quiet)
+        .chain(touched)
+        .collect();
+        self.stop_finished(&affected);
         if let Some(checker) = self.checker.as_mut() {
-            let affected: Vec<&ServerId> = match command {
-                Command::Write(s, _)
-                | Command::Commit(s)
-                | Command::Crash(s)
-                | Command::Truncate(s, _) => vec![s],
-                Command::Sync { from, to, .. }
-                | Command::Export { from, to, .. }
-                | Command::Tamper { from, to, .. } => {
-                    vec![from, to]
+            for id in &affected {
+                if self.nodes.contains_key(id) {
+                    checker.after_step(id, &self.nodes).map_err(|m| (m, true))?;
                 }
-                Command::Redeliver { to, .. } | Command::Import { to, .. } => vec![to],
-                _ => vec![],
-            };
-            for id in affected {
-                checker
-                    .after_step(id, &self.nodes, self.primary.as_ref())
-                    .map_err(|m| (m, true))?;
             }
         }
         Ok(())
     }
 
+    /// A receiver refused a session (or bundle file): a violation, unless
+    /// the receiver learned from what it applied before that its name is
+    /// bound to another creation ([P97 §4.3]): it refuses everything from
+    /// then on, and stops at the end of the step. (The same batch may have
+    /// made it "the primary" by a handoff to its name, so it refuses the
+    /// next commit as one it never assigned.)
+    fn receive_failed(&mut self, to: &ServerId, message: String) -> Result<(), (String, bool)> {
+        let node = &self.nodes[to];
+        let lost = node.creation.as_ref().is_some_and(|cw| {
+            node.replica
+                .member(node.replica.id(), View::Committed)
+                .is_some_and(|m| &m.created != cw)
+        });
+        if !lost {
+            return Err((message, true));
+        }
+        self.coverage.sessions_refused_by_losers += 1;
+        self.refusals.push(format!(
+            "{message} (refused: {to} has just learned it lost its name)"
+        ));
+        Ok(())
+    }
+
+    /// Records a refused (or impossible) membership command.
+    fn refuse_member(&mut self, command: &Command, why: &str) -> Result<(), (String, bool)> {
+        self.coverage.member_refusals += 1;
+        self.refusals
+            .push(format!("{}: refused, {why}", format_command(command)));
+        Ok(())
+    }
+
+    /// The running server whose replica is the primary now, first in
+    /// `servers`/`create` order (there is at most one that has not seen
+    /// its own handoff commit).
+    fn current_primary(&self) -> Option<ServerId> {
+        self.order
+            .iter()
+            .find(|h| self.nodes.get(*h).is_some_and(|n| n.replica.is_primary()))
+            .cloned()
+    }
+
+    /// The primary records itself as the first member ([P97 §4.3]).
+    fn found(&mut self) -> Result<(), (String, bool)> {
+        let Some(p) = self.primary.clone() else {
+            return Ok(());
+        };
+        self.founded = true;
+        let node = self.nodes.get_mut(&p).expect("the primary exists");
+        let addr = format!("sim:{p}");
+        let deps = node.replica.vv().clone();
+        let wid = match node.replica.found(node.clock, &addr) {
+            Ok(wid) => wid,
+            Err(e) => {
+                return self.refuse_member(&Command::Found(p), &e.to_string());
+            }
+        };
+        let op = Op::Member(MemberOp::Create {
+            server: p.clone(),
+            addr,
+        });
+        self.collect(&p);
+        self.record(&p, wid, deps, None, &op);
+        self.flush(&p)
+    }
+
+    /// Tells the checker about a write `handle` accepted (durable: the
+    /// caller flushed), with the creation write of the accepting server.
+    fn record(
+        &mut self,
+        handle: &ServerId,
+        wid: WriteId,
+        deps: VersionVector,
+        author: Option<Arc<str>>,
+        op: &Op,
+    ) {
+        let creation = self.nodes[handle].creation.clone();
+        if let Some(checker) = self.checker.as_mut() {
+            checker.record_write(wid.clone(), deps, author, op);
+            checker.record_acceptor(&wid, creation.as_ref());
+        }
+    }
+
+    /// Stops the servers that are done ([P97 §4.3]): one whose committed
+    /// view binds its name to another creation (it lost a concurrent
+    /// creation of its name), and a retired one once a live member (static
+    /// or bound, not retired, and not another server of its name) holds
+    /// its retirement durably: nothing of it is pending on its disk.
+    fn stop_finished(&mut self, affected: &[ServerId]) {
+        let mut stops: Vec<(ServerId, String)> = Vec::new();
+        // Only a step's servers can have learned something: each refreshes
+        // whether it is bound (the flag the write gate reads) and may have
+        // lost its name or become the primary.
+        for h in affected {
+            let Some(node) = self.nodes.get_mut(h) else {
+                continue;
+            };
+            let Some(cw) = &node.creation else { continue };
+            let id = node.replica.id();
+            match node.replica.member(id, View::Committed) {
+                Some(m) if &m.created != cw => {
+                    stops.push((
+                        h.clone(),
+                        format!("lost its name: {id} was created by {}, not {cw}", m.created),
+                    ));
+                    continue;
+                }
+                Some(_) => {
+                    if !node.ever_bound {
+                        node.ever_bound = true;
+                        self.coverage.bound += 1;
+                    }
+                    node.bound = true;
+                }
+                // Lost in a crash: not a member until it learns again.
+                None => node.bound = false,
+            }
+            if !node.ever_primary && node.replica.is_primary() {
+                node.ever_primary = true;
+                self.coverage.new_primaries += 1;
+            }
+        }
+        // Retired servers wait for a live member to hold their retirement
+        // committed (rare: scanned only while one is running).
+        let retired: Vec<&ServerId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.replica.has_retired())
+            .map(|(h, _)| h)
+            .collect();
+        for h in retired {
+            let node = &self.nodes[h];
+            // A retired server that has become the primary (a handoff to
+            // it committed before it received it, and it retired in
+            // between: the core allows that) keeps running: without it no
+            // server would ever commit again.
+            if node.replica.is_primary() {
+                continue;
+            }
+            let id = node.replica.id();
+            let holder = self.nodes.iter().find(|(h2, n2)| {
+                *h2 != h
+                    && n2.replica.id() != id
+                    && !n2.replica.has_retired()
+                    && n2.is_bound()
+                    && n2.disk.pending.is_empty()
+                    && n2.disk.pending_checkpoint.is_none()
+                    && !n2.replica.has_unpersisted()
+                    && n2.replica.is_retired(id)
+                    && n2
+                        .replica
+                        .member(id, View::Committed)
+                        .is_some_and(|m| m.retired.is_some())
+            });
+            if let Some((h2, _)) = holder {
+                stops.push((
+                    h.clone(),
+                    format!("retired; {h2} holds its retirement, committed"),
+                ));
+            }
+        }
+        for (h, why) in stops {
+            if why.starts_with("lost") {
+                self.coverage.identities_lost += 1;
+            } else {
+                self.coverage.retirees_stopped += 1;
+            }
+            self.stop(&h, why);
+        }
+    }
+
+    fn stop(&mut self, handle: &ServerId, why: String) {
+        if let Some(node) = self.nodes.remove(handle) {
+            self.stopped.insert(handle.clone(), (node, why));
+        }
+    }
+
+    /// Gives every server (running or stopped) its signing key and a
+    /// keyring of all of them ([`Command::Sign`]); run again when a server
+    /// is created, so its writes verify everywhere.
+    fn install_authorities(&mut self) {
+        let mut keyring = Keyring::new();
+        let ids: std::collections::BTreeSet<ServerId> = self
+            .nodes
+            .values()
+            .chain(self.stopped.values().map(|(n, _)| n))
+            .map(|n| n.replica.id().clone())
+            .collect();
+        for id in &ids {
+            keyring
+                .insert(id.clone(), bayou_core::auth::public_key(&sim_secret(id)))
+                .expect("a derived key is valid");
+        }
+        for node in self.nodes.values_mut() {
+            let id = node.replica.id().clone();
+            let authority = Ed25519Authority::new(id.clone(), &sim_secret(&id), keyring.clone())
+                .expect("the keyring holds this server's own key");
+            let authority: Arc<dyn WriteAuthority> = if self.unverified {
+                Arc::new(Unverified(authority))
+            } else {
+                Arc::new(authority)
+            };
+            node.replica.set_authority(Some(authority));
+        }
+    }
+
     fn node_mut(&mut self, id: &ServerId) -> Result<&mut Node, String> {
         if self.order.is_empty() {
             return Err("no servers yet: start with `servers ...`".into());
+        }
+        if self.stopped.contains_key(id) {
+            return Err(format!("server {id} has stopped"));
         }
         self.nodes
             .get_mut(id)
@@ -832,6 +1389,7 @@ impl World {
             let role = Role::Primary {
                 autocommit: self.autocommit,
             };
+            node.base_role = role;
             let retention = node.replica.retention();
             // What recovery would read: a pending checkpoint as the replica
             // issued it, else the durable one as the disk holds it.
@@ -887,8 +1445,10 @@ impl World {
         let node = self.nodes.get_mut(id).expect("caller checked");
         let mut flushed = std::mem::take(&mut node.disk.pending);
         if let Some(checker) = self.checker.as_mut() {
+            // By name, not handle: the first server to make a CSN durable
+            // is the one that assigned it.
             checker
-                .record_durable(id, &flushed)
+                .record_durable(node.replica.id(), &flushed)
                 .map_err(|m| (m, true))?;
         }
         // The new checkpoint replaces the old one, and the durable items it
@@ -932,32 +1492,37 @@ impl World {
     /// The state of every server.
     pub fn snapshot(&self) -> Snapshot {
         let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
+        // Vector columns: one per server name (two servers of one name,
+        // `create ... as`, share it).
+        let mut names: Vec<ServerId> = Vec::new();
+        for n in self.order.iter().filter_map(|h| self.nodes.get(h)) {
+            if !names.contains(n.replica.id()) {
+                names.push(n.replica.id().clone());
+            }
+        }
         let servers = self
             .order
             .iter()
+            .filter(|h| self.nodes.contains_key(*h))
             .map(|id| {
                 let r = &self.nodes[id].replica;
+                // The membership table is shown by the log, not the db.
                 let pairs = |v: View| {
                     r.db(v)
-                        .iter()
+                        .user_iter()
                         .map(|(k, v)| (text(k), text(v)))
                         .collect::<Vec<_>>()
                 };
                 ServerSnapshot {
                     server: id.clone(),
                     primary: r.is_primary(),
-                    vv: self
-                        .order
-                        .iter()
-                        .map(|s| (s.clone(), r.vv().get(s)))
-                        .collect(),
+                    vv: names.iter().map(|s| (s.clone(), r.vv().get(s))).collect(),
                     log: r.log().collect(),
                     outcomes: r.log().map(|(_, w)| r.outcome(&w.id)).collect(),
                     db: pairs(View::Full),
                     committed_db: pairs(View::Committed),
                     osn: r.osn(),
-                    omitted: self
-                        .order
+                    omitted: names
                         .iter()
                         .map(|s| (s.clone(), r.omitted().get(s)))
                         .collect(),
@@ -967,14 +1532,15 @@ impl World {
         Snapshot { servers }
     }
 
-    /// Every server's replica, in `servers` order.
+    /// Every running server's replica, in `servers` (then `create`)
+    /// order: stopped servers are no longer part of the system.
     pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
-        self.order.iter().map(|id| &self.nodes[id].replica)
+        self.nodes().map(|n| &n.replica)
     }
 
-    /// Every server's node, in `servers` order.
+    /// Every running server's node, in `servers` (then `create`) order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.order.iter().map(|id| &self.nodes[id])
+        self.order.iter().filter_map(|id| self.nodes.get(id))
     }
 
     /// What the run exercised so far.
@@ -1033,5 +1599,34 @@ impl WriteAuthority for Unverified {
 
     fn may_write(&self, author: &str, key: &[u8]) -> bool {
         self.0.may_write(author, key)
+    }
+}
+
+/// The servers (handles) a command names.
+fn mentioned(command: &Command) -> Vec<&ServerId> {
+    match command {
+        Command::Primary(s)
+        | Command::Autocommit(s)
+        | Command::Clock(s, _)
+        | Command::Write(s, _)
+        | Command::Commit(s)
+        | Command::Crash(s)
+        | Command::Truncate(s, _)
+        | Command::Retain(s, _)
+        | Command::Author(s, _)
+        | Command::Found(s)
+        | Command::Retire(s)
+        | Command::Handoff(s) => vec![s],
+        Command::Sync { from, to, .. }
+        | Command::Redeliver { from, to }
+        | Command::Export { from, to, .. }
+        | Command::Tamper { from, to, .. } => vec![from, to],
+        Command::Import { to, .. } => vec![to],
+        Command::Create { sponsor, .. } => vec![sponsor],
+        Command::Servers(_)
+        | Command::CommitAtPrimary
+        | Command::Sign
+        | Command::Show
+        | Command::ExpectConverged => vec![],
     }
 }

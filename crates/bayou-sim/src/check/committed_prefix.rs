@@ -11,7 +11,10 @@ use std::collections::BTreeMap;
 use bayou_core::{Csn, Replica, WriteId, format_entry};
 
 /// The server's committed writes are a prefix of the primary's, compared
-/// where both logs retain them ([T95 §6]).
+/// where both logs retain them ([T95 §6]). Across handoffs ([P97 §4.3])
+/// the checker passes as `primary` the server with the longest committed
+/// sequence: the current primary's, or one that received all of it (the
+/// old primary stops at its handoff's CSN).
 pub fn committed_prefix(replica: &Replica, primary: &Replica) -> Result<(), String> {
     let theirs: Vec<_> = primary.committed().collect();
     let posn = primary.osn();

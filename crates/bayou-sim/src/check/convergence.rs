@@ -16,8 +16,10 @@ fn log_after(r: &Replica, from: u64) -> Vec<String> {
         .collect()
 }
 
-/// All servers hold the same CSN, version vector, both views, and log where
-/// both retain it ([T95 §1]: eventual consistency).
+/// All running servers hold the same CSN, version vector, both views, and
+/// log where both retain it ([T95 §1]: eventual consistency). Servers that
+/// stopped (retired, or lost their name, [P97 §4.3]) are not compared: the
+/// final membership is the servers still running.
 pub fn converged(world: &World) -> Result<(), String> {
     let mut replicas = world.replicas();
     let Some(first) = replicas.next() else {

@@ -11,8 +11,12 @@ pub fn acknowledged_kept<'a>(
     replica: &Replica,
     acked: impl IntoIterator<Item = &'a WriteId>,
 ) -> Result<(), String> {
+    // The complete vector: a server whose retirement is held has no entry,
+    // and counts as +∞ ([P97 §4.3]); `retirees_kept` checks those writes
+    // one by one.
+    let vv = replica.complete_vv();
     for w in acked {
-        if !replica.vv().covers(w) {
+        if !vv.covers(w) {
             return Err(format!(
                 "acknowledged write lost: {} does not hold {w} (its versions are {:?})",
                 replica.id(),

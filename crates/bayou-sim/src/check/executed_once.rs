@@ -29,7 +29,9 @@ pub fn executed_once(replica: &Replica, unexecuted: Csn) -> Result<(), String> {
     }
     let omitted = replica.omitted();
     let commit_vv = replica.commit_vv();
-    if !replica.vv().dominates(omitted) || !commit_vv.dominates(omitted) {
+    // The complete vector: a retired server's entry is gone from the
+    // version vector (+∞), not from `O` ([P97 §4.3]).
+    if !replica.complete_vv().dominates(omitted) || !commit_vv.dominates(omitted) {
         return Err(format!(
             "executed once violated at {id}: O {omitted:?} is not below its versions {:?} and commit vector {commit_vv:?}",
             replica.vv()

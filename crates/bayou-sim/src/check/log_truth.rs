@@ -51,7 +51,8 @@ pub fn log_is_truth(replica: &Replica, checkpoint: Option<&Checkpoint>) -> Resul
         .unwrap_or_default();
     for (csn, w) in replica.committed() {
         if csn > cp_csn {
-            committed.execute(&w.op);
+            // By id and CSN: membership writes need both ([P97 §4.3]).
+            committed.execute_write(&w.id, &w.op, Some(csn));
         }
     }
     if &committed != replica.db(View::Committed) {
@@ -64,7 +65,7 @@ pub fn log_is_truth(replica: &Replica, checkpoint: Option<&Checkpoint>) -> Resul
     // The full view continues from the committed state with the tentative writes.
     let mut full = committed;
     for (_, w) in replica.log().skip(replica.retained_len()) {
-        full.execute(&w.op);
+        full.execute_write(&w.id, &w.op, None);
     }
     if &full != replica.db(View::Full) {
         return Err(format!(

@@ -30,26 +30,55 @@
 //!   meeting holds each of its hours and every booked hour belongs to a
 //!   meeting covering it (the meeting-room workload), as long as only
 //!   meeting requests write the scheduler's keys.
+//!
+//! Servers that come and go ([P97 §4.3]) add four, all over the servers
+//! still running (a retired server that stopped, or one that lost its name
+//! to a concurrent creation, is no longer part of the system):
+//!
+//! * **One assigner per CSN** ([P97 §4.3]; [T95 §6]): the server at which
+//!   a CSN first became durable is the primary that the committed order
+//!   (its handoffs, replayed in [`membership`]) names at that CSN; and the
+//!   committed prefix is checked against the longest committed sequence,
+//!   so it holds across handoffs. See [`assigned_in_epoch`].
+//! * **One server per name** ([P97 §4.3]): no log holds a write accepted
+//!   by a server whose name the committed order had not bound to its own
+//!   creation. See [`no_duplicate_identity`].
+//! * **No write of a retired server lost** ([P97 §4.3]; [T95 §6]): a server
+//!   that holds X's retirement holds every write X accepted, and after
+//!   healing every running server does. See [`retirees_kept`].
+//! * **Convergence over the final membership**: [`converged`] compares the
+//!   running servers only. Vector checks use the complete vector
+//!   (`Replica::complete_vv`), in which a retiree held counts as +∞.
 
 mod causality;
 mod committed_prefix;
 mod convergence;
 mod durability;
 mod executed_once;
+mod identity;
 mod log_truth;
+pub mod membership;
+mod primary_epochs;
+mod retirement;
 mod schedule;
 mod write_truth;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use bayou_core::{Checkpoint, Csn, Db, Item, ServerId, VersionVector, WriteId};
+use bayou_core::member::MemberOp;
+use bayou_core::{Checkpoint, Csn, Db, Item, Op, ServerId, VersionVector, WriteId};
+
+use membership::CommittedMembership;
 
 pub use causality::causality;
 pub use committed_prefix::{commit_vector_agrees, committed_prefix};
 pub use convergence::converged;
 pub use durability::acknowledged_kept;
 pub use executed_once::executed_once;
+pub use identity::no_duplicate_identity;
 pub use log_truth::{log_is_truth, stored_image};
+pub use primary_epochs::assigned_in_epoch;
+pub use retirement::retirees_kept;
 pub use schedule::schedule;
 pub use write_truth::{Accepted, write_truth};
 
@@ -74,6 +103,18 @@ pub struct Checker {
     /// The author and operation of every client write, as its server
     /// accepted (and signed) it.
     accepted: Accepted,
+    /// The server started as primary: it assigns CSNs until a handoff
+    /// commits ([P97 §4.3]).
+    first_primary: Option<ServerId>,
+    /// The server at which each CSN first became durable: its assigner.
+    assigner: BTreeMap<Csn, ServerId>,
+    /// The committed membership, replayed from `write_of` and `accepted`.
+    membership: CommittedMembership,
+    /// Writes accepted by a server the committed order had not bound its
+    /// name to, with why ([`identity`]).
+    unbound: BTreeMap<WriteId, String>,
+    /// The servers that accepted their own retirement.
+    retirees: BTreeSet<ServerId>,
 }
 
 impl Checker {
@@ -109,12 +150,53 @@ impl Checker {
         author: Option<std::sync::Arc<str>>,
         op: &bayou_core::Op,
     ) {
+        if let Op::Member(MemberOp::Retire { server }) = op
+            && server == &id.server
+        {
+            self.retirees.insert(server.clone());
+        }
         self.accepted.insert(id.clone(), (author, op.clone()));
         self.acked
             .entry(id.server.clone())
             .or_default()
             .push(id.clone());
         self.deps.insert(id, deps);
+    }
+
+    /// The server started as primary ([P97 §4.3]: it assigns CSNs until
+    /// its handoff commits).
+    pub fn set_first_primary(&mut self, server: ServerId) {
+        self.first_primary = Some(server);
+    }
+
+    /// Records which server accepted the write `id` just recorded: one
+    /// created during the run, by the creation write `creation`, or a
+    /// static server (`None`). A created server's write belongs in a log
+    /// only if the committed order binds its name to that creation
+    /// ([`identity`], [P97 §4.3]).
+    pub fn record_acceptor(&mut self, id: &WriteId, creation: Option<&WriteId>) {
+        let Some(creation) = creation else { return };
+        match self.membership.bound(&id.server) {
+            Some(c) if c == creation => {}
+            Some(c) => {
+                self.unbound.insert(
+                    id.clone(),
+                    format!(
+                        "accepted by the {} created by {creation}, but the name is bound to {c}",
+                        id.server
+                    ),
+                );
+            }
+            None => {
+                self.unbound.insert(
+                    id.clone(),
+                    format!(
+                        "accepted by the {} created by {creation} before any creation of the name committed",
+                        id.server
+                    ),
+                );
+            }
+        }
     }
 
     /// The database a disk holds after writing `cp` key by key (only the
@@ -136,13 +218,18 @@ impl Checker {
         replicas: impl IntoIterator<Item = &'a bayou_core::Replica>,
     ) -> Result<(), String> {
         for r in replicas {
+            // Checked first: the retirees' writes by what is held, not by
+            // the vector that counts a retiree as +∞.
+            retirees_kept(r, &self.retirees, &self.acked, false)?;
             acknowledged_kept(r, self.acked.values().flatten())?;
         }
         Ok(())
     }
 
     /// Records items that became durable at `server`; fails if a commit
-    /// contradicts one made durable before (anywhere).
+    /// contradicts one made durable before (anywhere), or if `server` is
+    /// the first to hold a CSN (its assigner) that another server's epoch
+    /// covers ([`assigned_in_epoch`]).
     pub fn record_durable(&mut self, server: &ServerId, items: &[Item]) -> Result<(), String> {
         for item in items {
             let (id, csn) = match item {
@@ -168,7 +255,23 @@ impl Checker {
                 ));
             }
             self.csn_of.insert(id.clone(), csn);
-            self.write_of.insert(csn, id.clone());
+            if self.write_of.insert(csn, id.clone()).is_none() {
+                self.assigner.insert(csn, server.clone());
+            }
+        }
+        // Replay the global committed order as far as it is known without
+        // a gap (a CSN is durable at its assigner only after the one before
+        // it is durable somewhere, so the gap closes at once).
+        while let Some(id) = self.write_of.get(&(self.membership.upto + 1)) {
+            let csn = self.membership.upto + 1;
+            if let (Some(first), Some(assigner)) = (&self.first_primary, self.assigner.get(&csn)) {
+                assigned_in_epoch(csn, assigner, &self.membership, first)?;
+            }
+            // Every write is recorded when accepted, before any flush.
+            let Some((_, op)) = self.accepted.get(id) else {
+                return Err(format!("CSN {csn} names {id}, which no server accepted"));
+            };
+            self.membership.apply(id, op);
         }
         Ok(())
     }
@@ -178,7 +281,6 @@ impl Checker {
         &self,
         server: &ServerId,
         nodes: &BTreeMap<ServerId, Node>,
-        primary: Option<&ServerId>,
     ) -> Result<(), String> {
         let node = &nodes[server];
         let replica = &node.replica;
@@ -189,12 +291,20 @@ impl Checker {
         }
         causality(replica, &self.deps)?;
         write_truth(replica, &self.accepted)?;
-        acknowledged_kept(replica, self.acked.get(server).into_iter().flatten())?;
+        // A server not (yet) bound to its name acknowledged nothing; the
+        // writes under its name are another server's.
+        if node.is_bound() {
+            acknowledged_kept(replica, self.acked.get(replica.id()).into_iter().flatten())?;
+        }
         commit_vector_agrees(replica, &self.write_of)?;
-        if let Some(p) = primary {
-            let primary = &nodes[p].replica;
+        no_duplicate_identity(replica, &self.unbound)?;
+        retirees_kept(replica, &self.retirees, &self.acked, true)?;
+        // Across handoffs the longest committed sequence is the current
+        // primary's (or one that received all of it): every other is a
+        // prefix of it.
+        if let Some(reference) = nodes.values().map(|n| &n.replica).max_by_key(|r| r.csn()) {
             for node in nodes.values() {
-                committed_prefix(&node.replica, primary)?;
+                committed_prefix(&node.replica, reference)?;
             }
         }
         Ok(())
