@@ -178,8 +178,10 @@ pub fn members(db: &Db) -> impl Iterator<Item = (ServerId, Member)> + '_ {
     })
 }
 
-/// The primary named by the last handoff executed in `db`; `None` while the
-/// founder (the server started as primary) still is.
+/// The primary the table names: the founder, then the server named by the
+/// last handoff executed in `db` (or the successor of a primary that
+/// retired); `None` in a cluster with no founder (servers started with a
+/// static peer list), where the server started as primary is.
 pub fn primary(db: &Db) -> Option<ServerId> {
     db.get(PRIMARY_KEY)
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -212,6 +214,11 @@ pub(crate) fn execute(
                 retired_csn: None,
             };
             db.set_raw(&mut undo, &server_key(server), Some(encode(&record)));
+            if &id.server == server && primary(db).is_none() {
+                // The founder (only the primary creates itself): from now on
+                // the table names the primary.
+                set_primary(db, &mut undo, server);
+            }
         }
         MemberOp::Retire { server } => {
             if &id.server != server {
@@ -226,16 +233,24 @@ pub(crate) fn execute(
             m.retired = Some(id.clone());
             m.retired_csn = csn;
             db.set_raw(&mut undo, &server_key(server), Some(encode(&m)));
+            if primary(db).as_ref() == Some(server) {
+                // A primary retires only after handing off, but a handoff to
+                // a server may commit while that server, not knowing yet,
+                // retires. A retired server writes nothing more (its
+                // retirement counts as +∞ everywhere), so it could never
+                // hand off: the role passes here, at the retirement's place
+                // in the committed order, to the first live member by name.
+                let next = members(db).find(|(s, m)| s != server && m.is_live());
+                if let Some((next, _)) = next {
+                    set_primary(db, &mut undo, &next);
+                }
+            }
         }
         MemberOp::Handoff { to } => {
             if !member(db, to).is_some_and(|m| m.is_live()) {
                 return failed(format!("server {to} is not a live member"));
             }
-            db.set_raw(
-                &mut undo,
-                &Bytes::from_static(PRIMARY_KEY),
-                Some(Bytes::from(to.as_str().to_string())),
-            );
+            set_primary(db, &mut undo, to);
         }
         MemberOp::Address { server, addr } => {
             let Some(mut m) = member(db, server) else {
@@ -246,6 +261,14 @@ pub(crate) fn execute(
         }
     }
     (undo, Outcome::Applied)
+}
+
+fn set_primary(db: &mut Db, undo: &mut Undo, server: &ServerId) {
+    db.set_raw(
+        undo,
+        &Bytes::from_static(PRIMARY_KEY),
+        Some(Bytes::from(server.as_str().to_string())),
+    );
 }
 
 fn encode(m: &Member) -> Bytes {

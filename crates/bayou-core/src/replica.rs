@@ -518,6 +518,8 @@ pub struct Replica {
     /// The servers whose retirement is held here ([`crate::member`]): they
     /// have no entry in `vv` and count as +∞.
     retired: BTreeSet<ServerId>,
+    /// The write that created this server, where known.
+    creation: Option<WriteId>,
 }
 
 /// A tentative write without its id (the key of the map that holds it).
@@ -646,6 +648,7 @@ impl Replica {
             stats: Stats::default(),
             authority: None,
             retired: BTreeSet::new(),
+            creation: None,
         }
     }
 
@@ -776,6 +779,9 @@ impl Replica {
     /// commits; from then on the committed membership decides
     /// ([`crate::member`]).
     pub fn role(&self) -> Role {
+        if self.lost_name() {
+            return Role::Secondary;
+        }
         match member::primary(&self.committed_db) {
             None => self.role,
             Some(p) if p == self.id => Role::Primary {
@@ -785,6 +791,32 @@ impl Replica {
                 },
             },
             Some(_) => Role::Secondary,
+        }
+    }
+
+    /// Tells a created server which write created it (the sponsor's reply):
+    /// its name is its own only while the committed table binds the name
+    /// to this write ([`crate::member`]).
+    pub fn set_creation(&mut self, creation: WriteId) {
+        self.creation = Some(creation);
+    }
+
+    /// The write that created this server, where known: the one given to
+    /// [`Replica::set_creation`], or the founder's own.
+    pub fn creation(&self) -> Option<&WriteId> {
+        self.creation.as_ref()
+    }
+
+    /// Whether the committed table binds this server's name to another
+    /// server's creation: it lost a concurrent creation of its name (or was
+    /// started under a name created for another). Such a server is never
+    /// the primary, whatever a handoff to its name says.
+    pub fn lost_name(&self) -> bool {
+        match member::member(&self.committed_db, &self.id) {
+            None => false,
+            // Not told its creation (a static server, a founder, or a
+            // driver that did not say): nothing to compare with.
+            Some(m) => self.creation.as_ref().is_some_and(|c| &m.created != c),
         }
     }
 
@@ -823,7 +855,9 @@ impl Replica {
         if !self.is_primary() {
             return Err(MemberError::NotPrimary(self.id.clone()));
         }
-        self.create_server(clock_reading, self.id.clone(), addr, true)
+        let id = self.create_server(clock_reading, self.id.clone(), addr, true)?;
+        self.creation = Some(id.clone());
+        Ok(id)
     }
 
     /// Sponsors a new server ([P97 §4.3]): accepts a creation write for
@@ -880,6 +914,12 @@ impl Replica {
         }
         if self.is_primary() {
             return Err(MemberError::PrimaryMustHandOff(self.id.clone()));
+        }
+        if self.member(&self.id, View::Full).is_none() {
+            // A server started from a static peer list has no record to
+            // retire (its retirement would execute as a no-op while every
+            // holder dropped its entry).
+            return Err(MemberError::NotMember(self.id.clone()));
         }
         let op = Op::Member(MemberOp::Retire {
             server: self.id.clone(),
@@ -1708,7 +1748,7 @@ impl Replica {
         self.vv.merge(&st.vv);
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
-        self.note_members_in_db();
+        self.note_retirements_in_db();
         self.full_db = self.committed_db.clone();
         self.commits_unshared = 0;
         self.checkpoint_csn = st.csn;

@@ -301,3 +301,67 @@ fn an_address_travels_with_the_creation_and_changes_by_a_write() {
         Err(MemberError::NotMember(s("Z")))
     );
 }
+
+#[test]
+fn a_server_that_retires_while_a_handoff_to_it_commits_passes_the_role_on() {
+    // The handoff to A commits at P while A, not knowing yet, retires. A
+    // becomes the primary and commits its own retirement; there the role
+    // passes to the first live member by name, so CSNs go on being
+    // assigned (a retired server can write nothing more, not even a
+    // handoff).
+    let (mut p, mut a, _) = founded_pair();
+    let b_created = p.sponsor(3, s("B"), "b:1").unwrap();
+    let mut b = Replica::new(s("B"), Role::Secondary);
+    b.set_creation(b_created);
+    sync(&p, &mut a);
+    sync(&p, &mut b);
+    p.handoff(10, s("A")).unwrap();
+    a.retire(11).unwrap();
+    sync(&p, &mut a);
+    assert!(
+        !a.is_primary(),
+        "A committed its retirement and passed the role"
+    );
+    assert_eq!(
+        a.member(&s("A"), View::Committed).unwrap().retired_csn,
+        Some(5)
+    );
+    sync(&a, &mut b);
+    assert!(b.is_primary());
+    let w = b.client_write(20, Op::put("k", "v"));
+    assert_eq!(b.status(&w), WriteStatus::Committed(6));
+}
+
+#[test]
+fn a_server_that_lost_its_name_is_never_the_primary() {
+    // C is created twice (by A and by B, apart); A's creation commits
+    // first. A handoff to the name C makes the winner primary, never the
+    // loser, even when the loser holds that commit.
+    let (mut p, mut a, _) = founded_pair();
+    let b_created = p.sponsor(3, s("B"), "b:1").unwrap();
+    let mut b = Replica::new(s("B"), Role::Secondary);
+    b.set_creation(b_created);
+    sync(&p, &mut a);
+    sync(&p, &mut b);
+    let by_a = a.sponsor(10, s("C"), "c1:1").unwrap();
+    let by_b = b.sponsor(11, s("C"), "c2:1").unwrap();
+    sync(&a, &mut p);
+    sync(&b, &mut p);
+    p.handoff(12, s("C")).unwrap();
+    let mut loser = Replica::new(s("C"), Role::Secondary);
+    loser.set_creation(by_b);
+    sync(&p, &mut loser);
+    assert!(loser.lost_name());
+    assert!(!loser.is_primary());
+    let mut winner = Replica::new(s("C"), Role::Secondary);
+    winner.set_creation(by_a);
+    sync(&p, &mut winner);
+    assert!(!winner.lost_name());
+    assert!(winner.is_primary());
+}
+
+#[test]
+fn a_server_without_a_record_cannot_retire() {
+    let mut stat = Replica::new(s("S"), Role::Secondary);
+    assert_eq!(stat.retire(1), Err(MemberError::NotMember(s("S"))));
+}

@@ -403,6 +403,11 @@ impl Node {
                 });
             }
         };
+        // The replica compares it with the committed table: a server whose
+        // name went to another creation is never the primary.
+        if let Some(c) = &creation {
+            replica.set_creation(c.created.clone());
+        }
         let (durable, advancer) = DurableMark::new();
         let clock = config.clock;
         let config_peers: Vec<ServerId> = config.peers.keys().cloned().collect();

@@ -178,8 +178,12 @@ pub struct Node {
 
 impl Node {
     fn new(id: ServerId, creation: Option<WriteId>) -> Node {
+        let mut replica = Replica::new(id, Role::Secondary);
+        if let Some(c) = &creation {
+            replica.set_creation(c.clone());
+        }
         Node {
-            replica: Replica::new(id, Role::Secondary),
+            replica,
             disk: Disk::default(),
             clock: 0,
             checkpoint: None,
@@ -951,6 +955,9 @@ impl World {
                     node.replica.authority().cloned(),
                 )
                 .map_err(|e| (format!("crash {id}: recovery failed: {e}"), true))?;
+                if let Some(c) = &node.creation {
+                    node.replica.set_creation(c.clone());
+                }
                 node.checkpoint = stored.map(Arc::new);
                 node.unexecuted = node.checkpoint.as_ref().map_or(0, |c| c.snapshot.csn);
                 self.coverage.restores_from_checkpoint += u64::from(node.checkpoint.is_some());
@@ -1415,6 +1422,9 @@ impl World {
                 authority,
             )
             .expect("a replica's own items replay");
+            if let Some(c) = &node.creation {
+                node.replica.set_creation(c.clone());
+            }
             node.unexecuted = checkpoint.as_ref().map_or(0, |c| c.snapshot.csn);
             node.checkpoint = checkpoint;
         }

@@ -355,57 +355,49 @@ fn membership_commands_report_bad_input() {
 }
 
 #[test]
-fn a_server_that_retires_before_it_learns_it_is_the_primary_stays_up_and_commits() {
+fn a_server_that_retires_before_it_learns_it_is_the_primary_passes_the_role_on() {
     // [P97 §4.3]: P's handoff to C commits at P at once (autocommit) while C
     // does not know it; C retires, which the core accepts (C is not the
-    // primary where it retires). On receiving the commit C is the primary,
-    // and commits its own retirement: no other server could. Were it to stop
-    // once P holds the retirement, A's write would never commit.
+    // primary where it retires). On receiving the commit C is the primary
+    // and commits its own retirement; there, in the committed order, the
+    // role passes to the first live member by name (P), since a retired
+    // server can write nothing more, not even a handoff. C then stops, and
+    // A's write commits at P.
     let world = run(&format!(
         "servers P A\nprimary P\nautocommit P\ncreate C by A\nsync A P\nsync P C\nhandoff C\nretire C\nsync C P\nsync P C\nwrite A W(X,1)\nsync A C\n{}expect-converged\n",
         heal(&["P", "A", "C"])
     ));
-    assert_eq!(world.stopped().count(), 0);
     let c = &world.node(&id("C")).unwrap().replica;
-    assert!(c.has_retired() && c.is_primary());
-    for r in world.replicas() {
+    assert!(c.has_retired() && !c.is_primary());
+    assert!(world.node(&id("P")).unwrap().replica.is_primary());
+    assert_eq!(world.stopped().count(), 1);
+    for r in ["P", "A"].map(|s| &world.node(&id(s)).unwrap().replica) {
         assert_eq!(r.tentative_len(), 0, "{}", r.id());
         assert_eq!(r.csn(), 5, "{}", r.id());
     }
-    // Nor does a retired primary hand off: its write would reach nobody
-    // (the core refuses it too).
-    let mut retired_primary = c.clone();
-    assert_eq!(
-        retired_primary
-            .handoff(99, id("A"))
-            .unwrap_err()
-            .to_string(),
-        "C has retired"
-    );
-    let mut world = world;
-    world.run(&parse("handoff A\n").unwrap(), |_| {}).unwrap();
-    assert_eq!(
-        world.refusals().last().unwrap(),
-        "handoff A: refused, C has retired (a retired primary stays the primary)"
-    );
 }
 
 #[test]
-fn a_loser_that_learns_in_a_session_it_lost_refuses_the_rest_and_stops() {
+fn a_loser_that_learns_in_a_session_it_lost_is_never_the_primary_and_stops() {
     // [P97 §4.3]: B's creation of C commits first, then a handoff to C (the
     // name, so B's C, here C2), which commits CSN 5. A's C receives CSNs
-    // 1-5 in one session: at CSN 4 the handoff names its name, so the core
-    // takes it for the primary, and it refuses CSN 5 as a commit it never
-    // assigned. It has learned it lost: it refuses, and stops.
+    // 1-5 in one session: at CSN 4 the handoff names its name, but the
+    // committed table binds the name to B's creation, not to the one A's
+    // C was given, so the core does not take it for the primary
+    // (`Replica::lost_name`): the session applies whole, and C stops.
     let world = run(&format!(
         "servers P A B\nprimary P\nautocommit P\nfound P\ncreate C by A\ncreate C by B as C2\nsync B P\nsync A P\nhandoff C2\nsync P C2\nwrite C2 W(X,1)\nsync C2 P\nsync P C\n{}expect-converged\n",
         heal(&["P", "A", "B", "C", "C2"])
     ));
-    assert_eq!(
-        world.refusals()[0],
-        "sync P C: protocol error at C: the primary received CSN 5 that it never assigned (refused: C has just learned it lost its name)"
+    assert!(
+        world
+            .refusals()
+            .iter()
+            .all(|r| !r.contains("protocol error")),
+        "{:?}",
+        world.refusals()
     );
-    assert_eq!(world.coverage().sessions_refused_by_losers, 1);
+    assert_eq!(world.coverage().sessions_refused_by_losers, 0);
     let (h, why) = world.stopped().next().unwrap();
     assert_eq!(
         (h.as_str(), why),

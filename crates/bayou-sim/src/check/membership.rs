@@ -16,8 +16,9 @@ use bayou_core::{Csn, Op, ServerId, WriteId};
 /// The membership table of the committed order up to [`Self::upto`].
 #[derive(Debug, Clone, Default)]
 pub struct CommittedMembership {
-    /// The primary named by the last handoff that took effect; `None`
-    /// while the server started as primary still is.
+    /// The primary the table names (the founder, then the server named by
+    /// the last handoff that took effect, or the successor of a primary
+    /// that retired); `None` while the server started as primary is.
     pub primary: Option<ServerId>,
     /// Every name bound so far: its creation write, and whether it retired.
     pub members: BTreeMap<ServerId, (WriteId, bool)>,
@@ -34,13 +35,32 @@ impl CommittedMembership {
         match m {
             MemberOp::Create { server, .. } => {
                 // A creation of a bound (or retired) name does nothing.
-                self.members
-                    .entry(server.clone())
-                    .or_insert((id.clone(), false));
+                if self.members.contains_key(server) {
+                    return;
+                }
+                self.members.insert(server.clone(), (id.clone(), false));
+                // The founder creates itself: the table names it primary.
+                if &id.server == server && self.primary.is_none() {
+                    self.primary = Some(server.clone());
+                }
             }
             MemberOp::Retire { server } if &id.server == server => {
-                if let Some(m) = self.members.get_mut(server) {
-                    m.1 = true;
+                let Some(m) = self.members.get_mut(server) else {
+                    return;
+                };
+                if m.1 {
+                    return;
+                }
+                m.1 = true;
+                // A primary that retires (a handoff to it committed before
+                // it knew) passes the role to the first live member by name.
+                if self.primary.as_ref() == Some(server)
+                    && let Some((next, _)) = self
+                        .members
+                        .iter()
+                        .find(|(s, (_, retired))| *s != server && !retired)
+                {
+                    self.primary = Some(next.clone());
                 }
             }
             MemberOp::Handoff { to } => {
