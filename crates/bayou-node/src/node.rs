@@ -571,6 +571,20 @@ impl Node {
             .has_retired()
     }
 
+    /// Whether this server's retirement is committed here and it is not the
+    /// primary: once a peer durably holds what this server holds, the
+    /// retirement is committed elsewhere too, so this server may go. (Held
+    /// only tentatively elsewhere is not enough: a handoff to this server
+    /// may have committed before it retired, and then only it can commit
+    /// its retirement, which passes the primary's role on.)
+    pub fn retirement_committed(&self) -> bool {
+        let core = self.core.lock().expect("replica lock");
+        let r = &core.replica;
+        r.member(r.id(), View::Committed)
+            .is_some_and(|m| m.retired.is_some())
+            && !r.is_primary()
+    }
+
     /// Resolves once this server must leave: `Ok` with a message once its
     /// retirement is held elsewhere, `Err` once its name is another's.
     pub async fn left(&self) -> Result<String, String> {

@@ -414,8 +414,9 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
         other => return Err(conn.protocol(format!("expected Welcome from {peer}, got {other:?}"))),
     }
     let mut report = SyncReport::default();
-    // Whether what this push delivers includes this server's retirement.
-    let retired = node.has_retired();
+    // Whether what this push delivers includes the commit of this server's
+    // retirement.
+    let retired = node.retirement_committed();
     // A server that is not a member (yet) has no write of its own to push,
     // and a peer would refuse a push from a loser: it only pulls.
     if matches!(
@@ -445,7 +446,7 @@ async fn session(node: &Node, peer: &ServerId) -> Result<SyncReport, SessionErro
             report.sent_commits = commits;
             if retired {
                 // The peer made durable everything this server held,
-                // the retirement included, before acknowledging.
+                // the retirement's commit included, before acknowledging.
                 node.retirement_delivered(peer);
             }
         }
