@@ -128,6 +128,8 @@ pub(crate) enum Query {
     Join(ServerId, String),
     /// `BAYOU.HANDOFF id`.
     Handoff(ServerId),
+    /// `BAYOU.ADDRESS addr`: this server's peers reach it at `addr` now.
+    Address(String),
     /// `BAYOU.RETIRE [id]`: a primary hands off to `id` (or to the first
     /// live member) first.
     Retire(Option<ServerId>),
@@ -407,6 +409,29 @@ impl Node {
         // name went to another creation is never the primary.
         if let Some(c) = &creation {
             replica.set_creation(c.created.clone());
+        }
+        // A member restarted on another address tells its peers by a write
+        // ([P97 §4.3]: addresses travel in the log).
+        let own_record = replica
+            .member(&config.id, View::Full)
+            .filter(|m| match &creation {
+                Some(c) => m.created == c.created,
+                // The founder created itself.
+                None => m.created.server == config.id,
+            });
+        if let Some(m) = own_record
+            && m.is_live()
+            && m.addr != config.listen
+        {
+            match replica.set_address(clock_reading(config.clock), &config.listen) {
+                Ok(w) => {
+                    info!(id = %config.id, old = %m.addr, new = %config.listen, write = %w, "address changed")
+                }
+                Err(e) => warn!(id = %config.id, "cannot record the new address: {e}"),
+            }
+            if let Some(batch) = bayou_store::take_batch(&mut replica) {
+                store.append(&batch)?;
+            }
         }
         let (durable, advancer) = DurableMark::new();
         let clock = config.clock;
@@ -1021,6 +1046,13 @@ impl Core {
             Query::Handoff(to) => match self.replica.handoff(self.now(), to.clone()) {
                 Ok(w) => {
                     info!(id = %node.config.id, %to, write = %w, committed = !self.replica.is_primary(), "BAYOU.HANDOFF");
+                    Reply::text(w.to_string())
+                }
+                Err(e) => Reply::err(e),
+            },
+            Query::Address(addr) => match self.replica.set_address(self.now(), &addr) {
+                Ok(w) => {
+                    info!(id = %node.config.id, %addr, write = %w, "BAYOU.ADDRESS");
                     Reply::text(w.to_string())
                 }
                 Err(e) => Reply::err(e),

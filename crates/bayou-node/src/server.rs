@@ -374,6 +374,12 @@ const BAYOU_COMMANDS: &[CommandSpec] = &[
         "BAYOU.HANDOFF id: the primary hands CSN assignment to a live member",
     ),
     CommandSpec::new(
+        "bayou.address",
+        2,
+        &["admin", "write"],
+        "BAYOU.ADDRESS addr: this member's peers reach it at addr from now on (a write)",
+    ),
+    CommandSpec::new(
         "bayou.retire",
         -1,
         &["admin", "write"],
@@ -798,6 +804,12 @@ pub(crate) fn classify(node: &Node, spec: &CommandSpec, args: &[Bytes]) -> Actio
         "bayou.handoff" => match ServerId::new(&String::from_utf8_lossy(&args[1])) {
             Ok(id) => q(Query::Handoff(id)),
             Err(e) => Action::Now(Reply::err(format!("BAYOU.HANDOFF: bad server id: {e}"))),
+        },
+        "bayou.address" => match std::str::from_utf8(&args[1]) {
+            Ok(addr) if !addr.is_empty() && !addr.contains(char::is_whitespace) => {
+                q(Query::Address(addr.to_string()))
+            }
+            _ => Action::Now(Reply::err("BAYOU.ADDRESS addr: the address is HOST:PORT")),
         },
         "bayou.retire" => match args.get(1) {
             None => q(Query::Retire(None)),

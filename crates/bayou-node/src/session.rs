@@ -260,6 +260,7 @@ fn access(q: &Query) -> (Option<View>, bool) {
         | Query::Info(_)
         | Query::Join(..)
         | Query::Handoff(_)
+        | Query::Address(_)
         | Query::Retire(_)
         | Query::Members => (None, false),
     }

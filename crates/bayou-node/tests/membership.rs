@@ -482,3 +482,57 @@ fn a_static_server_under_a_joined_servers_name_has_its_push_dropped_and_stops() 
         p.get("real").is_some()
     });
 }
+
+#[test]
+fn a_member_that_moves_tells_its_peers_by_a_write() {
+    // [P97 §4.3]: addresses travel with the creation write and change by a
+    // write: A restarted on another port records it at start, and P, which
+    // learns its partners from the log, syncs with A there.
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(3);
+    let mut p = replica(dir.path(), "P", ports[0], &["--primary", "P"]);
+    p.start();
+    let sponsor = format!("127.0.0.1:{}", ports[0]);
+    let mut a = replica(dir.path(), "A", ports[1], &["--join", &sponsor]);
+    a.start();
+    wait_until("A is a member", Duration::from_secs(30), || {
+        a.status("membership") == "member"
+    });
+    a.terminate();
+    let moved = format!("127.0.0.1:{}", ports[2]);
+    a.args = a
+        .args
+        .iter()
+        .filter(|x| *x != "--join" && *x != &sponsor)
+        .map(|x| {
+            if x == &format!("127.0.0.1:{}", ports[1]) {
+                moved.clone()
+            } else {
+                x.clone()
+            }
+        })
+        .collect();
+    a.port = ports[2];
+    a.start();
+    wait_until("P learns A's new address", Duration::from_secs(30), || {
+        members(&p)
+            .iter()
+            .any(|l| l.starts_with(&format!("A {moved} live")))
+    });
+    // They go on exchanging writes.
+    p.ok(&["SET", "after-move", "1"]);
+    wait_until("P's write reaches A", Duration::from_secs(30), || {
+        a.get("after-move").is_some()
+    });
+    // And by command, for an address a peer should use from now on.
+    let w: String = redis::cmd("BAYOU.ADDRESS")
+        .arg(&moved)
+        .query(&mut a.conn())
+        .unwrap();
+    assert!(w.ends_with(":A"), "{w}");
+    wait_until(
+        "the command's write reaches P",
+        Duration::from_secs(30),
+        || p.log_lines().iter().any(|l| l.contains("ADDRESS(A,")),
+    );
+}
