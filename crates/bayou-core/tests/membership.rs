@@ -37,6 +37,16 @@ fn founded_pair() -> (Replica, Replica, WriteId) {
     (p, a, created)
 }
 
+/// `sponsor` creates `name` at clock `t`; the new server, told its
+/// creation, syncs from the sponsor.
+fn joined(sponsor: &mut Replica, name: &str, t: Stamp) -> Replica {
+    let created = sponsor.sponsor(t, s(name), &format!("{name}:1")).unwrap();
+    let mut r = Replica::new(s(name), Role::Secondary);
+    r.set_creation(created);
+    sync(sponsor, &mut r);
+    r
+}
+
 #[test]
 fn a_created_server_is_bound_to_its_creation_write_once_it_commits() {
     let (p, a, created) = founded_pair();
@@ -310,11 +320,8 @@ fn a_server_that_retires_while_a_handoff_to_it_commits_passes_the_role_on() {
     // assigned (a retired server can write nothing more, not even a
     // handoff).
     let (mut p, mut a, _) = founded_pair();
-    let b_created = p.sponsor(3, s("B"), "b:1").unwrap();
-    let mut b = Replica::new(s("B"), Role::Secondary);
-    b.set_creation(b_created);
+    let mut b = joined(&mut p, "B", 3);
     sync(&p, &mut a);
-    sync(&p, &mut b);
     p.handoff(10, s("A")).unwrap();
     a.retire(11).unwrap();
     sync(&p, &mut a);
@@ -338,11 +345,8 @@ fn a_server_that_lost_its_name_is_never_the_primary() {
     // first. A handoff to the name C makes the winner primary, never the
     // loser, even when the loser holds that commit.
     let (mut p, mut a, _) = founded_pair();
-    let b_created = p.sponsor(3, s("B"), "b:1").unwrap();
-    let mut b = Replica::new(s("B"), Role::Secondary);
-    b.set_creation(b_created);
+    let mut b = joined(&mut p, "B", 3);
     sync(&p, &mut a);
-    sync(&p, &mut b);
     let by_a = a.sponsor(10, s("C"), "c1:1").unwrap();
     let by_b = b.sponsor(11, s("C"), "c2:1").unwrap();
     sync(&a, &mut p);

@@ -42,6 +42,20 @@ fn replica(dir: &Path, id: &str, port: u16, args: &[&str]) -> Replica {
     }
 }
 
+/// P founds a cluster on `ports[0]` and A joins it through P on
+/// `ports[1]`: both running, A a member; P's address.
+fn founder_and_member(dir: &Path, ports: &[u16]) -> (Replica, Replica, String) {
+    let mut p = replica(dir, "P", ports[0], &["--primary", "P"]);
+    p.start();
+    let sponsor = format!("127.0.0.1:{}", ports[0]);
+    let mut a = replica(dir, "A", ports[1], &["--join", &sponsor]);
+    a.start();
+    wait_until("A is a member", Duration::from_secs(30), || {
+        a.status("membership") == "member"
+    });
+    (p, a, sponsor)
+}
+
 /// `BAYOU.MEMBERS` as lines.
 fn members(r: &Replica) -> Vec<String> {
     redis::cmd("BAYOU.MEMBERS").query(&mut r.conn()).unwrap()
@@ -287,14 +301,7 @@ fn a_second_server_claiming_a_taken_id_is_refused_and_writes_nothing() {
     // for it is refused where it is asked for.
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(3);
-    let mut p = replica(dir.path(), "P", ports[0], &["--primary", "P"]);
-    p.start();
-    let sponsor = format!("127.0.0.1:{}", ports[0]);
-    let mut a = replica(dir.path(), "A", ports[1], &["--join", &sponsor]);
-    a.start();
-    wait_until("A is a member", Duration::from_secs(30), || {
-        a.status("membership") == "member"
-    });
+    let (p, mut a, sponsor) = founder_and_member(dir.path(), &ports);
     a.ok(&["SET", "x", "1"]);
     let before = p.log_lines();
 
@@ -440,14 +447,7 @@ fn a_static_server_under_a_joined_servers_name_has_its_push_dropped_and_stops() 
     // and it refuses writes and stops once it pulls the record of its name.
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(3);
-    let mut p = replica(dir.path(), "P", ports[0], &["--primary", "P"]);
-    p.start();
-    let sponsor = format!("127.0.0.1:{}", ports[0]);
-    let mut a = replica(dir.path(), "A", ports[1], &["--join", &sponsor]);
-    a.start();
-    wait_until("A is a member", Duration::from_secs(30), || {
-        a.status("membership") == "member"
-    });
+    let (p, a, sponsor) = founder_and_member(dir.path(), &ports);
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     let peer = format!("P={sponsor}");
@@ -490,14 +490,7 @@ fn a_member_that_moves_tells_its_peers_by_a_write() {
     // learns its partners from the log, syncs with A there.
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(3);
-    let mut p = replica(dir.path(), "P", ports[0], &["--primary", "P"]);
-    p.start();
-    let sponsor = format!("127.0.0.1:{}", ports[0]);
-    let mut a = replica(dir.path(), "A", ports[1], &["--join", &sponsor]);
-    a.start();
-    wait_until("A is a member", Duration::from_secs(30), || {
-        a.status("membership") == "member"
-    });
+    let (p, mut a, sponsor) = founder_and_member(dir.path(), &ports);
     a.terminate();
     let moved = format!("127.0.0.1:{}", ports[2]);
     a.args = a

@@ -13,18 +13,20 @@
 //! or `bayou random --seeds 100000 --start 0`.
 
 use bayou_sim::Coverage;
+
+/// A count from the environment variable `name`, or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
 use bayou_sim::random::{Params, generate, run_seed, run_seed_with_coverage};
 
 #[test]
 fn random_runs_satisfy_every_invariant() {
-    let seeds: u64 = std::env::var("BAYOU_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
-    let start: u64 = std::env::var("BAYOU_SEED_START")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seeds: u64 = env_or("BAYOU_SEEDS", 10_000);
+    let start: u64 = env_or("BAYOU_SEED_START", 0);
     let mut coverage = Coverage::default();
     for seed in start..start + seeds {
         let result = run_seed_with_coverage(seed, Params::default());
@@ -84,10 +86,7 @@ fn random_meeting_room_runs_converge_and_never_double_book() {
     // seeded runs with crashes and cut-off sessions. Every step checks both
     // views for a slot booked twice; healing checks convergence.
     use bayou_sim::random::Workload;
-    let seeds: u64 = std::env::var("BAYOU_MEETING_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+    let seeds: u64 = env_or("BAYOU_MEETING_SEEDS", 2000);
     let params = Params {
         workload: Workload::Meetings,
         ..Params::default()
@@ -107,14 +106,8 @@ fn random_runs_with_servers_coming_and_going_satisfy_every_invariant() {
     // invariant of `bayou_sim::check` after each step, the membership
     // ones included, and convergence of the servers still running.
     use bayou_sim::random::{Members, run_seed_members};
-    let seeds: u64 = std::env::var("BAYOU_MEMBER_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
-    let start: u64 = std::env::var("BAYOU_SEED_START")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seeds: u64 = env_or("BAYOU_MEMBER_SEEDS", 10_000);
+    let start: u64 = env_or("BAYOU_SEED_START", 0);
     let began = std::time::Instant::now();
     let mut coverage = Coverage::default();
     for seed in start..start + seeds {
