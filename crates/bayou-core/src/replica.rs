@@ -520,6 +520,12 @@ pub struct Replica {
     retired: BTreeSet<ServerId>,
     /// The write that created this server, where known.
     creation: Option<WriteId>,
+    /// The primary the committed membership table names, cached
+    /// (`refresh_membership`).
+    table_primary: Option<ServerId>,
+    /// Whether the committed table binds this server's name to another
+    /// creation, cached (`refresh_membership`).
+    name_lost: bool,
 }
 
 /// A tentative write without its id (the key of the map that holds it).
@@ -649,6 +655,8 @@ impl Replica {
             authority: None,
             retired: BTreeSet::new(),
             creation: None,
+            table_primary: None,
+            name_lost: false,
         }
     }
 
@@ -726,6 +734,7 @@ impl Replica {
             r.omitted = cp.omitted;
             r.logical_clock = cp.snapshot.vv.max_stamp();
             r.committed_db = Arc::try_unwrap(cp.snapshot.db).unwrap_or_else(|db| (*db).clone());
+            r.refresh_membership();
             r.full_db = r.committed_db.clone();
             r.replayed_upto = cp.snapshot.csn;
             r.checkpoint_csn = cp.snapshot.csn;
@@ -782,9 +791,9 @@ impl Replica {
         if self.lost_name() {
             return Role::Secondary;
         }
-        match member::primary(&self.committed_db) {
+        match &self.table_primary {
             None => self.role,
-            Some(p) if p == self.id => Role::Primary {
+            Some(p) if *p == self.id => Role::Primary {
                 autocommit: match self.role {
                     Role::Primary { autocommit } => autocommit,
                     Role::Secondary => true,
@@ -799,6 +808,7 @@ impl Replica {
     /// to this write ([`crate::member`]).
     pub fn set_creation(&mut self, creation: WriteId) {
         self.creation = Some(creation);
+        self.refresh_membership();
     }
 
     /// The write that created this server, where known: the one given to
@@ -812,12 +822,21 @@ impl Replica {
     /// started under a name created for another). Such a server is never
     /// the primary, whatever a handoff to its name says.
     pub fn lost_name(&self) -> bool {
-        match member::member(&self.committed_db, &self.id) {
+        self.name_lost
+    }
+
+    /// Reads again what `role()` and `lost_name()` take from the committed
+    /// membership table; called whenever the committed view changes it
+    /// (a committed membership write, a checkpoint load, an install), since
+    /// `role()` runs on every commit and the table is JSON in the database.
+    fn refresh_membership(&mut self) {
+        self.table_primary = member::primary(&self.committed_db);
+        self.name_lost = match member::member(&self.committed_db, &self.id) {
             None => false,
             // Not told its creation (a static server, a founder, or a
             // driver that did not say): nothing to compare with.
             Some(m) => self.creation.as_ref().is_some_and(|c| &m.created != c),
-        }
+        };
     }
 
     /// Whether this server is the primary.
@@ -1748,6 +1767,7 @@ impl Replica {
         self.vv.merge(&st.vv);
         self.logical_clock = self.logical_clock.max(st.vv.max_stamp());
         self.committed_db = st.db;
+        self.refresh_membership();
         self.note_retirements_in_db();
         self.full_db = self.committed_db.clone();
         self.commits_unshared = 0;
@@ -1892,6 +1912,9 @@ impl Replica {
     }
 
     fn push_committed(&mut self, write: Write) {
+        if matches!(write.op, Op::Member(_)) {
+            self.refresh_membership();
+        }
         self.commit_vv.advance(&write.id);
         self.retained_bytes += write.approx_size() as u64;
         self.committed.push_back(write);
