@@ -258,19 +258,12 @@ pub fn members_text(replica: &Replica, primary: Option<&ServerId>) -> Vec<String
     lines
 }
 
-/// The primary as the committed membership names it: the target of the
-/// last committed handoff; before any, the founder, the one member that
-/// created itself (a joiner need not be told `--primary`); in a static
-/// cluster, `--primary`.
+/// The primary as the committed membership names it (the founder, which
+/// the table names as it creates itself, then the target of each committed
+/// handoff; a joiner need not be told `--primary`); in a static cluster,
+/// `--primary`.
 pub fn effective_primary(replica: &Replica, primary_flag: Option<&ServerId>) -> Option<ServerId> {
-    let db = replica.db(View::Committed);
-    bayou_core::member::primary(db)
-        .or_else(|| {
-            bayou_core::member::members(db)
-                .find(|(id, m)| &m.created.server == id)
-                .map(|(id, _)| id)
-        })
-        .or_else(|| primary_flag.cloned())
+    bayou_core::member::primary(replica.db(View::Committed)).or_else(|| primary_flag.cloned())
 }
 
 /// Asks the server at `sponsor_addr` to create `id` reachable at `addr`

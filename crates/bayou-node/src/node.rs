@@ -587,15 +587,6 @@ impl Node {
         }
     }
 
-    /// Whether this server has written its retirement.
-    pub fn has_retired(&self) -> bool {
-        self.core
-            .lock()
-            .expect("replica lock")
-            .replica
-            .has_retired()
-    }
-
     /// Whether this server's retirement is committed here and it is not the
     /// primary: once a peer durably holds what this server holds, the
     /// retirement is committed elsewhere too, so this server may go. (Held
